@@ -1,0 +1,33 @@
+"""The exception hierarchy: transient faults are retried, bad input is rejected with a reason.
+
+Callers catch by meaning, never by library: adapters translate a
+``redis.ConnectionError`` or a Kafka delivery error into :class:`TransientError`
+or :class:`DeliveryError` at the edge, so the retry policy and the agents only
+know these classes.
+"""
+
+from __future__ import annotations
+
+
+class FreshrecError(Exception):
+    """Base of every error freshrec raises on purpose."""
+
+
+class ConfigError(FreshrecError):
+    """A setting is missing, malformed or out of bounds; fix the environment and restart."""
+
+
+class TransientError(FreshrecError):
+    """A fault that may go away by itself (service down, timeout): retry with backoff."""
+
+
+class DeliveryError(TransientError):
+    """The broker did not acknowledge an event within the publish timeout."""
+
+
+class BadInputError(FreshrecError):
+    """Input that no retry can fix. ``reason`` says what is wrong, for the sender to act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

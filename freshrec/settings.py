@@ -1,0 +1,264 @@
+"""One typed settings object for every freshrec process, read from ``FRESHREC_*`` variables.
+
+Every field has a default that works on the local stack, a type the value is
+parsed into, and a one-line doc. ``Settings.from_env()`` validates everything at
+start, so a typo in a deployment fails the process before it touches Kafka or
+Redis, with a message that names the variable. The README's settings table is
+generated from these fields (``python -m freshrec.settings``) and a test keeps
+it in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from freshrec.errors import ConfigError
+
+ENV_PREFIX = "FRESHREC_"
+
+
+def _doc(text: str, **meta: Any) -> dict[str, Any]:
+    return {"doc": text, **meta}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker, API or job needs to know about its surroundings."""
+
+    # --- Kafka ---------------------------------------------------------------
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092",
+        metadata=_doc("Kafka bootstrap servers, comma-separated host:port."),
+    )
+    topic_watch: str = field(default="watch", metadata=_doc("Topic of `watch` events."))
+    topic_rate: str = field(default="rate", metadata=_doc("Topic of `rate` events."))
+    topic_forget: str = field(default="forget", metadata=_doc("Topic of `forget` events."))
+    topic_dead_letter: str = field(
+        default="freshrec-dead-letter",
+        metadata=_doc("Topic that receives invalid events with the reason and original bytes."),
+    )
+    topic_partitions: int = field(
+        default=8,
+        metadata=_doc("Partitions of the event topics when freshrec creates them.", min=1),
+    )
+    publish_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds the publisher waits for the broker to acknowledge an event "
+            "before it reports a delivery failure.",
+            min=0.1,
+        ),
+    )
+
+    # --- Redis ---------------------------------------------------------------
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0", metadata=_doc("Redis URL for the lists.")
+    )
+    key_prefix: str = field(
+        default="freshrec:", metadata=_doc("Prefix of every Redis key freshrec writes.")
+    )
+    redis_connect_timeout_s: float = field(
+        default=0.5, metadata=_doc("Redis connect timeout in seconds.", min=0.001)
+    )
+    redis_socket_timeout_s: float = field(
+        default=0.5, metadata=_doc("Redis read/write timeout in seconds.", min=0.001)
+    )
+    redis_retries: int = field(
+        default=2,
+        metadata=_doc("Retries of one Redis command on a connection error or timeout.", min=0),
+    )
+
+    # --- Retry policy for transient faults ------------------------------------
+    retry_backoff_base_s: float = field(
+        default=0.05,
+        metadata=_doc("First backoff delay after a transient fault, in seconds.", min=0.0),
+    )
+    retry_backoff_cap_s: float = field(
+        default=2.0,
+        metadata=_doc("Largest backoff delay between two retries, in seconds.", min=0.0),
+    )
+    retry_deadline_s: float = field(
+        default=300.0,
+        metadata=_doc(
+            "How long the worker keeps retrying one transient fault before it stops "
+            "(without acking) so that a restart resumes from the last commit.",
+            min=0.1,
+        ),
+    )
+
+    # --- Lists and model -----------------------------------------------------
+    list_length: int = field(
+        default=150,
+        metadata=_doc(
+            "Items stored per user list; longer than `api_max_k` so that excluded "
+            "items can be replaced.",
+            min=1,
+        ),
+    )
+    model_store: str = field(
+        default="./var/models",
+        metadata=_doc("Directory of model versions and the current-model pointer."),
+    )
+
+    # --- Worker --------------------------------------------------------------
+    app_id: str = field(
+        default="freshrec", metadata=_doc("Faust application id (consumer group, state names).")
+    )
+    batch_size: int = field(
+        default=1000, metadata=_doc("Most events in one micro-batch.", min=1)
+    )
+    batch_max_wait_s: float = field(
+        default=0.05,
+        metadata=_doc("Longest wait to fill a micro-batch, in seconds.", min=0.0),
+    )
+    history_length: int = field(
+        default=200, metadata=_doc("Newest interactions kept per user.", min=1)
+    )
+    model_poll_interval_s: float = field(
+        default=5.0,
+        metadata=_doc("How often the worker checks whether the current model moved.", min=0.1),
+    )
+    worker_web_port: int = field(
+        default=6066,
+        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", min=0),
+    )
+    data_dir: str = field(
+        default="./var/worker", metadata=_doc("Directory for the worker's local state.")
+    )
+
+    # --- API -----------------------------------------------------------------
+    api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API listens on."))
+    api_port: int = field(default=8080, metadata=_doc("Port the API listens on.", min=0))
+    api_workers: int = field(
+        default=1, metadata=_doc("API processes sharing the port (SO_REUSEPORT).", min=1)
+    )
+    api_max_k: int = field(default=100, metadata=_doc("Largest `k` a client may ask for.", min=1))
+    api_default_k: int = field(default=10, metadata=_doc("`k` when the client gives none.", min=1))
+    api_token: str = field(
+        default="",
+        metadata=_doc(
+            "Bearer token required on every route but health; empty turns the check off."
+        ),
+    )
+
+    log_level: str = field(
+        default="INFO",
+        metadata=_doc("Log level: DEBUG, INFO, WARNING or ERROR.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every field from ``FRESHREC_<FIELD>``; ``overrides`` win over the environment.
+
+        Raises :class:`ConfigError` naming the variable when a value does not
+        parse or is out of bounds, and when an unknown ``FRESHREC_*`` variable is
+        set (a typo would otherwise silently fall back to the default).
+        """
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(
+            k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in known
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: "
+                + ", ".join(ENV_PREFIX + n.upper() for n in sorted(known))
+            )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = ENV_PREFIX + f.name.upper()
+            if var in env:
+                values[f.name] = _parse(var, env[var], hints[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The ``FRESHREC_*`` variables that reproduce these settings (for child processes)."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _parse(var: str, raw: str, typ: Any) -> Any:
+    try:
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {typ.__name__}") from None
+    return raw
+
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+def _validate(s: Settings) -> None:
+    hints = get_type_hints(type(s))
+    for f in fields(s):
+        value = getattr(s, f.name)
+        var = ENV_PREFIX + f.name.upper()
+        typ = hints[f.name]
+        if typ is float and isinstance(value, int):
+            object.__setattr__(s, f.name, float(value))
+            value = float(value)
+        if not isinstance(value, typ):
+            raise ConfigError(f"{var} must be a {typ.__name__}, got {value!r}")
+        lo = f.metadata.get("min")
+        if lo is not None and value < lo:
+            raise ConfigError(f"{var}={value!r} is below its minimum {lo}")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{var}={value!r} is not one of {', '.join(choices)}")
+    for server in s.bootstrap_servers.split(","):
+        if not _HOSTPORT.match(server.strip()):
+            raise ConfigError(
+                f"FRESHREC_BOOTSTRAP_SERVERS: {server!r} is not host:port "
+                "(several are separated by commas)"
+            )
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"FRESHREC_REDIS_URL={s.redis_url!r} must start with redis://, rediss:// or unix://"
+        )
+    if s.api_default_k > s.api_max_k:
+        raise ConfigError(
+            f"FRESHREC_API_DEFAULT_K={s.api_default_k} is larger than FRESHREC_API_MAX_K={s.api_max_k}"
+        )
+    if s.list_length < s.api_max_k:
+        raise ConfigError(
+            f"FRESHREC_LIST_LENGTH={s.list_length} must be at least FRESHREC_API_MAX_K={s.api_max_k}"
+        )
+    if s.retry_backoff_cap_s < s.retry_backoff_base_s:
+        raise ConfigError("FRESHREC_RETRY_BACKOFF_CAP_S must be at least FRESHREC_RETRY_BACKOFF_BASE_S")
+
+
+def settings_table() -> str:
+    """The README's settings table, in Markdown."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.default
+        shown = "(empty)" if default == "" else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

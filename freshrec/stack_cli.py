@@ -1,0 +1,41 @@
+"""``freshrec stack up|down``: the local broker and Redis for development and the demo."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from freshrec import stack
+from freshrec.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("stack", help="start or stop the local broker and redis-server")
+    parser.add_argument("action", choices=("up", "down", "env"))
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(".freshrec"),
+        help="where the pids, ports and logs of the stack are kept (default: .freshrec)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "down":
+        stopped = stack.down(args.state_dir)
+        print("stopped " + ", ".join(stopped) if stopped else "no stack was running")
+        return 0
+    if args.action == "env":
+        state = stack.read_state(args.state_dir)
+        if state is None:
+            print("no stack is running; start one with 'freshrec stack up'")
+            return 1
+    else:
+        state = stack.up(args.state_dir)
+        from streams.topics import ensure_topics
+
+        ensure_topics(settings.replace(bootstrap_servers=state.env["FRESHREC_BOOTSTRAP_SERVERS"]))
+        print(f"# broker pid {state.broker_pid}, redis pid {state.redis_pid}; logs in {args.state_dir}/")
+        print("# use these settings (eval \"$(freshrec stack env)\"):")
+    for key, value in state.env.items():
+        print(f"export {key}={value}")
+    return 0

@@ -1,0 +1,179 @@
+"""Validate raw event bytes against the JSON Schema files; return a typed event or a reason.
+
+The schema files are compiled once, at import, into Python functions
+(fastjsonschema), so each event costs one ``orjson.loads`` plus one compiled
+check. :func:`validate` never raises on input: bad bytes, non-UTF-8, non-JSON,
+NaN, wrong types, missing or extra fields and oversized payloads all come back
+as a :class:`Rejection` that names the field, the rule and the offending value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from schemas.events import EVENT_TYPES, Event, EventType, ForgetEvent, RateEvent, WatchEvent
+
+#: Largest accepted message, in bytes. A valid event is well under 1 KiB; the
+#: bound keeps a hostile 1 MB payload from costing a full JSON parse.
+MAX_EVENT_BYTES = 4096
+
+_VALUE_PREVIEW = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event was refused: which ``field``, which ``rule``, what ``value`` (truncated).
+
+    ``field`` is ``"payload"`` when the bytes are not a JSON object at all.
+    ``str(rejection)`` is the sentence that goes into the dead-letter record.
+    """
+
+    field: str
+    rule: str
+    message: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        shown = f" (got {self.value})" if self.value else ""
+        return f"{self.field}: {self.message}{shown}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message, "value": self.value}
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _VALUE_PREVIEW:
+        text = text[: _VALUE_PREVIEW - 3] + "..."
+    return text
+
+
+def load_schema(event_type: EventType) -> dict[str, Any]:
+    """The parsed JSON Schema of one event type (the newest version)."""
+    raw = resources.files(__package__).joinpath(f"{event_type}.v1.json").read_bytes()
+    schema: dict[str, Any] = orjson.loads(raw)
+    return schema
+
+
+@cache
+def _compiled() -> dict[str, Callable[[Any], Any]]:
+    return {t: fastjsonschema.compile(load_schema(t)) for t in EVENT_TYPES}
+
+
+def _properties(event_type: str) -> dict[str, Any]:
+    props: dict[str, Any] = load_schema(event_type)["properties"]  # type: ignore[arg-type]
+    return props
+
+
+@cache
+def _required(event_type: str) -> tuple[str, ...]:
+    return tuple(load_schema(event_type)["required"])  # type: ignore[arg-type]
+
+
+@cache
+def _allowed(event_type: str) -> frozenset[str]:
+    return frozenset(_properties(event_type))
+
+
+def _rejection_from_schema(event_type: str, doc: dict[str, Any], exc: Any) -> Rejection:
+    rule = exc.rule or "schema"
+    if rule == "required":
+        missing = [f for f in _required(event_type) if f not in doc]
+        return Rejection(missing[0] if missing else "payload", "required", "is required")
+    if rule == "additionalProperties":
+        extra = sorted(k for k in doc if k not in _allowed(event_type))
+        name = extra[0] if extra else "payload"
+        return Rejection(
+            name, "additionalProperties", f"is not a field of a {event_type} event", _preview(name)
+        )
+    name = exc.name[5:] if exc.name.startswith("data.") else exc.name
+    message = exc.message
+    prefix = f"{exc.name} "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    return Rejection(name or "payload", rule, message, _preview(exc.value))
+
+
+def _build(event_type: str, doc: dict[str, Any]) -> Event:
+    if event_type == "watch":
+        duration = doc.get("duration_s")
+        return WatchEvent(
+            doc["event_id"], doc["user_id"], doc["item_id"], float(doc["watched_s"]),
+            int(doc["ts"]),
+            None if duration is None else float(duration),
+        )
+    if event_type == "rate":
+        return RateEvent(
+            doc["event_id"], doc["user_id"], doc["item_id"], float(doc["rating"]), int(doc["ts"])
+        )
+    return ForgetEvent(doc["event_id"], doc["user_id"], int(doc["ts"]))
+
+
+def validate(data: bytes | bytearray | memoryview | str | None, event_type: str | None = None) -> Event | Rejection:
+    """Parse and validate one message.
+
+    ``event_type`` is the type the topic carries; when given, an event whose
+    ``type`` differs is rejected. When None, the event's own ``type`` decides.
+    """
+    if data is None:
+        return Rejection("payload", "empty", "message has no value")
+    size = len(data)
+    if size == 0:
+        return Rejection("payload", "empty", "message is empty")
+    if size > MAX_EVENT_BYTES:
+        return Rejection(
+            "payload", "maxBytes", f"message is {size} bytes, the limit is {MAX_EVENT_BYTES}"
+        )
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                return Rejection(
+                    "payload", "utf8", f"is not valid UTF-8 (byte {uexc.start})",
+                    _preview(bytes(data)[uexc.start : uexc.start + 4]),
+                )
+        return Rejection("payload", "json", f"is not valid JSON: {exc.msg} at {exc.pos}")
+    if not isinstance(doc, dict):
+        return Rejection(
+            "payload", "type", f"must be a JSON object, not {type(doc).__name__}", _preview(doc)
+        )
+    declared = doc.get("type")
+    kind = event_type if event_type is not None else declared
+    if kind not in _compiled():
+        if declared is None:
+            return Rejection("type", "required", "is required")
+        return Rejection("type", "enum", f"must be one of {', '.join(EVENT_TYPES)}", _preview(declared))
+    if declared != kind:
+        if declared is None:
+            return Rejection("type", "required", "is required")
+        return Rejection("type", "const", f"must be {kind!r} on this topic", _preview(declared))
+    try:
+        _compiled()[kind](doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return _rejection_from_schema(kind, doc, exc)
+    return _build(kind, doc)
+
+
+def check(data: bytes | str, event_type: str | None = None) -> Event:
+    """Like :func:`validate` but raises :class:`~freshrec.errors.BadInputError` on a rejection."""
+    from freshrec.errors import BadInputError
+
+    result = validate(data, event_type)
+    if isinstance(result, Rejection):
+        raise BadInputError(str(result))
+    return result
+
+
+def compile_all() -> None:
+    """Compile every schema now (done lazily otherwise); raises if a schema file is broken."""
+    _compiled()

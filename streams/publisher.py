@@ -1,0 +1,234 @@
+"""Publish events to Kafka for site back-ends: validated, keyed by user, never dropped silently.
+
+The producer runs with ``acks=all`` and idempotence on, so a retried send
+never duplicates a message in the log, and every message is keyed by user id,
+so all of one user's events land on one partition, in order, and reach the same
+worker. A message that the broker has not acknowledged within
+``FRESHREC_PUBLISH_TIMEOUT_S`` raises :class:`~freshrec.errors.DeliveryError`
+(sync) or fails the returned future (async); nothing is dropped quietly.
+
+Both forms take typed events (``schemas.events``), dicts or raw JSON bytes; the
+latter two are validated first and refused with a
+:class:`~freshrec.errors.BadInputError` naming the field and rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+
+from freshrec.errors import BadInputError, DeliveryError
+from freshrec.settings import Settings
+from schemas.events import Event, to_dict
+from schemas.validator import Rejection, validate
+
+EventLike = Event | Mapping[str, Any] | bytes | str
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The confluent-kafka settings every freshrec producer uses."""
+    timeout_ms = int(settings.publish_timeout_s * 1000)
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": timeout_ms,
+        "socket.timeout.ms": max(timeout_ms, 1000),
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
+    config.update(extra)
+    return config
+
+
+def topic_for(settings: Settings, event_type: str) -> str:
+    return {
+        "watch": settings.topic_watch,
+        "rate": settings.topic_rate,
+        "forget": settings.topic_forget,
+    }[event_type]
+
+
+def prepare(event: EventLike) -> Event:
+    """Turn any accepted input into a validated event, or raise ``BadInputError``."""
+    if isinstance(event, (bytes, str)):
+        result = validate(event)
+    elif isinstance(event, Mapping):
+        result = validate(orjson.dumps(dict(event)))
+    else:
+        return event
+    if isinstance(result, Rejection):
+        raise BadInputError(str(result))
+    return result
+
+
+@dataclass
+class PublishReport:
+    """What :meth:`Publisher.publish_many` did: counts, and each rejected input with its reason."""
+
+    sent: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+class _Delivery:
+    """Collects delivery reports from librdkafka's callback thread."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.delivered = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                self.failures.append(f"{msg.topic()} key={msg.key()!r}: {err.str()}")
+            else:
+                self.delivered += 1
+
+
+class Publisher:
+    """Synchronous publisher. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        self.settings = settings
+        self._producer = Producer(producer_config(settings, **config))
+        self._delivery = _Delivery()
+
+    def send(self, event: EventLike) -> None:
+        """Queue one event; :meth:`flush` waits for it. Raises ``BadInputError`` on bad input."""
+        ev = prepare(event)
+        self._produce(ev)
+
+    def _produce(self, ev: Event) -> None:
+        topic = topic_for(self.settings, ev.type)
+        payload = orjson.dumps(to_dict(ev))
+        while True:
+            try:
+                self._producer.produce(
+                    topic, key=ev.user_id.encode(), value=payload, on_delivery=self._delivery
+                )
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self) -> int:
+        """Wait until every queued event is acknowledged; return how many were delivered.
+
+        Raises :class:`DeliveryError` when any event failed or the timeout passed
+        with events still in flight.
+        """
+        left = self._producer.flush(self.settings.publish_timeout_s + 1.0)
+        failures, self._delivery.failures = self._delivery.failures, []
+        delivered, self._delivery.delivered = self._delivery.delivered, 0
+        if left:
+            failures.append(f"{left} event(s) still unacknowledged after the timeout")
+        if failures:
+            raise DeliveryError(
+                f"{len(failures)} delivery failure(s) to {self.settings.bootstrap_servers}; "
+                f"first: {failures[0]}"
+            )
+        return delivered
+
+    def publish(self, event: EventLike) -> None:
+        """Send one event and wait for the broker's acknowledgement."""
+        self.send(event)
+        self.flush()
+
+    def publish_many(self, events: Iterable[EventLike]) -> PublishReport:
+        """Validate and send many; bad ones are reported (by position), good ones all sent.
+
+        Raises :class:`DeliveryError` when any valid event was not acknowledged.
+        """
+        report = PublishReport()
+        for position, event in enumerate(events, start=1):
+            try:
+                ev = prepare(event)
+            except BadInputError as exc:
+                report.rejected.append((position, exc.reason))
+                continue
+            self._produce(ev)
+            report.sent += 1
+        self.flush()
+        return report
+
+    def close(self) -> None:
+        self._producer.flush(self.settings.publish_timeout_s)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncPublisher:
+    """asyncio publisher: ``await publisher.publish(event)`` returns once the broker acked it.
+
+    A background thread serves librdkafka's delivery reports and resolves each
+    send's future on the event loop, so the loop never blocks on the network.
+    """
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        self.settings = settings
+        self._producer = Producer(producer_config(settings, **config))
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="freshrec-publisher", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    async def publish(self, event: EventLike) -> None:
+        """Send one event; raises ``BadInputError`` at once, ``DeliveryError`` if never acked."""
+        ev = prepare(event)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            def settle() -> None:
+                if done.done():
+                    return
+                if err is not None:
+                    done.set_exception(
+                        DeliveryError(f"{msg.topic()} key={msg.key()!r}: {err.str()}")
+                    )
+                else:
+                    done.set_result(None)
+
+            loop.call_soon_threadsafe(settle)
+
+        payload = orjson.dumps(to_dict(ev))
+        topic = topic_for(self.settings, ev.type)
+        while True:
+            try:
+                self._producer.produce(topic, key=ev.user_id.encode(), value=payload, on_delivery=on_delivery)
+                break
+            except BufferError:
+                await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(done, self.settings.publish_timeout_s + 1.0)
+        except TimeoutError:
+            raise DeliveryError(
+                f"no acknowledgement from {self.settings.bootstrap_servers} within "
+                f"{self.settings.publish_timeout_s}s"
+            ) from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join)
+
+    async def __aenter__(self) -> AsyncPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,56 @@
+"""Create the event topics (and the dead-letter topic) when they are missing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from freshrec.errors import TransientError
+from freshrec.settings import Settings
+
+
+def event_topics(settings: Settings) -> list[str]:
+    """Every topic freshrec's producers and worker need to exist."""
+    return [
+        settings.topic_watch,
+        settings.topic_rate,
+        settings.topic_forget,
+        settings.topic_dead_letter,
+    ]
+
+
+def ensure_topics(
+    settings: Settings, names: Iterable[str] | None = None, timeout_s: float = 10.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created.
+
+    Idempotent: an existing topic is left as it is, whatever its partition count.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    wanted = list(names) if names is not None else event_topics(settings)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise TransientError(
+            f"cannot reach the broker at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    missing = [n for n in wanted if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            raise TransientError(f"could not create topic {name!r}: {exc}") from exc
+    return created
