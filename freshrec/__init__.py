@@ -1,3 +1,3 @@
-"""What every freshrec part shares: settings, errors, the retry policy, the CLI and the local stack."""
+"""What every freshrec part shares: settings, errors, retry policy, CLI and local stack."""
 
 __version__ = "0.1.0"

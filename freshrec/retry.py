@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from freshrec.backoff import Backoff, ExponentialJitterBackoff
 from freshrec.errors import TransientError
+
+if TYPE_CHECKING:
+    from freshrec.settings import Settings
 
 T = TypeVar("T")
 OnRetry = Callable[[BaseException, int, float], None]
@@ -50,13 +53,13 @@ class RetryPolicy:
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: object, **kwargs: object) -> RetryPolicy:
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RetryPolicy:
         """The worker's policy: jittered backoff, bounded by ``retry_deadline_s``."""
         backoff = ExponentialJitterBackoff(
-            getattr(settings, "retry_backoff_base_s"), getattr(settings, "retry_backoff_cap_s")
+            settings.retry_backoff_base_s, settings.retry_backoff_cap_s
         )
-        kwargs.setdefault("deadline_s", getattr(settings, "retry_deadline_s"))
-        return cls(backoff, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("deadline_s", settings.retry_deadline_s)
+        return cls(backoff, **kwargs)
 
     def _next_delay(self, error: BaseException, failures: int, started: float) -> float | None:
         """The wait before the next attempt, or None when the policy gives up."""

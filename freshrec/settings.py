@@ -46,6 +46,12 @@ class Settings:
         default=8,
         metadata=_doc("Partitions of the event topics when freshrec creates them.", min=1),
     )
+    topic_replication_factor: int = field(
+        default=1,
+        metadata=_doc(
+            "Replication factor of topics freshrec creates; use 3 on a production cluster.", min=1
+        ),
+    )
     publish_timeout_s: float = field(
         default=10.0,
         metadata=_doc(
@@ -109,9 +115,7 @@ class Settings:
     app_id: str = field(
         default="freshrec", metadata=_doc("Faust application id (consumer group, state names).")
     )
-    batch_size: int = field(
-        default=1000, metadata=_doc("Most events in one micro-batch.", min=1)
-    )
+    batch_size: int = field(default=1000, metadata=_doc("Most events in one micro-batch.", min=1))
     batch_max_wait_s: float = field(
         default=0.05,
         metadata=_doc("Longest wait to fill a micro-batch, in seconds.", min=0.0),
@@ -148,7 +152,10 @@ class Settings:
 
     log_level: str = field(
         default="INFO",
-        metadata=_doc("Log level: DEBUG, INFO, WARNING or ERROR.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+        metadata=_doc(
+            "Log level: DEBUG, INFO, WARNING or ERROR.",
+            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -166,7 +173,7 @@ class Settings:
         hints = get_type_hints(cls)
         known = {f.name for f in fields(cls)}
         unknown = sorted(
-            k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in known
+            k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in known
         )
         if unknown:
             raise ConfigError(
@@ -240,14 +247,18 @@ def _validate(s: Settings) -> None:
         )
     if s.api_default_k > s.api_max_k:
         raise ConfigError(
-            f"FRESHREC_API_DEFAULT_K={s.api_default_k} is larger than FRESHREC_API_MAX_K={s.api_max_k}"
+            f"FRESHREC_API_DEFAULT_K={s.api_default_k} is larger than "
+            f"FRESHREC_API_MAX_K={s.api_max_k}"
         )
     if s.list_length < s.api_max_k:
         raise ConfigError(
-            f"FRESHREC_LIST_LENGTH={s.list_length} must be at least FRESHREC_API_MAX_K={s.api_max_k}"
+            f"FRESHREC_LIST_LENGTH={s.list_length} must be at least "
+            f"FRESHREC_API_MAX_K={s.api_max_k}"
         )
     if s.retry_backoff_cap_s < s.retry_backoff_base_s:
-        raise ConfigError("FRESHREC_RETRY_BACKOFF_CAP_S must be at least FRESHREC_RETRY_BACKOFF_BASE_S")
+        raise ConfigError(
+            "FRESHREC_RETRY_BACKOFF_CAP_S must be at least FRESHREC_RETRY_BACKOFF_BASE_S"
+        )
 
 
 def settings_table() -> str:

@@ -37,7 +37,9 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
     """Poll ``check`` until it returns True; raise :class:`TransientError` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -153,10 +155,14 @@ class BrokerProcess(ChildService):
     def command(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
         return [
-            broker_binary(), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     @property
@@ -181,11 +187,16 @@ class RedisProcess(ChildService):
     def command(self) -> list[str]:
         return [
             redis_binary(),
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
 
     @property
@@ -203,6 +214,7 @@ class RedisProcess(ChildService):
 
 
 # --- freshrec stack up / down ------------------------------------------------
+
 
 @dataclass
 class StackState:

@@ -9,11 +9,13 @@ from freshrec import stack
 from freshrec.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("stack", help="start or stop the local broker and redis-server")
     parser.add_argument("action", choices=("up", "down", "env"))
     parser.add_argument(
-        "--state-dir", type=Path, default=Path(".freshrec"),
+        "--state-dir",
+        type=Path,
+        default=Path(".freshrec"),
         help="where the pids, ports and logs of the stack are kept (default: .freshrec)",
     )
     parser.set_defaults(func=run)
@@ -34,8 +36,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from streams.topics import ensure_topics
 
         ensure_topics(settings.replace(bootstrap_servers=state.env["FRESHREC_BOOTSTRAP_SERVERS"]))
-        print(f"# broker pid {state.broker_pid}, redis pid {state.redis_pid}; logs in {args.state_dir}/")
-        print("# use these settings (eval \"$(freshrec stack env)\"):")
+        print(
+            f"# broker pid {state.broker_pid}, redis pid {state.redis_pid}; "
+            f"logs in {args.state_dir}/"
+        )
+        print('# use these settings (eval "$(freshrec stack env)"):')
     for key, value in state.env.items():
         print(f"export {key}={value}")
     return 0

@@ -45,7 +45,12 @@ class Rejection:
         return f"{self.field}: {self.message}{shown}"
 
     def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "rule": self.rule, "message": self.message, "value": self.value}
+        return {
+            "field": self.field,
+            "rule": self.rule,
+            "message": self.message,
+            "value": self.value,
+        }
 
 
 def _preview(value: Any) -> str:
@@ -97,7 +102,7 @@ def _rejection_from_schema(event_type: str, doc: dict[str, Any], exc: Any) -> Re
     message = exc.message
     prefix = f"{exc.name} "
     if message.startswith(prefix):
-        message = message[len(prefix):]
+        message = message[len(prefix) :]
     return Rejection(name or "payload", rule, message, _preview(exc.value))
 
 
@@ -105,7 +110,10 @@ def _build(event_type: str, doc: dict[str, Any]) -> Event:
     if event_type == "watch":
         duration = doc.get("duration_s")
         return WatchEvent(
-            doc["event_id"], doc["user_id"], doc["item_id"], float(doc["watched_s"]),
+            doc["event_id"],
+            doc["user_id"],
+            doc["item_id"],
+            float(doc["watched_s"]),
             int(doc["ts"]),
             None if duration is None else float(duration),
         )
@@ -116,7 +124,9 @@ def _build(event_type: str, doc: dict[str, Any]) -> Event:
     return ForgetEvent(doc["event_id"], doc["user_id"], int(doc["ts"]))
 
 
-def validate(data: bytes | bytearray | memoryview | str | None, event_type: str | None = None) -> Event | Rejection:
+def validate(
+    data: bytes | bytearray | memoryview | str | None, event_type: str | None = None
+) -> Event | Rejection:
     """Parse and validate one message.
 
     ``event_type`` is the type the topic carries; when given, an event whose
@@ -139,7 +149,9 @@ def validate(data: bytes | bytearray | memoryview | str | None, event_type: str 
                 bytes(data).decode("utf-8")
             except UnicodeDecodeError as uexc:
                 return Rejection(
-                    "payload", "utf8", f"is not valid UTF-8 (byte {uexc.start})",
+                    "payload",
+                    "utf8",
+                    f"is not valid UTF-8 (byte {uexc.start})",
                     _preview(bytes(data)[uexc.start : uexc.start + 4]),
                 )
         return Rejection("payload", "json", f"is not valid JSON: {exc.msg} at {exc.pos}")
@@ -152,7 +164,9 @@ def validate(data: bytes | bytearray | memoryview | str | None, event_type: str 
     if kind not in _compiled():
         if declared is None:
             return Rejection("type", "required", "is required")
-        return Rejection("type", "enum", f"must be one of {', '.join(EVENT_TYPES)}", _preview(declared))
+        return Rejection(
+            "type", "enum", f"must be one of {', '.join(EVENT_TYPES)}", _preview(declared)
+        )
     if declared != kind:
         if declared is None:
             return Rejection("type", "required", "is required")

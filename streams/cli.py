@@ -9,7 +9,7 @@ from pathlib import Path
 from freshrec.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "publish",
         help="validate and send events from a JSON-lines file ('-' for stdin)",

@@ -180,7 +180,9 @@ class AsyncPublisher:
         self.settings = settings
         self._producer = Producer(producer_config(settings, **config))
         self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="freshrec-publisher", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="freshrec-publisher", daemon=True
+        )
         self._poller.start()
 
     def _poll_loop(self) -> None:
@@ -210,7 +212,9 @@ class AsyncPublisher:
         topic = topic_for(self.settings, ev.type)
         while True:
             try:
-                self._producer.produce(topic, key=ev.user_id.encode(), value=payload, on_delivery=on_delivery)
+                self._producer.produce(
+                    topic, key=ev.user_id.encode(), value=payload, on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 await asyncio.sleep(0.01)

@@ -40,7 +40,14 @@ def ensure_topics(
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing],
+        [
+            NewTopic(
+                n,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+            )
+            for n in missing
+        ],
         operation_timeout=timeout_s,
         request_timeout=timeout_s,
     )
