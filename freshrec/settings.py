@@ -4,7 +4,7 @@ Every field has a default that works on the local stack, a type the value is
 parsed into, and a one-line doc. ``Settings.from_env()`` validates everything at
 start, so a typo in a deployment fails the process before it touches Kafka or
 Redis, with a message that names the variable. The README's settings table is
-generated from these fields (``python -m freshrec.settings``) and a test keeps
+generated from these fields (``python -m freshrec.readme``) and a test keeps
 it in sync.
 """
 
@@ -134,6 +134,33 @@ class Settings:
     data_dir: str = field(
         default="./var/worker", metadata=_doc("Directory for the worker's local state.")
     )
+    dedupe_window: int = field(
+        default=200,
+        metadata=_doc(
+            "Newest event ids remembered per user; a repeat of any of them is dropped.", min=1
+        ),
+    )
+    broker_session_timeout_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Consumer-group session timeout: how long a dead worker keeps its partitions.",
+            min=1.0,
+        ),
+    )
+    broker_heartbeat_interval_s: float = field(
+        default=3.0,
+        metadata=_doc(
+            "Consumer-group heartbeat interval; keep it under a third of the session timeout.",
+            min=0.1,
+        ),
+    )
+    broker_commit_interval_s: float = field(
+        default=2.8,
+        metadata=_doc(
+            "How often the worker commits processed offsets; a crash redelivers at most this much.",
+            min=0.1,
+        ),
+    )
 
     # --- API -----------------------------------------------------------------
     api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API listens on."))
@@ -147,6 +174,22 @@ class Settings:
         default="",
         metadata=_doc(
             "Bearer token required on every route but health; empty turns the check off."
+        ),
+    )
+    api_redis_max_connections: int = field(
+        default=64,
+        metadata=_doc(
+            "Most Redis connections one API process opens; a request beyond it waits "
+            "up to the connect timeout for a free one.",
+            min=1,
+        ),
+    )
+    api_popular_cache_s: float = field(
+        default=1.0,
+        metadata=_doc(
+            "Seconds an API process keeps the popular fallback in memory, so a user "
+            "without a list costs one Redis round trip; 0 reads it on every miss.",
+            min=0.0,
         ),
     )
 
@@ -270,6 +313,3 @@ def settings_table() -> str:
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    print(settings_table())

@@ -1,0 +1,72 @@
+"""Settings: parsed from FRESHREC_* variables, validated at start, documented in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from freshrec.errors import ConfigError
+from freshrec.settings import Settings, settings_table
+
+
+def test_defaults_are_valid() -> None:
+    s = Settings.from_env({})
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.list_length >= s.api_max_k
+
+
+def test_values_are_parsed_to_their_types() -> None:
+    s = Settings.from_env(
+        {
+            "FRESHREC_BATCH_SIZE": "250",
+            "FRESHREC_BATCH_MAX_WAIT_S": "0.2",
+            "FRESHREC_KEY_PREFIX": "x:",
+            "FRESHREC_BOOTSTRAP_SERVERS": "a:9092, b:9093",
+        }
+    )
+    assert (s.batch_size, s.batch_max_wait_s, s.key_prefix) == (250, 0.2, "x:")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRESHREC_BATCH_SIZE": "many"}, r"FRESHREC_BATCH_SIZE='many' is not a valid int"),
+        ({"FRESHREC_BATCH_SIZE": "0"}, r"FRESHREC_BATCH_SIZE=0 is below its minimum 1"),
+        ({"FRESHREC_REDIS_SOCKET_TIMEOUT_S": "-1"}, r"below its minimum"),
+        ({"FRESHREC_BOOTSTRAP_SERVERS": "localhost"}, r"'localhost' is not host:port"),
+        ({"FRESHREC_REDIS_URL": "http://x"}, r"must start with redis://"),
+        ({"FRESHREC_LOG_LEVEL": "LOUD"}, r"is not one of DEBUG"),
+        ({"FRESHREC_API_DEFAULT_K": "500"}, r"larger than FRESHREC_API_MAX_K"),
+        ({"FRESHREC_LIST_LENGTH": "50"}, r"must be at least FRESHREC_API_MAX_K"),
+        ({"FRESHREC_BATCHSIZE": "5"}, r"unknown setting\(s\) FRESHREC_BATCHSIZE"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_overrides_win_and_replace_revalidates() -> None:
+    s = Settings.from_env({"FRESHREC_BATCH_SIZE": "5"}, batch_size=7)
+    assert s.batch_size == 7
+    with pytest.raises(ConfigError):
+        s.replace(batch_size=0)
+
+
+def test_as_env_round_trips() -> None:
+    s = Settings(batch_size=3, key_prefix="p:", api_token="secret")
+    assert Settings.from_env(s.as_env()) == s
+
+
+def test_readme_settings_table_is_current() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert settings_table() in readme, (
+        "README settings table is stale: regenerate it with `python -m freshrec.readme`"
+    )
+
+
+def test_every_setting_is_documented() -> None:
+    for line in settings_table().splitlines()[2:]:
+        assert re.match(r"^\| `FRESHREC_[A-Z0-9_]+` \| .+ \| .{10,} \|$", line), line

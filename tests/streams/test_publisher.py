@@ -1,0 +1,142 @@
+"""The publisher against the real broker: round trip, keys, validation, delivery failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Consumer
+
+from freshrec.errors import BadInputError, DeliveryError
+from freshrec.settings import Settings
+from freshrec.stack import free_port
+from schemas.events import RateEvent, WatchEvent, to_dict
+from schemas.validator import validate
+from streams.publisher import AsyncPublisher, Publisher
+
+pytestmark = pytest.mark.integration
+
+
+def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s: float = 30):
+    """Read ``expected`` messages from ``topics`` (deadline-bounded); return them."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"{settings.app_id}-reader",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
+    consumer.subscribe(topics)
+    messages = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                assert msg.error() is None, msg.error()
+                messages.append(msg)
+    finally:
+        consumer.close()
+    return messages
+
+
+def sample_events(n: int) -> list[WatchEvent | RateEvent]:
+    events: list[WatchEvent | RateEvent] = []
+    for i in range(n):
+        user = f"user-{i % 7}"
+        if i % 3:
+            events.append(
+                WatchEvent(f"e{i}", user, f"item-{i % 11}", 10.0 + i, 1_763_870_000_000 + i, 100.0)
+            )
+        else:
+            events.append(
+                RateEvent(
+                    f"e{i}", user, f"item-{i % 11}", 0.5 + (i % 10) / 2, 1_763_870_000_000 + i
+                )
+            )
+    return events
+
+
+def test_round_trip_keeps_every_event_intact_and_keyed_by_user(
+    settings: Settings, topics: list[str]
+) -> None:
+    events = sample_events(300)
+    with Publisher(settings) as publisher:
+        report = publisher.publish_many(events)
+    assert report.sent == 300 and not report.rejected
+
+    messages = consume_all(settings, [settings.topic_watch, settings.topic_rate], 300)
+    assert len(messages) == 300
+    received = {}
+    for msg in messages:
+        event = validate(msg.value(), "watch" if msg.topic() == settings.topic_watch else "rate")
+        assert not isinstance(event, str)
+        assert msg.key() == event.user_id.encode()
+        received[event.event_id] = event
+    assert received == {e.event_id: e for e in events}
+    # One user's events of one topic share a partition, so they stay in order.
+    by_topic_user: dict[tuple[str, bytes], set[int]] = {}
+    for msg in messages:
+        by_topic_user.setdefault((msg.topic(), msg.key()), set()).add(msg.partition())
+    assert all(len(p) == 1 for p in by_topic_user.values())
+
+
+def test_publish_many_reports_bad_inputs_and_sends_the_rest(
+    settings: Settings, topics: list[str]
+) -> None:
+    good = to_dict(sample_events(1)[0])
+    inputs = [
+        orjson.dumps(good),
+        b"not json",
+        dict(good, event_id="e-2", rating=9, type="rate"),
+        dict(good, event_id="e-3"),
+    ]
+    with Publisher(settings) as publisher:
+        report = publisher.publish_many(inputs)
+    assert report.sent == 2
+    assert [pos for pos, _ in report.rejected] == [2, 3]
+    assert "payload: is not valid JSON" in report.rejected[0][1]
+    assert "rating" in report.rejected[1][1]
+    assert len(consume_all(settings, [settings.topic_watch, settings.topic_rate], 2)) == 2
+
+
+def test_send_refuses_bad_input_with_reason(settings: Settings) -> None:
+    with Publisher(settings) as publisher, pytest.raises(BadInputError, match="user_id"):
+        publisher.send({"type": "forget", "event_id": "x", "user_id": "", "ts": 1_763_870_000_000})
+
+
+def test_unreachable_broker_is_a_delivery_error_within_the_timeout() -> None:
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0)
+    publisher = Publisher(settings)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError, match="delivery failure"):
+        publisher.publish(sample_events(1)[0])
+    assert time.monotonic() - started < settings.publish_timeout_s + 3
+
+
+def test_async_publisher_round_trip(settings: Settings, topics: list[str]) -> None:
+    events = sample_events(20)
+
+    async def go() -> None:
+        async with AsyncPublisher(settings) as publisher:
+            await asyncio.gather(*(publisher.publish(e) for e in events))
+
+    asyncio.run(go())
+    messages = consume_all(settings, [settings.topic_watch, settings.topic_rate], 20)
+    assert sorted(orjson.loads(m.value())["event_id"] for m in messages) == sorted(
+        e.event_id for e in events
+    )
+
+
+def test_async_publisher_surfaces_delivery_failure() -> None:
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0)
+
+    async def go() -> None:
+        async with AsyncPublisher(settings) as publisher:
+            with pytest.raises(DeliveryError):
+                await publisher.publish(sample_events(1)[0])
+
+    asyncio.run(go())
