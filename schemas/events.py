@@ -2,7 +2,9 @@
 
 The JSON Schema files beside this module are the contract; these classes are
 its Python face, built only by :mod:`schemas.validator` after validation, so
-code that holds one can trust every field.
+code that holds one can trust every field. Treat them as immutable; they are not
+``frozen`` only because a frozen dataclass costs 1.7 µs more to build, which
+was a third of the validator's time per event.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ EventType = Literal["watch", "rate", "forget"]
 EVENT_TYPES: tuple[EventType, ...] = ("watch", "rate", "forget")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchEvent:
     """A user watched ``watched_s`` seconds of an item (of ``duration_s``, when known)."""
 
@@ -34,7 +36,7 @@ class WatchEvent:
         return min(1.0, self.watched_s / self.duration_s)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateEvent:
     """A user rated an item from 0.5 to 5 stars."""
 
@@ -46,7 +48,7 @@ class RateEvent:
     type: Literal["rate"] = "rate"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForgetEvent:
     """Delete everything kept about a user."""
 

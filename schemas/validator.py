@@ -67,9 +67,11 @@ def load_schema(event_type: EventType) -> dict[str, Any]:
     return schema
 
 
-@cache
-def _compiled() -> dict[str, Callable[[Any], Any]]:
-    return {t: fastjsonschema.compile(load_schema(t)) for t in EVENT_TYPES}
+#: One compiled checker per event type, built at import: a broken schema file
+#: fails the process at start, and no event pays for compilation.
+_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    t: fastjsonschema.compile(load_schema(t)) for t in EVENT_TYPES
+}
 
 
 def _properties(event_type: str) -> dict[str, Any]:
@@ -161,7 +163,8 @@ def validate(
         )
     declared = doc.get("type")
     kind = event_type if event_type is not None else declared
-    if kind not in _compiled():
+    checker = _CHECKERS.get(kind)  # type: ignore[arg-type]
+    if checker is None:
         if declared is None:
             return Rejection("type", "required", "is required")
         return Rejection(
@@ -172,7 +175,7 @@ def validate(
             return Rejection("type", "required", "is required")
         return Rejection("type", "const", f"must be {kind!r} on this topic", _preview(declared))
     try:
-        _compiled()[kind](doc)
+        checker(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         return _rejection_from_schema(kind, doc, exc)
     return _build(kind, doc)
@@ -186,8 +189,3 @@ def check(data: bytes | str, event_type: str | None = None) -> Event:
     if isinstance(result, Rejection):
         raise BadInputError(str(result))
     return result
-
-
-def compile_all() -> None:
-    """Compile every schema now (done lazily otherwise); raises if a schema file is broken."""
-    _compiled()

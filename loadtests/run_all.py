@@ -1,0 +1,127 @@
+"""Run the benchmarks and record their figures in BENCHMARKS.md.
+
+    python loadtests/run_all.py                 # every benchmark
+    python loadtests/run_all.py --only validate # one (others keep their last figures)
+
+Each benchmark prints, as its last stdout line, one JSON object
+``{"bench": NAME, ...}`` (DESIGN.md, Benchmarks). This script runs each with its
+recorded command, keeps the newest result per benchmark in
+``loadtests/results.json`` (with the command, date and machine), and renders
+BENCHMARKS.md from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "loadtests" / "results.json"
+REPORT = ROOT / "BENCHMARKS.md"
+
+#: name -> (command, what the ratio means and the goal)
+BENCHES: dict[str, tuple[list[str], str]] = {
+    "validate": (
+        ["python", "loadtests/bench_validate.py"],
+        "cost_ratio = json.loads rate / validator rate on the same bytes; goal <= 2",
+    ),
+    "models": (
+        ["python", "loadtests/bench_models.py"],
+        "foldin_speedup = batched fold-in / loop over implicit's recalculate_user; goal >= 20; "
+        "end_to_end_users_per_s goal >= 20,000 on one core",
+    ),
+    "stream": (
+        ["python", "loadtests/bench_stream.py"],
+        "ratio = worker events/s / bare Faust agent events/s; goal >= 0.5, "
+        ">= 10,000 events/s, freshness p99 < 500 ms",
+    ),
+    "api": (
+        ["python", "loadtests/bench_api.py"],
+        "ratio = API requests/s / redis-benchmark GETs/s; goal >= 0.25, "
+        ">= 5,000 req/s, p99 < 50 ms",
+    ),
+}
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run(name: str) -> dict[str, object]:
+    command, _ = BENCHES[name]
+    argv = [sys.executable if part == "python" else part for part in command]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    last = proc.stdout.strip().splitlines()[-1]
+    figures = json.loads(last)
+    if figures.get("bench") != name:
+        raise SystemExit(f"{name}: last line is not its JSON result: {last}")
+    return {
+        "command": " ".join(command),
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "figures": figures,
+    }
+
+
+def render(results: dict[str, dict[str, object]]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by the scripts in `loadtests/`, each beside a baseline measured in the same",
+        "run (DESIGN.md, Benchmarks). Regenerate with `python loadtests/run_all.py`",
+        "(or `--only NAME`).",
+        "Figures from a shared 2-core machine are noisy; compare ratios, not absolute rates.",
+        "",
+    ]
+    for name, (_, meaning) in BENCHES.items():
+        entry = results.get(name)
+        lines.append(f"## {name}")
+        lines.append("")
+        lines.append(meaning + ".")
+        lines.append("")
+        if entry is None:
+            lines.append("Not measured yet.")
+            lines.append("")
+            continue
+        lines.append(f"Command: `{entry['command']}` — {entry['date']}, {entry['machine']}")
+        lines.append("")
+        lines.append("| figure | value |")
+        lines.append("| --- | --- |")
+        for key, value in entry["figures"].items():  # type: ignore[attr-defined]
+            if key != "bench":
+                lines.append(f"| {key} | {value} |")
+        notes = entry.get("notes")
+        if notes:
+            lines.append("")
+            lines.append(str(notes))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(BENCHES), action="append")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render BENCHMARKS.md from results.json"
+    )
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.render:
+        for name in args.only or list(BENCHES):
+            print(f"running {name} ...", flush=True)
+            results[name] = run(name)
+            print(json.dumps(results[name]["figures"]), flush=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    REPORT.write_text(render(results))
+
+
+if __name__ == "__main__":
+    main()
