@@ -1,0 +1,179 @@
+"""The one entry point the streaming worker calls per micro-batch: histories in, lists out.
+
+Pure (no I/O): built once per model version from a
+:class:`~models.store.ModelVersion`, then :meth:`Recommender.recommend` takes a
+batch of users' combined confidences (:func:`models.weighting.user_confidences`)
+and returns every user's top-n list with its scores and explanations, in one
+batched fold-in solve and one blocked matrix product for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.foldin import FoldIn, HistoryRows
+from models.ids import IdMap
+from models.store import ModelVersion
+from models.topk import top_k
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """One batch's lists, one entry per input user, in input order."""
+
+    items: list[list[str]]
+    """Per user, best first, at most ``n`` items."""
+    scores: list[list[float]]
+    """The matching scores (``x_u·y_i`` for personal lists, popularity otherwise)."""
+    because: list[list[str | None]]
+    """Per recommended item, the history item that contributed most to its score;
+    None in popular lists, where no item contributed positively, or when not asked."""
+    personal: list[bool]
+    """False when the user had no usable history (nothing the model knows with a
+    positive confidence) and got the popular fallback."""
+    unknown_items: int
+    """History items the model does not know, over the whole batch (ignored)."""
+
+
+class Recommender:
+    """Fold-in and ranking against one model version; safe to share between calls."""
+
+    def __init__(
+        self,
+        version_id: str,
+        item_ids: IdMap,
+        item_factors: np.ndarray,
+        regularization: float,
+        alpha: float,
+        popular_items: Sequence[str] = (),
+        popular_scores: Sequence[float] = (),
+        num_threads: int = 1,
+    ) -> None:
+        self.version_id = version_id
+        self.item_ids = item_ids
+        self.foldin = FoldIn(item_factors, regularization, alpha)
+        self.num_threads = num_threads
+        self._names = np.array(item_ids.ids, dtype=object)
+        self._popular_items = list(popular_items)
+        self._popular_scores = [float(s) for s in popular_scores]
+
+    @classmethod
+    def from_version(cls, version: ModelVersion, num_threads: int = 1) -> Recommender:
+        """Build from a stored version; ``YᵀY + λI`` is computed here, once.
+
+        ``num_threads`` is for implicit's top-k; 1 suits a worker that runs one
+        process per core.
+        """
+        params = version.params
+        return cls(
+            version.version_id,
+            version.item_ids,
+            version.item_factors,
+            float(params["regularization"]),
+            float(params["alpha"]),
+            version.popular_items,
+            version.popular_scores,
+            num_threads=num_threads,
+        )
+
+    def popular(self, n: int) -> tuple[list[str], list[float]]:
+        """The ``n`` most popular items and their scores, best first."""
+        return self._popular_items[:n], self._popular_scores[:n]
+
+    def encode(self, histories: Sequence[Mapping[str, float]]) -> tuple[HistoryRows, int]:
+        """Histories as CSR rows over model item indices, and the number of unknown items.
+
+        Unknown items and zero confidences are left out (a stored 0 would mean
+        "less weight than unseen" to the fold-in, see :mod:`models.weighting`).
+        """
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        keys = [item for h in histories for item in h]
+        conf = np.fromiter(
+            (c for h in histories for c in h.values()), dtype=np.float32, count=len(keys)
+        )
+        idx = self.item_ids.indices(keys)
+        known = idx >= 0
+        keep = known & (conf != 0)
+        owner = np.repeat(np.arange(len(histories)), lengths)[keep]
+        indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=len(histories)), out=indptr[1:])
+        return HistoryRows(indptr, idx[keep], conf[keep]), int((~known).sum())
+
+    def recommend(
+        self,
+        histories: Sequence[Mapping[str, float]],
+        n: int,
+        exclude_seen: bool = True,
+        explain: bool = True,
+    ) -> Recommendations:
+        """Top-``n`` lists for a batch of users (see :class:`Recommendations`).
+
+        Seen items (every known history item, disliked ones included) are
+        excluded when ``exclude_seen``, from popular fallbacks too. With
+        ``explain`` off, ``because`` holds None throughout and the fold-in
+        solves for one right-hand side per user instead of one per history item.
+        """
+        rows, unknown = self.encode(histories)
+        n_users = rows.n_users
+        seen = sp.csr_matrix(
+            (np.ones(rows.indices.size, dtype=np.float32), rows.indices, rows.indptr),
+            shape=(n_users, len(self.item_ids)),
+        )
+        positive = np.bincount(
+            np.repeat(np.arange(n_users), rows.lengths()),
+            weights=rows.confidences > 0,
+            minlength=n_users,
+        )
+        personal = positive > 0
+        users = np.flatnonzero(personal)
+
+        items: list[list[str]] = [[] for _ in range(n_users)]
+        scores: list[list[float]] = [[] for _ in range(n_users)]
+        because: list[list[str | None]] = [[] for _ in range(n_users)]
+        if users.size:
+            sub = _select(rows, users)
+            fold = self.foldin.fold(sub, explain=explain)
+            top, top_scores = top_k(
+                fold.vectors,
+                self.foldin.item_factors,
+                n,
+                exclude=seen[users] if exclude_seen else None,
+                num_threads=self.num_threads,
+            )
+            why = fold.because(self.foldin.item_factors, top) if explain else None
+            for row, u in enumerate(users):
+                filled = top[row] >= 0
+                chosen = top[row][filled]
+                items[u] = self._names[chosen].tolist()
+                scores[u] = top_scores[row][filled].astype(np.float64).tolist()
+                if why is None:
+                    because[u] = [None] * len(chosen)
+                else:
+                    because[u] = [None if j < 0 else self._names[j] for j in why[row][filled]]
+        for u in np.flatnonzero(~personal):
+            skip = (
+                set(self._names[rows.indices[rows.indptr[u] : rows.indptr[u + 1]]])
+                if exclude_seen
+                else set()
+            )
+            candidates = zip(self._popular_items, self._popular_scores, strict=True)
+            picked = list(islice(((i, s) for i, s in candidates if i not in skip), n))
+            items[u] = [item for item, _ in picked]
+            scores[u] = [s for _, s in picked]
+            because[u] = [None] * len(picked)
+        return Recommendations(items, scores, because, personal.tolist(), unknown)
+
+
+def _select(rows: HistoryRows, users: np.ndarray) -> HistoryRows:
+    """The CSR rows of ``users`` only (in that order)."""
+    starts, ends = rows.indptr[users], rows.indptr[users + 1]
+    lens = ends - starts
+    indptr = np.zeros(users.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    take = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+    return HistoryRows(indptr, rows.indices[take], rows.confidences[take])

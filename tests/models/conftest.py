@@ -1,0 +1,39 @@
+"""Shared fixtures of the models tests: one small trained synthetic model per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest
+
+from models.als import ALSConfig, ALSFactors, train
+from models.popular import popularity, top_popular
+from models.store import ModelStore, ModelVersion
+from models.synthetic import SyntheticData, generate
+from models.weighting import confidence_matrix
+
+
+@pytest.fixture(scope="session")
+def synth() -> SyntheticData:
+    return generate(n_users=1500, n_items=400, n_interactions=50_000, factors=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def als(synth: SyntheticData) -> ALSFactors:
+    return train(confidence_matrix(synth.log), ALSConfig(factors=16, iterations=12, num_threads=1))
+
+
+@pytest.fixture(scope="session")
+def version(synth: SyntheticData, als: ALSFactors) -> ModelVersion:
+    idx, scores = top_popular(popularity(synth.log), 200)
+    return ModelVersion(
+        version_id=ModelStore.new_version_id(),
+        item_factors=als.item_factors,
+        item_ids=synth.log.items,
+        params=als.config.as_dict(),
+        popular_items=[synth.log.items.ids[i] for i in idx],
+        popular_scores=scores.tolist(),
+        created_at=1,
+    )

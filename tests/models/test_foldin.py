@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models.als import ALSFactors
+from models.foldin import FoldIn, HistoryRows
+from models.synthetic import SyntheticData
+from models.weighting import confidence_matrix
+
+
+def _implicit_model(als: ALSFactors):  # type: ignore[no-untyped-def]
+    import implicit.cpu.als
+
+    cfg = als.config
+    model = implicit.cpu.als.AlternatingLeastSquares(
+        factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha, num_threads=1
+    )
+    model.item_factors = als.item_factors
+    model.user_factors = als.user_factors
+    return model
+
+
+def _rows(m: sp.csr_matrix) -> HistoryRows:
+    return HistoryRows(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data)
+
+
+def test_agrees_with_implicit_recalculate_user(synth: SyntheticData, als: ALSFactors) -> None:
+    """Same math as implicit's exact (Cholesky) solve, negative confidences included."""
+    m = confidence_matrix(synth.log)
+    assert (m.data < 0).any(), "the test data must contain dislikes"
+    users = np.arange(300)
+    ref = _implicit_model(als).recalculate_user(users, m[users])
+    fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    got = fold.user_vectors(_rows(m[users]))
+    rel = np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert rel.max() < 1e-4
+
+
+def test_explained_fold_gives_the_same_vectors(synth: SyntheticData, als: ALSFactors) -> None:
+    m = confidence_matrix(synth.log)[:100]
+    fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    plain = fold.user_vectors(_rows(m))
+    explained = fold.fold(_rows(m), explain=True)
+    np.testing.assert_allclose(explained.vectors, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_because_matches_implicit_explain(synth: SyntheticData, als: ALSFactors) -> None:
+    m = confidence_matrix(synth.log)
+    model = _implicit_model(als)
+    fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    top = np.array([[0, 7, 42, 101], [3, 9, 250, 399]])
+    users = np.array([5, 17])
+    got = fold.fold(_rows(m[users]), explain=True).because(als.item_factors, top)
+    for row, u in enumerate(users):
+        for col, item in enumerate(top[row]):
+            _, contributions, _ = model.explain(int(u), m, int(item), N=1)
+            expected = contributions[0][0] if contributions[0][1] > 0 else -1
+            assert got[row, col] == expected
+
+
+def test_users_without_items_get_the_zero_vector_not_nan(als: ALSFactors) -> None:
+    fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    rows = HistoryRows(np.array([0, 0, 1, 1]), np.array([4]), np.array([3.0], dtype=np.float32))
+    out = fold.user_vectors(rows)
+    assert np.isfinite(out).all()
+    assert not out[0].any() and not out[2].any() and out[1].any()
+    empty = fold.user_vectors(
+        HistoryRows(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    )
+    assert empty.shape == (0, als.config.factors)
+
+
+def test_chunking_and_padding_do_not_change_results(als: ALSFactors) -> None:
+    """Users of very different history lengths, more than one chunk of them."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 60, 600)
+    indptr = np.r_[0, np.cumsum(lengths)]
+    indices = np.concatenate([rng.choice(400, k, replace=False) for k in lengths])
+    conf = rng.choice([-2.0, 1.0, 4.0], indices.size).astype(np.float32)
+    rows = HistoryRows(indptr, indices, conf)
+    fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    batched = fold.user_vectors(rows)
+    for u in rng.choice(600, 20, replace=False):
+        one = HistoryRows(
+            np.array([0, lengths[u]]),
+            indices[indptr[u] : indptr[u + 1]],
+            conf[indptr[u] : indptr[u + 1]],
+        )
+        np.testing.assert_allclose(fold.user_vectors(one)[0], batched[u], rtol=1e-5, atol=1e-6)
+
+
+def test_gram_is_precomputed_once(als: ALSFactors) -> None:
+    fold = FoldIn(als.item_factors, 0.5, 1.0)
+    y = als.item_factors.astype(np.float64)
+    np.testing.assert_allclose(fold.gram, y.T @ y + 0.5 * np.eye(y.shape[1]))
+    assert fold.factors == als.config.factors
+    assert pytest.approx(fold.alpha) == 1.0

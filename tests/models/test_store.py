@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.ids import IdMap
+from models.store import ModelStore, ModelStoreError, ModelVersion
+
+
+def _version(vid: str | None = None) -> ModelVersion:
+    return ModelVersion(
+        version_id=vid or ModelStore.new_version_id(),
+        item_factors=np.arange(12, dtype=np.float32).reshape(3, 4),
+        item_ids=IdMap(["a", "b", "c"]),
+        params={"regularization": 0.1, "alpha": 2.0, "factors": 4},
+        metrics={"ndcg@10": 0.5},
+        snapshot={"path": "x.jsonl", "sha256": "00", "offsets": {"watch": {"0": 12}}},
+        popular_items=["b", "a"],
+        popular_scores=[3.0, 1.0],
+        created_at=1234,
+    )
+
+
+def test_version_ids_sort_in_creation_order() -> None:
+    ids = [ModelStore.new_version_id() for _ in range(200)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 200
+    assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{4}", ids[0])
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    v = _version()
+    assert store.save(v) == v.version_id
+    got = store.load(v.version_id)
+    np.testing.assert_array_equal(got.item_factors, v.item_factors)
+    assert got.item_factors.dtype == np.float32
+    assert got.item_ids == v.item_ids
+    for name in ("params", "metrics", "snapshot", "popular_items", "popular_scores", "created_at"):
+        assert getattr(got, name) == getattr(v, name)
+
+
+def test_versions_and_current_pointer(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    assert store.versions() == [] and store.current() is None and store.load_current() is None
+    a, b = _version(), _version()
+    store.save(b)
+    store.save(a)
+    assert store.versions() == sorted([a.version_id, b.version_id])
+    store.set_current(a.version_id)
+    assert store.current() == a.version_id
+    store.set_current(b.version_id)
+    loaded = store.load_current()
+    assert loaded is not None and loaded.version_id == b.version_id
+    assert sorted(os.listdir(tmp_path)) == ["CURRENT", "versions"]  # no temp files left
+
+
+def test_errors_are_specific(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    v = _version()
+    store.save(v)
+    with pytest.raises(ModelStoreError, match="already exists"):
+        store.save(v)
+    with pytest.raises(ModelStoreError, match="no model version"):
+        store.load("20000101T000000000000Z-0000")
+    with pytest.raises(ModelStoreError, match="no such version"):
+        store.set_current("20000101T000000000000Z-0000")
+    with pytest.raises(ModelStoreError, match="invalid"):
+        store.load("../etc")
+    (tmp_path / "versions" / v.version_id / "meta.json").write_text("{not json")
+    with pytest.raises(ModelStoreError, match="unreadable"):
+        store.load(v.version_id)
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    bad = _version()
+    bad.params["oops"] = object()  # not JSON-serialisable: the write fails midway
+    with pytest.raises(TypeError):
+        store.save(bad)
+    assert store.versions() == []
+    assert os.listdir(tmp_path / "versions") == []
+
+
+def test_inconsistent_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="item ids"):
+        ModelVersion("v", np.zeros((2, 3), np.float32), IdMap(["a"]), {})
