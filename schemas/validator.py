@@ -133,6 +133,7 @@ def validate(
 
     ``event_type`` is the type the topic carries; when given, an event whose
     ``type`` differs is rejected. When None, the event's own ``type`` decides.
+    An unknown ``event_type`` is a programming error (``KeyError``), not bad input.
     """
     if data is None:
         return Rejection("payload", "empty", "message has no value")
@@ -162,14 +163,17 @@ def validate(
             "payload", "type", f"must be a JSON object, not {type(doc).__name__}", _preview(doc)
         )
     declared = doc.get("type")
-    kind = event_type if event_type is not None else declared
-    checker = _CHECKERS.get(kind)  # type: ignore[arg-type]
-    if checker is None:
-        if declared is None:
-            return Rejection("type", "required", "is required")
+    if event_type is not None:
+        kind = event_type
+    elif isinstance(declared, str) and declared in _CHECKERS:
+        kind = declared
+    elif declared is None:
+        return Rejection("type", "required", "is required")
+    else:
         return Rejection(
             "type", "enum", f"must be one of {', '.join(EVENT_TYPES)}", _preview(declared)
         )
+    checker = _CHECKERS[kind]
     if declared != kind:
         if declared is None:
             return Rejection("type", "required", "is required")

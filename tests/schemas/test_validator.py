@@ -8,6 +8,8 @@ from pathlib import Path
 import fastjsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from freshrec.errors import BadInputError
 from schemas.events import EVENT_TYPES, ForgetEvent, RateEvent, WatchEvent, to_dict
@@ -113,6 +115,9 @@ BAD: list[tuple[str, bytes | str | None, str | None, str, str]] = [
     ("null", b"null", None, "payload", "type"),
     ("missing type", with_(WATCH, type=_DROP), None, "type", "required"),
     ("unknown type", with_(WATCH, type="click"), None, "type", "enum"),
+    # Regression: an unhashable "type" crashed the checker lookup with TypeError.
+    ("type is a list", with_(WATCH, type=["watch"]), None, "type", "enum"),
+    ("type is an object on topic", with_(WATCH, type={"a": 1}), "watch", "type", "const"),
     ("wrong type for topic", with_(RATE), "watch", "type", "const"),
     ("missing type on topic", with_(WATCH, type=_DROP), "watch", "type", "required"),
     ("missing event_id", with_(WATCH, event_id=_DROP), None, "event_id", "required"),
@@ -198,3 +203,26 @@ def test_validate_never_raises_on_arbitrary_bytes() -> None:
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
         result = validate(bytes(mutated))
         assert isinstance(result, (Rejection, WatchEvent))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    doc=st.dictionaries(st.sampled_from([*WATCH, *RATE, "extra"]), json_values, max_size=9),
+    topic=st.sampled_from([None, *EVENT_TYPES]),
+)
+def test_validate_never_raises_on_any_json_object(doc: dict, topic: str | None) -> None:
+    result = validate(orjson.dumps(doc), topic)
+    assert isinstance(result, (Rejection, WatchEvent, RateEvent, ForgetEvent))
