@@ -1,0 +1,61 @@
+"""The aiohttp application factory: routes, middlewares, and the Redis client's lifetime.
+
+``create_app(settings)`` builds an application without touching the network;
+its ``cleanup_ctx`` opens the Redis client when the app starts and closes it
+(with its pool) when the app shuts down, after in-flight requests finished.
+Tests run it in-process; :mod:`serving.server` runs it in worker processes.
+
+Middlewares, outermost first: metrics (sees the final status of everything),
+errors (turns every failure into a JSON body), then the bearer check when a
+token is set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from freshrec.settings import Settings
+from serving.auth import bearer_middleware
+from serving.context import API, ApiContext
+from serving.errors import error_middleware
+from serving.health import handle_healthz, handle_readyz
+from serving.metrics import handle_metrics, metrics_middleware
+from serving.openapi import handle_openapi
+from serving.recs import handle_recs
+from serving.redis_client import make_redis, request_deadline_s
+from serving.store import RecsStore
+
+
+def retry_after_s(settings: Settings) -> int:
+    """What a 503 tells clients to wait: our own longest backoff, in whole seconds (at least 1)."""
+    return max(1, math.ceil(settings.retry_backoff_cap_s))
+
+
+def create_app(settings: Settings) -> web.Application:
+    middlewares: list[Middleware] = [metrics_middleware, error_middleware(retry_after_s(settings))]
+    if settings.api_token:
+        middlewares.append(bearer_middleware(settings.api_token))
+    app = web.Application(middlewares=middlewares)
+    app[API] = ApiContext(settings=settings, deadline_s=request_deadline_s(settings))
+    app.cleanup_ctx.append(_redis_lifetime)
+    app.router.add_get("/recs/{user}", handle_recs)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/openapi.json", handle_openapi)
+    return app
+
+
+async def _redis_lifetime(app: web.Application) -> AsyncIterator[None]:
+    api = app[API]
+    client = make_redis(api.settings)
+    api.store_or_none = RecsStore(client, api.settings)
+    try:
+        yield
+    finally:
+        api.store_or_none = None
+        await client.aclose()

@@ -1,0 +1,32 @@
+"""``freshrec api``: serve the HTTP API (``--workers N`` processes behind one port)."""
+
+from __future__ import annotations
+
+import argparse
+
+from freshrec.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "api",
+        help="serve GET /recs/<user>, /healthz, /readyz, /metrics and /openapi.json",
+        description="Answers every request from Redis (FRESHREC_REDIS_URL, FRESHREC_KEY_PREFIX). "
+        "Stops gracefully on SIGTERM or SIGINT: in-flight requests finish first. "
+        "Flags override the FRESHREC_API_* settings.",
+    )
+    parser.add_argument("--host", help="address to listen on (FRESHREC_API_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on, 0 for any (FRESHREC_API_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port; one per core uses them all (FRESHREC_API_WORKERS)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.server import serve
+
+    flags = {"api_host": args.host, "api_port": args.port, "api_workers": args.workers}
+    return serve(settings.replace(**{k: v for k, v in flags.items() if v is not None}))

@@ -1,0 +1,33 @@
+"""What every handler of one application shares, stored on the app under :data:`API`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from freshrec.settings import Settings
+from serving.store import RecsStore
+
+
+@dataclass
+class ApiContext:
+    """Settings, the Redis-backed store, and the longest a request may wait on Redis.
+
+    ``store`` is None only outside the application's lifetime: the
+    ``cleanup_ctx`` in :mod:`serving.app` sets it at startup and closes it at
+    shutdown.
+    """
+
+    settings: Settings
+    deadline_s: float
+    store_or_none: RecsStore | None = None
+
+    @property
+    def store(self) -> RecsStore:
+        if self.store_or_none is None:
+            raise RuntimeError("the Redis store is used outside the application's lifetime")
+        return self.store_or_none
+
+
+API = web.AppKey("freshrec_api", ApiContext)

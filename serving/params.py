@@ -1,0 +1,107 @@
+"""Request parameters of ``GET /recs/{user}``, checked against the event contract and the settings.
+
+User and item ids follow the bounds of ``user_id`` and ``item_id`` in
+``schemas/watch.v1.json``, read from that file rather than copied, so an id the
+API accepts is exactly an id an event can carry; any other id can have no list
+and gets a 400 that says why instead of a silent fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.validator import load_schema
+from serving.errors import ApiError
+
+#: ``k`` is a plain decimal number; ``int()`` alone would also take " 7", "+7", "1_0" and "٧".
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class IdRule:
+    """The length and character bounds of one id field of the event contract."""
+
+    field: str
+    pattern: re.Pattern[str]
+    min_length: int
+    max_length: int
+    description: str
+
+    @classmethod
+    def from_contract(cls, field: str, event_type: str = "watch") -> IdRule:
+        prop: dict[str, Any] = load_schema(event_type)["properties"][field]  # type: ignore[arg-type]
+        return cls(
+            field=field,
+            pattern=re.compile(prop["pattern"]),
+            min_length=int(prop["minLength"]),
+            max_length=int(prop["maxLength"]),
+            description=str(prop["description"]),
+        )
+
+    def accepts(self, value: str) -> bool:
+        """True when ``value`` is within bounds.
+
+        ``fullmatch``, not ``match``: ``$`` in a Python regex also matches
+        before a trailing newline, which a decoded ``%0A`` in a URL can supply.
+        """
+        return (
+            self.min_length <= len(value) <= self.max_length
+            and self.pattern.fullmatch(value) is not None
+        )
+
+    def bounds(self) -> str:
+        return f"{self.min_length}-{self.max_length} characters matching {self.pattern.pattern}"
+
+
+USER_ID = IdRule.from_contract("user_id")
+ITEM_ID = IdRule.from_contract("item_id")
+
+
+def parse_user(user: str) -> str:
+    """The user id from the path, or a 400 naming the contract's bounds."""
+    if not USER_ID.accepts(user):
+        raise ApiError(
+            400, "bad_user", f"user id {_preview(user)} is outside the contract: {USER_ID.bounds()}"
+        )
+    return user
+
+
+def parse_k(raw: str | None, default: int, maximum: int) -> int:
+    """``k`` from the query: a whole number from 1 to ``maximum``; ``default`` when absent."""
+    if raw is None:
+        return default
+    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= maximum:
+        raise ApiError(
+            400, "bad_k", f"k must be a whole number from 1 to {maximum}, got {_preview(raw)}"
+        )
+    return int(raw)
+
+
+def parse_exclude(values: Iterable[str]) -> frozenset[str]:
+    """Item ids to drop, from ``exclude=a,b`` and/or repeated ``exclude=`` parameters.
+
+    Empty entries (``exclude=`` or ``a,,b``) are ignored; an id outside the
+    contract is a 400, since it cannot name any item and is likely a client bug.
+    """
+    excluded: set[str] = set()
+    for value in values:
+        for item in value.split(","):
+            if not item:
+                continue
+            if not ITEM_ID.accepts(item):
+                raise ApiError(
+                    400,
+                    "bad_exclude",
+                    f"excluded item id {_preview(item)} is outside the contract: "
+                    f"{ITEM_ID.bounds()}",
+                )
+            excluded.add(item)
+    return frozenset(excluded)
+
+
+def _preview(value: str, limit: int = 70) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,165 @@
+"""Run the API in one or more processes behind one port, and stop them gracefully on SIGTERM.
+
+One Python process uses one core, so ``--workers N`` starts N processes that
+each listen on the same address with ``SO_REUSEPORT``; the kernel spreads new
+connections across them. The parent only supervises:
+
+* it binds the port first (without listening) to fail early with a clear
+  message when the port is taken, and to learn the real port when 0 is asked
+  for; the workers then bind the same port beside it;
+* it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory so ``/metrics``
+  adds up every worker (see :mod:`serving.metrics`), and removes it at the end;
+* it forwards SIGTERM and SIGINT to the workers, each of which stops
+  accepting, lets in-flight requests finish (they are bounded by the Redis
+  deadline, which is also the shutdown timeout), closes Redis and exits;
+* if a worker dies on its own, it stops the others and exits 1, so the
+  orchestrator restarts the whole unit rather than running short-handed.
+
+Workers are spawned rather than forked so that each imports prometheus_client
+after the variable is set, whatever the parent imported before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from types import FrameType
+
+from freshrec.errors import ConfigError
+from freshrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # serving.metrics.MULTIPROC_ENV, without importing it
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT; the exit code for the CLI."""
+    with _reserve_port(settings.api_host, settings.api_port) as port:
+        settings = settings.replace(api_port=port)
+        log.info(
+            "freshrec api: serving on http://%s:%d with %d worker process(es)",
+            settings.api_host,
+            port,
+            settings.api_workers,
+        )
+        if settings.api_workers == 1:
+            run_worker(settings)
+            return 0
+        with _metrics_dir():
+            return _supervise(settings)
+
+
+def run_worker(settings: Settings) -> None:
+    """Serve in this process until SIGTERM or SIGINT, then finish in-flight requests and return."""
+    import uvloop
+    from aiohttp import web
+
+    from serving.app import create_app
+    from serving.redis_client import request_deadline_s
+
+    web.run_app(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        reuse_port=True,
+        shutdown_timeout=request_deadline_s(settings),
+        access_log=None,
+        print=None,
+        handle_signals=True,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def _worker_main(settings: Settings) -> None:
+    """Entry point of a spawned worker: it starts without the parent's logging setup."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s",
+    )
+    run_worker(settings)
+
+
+def _supervise(settings: Settings) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for i in range(settings.api_workers):
+            if stopping:
+                break
+            worker = ctx.Process(target=_worker_main, args=(settings,), name=f"freshrec-api-{i}")
+            worker.start()
+            workers.append(worker)
+        code = 0
+        pending = {worker.sentinel: worker for worker in workers}
+        while pending:
+            for sentinel in multiprocessing.connection.wait(list(pending)):
+                worker = pending.pop(sentinel)  # type: ignore[call-overload]
+                worker.join()
+                if not stopping:
+                    log.error(
+                        "worker %s (pid %s) exited with code %s; stopping the others",
+                        worker.name,
+                        worker.pid,
+                        worker.exitcode,
+                    )
+                    code = 1
+                    stop(signal.SIGTERM, None)
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _reserve_port(host: str, port: int) -> Iterator[int]:
+    """Bind (not listen on) ``host:port`` with SO_REUSEPORT for the workers' lifetime.
+
+    The socket accepts nothing; it makes a taken port fail here, once, with a
+    clear message, turns port 0 into one real port all workers share, and
+    keeps that port ours between the workers' restarts.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(set FRESHREC_API_HOST/FRESHREC_API_PORT or --host/--port)"
+            ) from exc
+        yield int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers, unless the operator set one."""
+    if os.environ.get(_MULTIPROC_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="freshrec-api-metrics-")
+    os.environ[_MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        del os.environ[_MULTIPROC_ENV]
+        shutil.rmtree(path, ignore_errors=True)

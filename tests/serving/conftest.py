@@ -1,0 +1,93 @@
+"""Fixtures for the API tests: lists stored as the worker stores them, and an in-process client.
+
+``async def`` tests in this directory run on a fresh event loop each (see
+:func:`pytest_pyfunc_call`): aiohttp's own pytest plugin is not a dependency,
+and a ten-line hook keeps the suite free of a plugin that would change how
+every other directory's tests run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from freshrec.settings import Settings
+from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
+from serving.app import create_app
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests with :func:`asyncio.run`; leave every other test to pytest."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
+    return True
+
+
+def make_list(
+    user: str | None,
+    items: Sequence[str],
+    *,
+    model_version: str | None = "v1",
+    updated_at: int = 1_700_000_000_000,
+    because: dict[str, str] | None = None,
+) -> RecList:
+    """A list whose scores fall with rank, so the expected order is the given order."""
+    n = len(items)
+    return RecList(
+        user=user,
+        source="personal" if user is not None else "popular",
+        model_version=model_version,
+        updated_at=updated_at,
+        written_at=updated_at + 250,
+        items=tuple(
+            RecItem(item, float(n - rank), (because or {}).get(item))
+            for rank, item in enumerate(items)
+        ),
+    )
+
+
+ListWriter = Callable[..., RecList]
+
+
+@pytest.fixture
+def write_list(redis_client: Any, settings: Settings) -> ListWriter:
+    """Store a list under this test's prefix as the worker does; ``user=None``: the fallback."""
+
+    def write(user: str | None, items: Sequence[str], **kwargs: Any) -> RecList:
+        recs = make_list(user, items, **kwargs)
+        key = (
+            popular_key(settings.key_prefix)
+            if user is None
+            else user_key(settings.key_prefix, user)
+        )
+        redis_client.hset(key, mapping={DATA_FIELD: encode(recs), ORDER_FIELD: recs.order})
+        return recs
+
+    return write
+
+
+ApiClient = Callable[..., Any]
+
+
+@pytest.fixture
+def api_client(settings: Settings) -> ApiClient:
+    """``async with api_client() as client``: the app on a loopback port, its Redis client open.
+
+    Keyword arguments change the test's settings (``api_client(api_max_k=5)``).
+    """
+
+    @asynccontextmanager
+    async def start(**changes: Any) -> AsyncIterator[TestClient[Any, Any]]:
+        async with TestClient(TestServer(create_app(settings.replace(**changes)))) as client:
+            yield client
+
+    return start

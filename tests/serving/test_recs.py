@@ -1,0 +1,275 @@
+"""GET /recs/{user} against the real redis-server: personal, fallback, k, exclude, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from freshrec.settings import Settings
+from schemas.recs import DATA_FIELD, user_key
+from tests.serving.conftest import ApiClient, ListWriter
+
+pytestmark = pytest.mark.integration
+
+ITEMS = [f"i{n}" for n in range(150)]
+
+
+def item_ids(body: dict[str, Any]) -> list[str]:
+    return [entry["item"] for entry in body["items"]]
+
+
+async def test_personal_list_is_served_cut_to_k(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    stored = write_list(
+        "alice", ITEMS, model_version="20260101T000000-ab", updated_at=1_700_000_123_456
+    )
+    async with api_client() as client:
+        resp = await client.get("/recs/alice", params={"k": "3"})
+        body = await resp.json()
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    assert body == {
+        "user": "alice",
+        "source": "personal",
+        "model_version": "20260101T000000-ab",
+        "updated_at": 1_700_000_123_456,
+        "written_at": stored.written_at,
+        "items": [
+            {"item": "i0", "score": 150.0},
+            {"item": "i1", "score": 149.0},
+            {"item": "i2", "score": 148.0},
+        ],
+    }
+
+
+async def test_default_k_comes_from_settings(api_client: ApiClient, write_list: ListWriter) -> None:
+    write_list("alice", ITEMS)
+    async with api_client(api_default_k=7) as client:
+        body = await (await client.get("/recs/alice")).json()
+    assert item_ids(body) == ITEMS[:7]
+
+
+async def test_k_at_the_maximum_is_served(api_client: ApiClient, write_list: ListWriter) -> None:
+    write_list("alice", ITEMS)
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice", params={"k": "100"})).json()
+    assert item_ids(body) == ITEMS[:100]
+
+
+async def test_short_list_returns_what_there_is(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list("alice", ["a", "b"])
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice", params={"k": "10"})).json()
+    assert item_ids(body) == ["a", "b"]
+
+
+async def test_user_without_list_gets_popular_fallback(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list(None, ["p1", "p2", "p3"], model_version="v9")
+    write_list("alice", ["a1"])
+    async with api_client() as client:
+        resp = await client.get("/recs/bob", params={"k": "2"})
+        body = await resp.json()
+    assert resp.status == 200
+    assert (body["user"], body["source"], body["model_version"]) == ("bob", "popular", "v9")
+    assert item_ids(body) == ["p1", "p2"]
+
+
+async def test_no_list_at_all_is_an_empty_popular_answer_not_an_error(
+    api_client: ApiClient,
+) -> None:
+    async with api_client() as client:
+        resp = await client.get("/recs/nobody")
+        body = await resp.json()
+    assert resp.status == 200
+    assert body == {
+        "user": "nobody",
+        "source": "popular",
+        "model_version": None,
+        "updated_at": None,
+        "written_at": None,
+        "items": [],
+    }
+
+
+async def test_exclude_replaces_items_from_further_down_the_list(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list("alice", ITEMS)
+    async with api_client() as client:
+        comma = await (await client.get("/recs/alice?k=3&exclude=i0,i2")).json()
+        repeated = await (await client.get("/recs/alice?k=3&exclude=i0&exclude=i2,")).json()
+    assert item_ids(comma) == ["i1", "i3", "i4"]
+    assert item_ids(repeated) == ["i1", "i3", "i4"]
+
+
+async def test_exclude_applies_to_the_fallback_too(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list(None, ["p1", "p2", "p3"])
+    async with api_client() as client:
+        body = await (await client.get("/recs/bob?k=2&exclude=p1")).json()
+    assert item_ids(body) == ["p2", "p3"]
+
+
+async def test_explanations_are_passed_through(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list("alice", ["a", "b"], because={"a": "seen-1"})
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice")).json()
+    assert body["items"] == [
+        {"item": "a", "score": 2.0, "because": "seen-1"},
+        {"item": "b", "score": 1.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    "k", ["0", "101", "-1", "abc", "1.5", " 5", "+5", "1_0", "\u0667", "", "99999999999"]
+)
+async def test_bad_k_is_a_400_that_names_the_bounds(
+    api_client: ApiClient, write_list: ListWriter, k: str
+) -> None:
+    write_list("alice", ITEMS)
+    async with api_client() as client:
+        resp = await client.get("/recs/alice", params={"k": k})
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_k"
+    assert "from 1 to 100" in body["error"]["message"]
+
+
+async def test_k_bound_follows_the_setting(api_client: ApiClient, write_list: ListWriter) -> None:
+    write_list("alice", ITEMS)
+    async with api_client(api_max_k=5, api_default_k=5) as client:
+        ok = await client.get("/recs/alice", params={"k": "5"})
+        too_big = await client.get("/recs/alice", params={"k": "6"})
+        assert "from 1 to 5" in (await too_big.json())["error"]["message"]
+    assert (ok.status, too_big.status) == (200, 400)
+
+
+@pytest.mark.parametrize(
+    "user",
+    ["a" * 65, "has space", "semi;colon", "caf%C3%A9", "new%0Aline", "trailing%0A", "slash%2Fin"],
+)
+async def test_user_id_outside_the_contract_is_a_400(api_client: ApiClient, user: str) -> None:
+    async with api_client() as client:
+        resp = await client.get(f"/recs/{user}")
+        body = await resp.json()
+    assert resp.status == 400, body
+    assert body["error"]["code"] == "bad_user"
+    assert "1-64 characters" in body["error"]["message"]
+
+
+async def test_user_id_at_the_contract_limits_is_accepted(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    longest = "U" * 64
+    odd = "a.b_c:d@e-f"
+    write_list(longest, ["x"])
+    write_list(odd, ["y"])
+    async with api_client() as client:
+        first = await (await client.get(f"/recs/{longest}")).json()
+        second = await (await client.get(f"/recs/{odd}")).json()
+    assert (first["source"], item_ids(first)) == ("personal", ["x"])
+    assert (second["source"], item_ids(second)) == ("personal", ["y"])
+
+
+async def test_bad_exclude_id_is_a_400(api_client: ApiClient) -> None:
+    async with api_client() as client:
+        resp = await client.get("/recs/alice", params={"exclude": "ok,not ok"})
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_exclude"
+    assert "'not ok'" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"not json", b"[]", b'{"items": 3}', b'{"items": [{"item": 1, "score": 1}]}', b"{}"],
+)
+async def test_unreadable_list_falls_back_to_popular_and_is_counted(
+    api_client: ApiClient,
+    write_list: ListWriter,
+    redis_client: Any,
+    settings: Settings,
+    garbage: bytes,
+) -> None:
+    from serving.metrics import REDIS_ERRORS
+
+    write_list(None, ["p1"])
+    redis_client.hset(user_key(settings.key_prefix, "alice"), DATA_FIELD, garbage)
+    before = REDIS_ERRORS.labels("corrupt")._value.get()
+    async with api_client() as client:
+        resp = await client.get("/recs/alice")
+        body = await resp.json()
+    assert resp.status == 200
+    assert (body["source"], item_ids(body)) == ("popular", ["p1"])
+    assert REDIS_ERRORS.labels("corrupt")._value.get() == before + 1
+
+
+async def test_key_of_the_wrong_type_falls_back(
+    api_client: ApiClient, write_list: ListWriter, redis_client: Any, settings: Settings
+) -> None:
+    write_list(None, ["p1"])
+    redis_client.set(user_key(settings.key_prefix, "alice"), "a string, not a hash")
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice")).json()
+    assert (body["source"], item_ids(body)) == ("popular", ["p1"])
+
+
+async def test_popular_list_is_cached_for_the_configured_time(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list(None, ["old"])
+    async with (
+        api_client(api_popular_cache_s=3600.0) as cached,
+        api_client(api_popular_cache_s=0.0) as uncached,
+    ):
+        assert item_ids(await (await cached.get("/recs/bob")).json()) == ["old"]
+        write_list(None, ["new"])
+        assert item_ids(await (await cached.get("/recs/bob")).json()) == ["old"]
+        assert item_ids(await (await uncached.get("/recs/bob")).json()) == ["new"]
+
+
+async def test_personal_list_is_never_cached(api_client: ApiClient, write_list: ListWriter) -> None:
+    write_list("alice", ["first"])
+    async with api_client() as client:
+        assert item_ids(await (await client.get("/recs/alice")).json()) == ["first"]
+        write_list("alice", ["second"])
+        assert item_ids(await (await client.get("/recs/alice")).json()) == ["second"]
+
+
+async def test_unknown_route_and_method_are_json_errors(api_client: ApiClient) -> None:
+    async with api_client() as client:
+        missing = await client.get("/recs")
+        wrong = await client.post("/recs/alice")
+        missing_body, wrong_body = await missing.json(), await wrong.json()
+    assert missing.status == 404
+    assert missing_body["error"]["code"] == "not_found"
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "GET,HEAD"
+    assert wrong_body["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_bug_is_a_bare_500_without_the_traceback(
+    api_client: ApiClient, write_list: ListWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.recs
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("secret internal detail")
+
+    write_list("alice", ["a"])
+    monkeypatch.setattr(serving.recs, "render", broken)
+    async with api_client() as client:
+        resp = await client.get("/recs/alice")
+        text = await resp.text()
+    assert resp.status == 500
+    assert "secret" not in text and "Traceback" not in text and "RuntimeError" not in text
+    assert '"code":"internal"' in text
