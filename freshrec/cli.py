@@ -19,7 +19,7 @@ from freshrec.errors import ConfigError, FreshrecError
 from freshrec.settings import Settings
 
 #: Modules whose ``register(subparsers)`` adds subcommands.
-PARTS = ("freshrec.stack_cli", "streams.cli", "serving.cli")
+PARTS = ("freshrec.stack_cli", "streams.cli", "serving.cli", "models.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

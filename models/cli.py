@@ -1,0 +1,237 @@
+"""``freshrec evaluate`` and ``freshrec train``: the offline side of the models part.
+
+This is an I/O adapter (files, the model store, stdout); the numeric work is
+in :mod:`models.evaluate`, :mod:`models.als` and friends.
+
+``evaluate`` splits the data (Microsoft Recommenders' protocol by default),
+trains on the training part and prints the ranking metrics of the model and of
+the popular baseline. ``train`` evaluates the same way to record the metrics,
+then trains on all the data and writes a model version to
+``FRESHREC_MODEL_STORE``; with ``--publish`` it also moves the current-model
+pointer to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from freshrec.errors import BadInputError
+from freshrec.settings import Settings
+from models import eventlog, movielens, synthetic
+from models.als import ALSConfig, train
+from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log, tune
+from models.interactions import InteractionLog
+from models.popular import popularity, top_popular
+from models.store import ModelStore, ModelVersion
+from models.weighting import WeightingConfig, confidence_matrix
+
+FORMATS = (*movielens.FORMATS, "synthetic", "events")
+_DEFAULT = ALSConfig()
+_WEIGHTS = WeightingConfig()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="train on a split of a data set and print precision, recall, MAP, nDCG, coverage",
+        description="Split, train, rank every training user's top-k (training items removed) "
+        "and score it against the test part, beside the popular baseline. Defaults follow "
+        "Microsoft Recommenders' MovieLens benchmark: stratified by item, ratio 0.75, seed 42.",
+    )
+    _data_args(ev)
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.set_defaults(func=run_evaluate)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a model version on a data set and write it to the model store",
+        description="Evaluate on a split (to record metrics), train on all the data, save the "
+        "version under FRESHREC_MODEL_STORE; --publish moves the current-model pointer to it.",
+    )
+    _data_args(tr)
+    tr.add_argument("--publish", action="store_true", help="make the new version current")
+    tr.add_argument(
+        "--half-life-days",
+        type=float,
+        default=None,
+        help="recency decay of the popular fallback (default: no decay)",
+    )
+    tr.set_defaults(func=run_train)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="data file (not needed for --format synthetic)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="layout of --data")
+    p.add_argument(
+        "--synthetic",
+        default="2000,500,60000",
+        metavar="USERS,ITEMS,EVENTS",
+        help="size of the --format synthetic data set (default: %(default)s)",
+    )
+    p.add_argument("--k", type=int, default=10, help="list length scored (default: %(default)s)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="stratified-item", help="default: %(default)s"
+    )
+    p.add_argument(
+        "--ratio", type=float, default=0.75, help="training share (default: %(default)s)"
+    )
+    p.add_argument("--last-n", type=int, default=1, help="test events per user for --split last-n")
+    p.add_argument("--seed", type=int, default=42, help="split and training seed (default: 42)")
+    p.add_argument("--factors", type=int, default=_DEFAULT.factors)
+    p.add_argument("--regularization", type=float, default=_DEFAULT.regularization)
+    p.add_argument("--alpha", type=float, default=_DEFAULT.alpha)
+    p.add_argument("--iterations", type=int, default=_DEFAULT.iterations)
+    p.add_argument(
+        "--negative-below",
+        type=float,
+        default=_WEIGHTS.negative_below,
+        help="ratings below this are dislikes; 0 turns dislikes off (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="search alpha, regularization and factors on a validation split of the "
+        "training part before the final fit",
+    )
+
+
+def load_data(args: argparse.Namespace) -> tuple[InteractionLog, dict[str, Any]]:
+    """The log named by ``--data``/``--format`` and the snapshot it was read from."""
+    if args.format == "synthetic":
+        try:
+            users, items, events = (int(x) for x in args.synthetic.split(","))
+        except ValueError:
+            raise BadInputError(
+                f"--synthetic {args.synthetic!r} is not USERS,ITEMS,EVENTS (three integers)"
+            ) from None
+        synth = synthetic.generate(users, items, events, seed=args.seed)
+        return synth.log, {"format": "synthetic", "size": [users, items, events], "seed": args.seed}
+    if not args.data:
+        raise BadInputError(f"--data is required with --format {args.format}")
+    path = Path(args.data).resolve()
+    snapshot: dict[str, Any] = {"format": args.format, "path": str(path)}
+    if args.format == "events":
+        read = eventlog.load(path)
+        if read.rejected:
+            print(
+                f"freshrec: {read.rejected} invalid line(s) in {path} skipped; first: "
+                + "; ".join(read.reasons[:3]),
+                file=sys.stderr,
+            )
+        snapshot |= {
+            "sha256": read.sha256,
+            "lines": read.lines,
+            "rejected": read.rejected,
+            "duplicates": read.duplicates,
+            "forgotten": read.forgotten,
+        }
+        return read.log, snapshot
+    ratings = movielens.load(path, args.format)
+    snapshot |= {"sha256": _sha256(path), "rows": len(ratings)}
+    return ratings, snapshot
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _configs(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
+    if args.k < 1:
+        raise BadInputError("--k must be at least 1")
+    try:
+        als = ALSConfig(
+            factors=args.factors,
+            regularization=args.regularization,
+            alpha=args.alpha,
+            iterations=args.iterations,
+            seed=args.seed,
+        )
+        return als, replace(_WEIGHTS, negative_below=args.negative_below)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+
+
+def _holdout(args: argparse.Namespace, data: InteractionLog) -> tuple[Evaluation, list[Any]]:
+    """Split, optionally tune on the training part, evaluate; returns the trials too."""
+    als, weights = _configs(args)
+    if not 0 < args.ratio < 1:
+        raise BadInputError("--ratio must be strictly between 0 and 1")
+    train_log, test_log = split_log(data, args.split, args.ratio, args.seed, args.last_n)
+    if len(train_log) == 0 or len(test_log) == 0:
+        raise BadInputError("the split left the training or the test part empty")
+    trials: list[Any] = []
+    if args.tune:
+        how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
+        als, trials = tune(train_log, als, args.k, weights, how, args.ratio, args.seed)
+    return evaluate(train_log, test_log, als, args.k, weights), trials
+
+
+def _table(ev: Evaluation) -> str:
+    rows = [f"{'metric':<14}{'model':>10}{'popular':>10}"]
+    for name, value in ev.metrics.items():
+        rows.append(f"{name:<14}{value:>10.4f}{ev.popular_metrics[name]:>10.4f}")
+    return "\n".join(rows)
+
+
+def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    data, _ = load_data(args)
+    ev, trials = _holdout(args, data)
+    if args.json:
+        print(json.dumps(ev.metrics))
+        return 0
+    print(f"{len(data)} events, {ev.users} users ranked, split {args.split}, k {args.k}")
+    if trials:
+        print(f"tuned over {len(trials)} fits: {ev.model.config}")
+    print(_table(ev))
+    print(f"training took {ev.train_seconds:.1f} s on {ev.model.device}")
+    return 0
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    data, snapshot = load_data(args)
+    ev, _ = _holdout(args, data)
+    cfg = ev.model.config
+    _, weights = _configs(args)
+    started = time.perf_counter()
+    model = train(confidence_matrix(data, weights), cfg)
+    seconds = time.perf_counter() - started
+    half_life = None if args.half_life_days is None else args.half_life_days * 86_400
+    # long enough to fill a full list after excluding a full history of seen items
+    idx, scores = top_popular(
+        popularity(data, weights, half_life), settings.list_length + settings.history_length
+    )
+    version = ModelVersion(
+        version_id=ModelStore.new_version_id(),
+        item_factors=model.item_factors,
+        item_ids=data.items,
+        params=cfg.as_dict() | {"weighting": asdict(weights), "device": model.device},
+        metrics=ev.metrics
+        | {"popular": ev.popular_metrics, "split": args.split, "k": args.k, "seconds": seconds},
+        snapshot=snapshot | {"events": len(data), "users": len(data.users)},
+        popular_items=[data.items.ids[i] for i in idx],
+        popular_scores=np.asarray(scores, dtype=float).tolist(),
+        created_at=time.time_ns() // 1_000_000,
+    )
+    store = ModelStore(settings.model_store)
+    store.save(version)
+    if args.publish:
+        store.set_current(version.version_id)
+    where = os.path.join(settings.model_store, "versions", version.version_id)
+    state = "published" if args.publish else "saved (not published)"
+    print(f"model {version.version_id} {state} at {where}")
+    print(_table(ev))
+    return 0

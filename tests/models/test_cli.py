@@ -1,0 +1,98 @@
+"""``freshrec evaluate`` and ``freshrec train`` end to end, on small files in tmp dirs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from freshrec.errors import BadInputError
+from freshrec.settings import Settings
+from models import cli
+from models.recommender import Recommender
+from models.store import ModelStore
+from models.synthetic import generate
+
+SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5"]
+
+
+def _run(argv: list[str], settings: Settings) -> int:
+    parser = argparse.ArgumentParser(prog="freshrec")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args, settings)
+    return code
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(model_store=str(tmp_path / "store"))
+
+
+def test_registered_with_the_freshrec_command() -> None:
+    from freshrec.cli import PARTS
+
+    assert "models.cli" in PARTS
+
+
+def test_evaluate_json(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["evaluate", "--format", "synthetic", "--k", "5", "--json", *SMALL], settings) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(out) == ["precision@5", "recall@5", "map", "map@5", "ndcg@5", "coverage"]
+    assert all(0 <= v <= 1 for v in out.values())
+
+
+def test_evaluate_table_on_movielens_file(
+    tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = generate(300, 100, 6000, factors=4, seed=5).log
+    path = tmp_path / "u.data"
+    with open(path, "w") as fh:
+        for u, i, t in zip(data.user, data.item, data.ts, strict=True):
+            fh.write(f"{u + 1}\t{i + 1}\t{1 + (u + i) % 5}\t{t // 1000}\n")
+    code = _run(
+        ["evaluate", "--data", str(path), "--format", "movielens100k", "--factors", "8"], settings
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "ndcg@10" in out and "popular" in out and "coverage" in out
+
+
+def test_train_writes_and_publishes_a_version(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ModelStore(settings.model_store)
+    assert _run(["train", "--format", "synthetic", *SMALL], settings) == 0
+    (first,) = store.versions()
+    assert store.current() is None  # not published without --publish
+    assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
+    current = store.load_current()
+    assert current is not None and current.version_id != first
+    assert current.params["factors"] == 8 and current.params["alpha"] > 0
+    assert "ndcg@10" in current.metrics and current.snapshot["format"] == "synthetic"
+    assert len(current.popular_items) == min(120, settings.list_length + settings.history_length)
+    recs = Recommender.from_version(current).recommend([{"item-1": 4.0}, {}], 5)
+    assert recs.personal == [True, False] and len(recs.items[0]) == 5
+    assert "published" in capsys.readouterr().out
+
+
+def test_train_on_events_file(settings: Settings) -> None:
+    examples = Path(__file__).parents[2] / "examples" / "events.jsonl"
+    argv = ["train", "--format", "events", "--data", str(examples), "--factors", "4", "--publish"]
+    assert _run(argv, settings) == 0
+    current = ModelStore(settings.model_store).load_current()
+    assert current is not None and current.snapshot["rejected"] == 0
+    assert len(current.snapshot["sha256"]) == 64
+
+
+def test_bad_arguments_are_bad_input(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="--data is required"):
+        _run(["evaluate", "--format", "movielens1m"], settings)
+    with pytest.raises(BadInputError, match="USERS,ITEMS,EVENTS"):
+        _run(["evaluate", "--format", "synthetic", "--synthetic", "12"], settings)
+    with pytest.raises(BadInputError, match="cannot read"):
+        _run(["evaluate", "--format", "movielens1m", "--data", str(tmp_path / "no")], settings)
+    with pytest.raises(BadInputError, match="factors"):
+        _run(["evaluate", "--format", "synthetic", "--factors", "0", *SMALL[:2]], settings)
