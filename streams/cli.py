@@ -1,4 +1,4 @@
-"""Subcommands of the Kafka side: ``publish`` (and, with the worker, ``worker`` and ``dlq``)."""
+"""Subcommands of the Kafka side: ``publish``, ``worker`` and ``dlq list|replay``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("file", help="JSON-lines file of events, or - for standard input")
     parser.set_defaults(func=run_publish)
 
+    worker = sub.add_parser(
+        "worker",
+        help="run the streaming worker (Faust): events in, users' lists in Redis",
+        description="Consumes the watch, rate and forget topics, folds each touched user into "
+        "the current model in micro-batches and writes their lists to Redis. Creates the "
+        "topics when missing. Metrics at http://HOST:FRESHREC_WORKER_WEB_PORT/metrics. "
+        "Exit code 75: a batch could not be completed within FRESHREC_RETRY_DEADLINE_S; "
+        "restart it, it resumes from the last committed offsets.",
+    )
+    worker.set_defaults(func=run_worker)
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="list or replay the dead-letter topic",
+        description="Dead letters are invalid events with their original bytes, source "
+        "topic/partition/offset and the reason they were rejected.",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    listing = dlq_sub.add_parser("list", help="print dead letters and counts per reason")
+    listing.add_argument(
+        "--limit", type=int, default=20, help="dead letters to print (the counts cover all)"
+    )
+    listing.set_defaults(func=run_dlq_list)
+    again = dlq_sub.add_parser(
+        "replay",
+        help="re-validate dead letters and publish the ones that now pass",
+        description="Exit code 0: every dead letter was replayed; 1: some are still invalid.",
+    )
+    again.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed, send nothing"
+    )
+    again.set_defaults(func=run_dlq_replay)
+
 
 def run_publish(args: argparse.Namespace, settings: Settings) -> int:
     from freshrec.errors import DeliveryError
@@ -39,3 +72,43 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.file}:{line_no}: rejected: {reason}", file=sys.stderr)
     print(f"sent {report.sent} event(s), rejected {len(report.rejected)}")
     return 1 if report.rejected else 0
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust.worker import Worker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    return 0  # not reached: the worker exits the process
+
+
+def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.dead_letter import count_by_reason
+    from streams.dlq import read_dead_letters
+
+    letters = read_dead_letters(settings)
+    for letter in letters[: max(0, args.limit)]:
+        print(
+            f"{letter.topic}[{letter.partition}]@{letter.offset} {letter.reason} "
+            f"value={letter.value[:80]!r}"
+        )
+    print(f"{len(letters)} dead letter(s) in {settings.topic_dead_letter}")
+    for reason, count in count_by_reason(letters).items():
+        print(f"{count:8d}  {reason}")
+    return 0
+
+
+def run_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.dlq import read_dead_letters, replay
+
+    letters = read_dead_letters(settings)
+    report = replay(settings, letters, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"{verb} {report.replayed} of {len(letters)} dead letter(s)")
+    for reason, count in report.still_invalid.items():
+        print(f"{count:8d}  still invalid: {reason}")
+    return 1 if report.still_invalid else 0

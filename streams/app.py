@@ -1,0 +1,144 @@
+"""The Faust app of the streaming worker, built from :class:`~freshrec.settings.Settings`.
+
+``freshrec worker`` runs it; so does ``faust -A streams.app worker``, which
+reads the module attribute ``app`` (built on first access from the
+``FRESHREC_*`` environment). One agent consumes the ``watch``, ``rate`` and
+``forget`` topics as one stream (they are keyed by user id and co-partitioned,
+so one user's events all reach the same worker) in micro-batches of
+``batch_size`` messages or ``batch_max_wait_s`` seconds, whichever comes first.
+
+``Stream.take_events`` acks a batch's events when the agent asks for the next
+batch, and also when the agent leaves the loop by raising: its ``finally``
+block acks whatever it handed out. Acked offsets get committed. So an
+exception must never leave the agent: transient faults are retried inside
+(bounded by ``retry_deadline_s``), and anything that still escapes ends the
+process at once with :data:`EXIT_UNPROCESSED`, before any ack, so that a
+restart resumes from the last commit and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cache
+from typing import Any
+
+import faust
+
+from freshrec.retry import RetryPolicy
+from freshrec.settings import Settings
+from streams.dead_letter import DeadLetterWriter
+from streams.metrics import WorkerMetrics
+from streams.model_follower import ModelFollower
+from streams.pipeline import BatchProcessor, Inbound
+from streams.sink import RedisSink
+from streams.state import StateTable
+
+log = logging.getLogger(__name__)
+
+#: Exit status when a batch could not be completed (EX_TEMPFAIL: restart and retry).
+EXIT_UNPROCESSED = 75
+
+#: Name of the state table; its changelog topic is ``<app_id>-user-state-changelog``.
+STATE_TABLE = "user-state"
+
+
+def _die(reason: str) -> None:
+    """End the process without acking the batch in hand (see module doc)."""
+    log.critical("%s; exiting without committing, a restart resumes from the last commit", reason)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_UNPROCESSED)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker app: agent, model-poll timer and ``/metrics`` page, wired to ``settings``."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=settings.data_dir,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_commit_interval=settings.broker_commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.worker_web_port,
+        web_bind="0.0.0.0",
+        web_in_thread=False,
+    )
+    metrics = WorkerMetrics()
+
+    def retry(operation: str) -> RetryPolicy:
+        counter = metrics.retries.labels(operation)
+
+        def on_retry(error: BaseException, failures: int, delay: float) -> None:
+            counter.inc()
+            log.warning("%s failed (%s); retry %d in %.2fs", operation, error, failures, delay)
+
+        return RetryPolicy.from_settings(settings, on_retry=on_retry)
+
+    # Keys and values are raw bytes (the app's default serializers): the
+    # record format is streams.state's, not Faust's.
+    table = app.Table(STATE_TABLE, partitions=settings.topic_partitions)
+    source = app.topic(
+        settings.topic_watch, settings.topic_rate, settings.topic_forget,
+        key_serializer="raw", value_serializer="raw",
+    )
+    dead_letter_topic = app.topic(
+        settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
+    )
+    processor = BatchProcessor(
+        settings,
+        StateTable(table, retry("changelog write")),
+        DeadLetterWriter(dead_letter_topic, retry("dead-letter write")),
+        RedisSink(settings, retry("redis write")),
+        ModelFollower(settings.model_store, metrics),
+        metrics,
+    )
+
+    @app.agent(source, name="fold-in")
+    async def fold_in(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, settings.batch_max_wait_s):
+            batch = [
+                Inbound(e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value)
+                for e in events
+            ]
+            try:
+                await processor.process(batch)
+            except Exception as exc:
+                log.exception("batch of %d failed", len(batch))
+                _die(f"batch failed: {exc!r}")
+
+    @app.timer(settings.model_poll_interval_s, name="follow-model")
+    async def follow_model() -> None:
+        try:
+            await processor.follow_model()
+        except Exception:
+            # Only lists are written here (no offsets): the next tick tries again.
+            log.exception("model check or refresh failed; retrying at the next poll")
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type; the format is ASCII anyway.
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    return app
+
+
+@cache
+def _default_app() -> faust.App:
+    return create_app(Settings.from_env())
+
+
+def __getattr__(name: str) -> Any:
+    """``streams.app.app``: the app of the environment's settings, for ``faust -A streams.app``."""
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""The dead-letter record: the original message, untouched, plus why and where it came from.
+
+The record's key and value are the rejected message's own key and bytes (an
+empty value stands for a missing one), so a fixed event can be replayed
+byte for byte. Everything else rides in headers, named ``freshrec.dlq.*`` (the
+same convention as Kafka Connect's ``__connect.errors.*``): the reason as a
+sentence, the validator's field and rule, and the source topic, partition and
+offset. The offset is what makes the topic readable despite at-least-once
+delivery: a message redelivered after a crash is dead-lettered again, and
+readers (``freshrec dlq``) keep one record per source offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from freshrec.errors import TransientError
+from freshrec.retry import RetryPolicy
+from schemas.validator import Rejection
+
+HEADER_PREFIX = "freshrec.dlq."
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One rejected message and everything needed to understand or replay it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    field: str
+    rule: str
+    reason: str
+    dead_lettered_at: int = 0
+
+    @classmethod
+    def of(
+        cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+        rejection: Rejection,
+    ) -> DeadLetter:
+        return cls(
+            topic, partition, offset, key, value or b"", rejection.field, rejection.rule,
+            str(rejection), int(time.time() * 1000),
+        )
+
+    @property
+    def source(self) -> tuple[str, int, int]:
+        """Where the message came from; unique per original message."""
+        return (self.topic, self.partition, self.offset)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        values = {
+            "reason": self.reason,
+            "field": self.field,
+            "rule": self.rule,
+            "topic": self.topic,
+            "partition": str(self.partition),
+            "offset": str(self.offset),
+            "at": str(self.dead_lettered_at),
+        }
+        return [(HEADER_PREFIX + name, value.encode()) for name, value in values.items()]
+
+    @classmethod
+    def from_record(
+        cls, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]] | None
+    ) -> DeadLetter:
+        """Rebuild a dead letter from a record of the topic; ``ValueError`` if it is not one."""
+        found = {
+            name[len(HEADER_PREFIX):]: raw.decode("utf-8", "replace")
+            for name, raw in (headers or ())
+            if name.startswith(HEADER_PREFIX) and raw is not None
+        }
+        try:
+            return cls(
+                found["topic"], int(found["partition"]), int(found["offset"]), key, value or b"",
+                found["field"], found["rule"], found["reason"], int(found.get("at", "0")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"not a freshrec dead letter (missing or bad header {exc})") from exc
+
+
+def unique(letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+    """One dead letter per source message (the first one read), in reading order."""
+    by_source: dict[tuple[str, int, int], DeadLetter] = {}
+    for letter in letters:
+        by_source.setdefault(letter.source, letter)
+    return list(by_source.values())
+
+
+def count_by_reason(letters: Iterable[DeadLetter]) -> Mapping[str, int]:
+    """How many letters per ``field/rule``, most frequent first."""
+    counts: dict[str, int] = {}
+    for letter in letters:
+        name = f"{letter.field}/{letter.rule}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class DeadLetterWriter:
+    """Sends dead letters from the worker and waits until the broker has them.
+
+    Waiting matters: the source message is acked right after its batch, so its
+    dead letter must be durable first or a crash could lose it.
+    """
+
+    def __init__(self, topic: Any, retry: RetryPolicy) -> None:
+        self._topic = topic
+        self._retry = retry
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            await self._retry.call_async(lambda: self._send(letters))
+
+    async def _send(self, letters: Sequence[DeadLetter]) -> None:
+        try:
+            futures = [
+                await self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+                for letter in letters
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise TransientError(f"dead-letter write failed: {exc!r}") from exc

@@ -1,0 +1,230 @@
+"""One micro-batch, start to finish: validate, dedupe, update history, fold in, write.
+
+The order of the steps is the delivery guarantee (docs/worker.md has the
+crash-by-crash account):
+
+1. validate every message; an invalid one becomes a dead letter;
+2. apply valid events to their users' states, dropping repeated ``event_id``\\ s;
+3. make the new states and the dead letters durable in Kafka and wait for the
+   broker's acknowledgement;
+4. fold every touched user in with one batched call and write their lists to
+   Redis in one pipeline (compare-and-set on the list's order token);
+5. return; only then does Faust ack the batch, and only acked offsets are committed.
+
+A user is "touched" by a duplicate too, and gets their list rewritten from
+the state: after a crash between steps 3 and 4 the redelivered events are all
+duplicates, and this rewrite is what puts the missing list into Redis.
+
+Model refreshes take the same lock as batches, so a refresh never writes a
+list computed from a state that a batch is changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from freshrec.settings import Settings
+from models.weighting import Interaction
+from schemas.events import ForgetEvent
+from schemas.recs import RecItem, RecList
+from schemas.validator import Rejection, validate
+from streams.dead_letter import DeadLetter, DeadLetterWriter
+from streams.lists import ListBuilder
+from streams.metrics import WorkerMetrics
+from streams.model_follower import ModelFollower
+from streams.popularity import Popularity
+from streams.sink import RedisSink
+from streams.state import StateTable, UserState, Write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A consumed message, as the pipeline needs it (decoupled from Faust's event type)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class _Touched:
+    """What a batch did to one user."""
+
+    state: UserState | None
+    partition: int
+    changed: bool = False
+    forgotten: bool = False
+    event_ts: list[int] = field(default_factory=list)
+
+
+def _key_rejection(key: bytes | None, user_id: str) -> Rejection:
+    shown = "no key" if key is None else repr(key[:40])
+    return Rejection(
+        "key", "partitioning", "message key must be the event's user_id, so that all of a "
+        "user's events reach the same partition", shown,
+    )
+
+
+class BatchProcessor:
+    """Processes micro-batches and model refreshes for the partitions this worker holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateTable,
+        dead_letters: DeadLetterWriter,
+        sink: RedisSink,
+        follower: ModelFollower,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._settings = settings
+        self._kinds = {
+            settings.topic_watch: "watch",
+            settings.topic_rate: "rate",
+            settings.topic_forget: "forget",
+        }
+        self._state = state
+        self._dead_letters = dead_letters
+        self._sink = sink
+        self._follower = follower
+        self._metrics = metrics
+        self._popularity = Popularity()
+        self._lists = ListBuilder(settings.list_length, follower, self._popularity)
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._refresh_pending = False
+
+    async def process(self, batch: Sequence[Inbound]) -> None:
+        """Process one batch; returns only when its results are durable (see module doc)."""
+        async with self._lock:
+            if not self._started:
+                await self._start()
+            self._metrics.batch_size.observe(len(batch))
+            touched, letters = self._apply(batch)
+            writes: dict[str, Write] = {
+                user: (t.partition, t.state) for user, t in touched.items() if t.changed
+            }
+            await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
+            keep = [(u, t.state) for u, t in touched.items() if t.state is not None]
+            forget = [u for u, t in touched.items() if t.state is None]
+            await self._write([u for u, _ in keep], [s for _, s in keep if s is not None], forget)
+            now_ms = time.time() * 1000
+            for t in touched.values():
+                for ts in t.event_ts:
+                    self._metrics.freshness_seconds.observe(max(0.0, now_ms - ts) / 1000)
+            self._metrics.users_held.set(len(self._state))
+
+    def _apply(self, batch: Sequence[Inbound]) -> tuple[dict[str, _Touched], list[DeadLetter]]:
+        """Steps 1 and 2: validate and update states in memory (nothing is written yet)."""
+        s = self._settings
+        counting = self._follower.recommender is None
+        touched: dict[str, _Touched] = {}
+        letters: list[DeadLetter] = []
+        m = self._metrics
+        for msg in batch:
+            m.consumed.labels(msg.topic).inc()
+            result = validate(msg.value, self._kinds.get(msg.topic))
+            if not isinstance(result, Rejection) and msg.key != result.user_id.encode():
+                result = _key_rejection(msg.key, result.user_id)
+            if isinstance(result, Rejection):
+                m.invalid.labels(msg.topic).inc()
+                letters.append(
+                    DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, result)
+                )
+                continue
+            user = result.user_id
+            t = touched.get(user)
+            if t is None:
+                t = touched[user] = _Touched(self._state.get(user), msg.partition)
+            t.partition = msg.partition
+            if isinstance(result, ForgetEvent):
+                t.state, t.changed, t.forgotten = None, True, True
+                t.event_ts.clear()
+                m.valid.labels(msg.topic).inc()
+                continue
+            if t.state is None:
+                t.state = UserState()
+            is_new = counting and all(i.item_id != result.item_id for i in t.state.history)
+            if t.state.apply(result, s.history_length, s.dedupe_window):
+                t.changed = True
+                t.event_ts.append(result.ts)
+                m.valid.labels(msg.topic).inc()
+                if is_new:
+                    self._popularity.add([result.item_id])
+            else:
+                m.duplicate.labels(msg.topic).inc()
+        return touched, letters
+
+    async def _write(
+        self, users: Sequence[str], states: Sequence[UserState], forget: Sequence[str] = ()
+    ) -> None:
+        """Step 4: one batched fold-in for ``users``, then one Redis pipeline."""
+        started = time.perf_counter()
+        lists: list[RecList] = self._lists.build(users, states, int(time.time() * 1000))
+        self._metrics.foldin_seconds.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        written = await self._sink.write(lists, forget)
+        self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
+        self._metrics.lists_written.inc(written)
+        self._metrics.lists_stale.inc(len(lists) - written)
+
+    async def _start(self) -> None:
+        """First batch after start or recovery: pick up the model, count popularity."""
+        await self._adopt_model_if_moved()
+        if self._follower.recommender is None:
+            self._popularity.rebuild(self._histories())
+        self._started = True
+
+    def _histories(self) -> Iterator[list[Interaction]]:
+        for user in self._state.users():
+            state = self._state.get(user)
+            if state is not None:
+                yield state.history
+
+    async def follow_model(self) -> None:
+        """Called every ``model_poll_interval_s``: switch versions and refresh every held list."""
+        async with self._lock:
+            await self._adopt_model_if_moved()
+            if self._follower.recommender is None:
+                self._popularity.rebuild(self._histories())
+        if self._refresh_pending:
+            await self._refresh_all()
+
+    async def _adopt_model_if_moved(self) -> None:
+        if not await self._follower.poll():
+            return
+        recommender = self._follower.recommender
+        assert recommender is not None
+        items, scores = recommender.popular(self._settings.list_length)
+        popular = RecList(
+            None, "popular", recommender.version_id, 0, int(time.time() * 1000),
+            tuple(RecItem(item, score) for item, score in zip(items, scores, strict=True)),
+        )
+        await self._sink.write_popular(popular)
+        self._refresh_pending = True
+
+    async def _refresh_all(self) -> None:
+        """Rewrite every held user's list with the current model, a batch at a time.
+
+        Each chunk takes the lock, so events keep flowing between chunks.
+        """
+        users = list(self._state.users())
+        size = self._settings.batch_size
+        for start in range(0, len(users), size):
+            async with self._lock:
+                chunk = []
+                for user in users[start : start + size]:
+                    state = self._state.get(user)
+                    if state is not None:
+                        chunk.append((user, state))
+                await self._write([u for u, _ in chunk], [s for _, s in chunk])
+        self._refresh_pending = False
+        log.info("refreshed %d list(s) with model %s", len(users), self._follower.version)

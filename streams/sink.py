@@ -1,0 +1,113 @@
+"""Write users' lists to Redis: one pipeline per batch, never replacing a newer list.
+
+Each list is written by a small Lua script that compares the stored ``order``
+token (newest event ts, then model version; see :mod:`schemas.recs`) with the
+new one and writes only when the new one is not smaller. The compare and the
+write are one atomic step on the server, so neither a replayed old batch nor a
+zombie worker that lost its partitions can roll a user back. One script call
+per user (not one call over many keys) keeps every call single-key, which a
+Redis Cluster requires.
+
+Connection faults and timeouts become :class:`~freshrec.errors.TransientError`
+and are retried here with the worker's policy; the whole pipeline is resent,
+which is safe because every call in it is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from freshrec.errors import TransientError
+from freshrec.retry import RetryPolicy
+from freshrec.settings import Settings
+from schemas.recs import DATA_FIELD, ORDER_FIELD, RecList, encode, popular_key, user_key
+
+#: KEYS[1] the list's hash; ARGV[1] the new order token, ARGV[2] the new data.
+#: Returns 1 when written, 0 when the stored list is newer. Lua compares
+#: strings bytewise, and order tokens are built so that bytewise order is "newer".
+_COMPARE_AND_SET = f"""
+local stored = redis.call('HGET', KEYS[1], '{ORDER_FIELD}')
+if stored and stored > ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], '{ORDER_FIELD}', ARGV[1], '{DATA_FIELD}', ARGV[2])
+return 1
+"""
+
+_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def redis_client(settings: Settings) -> Redis:
+    """An asyncio client with explicit timeouts and a short per-command retry.
+
+    The client's own retry rides over a dropped connection in one command;
+    longer outages are the worker's :class:`RetryPolicy`'s job.
+    """
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
+        retry=Retry(
+            ExponentialBackoff(
+                cap=settings.retry_backoff_cap_s, base=settings.retry_backoff_base_s
+            ),
+            settings.redis_retries,
+        ),
+        retry_on_error=list(_TRANSIENT),
+    )
+
+
+class RedisSink:
+    """Writes and deletes users' lists under the configured key prefix."""
+
+    def __init__(self, settings: Settings, retry: RetryPolicy, client: Redis | None = None) -> None:
+        self._prefix = settings.key_prefix
+        self._client = client or redis_client(settings)
+        self._retry = retry
+        self._script = self._client.register_script(_COMPARE_AND_SET)
+
+    async def write(self, lists: Sequence[RecList], forget: Sequence[str] = ()) -> int:
+        """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
+
+        Returns how many lists were written; the rest were older than what Redis holds.
+        """
+        if not lists and not forget:
+            return 0
+        payload = [(user_key(self._prefix, r.user or ""), r.order, encode(r)) for r in lists]
+        deletes = [user_key(self._prefix, u) for u in forget]
+
+        async def attempt() -> int:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key, order, data in payload:
+                        await self._script(keys=[key], args=[order, data], client=pipe)
+                    if deletes:
+                        pipe.delete(*deletes)
+                    results = await pipe.execute()
+            except _TRANSIENT as exc:
+                raise TransientError(f"redis write failed: {exc}") from exc
+            return sum(int(r) for r in results[: len(payload)])
+
+        return await self._retry.call_async(attempt)
+
+    async def write_popular(self, recs: RecList) -> bool:
+        """Store the popular fallback list (compare-and-set like a user's list)."""
+
+        async def attempt() -> bool:
+            try:
+                written = await self._script(
+                    keys=[popular_key(self._prefix)], args=[recs.order, encode(recs)]
+                )
+            except _TRANSIENT as exc:
+                raise TransientError(f"redis write failed: {exc}") from exc
+            return bool(written)
+
+        return await self._retry.call_async(attempt)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,88 @@
+"""Per-user state, popularity and the dead-letter record: pure pieces with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.events import RateEvent, WatchEvent
+from schemas.validator import Rejection
+from streams.dead_letter import DeadLetter, count_by_reason, unique
+from streams.popularity import Popularity
+from streams.state import UserState, decode, encode
+
+
+def w(event_id: str, item: str, ts: int) -> WatchEvent:
+    return WatchEvent(event_id, "u1", item, 600.0, ts, 1200.0)
+
+
+def test_apply_drops_a_repeated_event_id() -> None:
+    state = UserState()
+    assert state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
+    assert not state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["a"]
+
+
+def test_history_keeps_the_newest_by_event_time_even_out_of_order() -> None:
+    state = UserState()
+    for n, ts in enumerate([50, 10, 40, 20, 30]):
+        state.apply(w(f"e{n}", f"i{ts}", ts), history_length=3, dedupe_window=10)
+    assert [i.ts for i in state.history] == [30, 40, 50]
+    assert state.newest_ts == 50
+
+
+def test_seen_ids_are_bounded_and_forget_the_oldest() -> None:
+    state = UserState()
+    for n in range(5):
+        state.apply(w(f"e{n}", "a", n), history_length=10, dedupe_window=3)
+    assert state.seen == ["e2", "e3", "e4"]
+    # e0 fell out of the window: a repeat that late is taken as new (documented bound)
+    assert state.apply(w("e0", "a", 0), history_length=10, dedupe_window=3)
+
+
+def test_encode_round_trips_watch_and_rate() -> None:
+    state = UserState()
+    state.apply(w("e1", "a", 1), 10, 10)
+    state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
+    state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
+    assert decode(encode(state)) == state
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b'{"v": 99, "h": [], "s": []}', b'{"v": 1}'])
+def test_decode_refuses_garbage_with_value_error(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode(raw)
+
+
+def test_popularity_counts_users_per_item_and_breaks_ties_by_id() -> None:
+    pop = Popularity()
+    pop.rebuild([[w("1", "b", 1), w("2", "b", 2)], [w("3", "b", 3), w("4", "a", 4)]])
+    pop.add(["c"])
+    assert pop.top(3) == [("b", 2.0), ("a", 1.0), ("c", 1.0)]
+
+
+def test_dead_letter_round_trips_through_headers() -> None:
+    letter = DeadLetter.of(
+        "watch", 3, 17, b"u1", b"\xff\x00", Rejection("payload", "utf8", "is not valid UTF-8")
+    )
+    again = DeadLetter.from_record(letter.key, letter.value, letter.headers())
+    assert again == letter
+    assert again.reason == "payload: is not valid UTF-8"
+
+
+def test_dead_letter_of_a_missing_value_keeps_empty_bytes() -> None:
+    letter = DeadLetter.of("watch", 0, 1, None, None, Rejection("payload", "empty", "no value"))
+    assert letter.value == b""
+    assert DeadLetter.from_record(None, None, letter.headers()).value == b""
+
+
+def test_from_record_refuses_a_record_without_our_headers() -> None:
+    with pytest.raises(ValueError, match="not a freshrec dead letter"):
+        DeadLetter.from_record(b"k", b"v", [("other", b"x")])
+
+
+def test_unique_keeps_one_letter_per_source_offset_and_counts_reasons() -> None:
+    a = DeadLetter.of("t", 0, 1, None, b"x", Rejection("payload", "json", "bad"))
+    b = DeadLetter.of("t", 0, 2, None, b"y", Rejection("ts", "minimum", "too small"))
+    letters = unique([a, b, a])
+    assert letters == [a, b]
+    assert count_by_reason([a, b, a]) == {"payload/json": 2, "ts/minimum": 1}

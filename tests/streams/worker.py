@@ -1,0 +1,215 @@
+"""Test helpers for the streaming worker: run it as a real process, feed it, read its results.
+
+The worker under test is always a separate process (``python -m freshrec.cli
+worker``) configured through ``Settings.as_env()``, so that SIGKILL means what it
+means in production. Waits are conditions with deadlines; each one also fails
+fast, with the worker's log, when the worker died.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from freshrec.settings import Settings
+from freshrec.stack import wait_until
+from models.als import ALSConfig, train
+from models.popular import popularity, top_popular
+from models.store import ModelStore, ModelVersion
+from models.synthetic import SyntheticData, generate
+from models.weighting import confidence_matrix
+from schemas.recs import RecList, decode, user_key
+from streams.app import STATE_TABLE
+from streams.publisher import Publisher
+from streams.state import UserState
+from streams.state import decode as decode_state
+
+#: Event timestamps used by the tests (2025-01-01), inside the schema's bounds.
+BASE_TS = 1_735_689_600_000
+
+
+class WorkerProcess:
+    """One ``freshrec worker`` child process and its log."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+        env.update(self.settings.as_env())
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "freshrec.cli", "worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_for(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Wait for ``check``; fail at once, with the log, if the worker died meanwhile."""
+
+        def guarded() -> bool:
+            if not self.alive:
+                return True
+            return check()
+
+        wait_until(guarded, timeout_s, what, interval_s=0.1)
+        if not self.alive:
+            raise AssertionError(f"worker exited while waiting for {what}:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of ``/metrics`` as ``name{labels}`` -> value."""
+        url = f"http://127.0.0.1:{self.settings.worker_web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}"] = sample.value
+        return out
+
+    def metric_total(self, prefix: str) -> float:
+        """Sum of every sample whose name starts with ``prefix`` (all label values)."""
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix + "{"))
+
+
+def watch(event_id: str, user: str, item: str, ts: int, watched_s: float = 1500.0) -> dict:
+    return {
+        "type": "watch", "event_id": event_id, "user_id": user, "item_id": item,
+        "watched_s": watched_s, "duration_s": 1800.0, "ts": ts,
+    }
+
+
+def rate(event_id: str, user: str, item: str, ts: int, rating: float = 5.0) -> dict:
+    return {
+        "type": "rate", "event_id": event_id, "user_id": user, "item_id": item,
+        "rating": rating, "ts": ts,
+    }
+
+
+def publish(settings: Settings, events: Iterable[dict | bytes]) -> None:
+    with Publisher(settings) as publisher:
+        report = publisher.publish_many(events)
+    assert not report.rejected, report.rejected
+
+
+def send_raw(settings: Settings, topic: str, messages: Sequence[tuple[bytes | None, Any]]) -> None:
+    """Produce raw (key, value) messages, bypassing validation: how bad input gets in."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(10) == 0
+
+
+def read_list(client: redis.Redis, settings: Settings, user: str) -> RecList | None:
+    raw = client.hget(user_key(settings.key_prefix, user), "data")
+    return None if raw is None else decode(raw)
+
+
+def synthetic(seed: int = 0) -> SyntheticData:
+    """A small log with 8 planted item clusters: enough for ALS to learn them in a second."""
+    return generate(n_users=400, n_items=96, n_interactions=12_000, factors=8, seed=seed)
+
+
+def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> str:
+    """Train on ``data``, store the version and move the current pointer; returns its id."""
+    cfg = ALSConfig(factors=8, iterations=12, num_threads=1, seed=seed, use_gpu=False)
+    model = train(confidence_matrix(data.log), cfg)
+    idx, scores = top_popular(popularity(data.log), settings.list_length)
+    version = ModelVersion(
+        version_id=ModelStore.new_version_id(),
+        item_factors=model.item_factors,
+        item_ids=data.log.items,
+        params=cfg.as_dict(),
+        popular_items=[data.log.items.ids[i] for i in idx],
+        popular_scores=np.asarray(scores, dtype=float).tolist(),
+        created_at=int(time.time() * 1000),
+    )
+    store = ModelStore(settings.model_store)
+    store.save(version)
+    store.set_current(version.version_id)
+    return version.version_id
+
+
+def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, UserState | None]:
+    """The worker's durable state as the changelog holds it: the last record per user.
+
+    This is what a restarted worker recovers, so it is what "reflected in the
+    histories" means from outside the worker process.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"{settings.app_id}-{STATE_TABLE}-changelog"
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": f"{settings.app_id}-check",
+         "enable.auto.commit": False}
+    )
+    states: dict[str, UserState | None] = {}
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        done = {p: False for p in ends}
+        deadline = time.monotonic() + timeout_s
+        while not all(done.values()):
+            assert time.monotonic() < deadline, "changelog not read to its end in time"
+            for msg in consumer.consume(1000, 0.5):
+                assert msg.error() is None, msg.error()
+                value = msg.value()
+                states[msg.key().decode()] = None if value is None else decode_state(value)
+                if msg.offset() >= ends[msg.partition()] - 1:
+                    done[msg.partition()] = True
+    finally:
+        consumer.close()
+    return states
