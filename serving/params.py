@@ -28,7 +28,6 @@ class IdRule:
     pattern: re.Pattern[str]
     min_length: int
     max_length: int
-    description: str
 
     @classmethod
     def from_contract(cls, field: str, event_type: str = "watch") -> IdRule:
@@ -38,7 +37,6 @@ class IdRule:
             pattern=re.compile(prop["pattern"]),
             min_length=int(prop["minLength"]),
             max_length=int(prop["maxLength"]),
-            description=str(prop["description"]),
         )
 
     def accepts(self, value: str) -> bool:

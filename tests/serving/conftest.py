@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from freshrec.settings import Settings
+from freshrec.stack import RedisProcess, free_port
 from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
 from serving.app import create_app
 
@@ -75,6 +83,28 @@ def write_list(redis_client: Any, settings: Settings) -> ListWriter:
     return write
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server for this test alone, to kill or freeze (SIGSTOP) without disturbing others."""
+    srv = RedisProcess(log_path=tmp_path / "redis.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        if srv.pid is not None and srv.proc is not None and srv.proc.poll() is None:
+            os.kill(srv.pid, signal.SIGCONT)
+        srv.stop()
+
+
+def store_list(srv: RedisProcess, settings: Settings, user: str, items: list[str]) -> None:
+    """Write a personal list into ``srv`` (the ``write_list`` fixture writes to the session's)."""
+    client = redis.Redis(host=srv.host, port=srv.port, socket_timeout=5)
+    try:
+        client.hset(user_key(settings.key_prefix, user), DATA_FIELD, encode(make_list(user, items)))
+    finally:
+        client.close()
+
+
 ApiClient = Callable[..., Any]
 
 
@@ -91,3 +121,31 @@ def api_client(settings: Settings) -> ApiClient:
             yield client
 
     return start
+
+
+@dataclass
+class LiveApi:
+    """The application served over real HTTP from a background thread, for sync clients."""
+
+    url: str
+    settings: Settings
+
+
+@contextmanager
+def live_api(settings: Settings, **changes: Any) -> Iterator[LiveApi]:
+    """The app on a free loopback port in a thread of its own (schemathesis calls it by HTTP)."""
+    live_settings = settings.replace(api_port=free_port(), **changes)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(live_settings), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, live_settings.api_host, live_settings.api_port)
+    loop.run_until_complete(site.start())
+    thread = threading.Thread(target=loop.run_forever, name="live-api", daemon=True)
+    thread.start()
+    try:
+        yield LiveApi(f"http://{live_settings.api_host}:{live_settings.api_port}", live_settings)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()

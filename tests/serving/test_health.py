@@ -1,0 +1,59 @@
+"""/healthz says the process is up; /readyz says Redis answers and a fallback list is there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from freshrec.settings import Settings
+from schemas.recs import DATA_FIELD, popular_key
+from tests.serving.conftest import ApiClient, ListWriter
+
+pytestmark = pytest.mark.integration
+
+
+async def test_healthz_answers_without_redis(api_client: ApiClient) -> None:
+    async with api_client(redis_url="redis://127.0.0.1:1/0") as client:
+        resp = await client.get("/healthz")
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ok"}
+
+
+async def test_ready_when_the_popular_list_is_present(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list(None, ["p"], model_version="v7")
+    async with api_client() as client:
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    assert resp.status == 200
+    assert (body["ready"], body["model_version"]) == (True, "v7")
+
+
+async def test_not_ready_before_any_model(api_client: ApiClient, settings: Settings) -> None:
+    async with api_client() as client:
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    assert resp.status == 503
+    assert body["ready"] is False
+    assert popular_key(settings.key_prefix) in body["reason"]
+
+
+async def test_not_ready_with_an_unreadable_popular_list(
+    api_client: ApiClient, redis_client: Any, settings: Settings
+) -> None:
+    redis_client.hset(popular_key(settings.key_prefix), DATA_FIELD, b"{broken")
+    async with api_client() as client:
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    assert resp.status == 503
+    assert "unreadable" in body["reason"]
+
+
+async def test_not_ready_when_redis_cannot_be_reached(api_client: ApiClient) -> None:
+    async with api_client(redis_url="redis://127.0.0.1:1/0") as client:
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    assert resp.status == 503
+    assert "Redis cannot be reached" in body["reason"]
