@@ -1,8 +1,8 @@
 """``freshrec dlq list`` and ``freshrec dlq replay``: read the dead-letter topic, fix, resend.
 
-Reading uses no consumer group and commits nothing: it assigns every partition
-of the topic from the beginning and stops at the high watermarks it saw at
-start, so listing twice shows the same records and never "uses them up".
+Reading commits nothing: it assigns every partition of the topic from the
+beginning and reads to the end (:func:`read_topic`), so listing twice shows the
+same records and never "uses them up".
 Records are deduplicated by source topic/partition/offset (a message
 redelivered after a crash is dead-lettered again, see
 :mod:`streams.dead_letter`).
@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
@@ -28,23 +28,30 @@ from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
 
 
-def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetter]:
-    """Every dead letter in the topic now, one per source message, in partition order."""
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 30.0, idle_s: float = 1.0
+) -> list[Message]:
+    """Every record of ``topic`` now, partition by partition, without a consumer group.
+
+    Reads until each partition reached the high watermark seen at start and
+    then no record came for ``idle_s``: the idle wait is there because some
+    Kafka-compatible brokers (Tansu among them) report a high watermark that
+    counts record batches rather than records.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.app_id}-dlq-reader",
+            "group.id": f"{settings.app_id}-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
         }
     )
-    topic = settings.topic_dead_letter
-    letters: list[DeadLetter] = []
+    records: list[Message] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return []
-        ends: dict[int, int] = {}
+        ends = {}
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s
@@ -52,26 +59,33 @@ def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadL
             if high > low:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        position = dict.fromkeys(ends, -1)
         deadline = time.monotonic() + timeout_s
-        position = {p: -1 for p in ends}
-        while any(position[p] < ends[p] - 1 for p in ends):
+        last_record = time.monotonic()
+        while any(position[p] < ends[p] - 1 for p in ends) or (
+            time.monotonic() - last_record < idle_s
+        ):
             if time.monotonic() > deadline:
-                raise TransientError(
-                    f"reading {topic!r} did not reach its end within {timeout_s:.0f}s"
-                )
-            for msg in consumer.consume(1000, 0.5):
+                raise TransientError(f"reading {topic!r} did not end within {timeout_s:.0f}s")
+            for msg in consumer.consume(1000, min(0.2, idle_s)):
                 if msg.error() is not None:
                     raise TransientError(f"reading {topic!r}: {msg.error()}")
                 position[msg.partition()] = msg.offset()
-                if msg.offset() < ends[msg.partition()]:
-                    letters.append(DeadLetter.from_record(msg.key(), msg.value(), msg.headers()))
+                records.append(msg)
+                last_record = time.monotonic()
     except KafkaException as exc:
         raise TransientError(
             f"cannot read {topic!r} from {settings.bootstrap_servers}: {exc}"
         ) from exc
     finally:
         consumer.close()
-    return unique(letters)
+    return records
+
+
+def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetter]:
+    """Every dead letter in the topic now, one per source message."""
+    records = read_topic(settings, settings.topic_dead_letter, timeout_s)
+    return unique(DeadLetter.from_record(m.key(), m.value(), m.headers()) for m in records)
 
 
 @dataclass

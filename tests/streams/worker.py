@@ -31,6 +31,7 @@ from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
 from schemas.recs import RecList, decode, user_key
 from streams.app import STATE_TABLE
+from streams.dlq import read_topic
 from streams.publisher import Publisher
 from streams.state import UserState
 from streams.state import decode as decode_state
@@ -184,32 +185,9 @@ def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, U
     This is what a restarted worker recovers, so it is what "reflected in the
     histories" means from outside the worker process.
     """
-    from confluent_kafka import Consumer, TopicPartition
-
     topic = f"{settings.app_id}-{STATE_TABLE}-changelog"
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": f"{settings.app_id}-check",
-         "enable.auto.commit": False}
-    )
     states: dict[str, UserState | None] = {}
-    try:
-        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        done = {p: False for p in ends}
-        deadline = time.monotonic() + timeout_s
-        while not all(done.values()):
-            assert time.monotonic() < deadline, "changelog not read to its end in time"
-            for msg in consumer.consume(1000, 0.5):
-                assert msg.error() is None, msg.error()
-                value = msg.value()
-                states[msg.key().decode()] = None if value is None else decode_state(value)
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    done[msg.partition()] = True
-    finally:
-        consumer.close()
+    for msg in read_topic(settings, topic, timeout_s):
+        value = msg.value()
+        states[msg.key().decode()] = None if value is None else decode_state(value)
     return states
