@@ -83,9 +83,11 @@ def create_app(settings: Settings) -> faust.App:
 
         return RetryPolicy.from_settings(settings, on_retry=on_retry)
 
-    # Keys and values are raw bytes (the app's default serializers): the
-    # record format is streams.state's, not Faust's.
-    table = app.Table(STATE_TABLE, partitions=settings.topic_partitions)
+    # bytes types make Faust use the raw codec for the changelog both ways
+    # (writing and recovering): the record format is streams.state's, not Faust's.
+    table = app.Table(
+        STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
+    )
     source = app.topic(
         settings.topic_watch, settings.topic_rate, settings.topic_forget,
         key_serializer="raw", value_serializer="raw",

@@ -1,0 +1,193 @@
+"""Faults: SIGKILL mid-stream, Redis down, duplicates and late replays, a model switch mid-stream.
+
+Each test ends with the same two checks, from outside the worker: the durable
+histories (the state changelog, what a restarted worker recovers) hold every
+valid event exactly once, and every user's list in Redis includes the user's
+newest event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import pytest
+import redis
+
+from freshrec.settings import Settings
+from tests.conftest import Services
+from tests.streams.worker import (
+    BASE_TS,
+    WorkerProcess,
+    changelog_states,
+    publish,
+    publish_model,
+    read_list,
+    synthetic,
+    watch,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
+    """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""
+    return [
+        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
+        for n in range(start, start + users * per_user)
+    ]
+
+
+def assert_reflected_once(
+    settings: Settings, client: redis.Redis, events: Sequence[dict], version: str | None = None
+) -> None:
+    """Every event in exactly one history entry; every list as new as its user's newest event."""
+    expected: dict[str, Counter[tuple[str, int]]] = {}
+    for e in events:
+        expected.setdefault(e["user_id"], Counter())[(e["item_id"], e["ts"])] += 1
+    states = changelog_states(settings)
+    for user, wanted in expected.items():
+        state = states.get(user)
+        assert state is not None, user
+        assert Counter((i.item_id, i.ts) for i in state.history) == wanted, user
+        recs = read_list(client, settings, user)
+        assert recs is not None, user
+        assert recs.updated_at == max(ts for _, ts in wanted), user
+        if version is not None:
+            assert recs.model_version == version, user
+
+
+def lists_caught_up(settings: Settings, client: redis.Redis, events: Sequence[dict]) -> bool:
+    newest: dict[str, int] = {}
+    for e in events:
+        newest[e["user_id"]] = max(newest.get(e["user_id"], 0), e["ts"])
+    for user, ts in newest.items():
+        recs = read_list(client, settings, user)
+        if recs is None or recs.updated_at != ts:
+            return False
+    return True
+
+
+def test_sigkill_mid_stream_of_10000_events_loses_nothing_and_counts_nothing_twice(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    # Offsets are committed every 2 s, so the kill lands on processed but
+    # uncommitted events: the restart must see them again and drop them.
+    s = worker_settings.replace(broker_commit_interval_s=2.0, batch_size=250)
+    publish_model(s, synthetic())
+    events = stream(users=100, per_user=100)
+    first_half, second_half = events[:5000], events[5000:]
+    worker = start_worker(s)
+    publish(s, first_half)
+    worker.wait_for(
+        lambda: worker.metric_total("freshrec_worker_events_consumed_total") >= 2500, 60,
+        "the worker halfway through the first 5,000 events",
+    )
+    consumed_before = worker.metric_total("freshrec_worker_events_consumed_total")
+    worker.kill()
+    assert consumed_before < len(events)
+
+    publish(s, second_half)  # the stream goes on while the worker is dead
+    again = start_worker(s)
+    again.wait_for(lambda: lists_caught_up(s, redis_client, events), 120, "all 10,000 events")
+    assert_reflected_once(s, redis_client, events)
+
+    # The restart saw events again (from the last commit) and dropped the ones
+    # its recovered state already held.
+    consumed_after = again.metric_total("freshrec_worker_events_consumed_total")
+    assert consumed_before + consumed_after > len(events)
+    assert again.metric_total("freshrec_worker_events_duplicate_total") > 0
+    assert again.metric_total("freshrec_worker_events_valid_total") + again.metric_total(
+        "freshrec_worker_events_duplicate_total"
+    ) == consumed_after
+
+
+def test_redis_down_for_seconds_is_retried_and_nothing_is_lost(
+    worker_settings: Settings,
+    start_worker: StartWorker,
+    redis_client: redis.Redis,
+    services: Services,
+    restart_redis: Callable[[], None],
+) -> None:
+    s = worker_settings
+    publish_model(s, synthetic())
+    worker = start_worker()
+    before = stream(users=20, per_user=5)
+    publish(s, before)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 30, "lists before")
+
+    assert services.redis is not None
+    services.redis.stop()
+    try:
+        during = stream(users=20, per_user=5, start=len(before))
+        publish(s, during)
+        worker.wait_for(
+            lambda: worker.metric_total("freshrec_worker_retries_total") >= 3, 30,
+            "the worker retrying Redis",
+        )
+    finally:
+        restart_redis()  # an empty Redis: persistence is off in the test server
+    events = before + during
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "lists after")
+    assert worker.alive
+    assert_reflected_once(s, redis_client, events)
+
+
+def test_duplicates_and_a_late_replay_of_an_old_batch_change_nothing(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    s = worker_settings
+    publish_model(s, synthetic())
+    worker = start_worker()
+    events = stream(users=10, per_user=10)
+    publish(s, events)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 30, "first pass")
+    clean = {u: read_list(redis_client, s, u) for u in (f"u{i}" for i in range(10))}
+
+    old_batch = events[:30]
+    publish(s, events)  # every event delivered twice
+    publish(s, old_batch)  # and an old batch replayed late
+    worker.wait_for(
+        lambda: worker.metric_total("freshrec_worker_events_duplicate_total")
+        == len(events) + len(old_batch),
+        30, "every repeat seen",
+    )
+    for user, first in clean.items():
+        now = read_list(redis_client, s, user)
+        assert first is not None and now is not None
+        assert (now.items, now.updated_at, now.model_version) == (
+            first.items, first.updated_at, first.model_version,
+        ), user
+    assert_reflected_once(s, redis_client, events)
+
+
+def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    s = worker_settings
+    data = synthetic()
+    publish_model(s, data)
+    worker = start_worker()
+    events = stream(users=50, per_user=60)
+    chunks = [events[i : i + 200] for i in range(0, len(events), 200)]
+    publish(s, chunks[0])
+    worker.wait_for(
+        lambda: worker.metric_total("freshrec_worker_events_valid_total") >= 100, 30,
+        "events flowing",
+    )
+    publisher = threading.Thread(target=lambda: [publish(s, c) for c in chunks[1:]])
+    publisher.start()
+    try:
+        v2 = publish_model(s, data, seed=7)
+    finally:
+        publisher.join(60)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "all events")
+    worker.wait_for(
+        lambda: all(read_list(redis_client, s, f"u{u}").model_version == v2 for u in range(50)),
+        30, "every list on the new model",
+    )
+    assert_reflected_once(s, redis_client, events, version=v2)
+    assert worker.metric_total("freshrec_worker_model_switches_total") == 2
