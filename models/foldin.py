@@ -1,25 +1,37 @@
 """Batched fold-in: user vectors for many users from their histories, in one solve.
 
 Against fixed item factors ``Y`` (``n_items x f``), implicit's ALS user update
-for user ``u`` with stored confidences ``c_uj`` (already multiplied by
-``alpha``) is the least-squares solution of ``A_u x_u = b_u`` with
+for a user with stored confidences ``c_j`` (already multiplied by ``alpha``)
+is the solution of ``A x = b`` with
 
-    A_u = YᵀY + λI + Σ_j (|c_uj| - 1) y_j y_jᵀ
-    b_u = Σ_{j: c_uj > 0} c_uj y_j
+    A = G + Σ_j d_j y_j y_jᵀ,   G = YᵀY + λI,   d_j = |c_j| - 1
+    b = Σ_j p_j y_j,            p_j = c_j if c_j > 0 else 0
 
 (implicit's ``_least_squares``: a negative ``c`` is "preference 0 with
 confidence ``|c|``", so it only adds weight to ``A``; a user with no stored
-items gets the zero vector). ``YᵀY + λI`` is shared by every user, so it is
-computed once per model (:class:`FoldIn`); per user only the ``|history|``
-rank-one terms remain, gathered for a whole batch into one batched matrix
-product and one batched ``np.linalg.solve``. Users are grouped by history
-length so that padding stays small.
+items gets the zero vector).
 
-Explanations (like implicit's ``explain``): ``x_u = A_u⁻¹ b_u = Σ_j W_u[:, j]``
-with ``W_u = A_u⁻¹ [c_uj y_j]_j`` (positive ``c`` only), so an item's score
-``x_u·y_i`` decomposes into per-history-item contributions ``W_u[:, j]·y_i``.
-Solving for ``W_u`` instead of ``b_u`` gives the vector and the decomposition
-from the same factorisation.
+``G`` is shared by every user, so :class:`FoldIn` factors it once per model,
+``G = L Lᵀ``, and whitens the items: ``v_i = L⁻¹ y_i``. In that basis the
+system becomes ``A' u = V_hᵀ p`` with ``A' = I + V_hᵀ D V_h`` and ``x = L⁻ᵀ u``
+(``V_h``: the history's rows of ``V``; ``D = diag(d)``). For a history not much
+longer than the factor count, the push-through (Woodbury) identity
+``A'⁻¹ V_hᵀ = V_hᵀ M⁻¹`` with the small ``H x H`` matrix ``M = I + D V_h V_hᵀ``
+gives
+
+    u = V_hᵀ M⁻¹ p
+
+at ``O(H²f + H³)`` per user instead of ``O(Hf² + f³)`` (histories in a
+stream are mostly short); histories well beyond ``f`` items solve ``A'``
+(``f x f``) directly.
+Either way a whole batch goes through batched matrix products and one batched
+``np.linalg.solve``; users are grouped by history length so padding
+(``d = p = 0``, which leaves the solution unchanged) stays small. The final
+``x = L⁻ᵀ u`` is one matrix product for the batch.
+
+Explanations (as implicit's ``explain``): ``x·y_i = u·v_i = Σ_j v_iᵀ W[:, j]``
+with ``W = A'⁻¹ V_hᵀ diag(p)``, so an item's score splits into per-history-item
+contributions; ``W`` comes from the same factorisation as ``u``.
 """
 
 from __future__ import annotations
@@ -28,8 +40,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Users solved together; bounds the memory of the gathered (users x history x f) block.
+#: Most users solved together; bounds the memory of the gathered (users x history x f) block.
 CHUNK_USERS = 256
+#: Users are grouped so that, within a group, the longest history is at most this
+#: factor longer than the shortest: padding then wastes at most ~25% of the work.
+LENGTH_STEP = 1.25
+#: Histories up to this many times the factor count take the H x H (Woodbury) path;
+#: measured crossover with the f x f solve at 64 factors (``loadtests/bench_models.py``).
+WOODBURY_MAX_RATIO = 1.25
 
 
 @dataclass(frozen=True)
@@ -64,9 +82,10 @@ class FoldResult:
     """
 
     vectors: np.ndarray
+    _basis: np.ndarray  # the whitened item vectors V (float32)
     _parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
-    def because(self, item_factors: np.ndarray, top: np.ndarray) -> np.ndarray:
+    def because(self, top: np.ndarray) -> np.ndarray:
         """For each ``top[u, r]`` item, the history item that contributed most to its score.
 
         Returns model item indices shaped like ``top``; ``-1`` where no history
@@ -76,8 +95,7 @@ class FoldResult:
         out = np.full(top.shape, -1, dtype=np.int64)
         for users, hist, w in self._parts:
             targets = top[users]  # (b, n)
-            y = item_factors[np.maximum(targets, 0)].astype(np.float64)  # (b, n, f)
-            contrib = y @ w  # (b, n, H)
+            contrib = np.matmul(self._basis[np.maximum(targets, 0)], w)  # (b, n, H)
             contrib[np.broadcast_to((hist < 0)[:, None, :], contrib.shape)] = -np.inf
             best = contrib.argmax(axis=2)
             best_val = np.take_along_axis(contrib, best[..., None], axis=2)[..., 0]
@@ -88,15 +106,18 @@ class FoldResult:
 
 
 class FoldIn:
-    """Fold-in against one model's item factors; ``YᵀY + λI`` is computed once here."""
+    """Fold-in against one model's item factors; ``G`` is factored once, here."""
 
     def __init__(self, item_factors: np.ndarray, regularization: float, alpha: float) -> None:
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.regularization = float(regularization)
         self.alpha = float(alpha)
-        y64 = self.item_factors.astype(np.float64)
-        factors = y64.shape[1]
-        self.gram = y64.T @ y64 + self.regularization * np.eye(factors)
+        y = self.item_factors.astype(np.float64)
+        self.gram = y.T @ y + self.regularization * np.eye(y.shape[1])
+        chol = np.linalg.cholesky(self.gram)
+        # L⁻¹ by a triangular solve; x = L⁻ᵀ u is then u @ L⁻¹ for a batch of rows
+        self._l_inv = np.linalg.solve(chol, np.eye(y.shape[1]))
+        self._v = np.ascontiguousarray((y @ self._l_inv.T).astype(np.float32))
 
     @property
     def factors(self) -> int:
@@ -109,40 +130,78 @@ class FoldIn:
     def fold(self, rows: HistoryRows, explain: bool = False) -> FoldResult:
         """Solve every user of ``rows``; with ``explain`` keep the score decomposition.
 
-        Solved in float64: implicit solves in float32, and the extra precision
-        keeps ours the more accurate of the two on ill-conditioned users.
+        The small systems are solved in float64 (implicit solves in float32).
         """
         n, f = rows.n_users, self.factors
-        vectors = np.zeros((n, f), dtype=np.float32)
-        result = FoldResult(vectors)
+        whitened = np.zeros((n, f), dtype=np.float64)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         lengths = rows.lengths()
-        order = np.argsort(lengths, kind="stable")
-        order = order[lengths[order] > 0]  # users without stored items keep the zero vector
-        for start in range(0, len(order), CHUNK_USERS):
-            users = order[start : start + CHUNK_USERS]
-            hist, conf = self._padded(rows, users, int(lengths[users].max()))
-            y = self.item_factors[np.maximum(hist, 0)].astype(np.float64)  # (b, H, f)
+        for users in _chunks(lengths):
+            hist, conf = _padded(rows, users, int(lengths[users].max()))
+            valid = hist >= 0
             c = conf * self.alpha
-            weight = np.where(hist >= 0, np.abs(c) - 1.0, 0.0)
-            a = self.gram + np.matmul(y.transpose(0, 2, 1), y * weight[..., None])
-            positive = np.where((hist >= 0) & (c > 0), c, 0.0)
-            if explain:
-                w = np.linalg.solve(a, (y * positive[..., None]).transpose(0, 2, 1))  # (b, f, H)
-                vectors[users] = w.sum(axis=2)
-                result._parts.append((users, hist, w))
-            else:
-                b = np.einsum("bh,bhf->bf", positive, y)
-                vectors[users] = np.linalg.solve(a, b[..., None])[..., 0]
-        return result
+            d = np.where(valid, np.abs(c) - 1.0, 0.0)
+            p = np.where(valid & (c > 0), c, 0.0)
+            v = self._v[np.maximum(hist, 0)]  # (b, H, f)
+            short = hist.shape[1] <= WOODBURY_MAX_RATIO * f
+            solve = self._woodbury if short else self._direct
+            whitened[users], w = solve(v, d, p, explain)
+            if w is not None:
+                parts.append((users, hist, w.astype(np.float32)))
+        vectors = (whitened @ self._l_inv).astype(np.float32)
+        return FoldResult(vectors, self._v, parts)
 
     @staticmethod
-    def _padded(rows: HistoryRows, users: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """``users``' histories as ``(b, width)`` arrays, padded with item ``-1`` / confidence 0."""
-        starts = rows.indptr[users]
-        lens = rows.indptr[users + 1] - starts
-        col = np.arange(width)
-        valid = col[None, :] < lens[:, None]
-        src = np.where(valid, starts[:, None] + col[None, :], 0)
-        hist = np.where(valid, rows.indices[src] if rows.indices.size else 0, -1)
-        conf = np.where(valid, rows.confidences[src] if rows.confidences.size else 0, 0.0)
-        return hist.astype(np.int64), conf.astype(np.float64)
+    def _woodbury(
+        v: np.ndarray, d: np.ndarray, p: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``u = V_hᵀ M⁻¹ p`` with ``M = I + D V_h V_hᵀ`` (``H x H``)."""
+        vt = v.transpose(0, 2, 1)  # (b, f, H), float32
+        m = d[:, :, None] * np.matmul(v, vt).astype(np.float64)
+        m += np.eye(v.shape[1])
+        if explain:
+            w = np.matmul(vt.astype(np.float64), np.linalg.inv(m) * p[:, None, :])  # (b, f, H)
+            return w.sum(axis=2), w
+        s = np.linalg.solve(m, p[..., None]).astype(np.float32)
+        return np.matmul(vt, s)[..., 0], None
+
+    @staticmethod
+    def _direct(
+        v: np.ndarray, d: np.ndarray, p: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``u = A'⁻¹ V_hᵀ p`` with ``A' = I + V_hᵀ D V_h`` (``f x f``), for long histories."""
+        v64 = v.astype(np.float64)
+        vt = v64.transpose(0, 2, 1)  # (b, f, H)
+        a = np.matmul(vt, v64 * d[..., None])
+        a += np.eye(v.shape[2])
+        if explain:
+            w = np.linalg.solve(a, vt * p[:, None, :])  # (b, f, H)
+            return w.sum(axis=2), w
+        return np.linalg.solve(a, np.matmul(vt, p[..., None]))[..., 0], None
+
+
+def _padded(rows: HistoryRows, users: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``users``' histories as ``(b, width)`` arrays, padded with item ``-1`` / confidence 0."""
+    starts = rows.indptr[users]
+    lens = rows.indptr[users + 1] - starts
+    col = np.arange(width)
+    valid = col[None, :] < lens[:, None]
+    src = np.where(valid, starts[:, None] + col[None, :], 0)
+    hist = np.where(valid, rows.indices[src], -1)
+    conf = np.where(valid, rows.confidences[src], 0.0)
+    return hist.astype(np.int64), conf.astype(np.float64)
+
+
+def _chunks(lengths: np.ndarray) -> list[np.ndarray]:
+    """Users with items, grouped by similar history length, at most CHUNK_USERS per group.
+
+    Users without stored items are in no group: they keep the zero vector.
+    """
+    order = np.argsort(lengths, kind="stable")
+    order = order[lengths[order] > 0]
+    bucket = np.floor(np.log(lengths[order]) / np.log(LENGTH_STEP)).astype(np.int64)
+    cuts = np.flatnonzero(np.diff(bucket)) + 1
+    out: list[np.ndarray] = []
+    for group in np.split(order, cuts):
+        out.extend(group[i : i + CHUNK_USERS] for i in range(0, group.size, CHUNK_USERS))
+    return out

@@ -145,16 +145,20 @@ class Recommender:
                 exclude=seen[users] if exclude_seen else None,
                 num_threads=self.num_threads,
             )
-            why = fold.because(self.foldin.item_factors, top) if explain else None
+            why = fold.because(top) if explain else None
+            names = self._names[np.maximum(top, 0)]
+            why_names = None
+            if why is not None:
+                why_names = self._names[np.maximum(why, 0)]
+                why_names[why < 0] = None
             for row, u in enumerate(users):
                 filled = top[row] >= 0
-                chosen = top[row][filled]
-                items[u] = self._names[chosen].tolist()
+                items[u] = names[row][filled].tolist()
                 scores[u] = top_scores[row][filled].astype(np.float64).tolist()
-                if why is None:
-                    because[u] = [None] * len(chosen)
-                else:
-                    because[u] = [None if j < 0 else self._names[j] for j in why[row][filled]]
+                count = len(items[u])
+                because[u] = (
+                    [None] * count if why_names is None else why_names[row][filled].tolist()
+                )
         for u in np.flatnonzero(~personal):
             skip = (
                 set(self._names[rows.indices[rows.indptr[u] : rows.indptr[u + 1]]])

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from models.als import ALSFactors
-from models.foldin import FoldIn, HistoryRows
+from models.foldin import WOODBURY_MAX_RATIO, FoldIn, HistoryRows
 from models.synthetic import SyntheticData
 from models.weighting import confidence_matrix
 
@@ -31,6 +31,9 @@ def test_agrees_with_implicit_recalculate_user(synth: SyntheticData, als: ALSFac
     m = confidence_matrix(synth.log)
     assert (m.data < 0).any(), "the test data must contain dislikes"
     users = np.arange(300)
+    lengths = np.diff(m[users].indptr)
+    limit = WOODBURY_MAX_RATIO * als.config.factors
+    assert (lengths <= limit).any() and (lengths > limit).any(), "cover both solve paths"
     ref = _implicit_model(als).recalculate_user(users, m[users])
     fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
     got = fold.user_vectors(_rows(m[users]))
@@ -52,7 +55,7 @@ def test_because_matches_implicit_explain(synth: SyntheticData, als: ALSFactors)
     fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
     top = np.array([[0, 7, 42, 101], [3, 9, 250, 399]])
     users = np.array([5, 17])
-    got = fold.fold(_rows(m[users]), explain=True).because(als.item_factors, top)
+    got = fold.fold(_rows(m[users]), explain=True).because(top)
     for row, u in enumerate(users):
         for col, item in enumerate(top[row]):
             _, contributions, _ = model.explain(int(u), m, int(item), N=1)

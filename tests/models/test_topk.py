@@ -42,4 +42,20 @@ def test_unfillable_slots_are_minus_one() -> None:
 
 def test_empty_batch() -> None:
     ids, scores = top_k(np.zeros((0, 4), np.float32), np.ones((3, 4), np.float32), 2)
-    assert ids.shape == (0, 0) and scores.shape == (0, 0)
+    assert ids.shape == (0, 2) and scores.shape == (0, 2)
+
+
+def test_users_excluding_very_different_numbers_of_items() -> None:
+    """Users are grouped by exclusion count; every group must match the naive answer."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    y = rng.standard_normal((400, 8)).astype(np.float32)
+    mask = np.zeros((6, 400), dtype=bool)
+    for u, count in enumerate([0, 1, 3, 17, 100, 390]):
+        # exclude the user's own best items, the hardest case for "ask for n + c"
+        mask[u, np.argsort(-(y @ x[u]))[:count]] = True
+    ids, _ = top_k(x, y, 15, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    expected = _naive(x, y, 15, mask)
+    for u in range(6):
+        assert [i for i in ids[u].tolist() if i >= 0] == expected[u]
+    assert ids[5].tolist()[10:] == [-1] * 5  # only 10 items left for the last user

@@ -1,0 +1,187 @@
+"""Fold-in, top-k and end-to-end throughput of the models core, and ALS training time.
+
+    python loadtests/bench_models.py [--interactions 1000000] [--items 20000]
+                                     [--factors 64] [--batch 1000] [--n 150] [--repeats 3]
+
+One run, all on one core (BLAS and implicit limited to one thread):
+
+1. Trains ALS (64 factors) on a synthetic log of ``--interactions`` events over
+   ``--items`` items: ``train_seconds_1m``.
+2. With the trained item factors, folds in a batch of ``--batch`` real
+   histories from that log: batched :class:`models.foldin.FoldIn` against a
+   loop calling implicit's ``recalculate_user`` per user (each user's CSR row
+   prepared beforehand, outside the timing): ``foldin_speedup``.
+3. Top-``--n`` (the worker's list length) of those users, their seen items
+   excluded: :func:`models.topk.top_k` against a per-user numpy loop
+   (``Y @ x``, mask, ``argpartition``, sort): ``topk_speedup``.
+4. End to end as the worker calls it: :meth:`Recommender.recommend` from
+   ``item_id -> confidence`` dicts to id lists with explanations, against the
+   two per-user loops above plus the id mapping: ``end_to_end_speedup``.
+
+Each figure is the best of ``--repeats`` timed passes. Last line: one JSON
+object (see DESIGN.md, Benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from models.als import ALSConfig, train  # noqa: E402
+from models.foldin import FoldIn, HistoryRows  # noqa: E402
+from models.ids import IdMap  # noqa: E402
+from models.recommender import Recommender  # noqa: E402
+from models.synthetic import generate  # noqa: E402
+from models.topk import top_k  # noqa: E402
+from models.weighting import confidence_matrix  # noqa: E402
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """Shortest wall time of ``repeats`` calls (the one least disturbed by other load)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def naive_topk(x: np.ndarray, y: np.ndarray, seen: list[np.ndarray], n: int) -> list[np.ndarray]:
+    out = []
+    for u in range(x.shape[0]):
+        scores = y @ x[u]
+        scores[seen[u]] = -np.inf
+        part = np.argpartition(-scores, n)[:n]
+        out.append(part[np.argsort(-scores[part])])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--interactions", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    with threadpool_limits(1):
+        data = generate(args.users, args.items, args.interactions, factors=32, seed=1)
+        matrix = confidence_matrix(data.log)
+        cfg = ALSConfig(factors=args.factors, num_threads=1, use_gpu=False)
+        started = time.perf_counter()
+        model = train(matrix, cfg)
+        train_seconds = time.perf_counter() - started
+
+        users = np.flatnonzero(np.diff(matrix.indptr) > 0)[: args.batch]
+        rows = matrix[users]
+        hist = HistoryRows(rows.indptr.astype(np.int64), rows.indices.astype(np.int64), rows.data)
+        fold = FoldIn(model.item_factors, cfg.regularization, cfg.alpha)
+
+        import implicit.cpu.als
+
+        ref = implicit.cpu.als.AlternatingLeastSquares(
+            factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha, num_threads=1
+        )
+        ref.item_factors, ref.user_factors = model.item_factors, model.user_factors
+        single_rows = [rows[u] for u in range(len(users))]
+        ref.recalculate_user(0, single_rows[0])  # caches YtY, as a warm worker would
+
+        def loop_foldin() -> list[np.ndarray]:
+            return [ref.recalculate_user(u, r) for u, r in enumerate(single_rows)]
+
+        vectors = fold.user_vectors(hist)
+        err = np.abs(vectors - np.stack(loop_foldin())).max()
+        foldin_s = best_of(args.repeats, lambda: fold.user_vectors(hist))
+        loop_s = best_of(args.repeats, loop_foldin)
+
+        seen = rows.copy()
+        seen.data[:] = 1
+        seen_lists = [rows.indices[rows.indptr[u] : rows.indptr[u + 1]] for u in range(len(users))]
+        topk_s = best_of(
+            args.repeats, lambda: top_k(vectors, model.item_factors, args.n, sp.csr_matrix(seen))
+        )
+        naive_s = best_of(
+            args.repeats, lambda: naive_topk(vectors, model.item_factors, seen_lists, args.n)
+        )
+
+        items = data.log.items
+        histories = [
+            {
+                items.ids[i]: float(c)
+                for i, c in zip(
+                    seen_lists[u], rows.data[rows.indptr[u] : rows.indptr[u + 1]], strict=True
+                )
+            }
+            for u in range(len(users))
+        ]
+        rec = Recommender(
+            "bench", IdMap(items.ids), model.item_factors, cfg.regularization, cfg.alpha
+        )
+        e2e_s = best_of(args.repeats, lambda: rec.recommend(histories, args.n))
+        e2e_plain_s = best_of(args.repeats, lambda: rec.recommend(histories, args.n, explain=False))
+        names = np.array(items.ids, dtype=object)
+
+        def loop_e2e() -> list[list[str]]:
+            out = []
+            for h in histories:
+                idx = np.array([items.index(i) for i in h], dtype=np.int64)
+                row = sp.csr_matrix(
+                    (np.fromiter(h.values(), np.float32), idx, [0, len(idx)]),
+                    shape=(1, len(items)),
+                )
+                x = ref.recalculate_user(0, row)
+                top = naive_topk(x[None, :], model.item_factors, [idx], args.n)[0]
+                out.append(names[top].tolist())
+            return out
+
+        loop_e2e_s = best_of(args.repeats, loop_e2e)
+
+    n = len(users)
+    lengths = np.diff(hist.indptr)
+    result = {
+        "bench": "models",
+        "foldin_users_per_s": round(n / foldin_s),
+        "foldin_loop_users_per_s": round(n / loop_s),
+        "foldin_speedup": round(loop_s / foldin_s, 2),
+        "foldin_max_abs_diff": float(err),
+        "topk_users_per_s": round(n / topk_s),
+        "topk_loop_users_per_s": round(n / naive_s),
+        "topk_speedup": round(naive_s / topk_s, 2),
+        "end_to_end_users_per_s": round(n / e2e_s),
+        "end_to_end_no_explain_users_per_s": round(n / e2e_plain_s),
+        "end_to_end_loop_users_per_s": round(n / loop_e2e_s),
+        "end_to_end_speedup": round(loop_e2e_s / e2e_s, 2),
+        "train_seconds_1m": round(train_seconds * 1_000_000 / args.interactions, 2),
+        "interactions": args.interactions,
+        "items": args.items,
+        "factors": args.factors,
+        "batch": n,
+        "n": args.n,
+        "mean_history": round(float(lengths.mean()), 1),
+        "threads": 1,
+    }
+    print(
+        f"train {train_seconds:.1f} s for {args.interactions} events; fold-in "
+        f"{result['foldin_users_per_s']}/s vs loop {result['foldin_loop_users_per_s']}/s; top-k "
+        f"{result['topk_users_per_s']}/s vs loop {result['topk_loop_users_per_s']}/s; end to end "
+        f"{result['end_to_end_users_per_s']}/s vs loop {result['end_to_end_loop_users_per_s']}/s"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
