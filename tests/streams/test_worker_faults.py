@@ -191,3 +191,33 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
     )
     assert_reflected_once(s, redis_client, events, version=v2)
     assert worker.metric_total("freshrec_worker_model_switches_total") == 2
+
+
+def test_a_fault_outlasting_the_retry_deadline_exits_without_committing_and_a_restart_resumes(
+    worker_settings: Settings,
+    start_worker: StartWorker,
+    redis_client: redis.Redis,
+    services: Services,
+    restart_redis: Callable[[], None],
+) -> None:
+    """Raising out of the agent would ack the batch (``take_events``' finally block):
+    the worker must exit instead, so the batch is redelivered after a restart."""
+    s = worker_settings.replace(retry_deadline_s=1.0)
+    publish_model(s, synthetic())
+    worker = start_worker(s)
+    before = stream(users=10, per_user=3)
+    publish(s, before)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 30, "lists before")
+
+    assert services.redis is not None and worker.proc is not None
+    services.redis.stop()
+    try:
+        during = stream(users=10, per_user=3, start=len(before))
+        publish(s, during)
+        assert worker.proc.wait(30) == 75  # EXIT_UNPROCESSED
+    finally:
+        restart_redis()
+    events = before + during
+    again = start_worker(s.replace(retry_deadline_s=60.0))
+    again.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "lists after restart")
+    assert_reflected_once(s, redis_client, events)
