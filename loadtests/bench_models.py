@@ -10,7 +10,9 @@ One run, all on one core (BLAS and implicit limited to one thread):
 2. With the trained item factors, folds in a batch of ``--batch`` real
    histories from that log: batched :class:`models.foldin.FoldIn` against a
    loop calling implicit's ``recalculate_user`` per user (each user's CSR row
-   prepared beforehand, outside the timing): ``foldin_speedup``.
+   prepared beforehand, outside the timing): ``foldin_speedup``. For
+   reference, also implicit's own native call for the whole batch at once
+   (``foldin_implicit_batch_users_per_s``).
 3. Top-``--n`` (the worker's list length) of those users, their seen items
    excluded: :func:`models.topk.top_k` against a per-user numpy loop
    (``Y @ x``, mask, ``argpartition``, sort): ``topk_speedup``.
@@ -107,6 +109,8 @@ def main() -> None:
         err = np.abs(vectors - np.stack(loop_foldin())).max()
         foldin_s = best_of(args.repeats, lambda: fold.user_vectors(hist))
         loop_s = best_of(args.repeats, loop_foldin)
+        batch_ids = np.arange(len(users))
+        native_s = best_of(args.repeats, lambda: ref.recalculate_user(batch_ids, rows))
 
         seen = rows.copy()
         seen.data[:] = 1
@@ -157,6 +161,7 @@ def main() -> None:
         "foldin_users_per_s": round(n / foldin_s),
         "foldin_loop_users_per_s": round(n / loop_s),
         "foldin_speedup": round(loop_s / foldin_s, 2),
+        "foldin_implicit_batch_users_per_s": round(n / native_s),
         "foldin_max_abs_diff": float(err),
         "topk_users_per_s": round(n / topk_s),
         "topk_loop_users_per_s": round(n / naive_s),

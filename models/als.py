@@ -40,14 +40,17 @@ class ALSConfig:
     same factors on the CPU (updates within a half-step are independent of thread order)."""
     use_gpu: bool | None = None
     """Train with implicit's CUDA implementation; None means "when CUDA is available"."""
-    num_threads: int = 0
-    """Threads implicit uses on the CPU; 0 means one per core."""
+    num_threads: int = 1
+    """Threads implicit uses on the CPU; 0 means one per core. One by default, so a
+    training job does not take every core of a machine it shares with workers."""
 
     def __post_init__(self) -> None:
         if self.factors < 1 or self.iterations < 1:
             raise ValueError("ALSConfig.factors and iterations must be at least 1")
         if self.regularization < 0 or self.alpha <= 0:
             raise ValueError("ALSConfig.regularization must be >= 0 and alpha > 0")
+        if self.num_threads < 0:
+            raise ValueError("ALSConfig.num_threads must be >= 0 (0 = one per core)")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

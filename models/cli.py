@@ -92,6 +92,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=_DEFAULT.alpha)
     p.add_argument("--iterations", type=int, default=_DEFAULT.iterations)
     p.add_argument(
+        "--threads", type=int, default=_DEFAULT.num_threads, help="training threads; 0 = all cores"
+    )
+    p.add_argument(
         "--negative-below",
         type=float,
         default=_WEIGHTS.negative_below,
@@ -159,6 +162,7 @@ def _configs(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
             alpha=args.alpha,
             iterations=args.iterations,
             seed=args.seed,
+            num_threads=args.threads,
         )
         return als, replace(_WEIGHTS, negative_below=args.negative_below)
     except ValueError as exc:

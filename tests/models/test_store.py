@@ -89,3 +89,41 @@ def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_inconsistent_version_is_refused() -> None:
     with pytest.raises(ValueError, match="item ids"):
         ModelVersion("v", np.zeros((2, 3), np.float32), IdMap(["a"]), {})
+
+
+_KILLED_WRITER = """
+import os, sys, time
+import numpy as np
+from models.ids import IdMap
+from models.store import ModelStore, ModelVersion
+
+def stall(fd):
+    print("writing", flush=True)
+    time.sleep(60)  # killed here, mid-save
+os.fsync = stall
+v = ModelVersion(sys.argv[2], np.ones((2, 3), np.float32), IdMap(["a", "b"]), {})
+ModelStore(sys.argv[1]).save(v)
+"""
+
+
+def test_a_writer_killed_mid_save_leaves_no_version(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = ModelStore(tmp_path)
+    good = _version()
+    store.save(good)
+    store.set_current(good.version_id)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), ModelStore.new_version_id()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert store.versions() == [good.version_id]
+    current = store.load_current()
+    assert current is not None and current.version_id == good.version_id
