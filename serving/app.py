@@ -26,7 +26,7 @@ from serving.health import handle_healthz, handle_readyz
 from serving.metrics import handle_metrics, metrics_middleware
 from serving.openapi import handle_openapi
 from serving.recs import handle_recs
-from serving.redis_client import make_redis, request_deadline_s
+from serving.redis_client import make_redis, read_deadline_s
 from serving.store import RecsStore
 
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.api_token:
         middlewares.append(bearer_middleware(settings.api_token))
     app = web.Application(middlewares=middlewares)
-    app[API] = ApiContext(settings=settings, deadline_s=request_deadline_s(settings))
+    app[API] = ApiContext(settings=settings)
     app.cleanup_ctx.append(_redis_lifetime)
     app.router.add_get("/recs/{user}", handle_recs)
     app.router.add_get("/healthz", handle_healthz)
@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _redis_lifetime(app: web.Application) -> AsyncIterator[None]:
     api = app[API]
     client = make_redis(api.settings)
-    api.store_or_none = RecsStore(client, api.settings)
+    api.store_or_none = RecsStore(client, api.settings, read_deadline_s(api.settings))
     try:
         yield
     finally:

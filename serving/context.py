@@ -12,7 +12,7 @@ from serving.store import RecsStore
 
 @dataclass
 class ApiContext:
-    """Settings, the Redis-backed store, and the longest a request may wait on Redis.
+    """Settings and the Redis-backed store.
 
     ``store`` is None only outside the application's lifetime: the
     ``cleanup_ctx`` in :mod:`serving.app` sets it at startup and closes it at
@@ -20,7 +20,6 @@ class ApiContext:
     """
 
     settings: Settings
-    deadline_s: float
     store_or_none: RecsStore | None = None
 
     @property

@@ -70,7 +70,7 @@ IN_PROGRESS = Gauge(
 REDIS_ERRORS = Counter(
     "freshrec_api_redis_errors_total",
     "Failed Redis reads, by kind: unavailable (connection or timeout after retries), "
-    "deadline (the request's Redis deadline passed), corrupt (a list that does not parse "
+    "deadline (a read's deadline passed), corrupt (a list that does not parse "
     "or is not a hash), error (any other Redis error).",
     ["kind"],
 )
@@ -80,7 +80,15 @@ SERVED = Counter(
     ["source"],
 )
 
+SERVED_PERSONAL = SERVED.labels("personal")
+SERVED_POPULAR = SERVED.labels("popular")
+
 UNMATCHED = "unmatched"
+
+#: The request counter and histogram of each (route, status) seen: ``labels()``
+#: takes a lock and builds a key on every call, too dear for every request.
+#: Bounded by the few routes times the few statuses the API answers with.
+_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
 
 def route_label(request: web.Request) -> str:
@@ -104,10 +112,16 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         IN_PROGRESS.dec()
-        route = route_label(request)
-        code = str(status)
-        REQUESTS.labels(route, code).inc()
-        LATENCY.labels(route, code).observe(time.perf_counter() - started)
+        key = (route_label(request), status)
+        children = _children.get(key)
+        if children is None:
+            code = str(status)
+            children = _children[key] = (
+                REQUESTS.labels(key[0], code),
+                LATENCY.labels(key[0], code),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
 
 def render() -> tuple[bytes, str]:

@@ -67,6 +67,26 @@ def parse_user(user: str) -> str:
     return user
 
 
+#: The query parameters of ``GET /recs/{user}``.
+QUERY_PARAMETERS = frozenset({"k", "exclude"})
+
+
+def check_query(names: Iterable[str]) -> None:
+    """A 400 for an unknown query parameter.
+
+    A typo (``K=``, ``exlude=``) would otherwise be ignored in silence, and the
+    client would get an answer to a question it did not ask.
+    """
+    unknown = sorted(set(names) - QUERY_PARAMETERS)
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_query",
+            f"unknown query parameter {_preview(unknown[0])}; known: "
+            + ", ".join(sorted(QUERY_PARAMETERS)),
+        )
+
+
 def parse_k(raw: str | None, default: int, maximum: int) -> int:
     """``k`` from the query: a whole number from 1 to ``maximum``; ``default`` when absent."""
     if raw is None:

@@ -14,18 +14,16 @@ popular list, still a 200.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from freshrec.errors import TransientError
 from schemas.recs import Source
 from serving.context import API
-from serving.metrics import REDIS_ERRORS, SERVED
-from serving.params import parse_exclude, parse_k, parse_user
+from serving.metrics import REDIS_ERRORS, SERVED_PERSONAL, SERVED_POPULAR
+from serving.params import check_query, parse_exclude, parse_k, parse_user
 from serving.store import CorruptList, RecsStore
 
 log = logging.getLogger(__name__)
@@ -35,14 +33,11 @@ async def handle_recs(request: web.Request) -> web.Response:
     api = request.app[API]
     user = parse_user(request.match_info["user"])
     query = request.query
+    if query:
+        check_query(query.keys())
     k = parse_k(query.get("k"), api.settings.api_default_k, api.settings.api_max_k)
     exclude = parse_exclude(query.getall("exclude", ()))
-    try:
-        async with asyncio.timeout(api.deadline_s):
-            body = await answer(api.store, user, k, exclude)
-    except TimeoutError as exc:
-        REDIS_ERRORS.labels("deadline").inc()
-        raise TransientError(f"Redis did not answer within {api.deadline_s:.2f}s") from exc
+    body = await answer(api.store, user, k, exclude)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -52,11 +47,11 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
         data = await store.user_list(user)
         if data is not None:
             body = render(user, data, "personal", k, exclude)
-            SERVED.labels("personal").inc()
+            SERVED_PERSONAL.inc()
             return body
     except CorruptList as exc:
         _skip_corrupt(f"list of user {user!r}", exc)
-    SERVED.labels("popular").inc()
+    SERVED_POPULAR.inc()
     try:
         popular = await store.popular()
         if popular is not None:

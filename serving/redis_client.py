@@ -13,8 +13,9 @@ retry connection errors unless told to), so every knob is set here from
   connection (up to the connect timeout) instead of opening thousands;
 * hiredis parses replies when installed (a dependency of ``redis[hiredis]``).
 
-:func:`request_deadline_s` adds those bounds up; a request never waits on Redis
-longer than that, whatever happens on the wire.
+:func:`read_deadline_s` adds those bounds up; no Redis read waits longer than
+that, whatever happens on the wire (a request makes one read, two when the
+user has no list and the cached fallback has expired).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def backoff_delays(settings: Settings) -> list[float]:
     ]
 
 
-def request_deadline_s(settings: Settings) -> float:
-    """The longest one request may spend on Redis: pool wait, every attempt, every backoff."""
+def read_deadline_s(settings: Settings) -> float:
+    """The longest one read may take: pool wait, every attempt, every backoff."""
     attempts = settings.redis_retries + 1
     per_attempt = settings.redis_connect_timeout_s + settings.redis_socket_timeout_s
     pool_wait = settings.redis_connect_timeout_s

@@ -10,8 +10,9 @@ connections across them. The parent only supervises:
 * it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory so ``/metrics``
   adds up every worker (see :mod:`serving.metrics`), and removes it at the end;
 * it forwards SIGTERM and SIGINT to the workers, each of which stops
-  accepting, lets in-flight requests finish (they are bounded by the Redis
-  deadline, which is also the shutdown timeout), closes Redis and exits;
+  accepting, lets in-flight requests finish (a request makes at most two
+  Redis reads, each bounded by the read deadline, so twice that is the
+  shutdown timeout), closes Redis and exits;
 * if a worker dies on its own, it stops the others and exits 1, so the
   orchestrator restarts the whole unit rather than running short-handed.
 
@@ -64,14 +65,14 @@ def run_worker(settings: Settings) -> None:
     from aiohttp import web
 
     from serving.app import create_app
-    from serving.redis_client import request_deadline_s
+    from serving.redis_client import read_deadline_s
 
     web.run_app(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         reuse_port=True,
-        shutdown_timeout=request_deadline_s(settings),
+        shutdown_timeout=2 * read_deadline_s(settings),
         access_log=None,
         print=None,
         handle_signals=True,

@@ -1,9 +1,13 @@
 """Reads the lists the worker writes (``schemas.recs``): one ``HGET`` of ``data`` per request.
 
+The ``HGET``s of concurrent requests travel together (:mod:`serving.coalesce`).
+
 This is the edge where redis-py's exceptions become freshrec's: an unreachable
-or timed-out Redis is a :class:`~freshrec.errors.TransientError` (the API
-answers 503), a key of the wrong type is a :class:`CorruptList` (the API
-falls back, like for a list that does not parse, and counts it there).
+or timed-out Redis, or a read that passed its deadline
+(:func:`serving.redis_client.read_deadline_s`), is a
+:class:`~freshrec.errors.TransientError` (the API answers 503); a key of the
+wrong type is a :class:`CorruptList` (the API falls back, as for a list that
+does not parse, and counts it there).
 
 The popular fallback is the same for every user, so each process keeps it in
 memory for ``api_popular_cache_s`` seconds: a user without a list then also
@@ -22,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from schemas.recs import DATA_FIELD, popular_key, user_key
+from serving.coalesce import HgetCoalescer
 from serving.metrics import REDIS_ERRORS
 
 
@@ -32,8 +37,9 @@ class CorruptList(Exception):
 class RecsStore:
     """The lists of one key prefix, read through one client."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, client: aioredis.Redis, settings: Settings, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.reader = HgetCoalescer(client, DATA_FIELD, deadline_s)
         self.prefix = settings.key_prefix
         self.popular_cache_s = settings.api_popular_cache_s
         self._popular: bytes | None = None
@@ -53,7 +59,10 @@ class RecsStore:
 
     async def _hget(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self.client.hget(key, DATA_FIELD)
+            value = await self.reader.hget(key)
+        except TimeoutError as exc:
+            REDIS_ERRORS.labels("deadline").inc()
+            raise TransientError(f"Redis did not answer within {self.deadline_s:.2f}s") from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
             REDIS_ERRORS.labels("unavailable").inc()
             raise TransientError(f"Redis cannot be reached: {type(exc).__name__}") from exc

@@ -273,3 +273,12 @@ async def test_a_bug_is_a_bare_500_without_the_traceback(
     assert resp.status == 500
     assert "secret" not in text and "Traceback" not in text and "RuntimeError" not in text
     assert '"code":"internal"' in text
+
+
+async def test_unknown_query_parameter_is_a_400(api_client: ApiClient) -> None:
+    async with api_client() as client:
+        resp = await client.get("/recs/alice", params={"k": "3", "exlude": "i0"})
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_query"
+    assert "'exlude'" in body["error"]["message"]

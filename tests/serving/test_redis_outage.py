@@ -15,7 +15,7 @@ import pytest
 from freshrec.settings import Settings
 from freshrec.stack import RedisProcess
 from serving.metrics import REDIS_ERRORS
-from serving.redis_client import request_deadline_s
+from serving.redis_client import read_deadline_s
 from tests.serving.conftest import ApiClient, store_list
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def test_redis_killed_gives_503_within_the_deadline_then_recovers(
     api_client: ApiClient, own_redis: RedisProcess, settings: Settings
 ) -> None:
     changes = {"redis_url": own_redis.url, **FAST}
-    deadline = request_deadline_s(settings.replace(**changes))
+    deadline = read_deadline_s(settings.replace(**changes))
     store_list(own_redis, settings, "alice", ["a"])
     unavailable_before = REDIS_ERRORS.labels("unavailable")._value.get()
     async with api_client(**changes) as client:
@@ -66,7 +66,7 @@ async def test_hung_redis_gives_503_within_the_deadline_then_recovers(
     api_client: ApiClient, own_redis: RedisProcess, settings: Settings
 ) -> None:
     changes = {"redis_url": own_redis.url, **FAST}
-    deadline = request_deadline_s(settings.replace(**changes))
+    deadline = read_deadline_s(settings.replace(**changes))
     store_list(own_redis, settings, "alice", ["a"])
     async with api_client(**changes) as client:
         assert (await client.get("/recs/alice")).status == 200
@@ -92,4 +92,4 @@ async def test_hung_redis_gives_503_within_the_deadline_then_recovers(
 def test_deadline_adds_up_every_bound(settings: Settings) -> None:
     s = settings.replace(**FAST)
     # pool wait 0.2 + 2 attempts * (0.2 connect + 0.2 read) + one backoff of at most 0.01 * 2.
-    assert request_deadline_s(s) == pytest.approx(0.2 + 2 * 0.4 + 0.02)
+    assert read_deadline_s(s) == pytest.approx(0.2 + 2 * 0.4 + 0.02)
