@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models import cli
+from models.interactions import KIND_RATE
 from models.recommender import Recommender
 from models.store import ModelStore
 from models.synthetic import generate
@@ -78,13 +80,39 @@ def test_train_writes_and_publishes_a_version(
     assert "published" in capsys.readouterr().out
 
 
-def test_train_on_events_file(settings: Settings) -> None:
-    examples = Path(__file__).parents[2] / "examples" / "events.jsonl"
-    argv = ["train", "--format", "events", "--data", str(examples), "--factors", "4", "--publish"]
+def _write_events(path: Path) -> None:
+    """A JSON-lines event file (our schema) made from a small synthetic log."""
+    log = generate(200, 60, 4000, factors=4, seed=9).log
+    with open(path, "w") as fh:
+        for row in range(len(log)):
+            doc: dict[str, object] = {
+                "event_id": f"ev-{row}",
+                "user_id": log.users.ids[log.user[row]],
+                "item_id": log.items.ids[log.item[row]],
+                "ts": int(log.ts[row]),
+            }
+            if log.kind[row] == KIND_RATE:
+                doc |= {"type": "rate", "rating": float(log.value[row])}
+            else:
+                doc |= {"type": "watch", "watched_s": float(log.value[row])}
+                if not np.isnan(log.duration_s[row]):
+                    doc["duration_s"] = float(log.duration_s[row])
+            fh.write(json.dumps(doc) + "\n")
+        fh.write("not an event\n")
+
+
+def test_train_on_events_file(
+    tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    _write_events(path)
+    argv = ["train", "--format", "events", "--data", str(path), "--factors", "4", "--publish"]
     assert _run(argv, settings) == 0
     current = ModelStore(settings.model_store).load_current()
-    assert current is not None and current.snapshot["rejected"] == 0
+    assert current is not None
+    assert current.snapshot["rejected"] == 1 and current.snapshot["events"] == 4000
     assert len(current.snapshot["sha256"]) == 64
+    assert "1 invalid line(s)" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_bad_input(settings: Settings, tmp_path: Path) -> None:
