@@ -20,6 +20,7 @@ from models.foldin import FoldIn, HistoryRows
 from models.ids import IdMap
 from models.store import ModelVersion
 from models.topk import top_k
+from models.weighting import DEFAULT_WEIGHTING, WeightingConfig
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,12 @@ class Recommender:
         popular_items: Sequence[str] = (),
         popular_scores: Sequence[float] = (),
         num_threads: int = 1,
+        weighting: WeightingConfig = DEFAULT_WEIGHTING,
     ) -> None:
         self.version_id = version_id
+        #: The weighting rule the model was trained with; histories passed to
+        #: :meth:`recommend` should be combined with the same rule.
+        self.weighting = weighting
         self.item_ids = item_ids
         self.foldin = FoldIn(item_factors, regularization, alpha)
         self.num_threads = num_threads
@@ -70,6 +75,7 @@ class Recommender:
         process per core.
         """
         params = version.params
+        weighting = params.get("weighting")
         return cls(
             version.version_id,
             version.item_ids,
@@ -79,6 +85,9 @@ class Recommender:
             version.popular_items,
             version.popular_scores,
             num_threads=num_threads,
+            weighting=DEFAULT_WEIGHTING
+            if weighting is None
+            else WeightingConfig.from_dict(weighting),
         )
 
     def popular(self, n: int) -> tuple[list[str], list[float]]:

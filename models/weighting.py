@@ -30,8 +30,9 @@ columnar log at once (the training path). A test keeps the two in agreement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,6 +83,12 @@ class WeightingConfig:
             raise ValueError("WeightingConfig.watch_min_fraction must be within 0..1")
         if self.negative_weight < 0:
             raise ValueError("WeightingConfig.negative_weight must not be negative")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WeightingConfig:
+        """Rebuild from ``dataclasses.asdict`` output (as stored in a model version's params)."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: float(v) for k, v in data.items() if k in known})
 
 
 DEFAULT_WEIGHTING = WeightingConfig()

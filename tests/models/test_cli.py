@@ -16,6 +16,7 @@ from models.interactions import KIND_RATE
 from models.recommender import Recommender
 from models.store import ModelStore
 from models.synthetic import generate
+from models.weighting import WeightingConfig
 
 SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5"]
 
@@ -73,6 +74,7 @@ def test_train_writes_and_publishes_a_version(
     current = store.load_current()
     assert current is not None and current.version_id != first
     assert current.params["factors"] == 8 and current.params["alpha"] > 0
+    assert Recommender.from_version(current).weighting == WeightingConfig()
     assert "ndcg@10" in current.metrics and current.snapshot["format"] == "synthetic"
     assert len(current.popular_items) == min(120, settings.list_length + settings.history_length)
     recs = Recommender.from_version(current).recommend([{"item-1": 4.0}, {}], 5)
@@ -107,10 +109,12 @@ def test_train_on_events_file(
     path = tmp_path / "events.jsonl"
     _write_events(path)
     argv = ["train", "--format", "events", "--data", str(path), "--factors", "4", "--publish"]
+    argv += ["--negative-below", "0"]
     assert _run(argv, settings) == 0
     current = ModelStore(settings.model_store).load_current()
     assert current is not None
     assert current.snapshot["rejected"] == 1 and current.snapshot["events"] == 4000
+    assert Recommender.from_version(current).weighting.negative_below == 0
     assert len(current.snapshot["sha256"]) == 64
     assert "1 invalid line(s)" in capsys.readouterr().err
 
