@@ -70,10 +70,48 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     )
 
 
-def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[str]) -> bytes:
-    """The JSON body for one stored ``data`` field; raises :class:`CorruptList` on garbage."""
+#: How ``schemas.recs.encode`` (orjson, compact) writes the start of the items array.
+_ITEMS_KEY = b'"items":['
+_ENVELOPE = ("user", "source", "model_version", "updated_at", "written_at")
+
+
+def parse_head(data: bytes, n: int) -> Any:
+    """The stored list as ``orjson.loads`` would return it, but with only its first ``n`` items.
+
+    Parsing all 150 stored items into Python objects is most of a request's
+    JSON cost when only ``k`` are served. Item and explanation ids are event-
+    contract ids (no braces, quotes or backslashes), so each item ends at the
+    next ``}``. Anything unexpected (other spacing, another key order, a brace
+    inside a string, a list shorter than ``n``) makes a slice that is not valid
+    JSON or lacks a key, or leaves too few braces, and the whole document is
+    parsed instead: never a wrong answer, only a slower one.
+    """
+    start = data.find(_ITEMS_KEY)
+    if start < 0:
+        return orjson.loads(data)
+    items_text = data[start + len(_ITEMS_KEY) :]
+    pieces = items_text.split(b"}", n)
+    if len(pieces) <= n:
+        return orjson.loads(data)
     try:
-        doc = orjson.loads(data)
+        head = orjson.loads(data[:start] + b'"items":[]}')
+        items = orjson.loads(b"[" + items_text[: len(items_text) - len(pieces[-1])] + b"]")
+    except orjson.JSONDecodeError:
+        return orjson.loads(data)
+    if type(head) is not dict or any(key not in head for key in _ENVELOPE):
+        return orjson.loads(data)
+    head["items"] = items
+    return head
+
+
+def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[str]) -> bytes:
+    """The JSON body for one stored ``data`` field; raises :class:`CorruptList` on garbage.
+
+    Only the first ``k + len(exclude)`` stored items can be served (each
+    excluded id removes at most one), so only those are parsed.
+    """
+    try:
+        doc = parse_head(data, k + len(exclude))
         picked: list[dict[str, Any]] = []
         for entry in doc["items"]:
             if len(picked) == k:
