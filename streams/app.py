@@ -68,6 +68,11 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.broker_commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A batch's changelog records and dead letters are sent together and
+        # awaited together: a short linger packs them into a few requests
+        # instead of one request per record.
+        producer_linger=0.002,
+        producer_max_batch_size=512 * 1024,
         web_port=settings.worker_web_port,
         web_bind="0.0.0.0",
         web_in_thread=False,

@@ -26,6 +26,7 @@ from freshrec.errors import TransientError
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.recs import DATA_FIELD, ORDER_FIELD, RecList, encode, popular_key, user_key
+from streams.lists import UserList
 
 #: KEYS[1] the list's hash; ARGV[1] the new order token, ARGV[2] the new data.
 #: Returns 1 when written, 0 when the stored list is newer. Lua compares
@@ -71,14 +72,14 @@ class RedisSink:
         self._retry = retry
         self._script = self._client.register_script(_COMPARE_AND_SET)
 
-    async def write(self, lists: Sequence[RecList], forget: Sequence[str] = ()) -> int:
+    async def write(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> int:
         """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
 
         Returns how many lists were written; the rest were older than what Redis holds.
         """
         if not lists and not forget:
             return 0
-        payload = [(user_key(self._prefix, r.user or ""), r.order, encode(r)) for r in lists]
+        payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
 
         async def attempt() -> int:

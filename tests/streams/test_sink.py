@@ -10,17 +10,19 @@ import redis
 from freshrec.backoff import NoBackoff
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from schemas.recs import RecItem, RecList, decode, popular_key, user_key
+from schemas.recs import RecItem, RecList, decode, encode, popular_key, user_key
+from streams.lists import UserList
 from streams.sink import RedisSink
 
 pytestmark = pytest.mark.integration
 
 
-def recs(user: str, updated_at: int, version: str | None, item: str = "a") -> RecList:
-    return RecList(user, "personal", version, updated_at, updated_at + 5, (RecItem(item, 1.0),))
+def recs(user: str, updated_at: int, version: str | None, item: str = "a") -> UserList:
+    data = RecList(user, "personal", version, updated_at, updated_at + 5, (RecItem(item, 1.0),))
+    return UserList(user, data.order, encode(data))
 
 
-def write(settings: Settings, lists: list[RecList], forget: tuple[str, ...] = ()) -> int:
+def write(settings: Settings, lists: list[UserList], forget: tuple[str, ...] = ()) -> int:
     async def go() -> int:
         sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
         try:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 
 from schemas.events import RateEvent, WatchEvent
+from schemas.recs import RecItem, RecList, decode, encode
 from schemas.validator import Rejection
 from streams.dead_letter import DeadLetter, count_by_reason, unique
+from streams.lists import encode_list
 from streams.popularity import Popularity
-from streams.state import UserState, decode, encode
+from streams.state import UserState
+from streams.state import decode as decode_state
+from streams.state import encode as encode_state
 
 
 def w(event_id: str, item: str, ts: int) -> WatchEvent:
@@ -44,13 +48,13 @@ def test_encode_round_trips_watch_and_rate() -> None:
     state.apply(w("e1", "a", 1), 10, 10)
     state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
     state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
-    assert decode(encode(state)) == state
+    assert decode_state(encode_state(state)) == state
 
 
 @pytest.mark.parametrize("raw", [b"", b"[]", b'{"v": 99, "h": [], "s": []}', b'{"v": 1}'])
 def test_decode_refuses_garbage_with_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
-        decode(raw)
+        decode_state(raw)
 
 
 def test_popularity_counts_users_per_item_and_breaks_ties_by_id() -> None:
@@ -86,3 +90,15 @@ def test_unique_keeps_one_letter_per_source_offset_and_counts_reasons() -> None:
     letters = unique([a, b, a])
     assert letters == [a, b]
     assert count_by_reason([a, b, a]) == {"payload/json": 2, "ts/minimum": 1}
+
+
+@pytest.mark.parametrize("version", [None, "20260101T000000000000Z-abcd"])
+def test_the_fast_list_encoder_writes_exactly_the_contract_bytes(version: str | None) -> None:
+    items = (RecItem("a", 0.5, "x"), RecItem("b", -1.25), RecItem("c", 3.0, "y"))
+    expected = RecList("u1", "personal", version, 123, 456, items)
+    fast = encode_list(
+        "u1", "personal", version, 123, 456, [i.item for i in items], [i.score for i in items],
+        [i.because for i in items],
+    )
+    assert fast == encode(expected)
+    assert decode(fast) == expected
