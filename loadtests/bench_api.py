@@ -42,6 +42,7 @@ from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popu
 
 PREFIX = "bench:"
 CATALOG = 20_000
+TEMPLATES = 1_000
 LOAD_BATCH = 1_000
 #: redis-benchmark replaces ``__rand_int__`` with a 12-digit zero-padded number,
 #: so user ids have that shape and both tools read exactly the same keys.
@@ -78,20 +79,27 @@ def require(tool: str, install: str) -> str:
 
 
 def load_lists(client: redis.Redis, users: int, length: int, rng: random.Random) -> None:
-    """Store one list per user (random items, falling scores) and the popular fallback."""
+    """Store one list per user and the popular fallback, as the worker writes them.
+
+    Each user gets one of ``TEMPLATES`` random item lists (falling scores):
+    distinct enough for a read benchmark, and quick to load.
+    """
     now = int(time.time() * 1000)
     catalog = [f"item-{n}" for n in range(CATALOG)]
     scores = [round(1.0 - rank / length, 6) for rank in range(length)]
+    templates = [
+        tuple(RecItem(i, s) for i, s in zip(rng.sample(catalog, length), scores, strict=True))
+        for _ in range(TEMPLATES)
+    ]
 
     def recs(user: str | None) -> RecList:
-        items = rng.sample(catalog, length)
         return RecList(
             user=user,
             source="personal" if user else "popular",
             model_version="bench",
             updated_at=now,
             written_at=now,
-            items=tuple(RecItem(i, s) for i, s in zip(items, scores, strict=True)),
+            items=templates[rng.randrange(TEMPLATES)],
         )
 
     pipe = client.pipeline(transaction=False)
