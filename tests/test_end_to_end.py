@@ -1,0 +1,98 @@
+"""The first end-to-end slice: an event published to the broker changes the list the API serves.
+
+Everything runs as a user would run it: the broker and redis-server from
+``tests/conftest.py``, a model published to the store, ``freshrec worker`` and
+``freshrec api`` as processes, events sent with the publisher, the list read
+over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from freshrec.settings import Settings
+from freshrec.stack import free_port, wait_until
+from tests.streams.worker import BASE_TS, WorkerProcess, publish, publish_model, synthetic, watch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def e2e_settings(settings: Settings, topics: list[str]) -> Settings:
+    return settings.replace(
+        worker_web_port=free_port(),
+        api_port=free_port(),
+        broker_session_timeout_s=2.0,
+        broker_heartbeat_interval_s=0.3,
+        broker_commit_interval_s=0.5,
+        model_poll_interval_s=0.3,
+    )
+
+
+@pytest.fixture
+def api(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env.update(e2e_settings.as_env())
+    with open(tmp_path / "api.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "freshrec.cli", "api"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://{e2e_settings.api_host}:{e2e_settings.api_port}"
+    try:
+        wait_until(lambda: get_json(base + "/healthz")[0] == 200, 30, "the API")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_published_watch_changes_the_list_the_api_serves(
+    e2e_settings: Settings, api: str, tmp_path: Path
+) -> None:
+    data = synthetic()
+    version = publish_model(e2e_settings, data)
+    worker = WorkerProcess(e2e_settings, tmp_path / "worker.log").start()
+    try:
+        status, before = get_json(f"{api}/recs/alice?k=10")
+        assert status == 200 and before["source"] == "popular"
+
+        publish(e2e_settings, [watch("e2e-1", "alice", "item-3", BASE_TS + 1)])
+
+        def personal() -> bool:
+            return get_json(f"{api}/recs/alice?k=10")[1]["source"] == "personal"
+
+        worker.wait_for(personal, 60, "alice's personal list from the API")
+        status, body = get_json(f"{api}/recs/alice?k=10")
+        assert status == 200
+        assert body["user"] == "alice"
+        assert body["model_version"] == version
+        assert body["updated_at"] == BASE_TS + 1
+        items = [entry["item"] for entry in body["items"]]
+        assert len(items) == 10 and "item-3" not in items
+        neighbours = set(data.neighbours("item-3"))
+        assert sum(item in neighbours for item in items) >= 8, items
+        assert all(entry.get("because") == "item-3" for entry in body["items"])
+    finally:
+        worker.stop()
