@@ -7,7 +7,7 @@ import argparse
 from freshrec.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "api",
         help="serve GET /recs/<user>, /healthz, /readyz, /metrics and /openapi.json",

@@ -76,15 +76,16 @@ _ENVELOPE = ("user", "source", "model_version", "updated_at", "written_at")
 
 
 def parse_head(data: bytes, n: int) -> Any:
-    """The stored list as ``orjson.loads`` would return it, but with only its first ``n`` items.
+    """The stored list as ``orjson.loads`` returns it, but usually with only its first ``n`` items.
 
     Parsing all 150 stored items into Python objects is most of a request's
     JSON cost when only ``k`` are served. Item and explanation ids are event-
     contract ids (no braces, quotes or backslashes), so each item ends at the
     next ``}``. Anything unexpected (other spacing, another key order, a brace
     inside a string, a list shorter than ``n``) makes a slice that is not valid
-    JSON or lacks a key, or leaves too few braces, and the whole document is
-    parsed instead: never a wrong answer, only a slower one.
+    JSON, lacks a key, or holds fewer than ``n`` items (the ``n`` braces were
+    not all item ends), and the whole document is parsed instead (all items,
+    still in order): never a wrong answer, only a slower one.
     """
     start = data.find(_ITEMS_KEY)
     if start < 0:
@@ -98,7 +99,7 @@ def parse_head(data: bytes, n: int) -> Any:
         items = orjson.loads(b"[" + items_text[: len(items_text) - len(pieces[-1])] + b"]")
     except orjson.JSONDecodeError:
         return orjson.loads(data)
-    if type(head) is not dict or any(key not in head for key in _ENVELOPE):
+    if len(items) != n or type(head) is not dict or any(key not in head for key in _ENVELOPE):
         return orjson.loads(data)
     head["items"] = items
     return head

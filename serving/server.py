@@ -113,14 +113,15 @@ def _supervise(settings: Settings) -> int:
         pending = {worker.sentinel: worker for worker in workers}
         while pending:
             for sentinel in multiprocessing.connection.wait(list(pending)):
-                worker = pending.pop(sentinel)  # type: ignore[call-overload]
-                worker.join()
+                assert isinstance(sentinel, int)
+                exited = pending.pop(sentinel)
+                exited.join()
                 if not stopping:
                     log.error(
                         "worker %s (pid %s) exited with code %s; stopping the others",
-                        worker.name,
-                        worker.pid,
-                        worker.exitcode,
+                        exited.name,
+                        exited.pid,
+                        exited.exitcode,
                     )
                     code = 1
                     stop(signal.SIGTERM, None)
