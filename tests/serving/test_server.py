@@ -186,3 +186,15 @@ def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
         )
     assert done.returncode == 1
     assert f"cannot listen on {LOOPBACK}:{port}" in done.stderr
+
+
+def test_one_worker_serves_in_process_and_stops_on_sigterm(
+    api_process: type[ApiProcess], settings: Settings, tmp_path: Path
+) -> None:
+    api = api_process(settings, tmp_path / "api.log", workers=1)
+    api.wait_ready()
+    status, body = api.get("/recs/alice")
+    assert (status, b'"source":"popular"' in body) == (200, True)
+    assert api.metric("freshrec_api_requests_total", 'route="/recs/{user}",status="200"') == 1
+    api.proc.send_signal(signal.SIGTERM)
+    assert api.proc.wait(60) == 0
