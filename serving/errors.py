@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 #: Short machine-readable codes for aiohttp's own HTTP errors.
 _HTTP_CODES = {
     400: "bad_request",
-    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
 }

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import MultiMapping
+
 from schemas.validator import load_schema
 from serving.errors import ApiError
 
@@ -71,13 +73,14 @@ def parse_user(user: str) -> str:
 QUERY_PARAMETERS = frozenset({"k", "exclude"})
 
 
-def check_query(names: Iterable[str]) -> None:
-    """A 400 for an unknown query parameter.
+def check_query(query: MultiMapping[str]) -> None:
+    """A 400 for an unknown query parameter, or ``k`` given twice.
 
     A typo (``K=``, ``exlude=``) would otherwise be ignored in silence, and the
-    client would get an answer to a question it did not ask.
+    client would get an answer to a question it did not ask; so would one of two
+    different ``k``.
     """
-    unknown = sorted(set(names) - QUERY_PARAMETERS)
+    unknown = sorted(set(query.keys()) - QUERY_PARAMETERS)
     if unknown:
         raise ApiError(
             400,
@@ -85,6 +88,8 @@ def check_query(names: Iterable[str]) -> None:
             f"unknown query parameter {_preview(unknown[0])}; known: "
             + ", ".join(sorted(QUERY_PARAMETERS)),
         )
+    if len(query.getall("k", ())) > 1:
+        raise ApiError(400, "bad_k", "k is given more than once")
 
 
 def parse_k(raw: str | None, default: int, maximum: int) -> int:

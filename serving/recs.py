@@ -2,9 +2,9 @@
 
 The stored list (``schemas.recs``) is longer than the largest ``k``, so
 excluded items are replaced by the next ones rather than just removed. Only
-the first ``k`` surviving entries are copied into the response; the rest of
-the stored JSON is parsed by orjson but never turned into Python objects one
-by one, which keeps a request at one Redis round trip plus a few microseconds.
+the first ``k + len(exclude)`` stored items are parsed (:func:`parse_head`)
+and the first ``k`` that survive the exclusions are served, so a request
+costs one Redis round trip and a few tens of microseconds of JSON work.
 
 A list that does not parse (or a key of the wrong type) is counted, logged
 and skipped in favour of the popular fallback: one user's bad record never
@@ -34,7 +34,7 @@ async def handle_recs(request: web.Request) -> web.Response:
     user = parse_user(request.match_info["user"])
     query = request.query
     if query:
-        check_query(query.keys())
+        check_query(query)
     k = parse_k(query.get("k"), api.settings.api_default_k, api.settings.api_max_k)
     exclude = parse_exclude(query.getall("exclude", ()))
     body = await answer(api.store, user, k, exclude)

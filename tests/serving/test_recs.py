@@ -144,6 +144,13 @@ async def test_bad_k_is_a_400_that_names_the_bounds(
     assert "from 1 to 100" in body["error"]["message"]
 
 
+async def test_k_given_twice_is_a_400(api_client: ApiClient) -> None:
+    async with api_client() as client:
+        resp = await client.get("/recs/alice?k=1&k=2")
+        body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (400, "bad_k")
+
+
 async def test_k_bound_follows_the_setting(api_client: ApiClient, write_list: ListWriter) -> None:
     write_list("alice", ITEMS)
     async with api_client(api_max_k=5, api_default_k=5) as client:
