@@ -34,6 +34,7 @@ from streams.model_follower import ModelFollower
 from streams.pipeline import BatchProcessor, Inbound
 from streams.sink import RedisSink
 from streams.state import StateTable
+from streams.transport import transport_class
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="0.0.0.0",
         web_in_thread=False,
     )
+    # Before anything touches app.transport (declaring a topic does). A fetch
+    # never waits on the broker longer than a batch waits to fill.
+    app.transport = transport_class(settings.batch_max_wait_s)(app.conf.broker_consumer, app)
     metrics = WorkerMetrics()
 
     def retry(operation: str) -> RetryPolicy:

@@ -62,11 +62,10 @@ class _Touched:
     state: UserState | None
     partition: int
     changed: bool = False
-    forgotten: bool = False
     event_ts: list[int] = field(default_factory=list)
 
 
-def _key_rejection(key: bytes | None, user_id: str) -> Rejection:
+def _key_rejection(key: bytes | None) -> Rejection:
     shown = "no key" if key is None else repr(key[:40])
     return Rejection(
         "key", "partitioning", "message key must be the event's user_id, so that all of a "
@@ -142,7 +141,7 @@ class BatchProcessor:
             consumed[msg.topic] += 1
             result = validate(msg.value, self._kinds.get(msg.topic))
             if not isinstance(result, Rejection) and msg.key != result.user_id.encode():
-                result = _key_rejection(msg.key, result.user_id)
+                result = _key_rejection(msg.key)
             if isinstance(result, Rejection):
                 invalid[msg.topic] += 1
                 letters.append(
@@ -155,7 +154,7 @@ class BatchProcessor:
                 t = touched[user] = _Touched(self._state.get(user), msg.partition)
             t.partition = msg.partition
             if isinstance(result, ForgetEvent):
-                t.state, t.changed, t.forgotten = None, True, True
+                t.state, t.changed = None, True
                 t.event_ts.clear()
                 valid[msg.topic] += 1
                 continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ def worker_settings(settings: Settings) -> Settings:
 @pytest.fixture
 def start_worker(
     worker_settings: Settings, topics: list[str], tmp_path: Path
-) -> Iterator[WorkerProcess]:
+) -> Iterator[Callable[..., WorkerProcess]]:
     """A factory of worker processes (same settings); every one is stopped at the end."""
     started: list[WorkerProcess] = []
 
@@ -43,6 +43,6 @@ def start_worker(
         started.append(worker)
         return worker
 
-    yield start  # type: ignore[misc]
+    yield start
     for worker in started:
         worker.stop()

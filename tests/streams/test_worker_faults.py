@@ -158,8 +158,14 @@ def test_duplicates_and_a_late_replay_of_an_old_batch_change_nothing(
     for user, first in clean.items():
         now = read_list(redis_client, s, user)
         assert first is not None and now is not None
-        assert (now.items, now.updated_at, now.model_version) == (
-            first.items, first.updated_at, first.model_version,
+        assert (now.updated_at, now.model_version, now.source) == (
+            first.updated_at, first.model_version, first.source,
+        ), user
+        # The same history gives the same list, up to float noise: the batched
+        # solve pads each batch differently, which can swap near-tied items.
+        assert {i.item for i in now.items} == {i.item for i in first.items}, user
+        assert [i.score for i in now.items] == pytest.approx(
+            [i.score for i in first.items], abs=1e-4
         ), user
     assert_reflected_once(s, redis_client, events)
 
