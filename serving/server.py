@@ -23,6 +23,7 @@ after the variable is set, whatever the parent imported before.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -67,8 +68,10 @@ def run_worker(settings: Settings) -> None:
     from serving.app import create_app
     from serving.redis_client import read_deadline_s
 
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         reuse_port=True,
@@ -78,6 +81,17 @@ def run_worker(settings: Settings) -> None:
         handle_signals=True,
         loop=uvloop.new_event_loop(),
     )
+
+
+async def _freeze_startup_objects(app: object) -> None:
+    """Exempt everything alive at startup from garbage collection.
+
+    Modules, the app and the Redis client live as long as the process; a full
+    collection that walks them all takes tens of milliseconds here, which
+    shows up directly in the API's p99 latency. After ``gc.freeze()`` a full
+    collection only walks what requests allocated.
+    """
+    gc.freeze()
 
 
 def _worker_main(settings: Settings) -> None:
