@@ -36,6 +36,7 @@ def retry_after_s(settings: Settings) -> int:
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The API for these settings; nothing touches the network until the app starts."""
     middlewares: list[Middleware] = [metrics_middleware, error_middleware(retry_after_s(settings))]
     if settings.api_token:
         middlewares.append(bearer_middleware(settings.api_token))

@@ -14,9 +14,9 @@ from serving.store import RecsStore
 class ApiContext:
     """Settings and the Redis-backed store.
 
-    ``store`` is None only outside the application's lifetime: the
-    ``cleanup_ctx`` in :mod:`serving.app` sets it at startup and closes it at
-    shutdown.
+    ``store_or_none`` is None only outside the application's lifetime: the
+    ``cleanup_ctx`` in :mod:`serving.app` sets it at startup and clears it at
+    shutdown; handlers use :attr:`store`, which says so if that is ever broken.
     """
 
     settings: Settings
