@@ -5,9 +5,9 @@ its ``cleanup_ctx`` opens the Redis client when the app starts and closes it
 (with its pool) when the app shuts down, after in-flight requests finished.
 Tests run it in-process; :mod:`serving.server` runs it in worker processes.
 
-Middlewares, outermost first: metrics (sees the final status of everything),
-errors (turns every failure into a JSON body), then the bearer check when a
-token is set.
+Middlewares, outermost first: :mod:`serving.middleware` (counts and times
+every request with the status the client gets, and turns every failure into a
+JSON body), then the bearer check when a token is set.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aiohttp.typedefs import Middleware
 from freshrec.settings import Settings
 from serving.auth import bearer_middleware
 from serving.context import API, ApiContext
-from serving.errors import error_middleware
 from serving.health import handle_healthz, handle_readyz
-from serving.metrics import handle_metrics, metrics_middleware
+from serving.metrics import handle_metrics
+from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
@@ -37,7 +37,7 @@ def retry_after_s(settings: Settings) -> int:
 
 def create_app(settings: Settings) -> web.Application:
     """The API for these settings; nothing touches the network until the app starts."""
-    middlewares: list[Middleware] = [metrics_middleware, error_middleware(retry_after_s(settings))]
+    middlewares: list[Middleware] = [serving_middleware(retry_after_s(settings))]
     if settings.api_token:
         middlewares.append(bearer_middleware(settings.api_token))
     app = web.Application(middlewares=middlewares)

@@ -1,8 +1,9 @@
 """Every error the API returns is JSON with a status, a code and a message; nothing else leaks.
 
 Handlers raise :class:`ApiError` for bad input (or let a
-:class:`~freshrec.errors.TransientError` from the Redis adapter escape); the
-middleware here turns those, aiohttp's own 404/405, and any bug into one body
+:class:`~freshrec.errors.TransientError` from the Redis adapter escape);
+:func:`failure_response` (called by the middleware in :mod:`serving.middleware`)
+turns those, aiohttp's own 404/405, and any bug into one body
 shape, ``{"error": {"status": ..., "code": ..., "message": ...}}``, so a
 client parses failures the same way everywhere. An unexpected exception is
 logged with its traceback on the server and answered with a bare 500: stack
@@ -16,7 +17,6 @@ from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from freshrec.errors import TransientError
 
@@ -51,33 +51,27 @@ def error_response(
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-def error_middleware(retry_after_s: int) -> Middleware:
-    """Middleware that renders every failure as JSON; ``Retry-After`` goes on each 503.
+def failure_response(
+    request: web.Request, exc: Exception, retry_after: Mapping[str, str]
+) -> web.Response:
+    """The JSON response for a failure raised while handling ``request``.
 
-    ``retry_after_s`` is how long a client should wait before asking again
-    when Redis cannot be reached.
+    ``retry_after`` holds the ``Retry-After`` header that goes on each 503 (how
+    long a client should wait when Redis cannot be reached). aiohttp's own
+    non-error exceptions (redirects, ``status < 400``) are raised again.
     """
-    retry_after = {"Retry-After": str(retry_after_s)}
-
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
-        except TransientError as exc:
-            return error_response(503, "unavailable", str(exc), retry_after)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            return error_response(exc.status, code, _describe(request, exc), headers)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(500, "internal", "internal error; the server log has details")
-
-    return errors
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    if isinstance(exc, TransientError):
+        return error_response(503, "unavailable", str(exc), retry_after)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, _describe(request, exc), headers)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal", "internal error; the server log has details")
 
 
 def _describe(request: web.Request, exc: web.HTTPException) -> str:

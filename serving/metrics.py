@@ -15,11 +15,11 @@ variable is set.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
+from bisect import bisect_left
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -80,15 +80,96 @@ SERVED = Counter(
     ["source"],
 )
 
-SERVED_PERSONAL = SERVED.labels("personal")
-SERVED_POPULAR = SERVED.labels("popular")
-
 UNMATCHED = "unmatched"
 
-#: The request counter and histogram of each (route, status) seen: ``labels()``
-#: takes a lock and builds a key on every call, too dear for every request.
-#: Bounded by the few routes times the few statuses the API answers with.
-_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+class Tally:
+    """This process's request metrics, written to the collectors once per event-loop turn.
+
+    In multiprocess mode every ``inc``/``observe`` of a prometheus_client value
+    takes a lock, calls ``getpid()`` and writes an mmap'd file; the six updates
+    of one request cost about as much CPU as its JSON. Here a request only
+    adds to plain dicts, and the first one of a loop turn schedules
+    :meth:`flush` for the end of that turn (as :mod:`serving.coalesce` does for
+    Redis reads). Under load the requests of one Redis batch finish in the same
+    turn, so a flush writes each series once for all of them; under light load
+    a flush follows every request. Either way the files are current at the end
+    of every turn, before the process reads another request, so a scrape on any
+    worker sees what the others have answered; the scraping worker flushes its
+    own tally first (:func:`render`).
+    """
+
+    def __init__(self) -> None:
+        self._in_progress = 0
+        self._served: dict[str, int] = {}
+        #: (route, status) -> [count, sum of seconds, count per latency bucket]
+        self._requests: dict[tuple[str, int], tuple[list[float], list[int]]] = {}
+        #: The counter and histogram child of each (route, status) seen: ``labels()``
+        #: takes a lock and builds a key on every call. Bounded by the few routes
+        #: times the few statuses the API answers with.
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._bounds = [*LATENCY_BUCKETS, float("inf")]
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def started(self) -> None:
+        self._in_progress += 1
+        self._schedule()
+
+    def finished(self, route: str, status: int, seconds: float) -> None:
+        self._in_progress -= 1
+        key = (route, status)
+        entry = self._requests.get(key)
+        if entry is None:
+            entry = self._requests[key] = ([0.0, 0.0], [0] * len(self._bounds))
+        totals, buckets = entry
+        totals[0] += 1
+        totals[1] += seconds
+        buckets[bisect_left(self._bounds, seconds)] += 1
+        self._schedule()
+
+    def served(self, source: str) -> None:
+        self._served[source] = self._served.get(source, 0) + 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # Per loop, not a flag: a loop closed before its flush ran must not stop the next one.
+        loop = asyncio.get_running_loop()
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what this process counted since the last flush into the collectors."""
+        self._scheduled_on = None
+        if self._in_progress:
+            IN_PROGRESS.inc(self._in_progress)
+            self._in_progress = 0
+        for source, count in self._served.items():
+            SERVED.labels(source).inc(count)
+        self._served.clear()
+        for key, (totals, buckets) in self._requests.items():
+            counter, histogram = self._series(key)
+            counter.inc(totals[0])
+            # Histogram has no public "observe n values at once"; these are the
+            # values observe() itself adds to (a test pins the exposition).
+            histogram._sum.inc(totals[1])
+            for bucket, count in zip(histogram._buckets, buckets, strict=True):
+                if count:
+                    bucket.inc(count)
+        self._requests.clear()
+
+    def _series(self, key: tuple[str, int]) -> tuple[Counter, Histogram]:
+        children = self._children.get(key)
+        if children is None:
+            code = str(key[1])
+            children = self._children[key] = (
+                REQUESTS.labels(key[0], code),
+                LATENCY.labels(key[0], code),
+            )
+        return children
+
+
+TALLY = Tally()
 
 
 def route_label(request: web.Request) -> str:
@@ -97,35 +178,9 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request; outermost, so it sees the status the client gets."""
-    started = time.perf_counter()
-    status = 500
-    IN_PROGRESS.inc()
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        IN_PROGRESS.dec()
-        key = (route_label(request), status)
-        children = _children.get(key)
-        if children is None:
-            code = str(status)
-            children = _children[key] = (
-                REQUESTS.labels(key[0], code),
-                LATENCY.labels(key[0], code),
-            )
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
-
-
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type, merged across worker processes if several."""
+    TALLY.flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

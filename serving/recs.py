@@ -15,6 +15,7 @@ popular list, still a 200.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from schemas.recs import Source
 from serving.context import API
-from serving.metrics import REDIS_ERRORS, SERVED_PERSONAL, SERVED_POPULAR
+from serving.metrics import REDIS_ERRORS, TALLY
 from serving.params import check_query, parse_exclude, parse_k, parse_user
 from serving.store import CorruptList, RecsStore
 
@@ -32,13 +33,27 @@ log = logging.getLogger(__name__)
 async def handle_recs(request: web.Request) -> web.Response:
     api = request.app[API]
     user = parse_user(request.match_info["user"])
-    query = request.query
-    if query:
-        check_query(query)
-    k = parse_k(query.get("k"), api.settings.api_default_k, api.settings.api_max_k)
-    exclude = parse_exclude(query.getall("exclude", ()))
+    settings = api.settings
+    raw_query = request.rel_url.raw_query_string
+    only_k = _ONLY_K.fullmatch(raw_query) if raw_query else None
+    if only_k is not None:  # the common request: nothing to decode, nothing else to check
+        k = parse_k(only_k.group(1), settings.api_default_k, settings.api_max_k)
+        exclude = _NOTHING
+    else:
+        query = request.query
+        if query:
+            check_query(query)
+        k = parse_k(query.get("k"), settings.api_default_k, settings.api_max_k)
+        exclude = parse_exclude(query.getall("exclude", ()))
     body = await answer(api.store, user, k, exclude)
     return web.Response(body=body, content_type="application/json")
+
+
+#: A raw query string that is exactly ``k=<digits>``: parsing it as a whole
+#: (:attr:`aiohttp.web.Request.query`) gives that one parameter, and a raw
+#: string cannot hide a ``&`` or ``=`` in percent escapes as a decoded one can.
+_ONLY_K = re.compile(r"k=([0-9]{1,9})")
+_NOTHING: frozenset[str] = frozenset()
 
 
 async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -> bytes:
@@ -47,11 +62,11 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
         data = await store.user_list(user)
         if data is not None:
             body = render(user, data, "personal", k, exclude)
-            SERVED_PERSONAL.inc()
+            TALLY.served("personal")
             return body
     except CorruptList as exc:
         _skip_corrupt(f"list of user {user!r}", exc)
-    SERVED_POPULAR.inc()
+    TALLY.served("popular")
     try:
         popular = await store.popular()
         if popular is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from freshrec.settings import Settings
 from schemas.recs import DATA_FIELD, user_key
@@ -289,3 +290,27 @@ async def test_unknown_query_parameter_is_a_400(api_client: ApiClient) -> None:
     assert resp.status == 400
     assert body["error"]["code"] == "bad_query"
     assert "'exlude'" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw_query", "status", "served"),
+    [
+        ("k=%33", 200, 3),  # percent-escaped digits: still k=3
+        ("k=03", 200, 3),
+        ("%6B=2", 200, 2),  # an escaped name
+        ("k%3D3", 400, None),  # one parameter named "k=3", not k=3
+        ("k=3%26exclude=i0", 400, None),  # k = "3&exclude=i0"
+    ],
+)
+async def test_raw_query_strings_mean_what_a_full_parse_says(
+    api_client: ApiClient, write_list: ListWriter, raw_query: str, status: int, served: int | None
+) -> None:
+    """The fast path for a bare ``k=<digits>`` (recs.handle_recs) must agree with the full parse."""
+    write_list("alice", ITEMS)
+    async with api_client() as client:
+        url = URL(f"{client.make_url('/recs/alice')}?{raw_query}", encoded=True)
+        async with client.session.get(url) as resp:
+            body = await resp.json()
+    assert resp.status == status
+    if served is not None:
+        assert item_ids(body) == ITEMS[:served]
