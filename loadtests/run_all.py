@@ -2,6 +2,8 @@
 
     python loadtests/run_all.py                 # every benchmark
     python loadtests/run_all.py --only validate # one (others keep their last figures)
+    python loadtests/run_all.py --only api --note "..."  # with a note on what the figures mean
+    python loadtests/run_all.py --render [--only api --note "..."]  # re-render (and re-note) only
 
 Each benchmark prints, as its last stdout line, one JSON object
 ``{"bench": NAME, ...}`` (DESIGN.md, Benchmarks). This script runs each with its
@@ -112,12 +114,23 @@ def main() -> None:
     parser.add_argument(
         "--render", action="store_true", help="only re-render BENCHMARKS.md from results.json"
     )
+    parser.add_argument(
+        "--note",
+        help="with one --only: what the figures mean (goal met or not, and why); kept with them",
+    )
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.note and len(args.only or []) != 1:
+        parser.error("--note goes with exactly one --only NAME")
+    if args.render and args.note:
+        results[args.only[0]]["notes"] = args.note
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.render:
         for name in args.only or list(BENCHES):
             print(f"running {name} ...", flush=True)
             results[name] = run(name)
+            if args.note:
+                results[name]["notes"] = args.note
             print(json.dumps(results[name]["figures"]), flush=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     REPORT.write_text(render(results))
