@@ -41,6 +41,29 @@ class Recommendations:
     """History items the model does not know, over the whole batch (ignored)."""
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """One batch's personal top-n as arrays over model item indices, one row per input user."""
+
+    items: np.ndarray
+    """``(users, n)`` int64, best first; ``-1`` for slots that could not be filled and
+    throughout the rows of users who are not ``personal``."""
+    scores: np.ndarray
+    """``(users, n)`` float32 scores ``x_u·y_i`` (``-inf`` where ``items`` is -1)."""
+    because: np.ndarray
+    """``(users, n)`` int64: the history item that contributed most, ``-1`` for none."""
+    personal: np.ndarray
+    """bool per user; False when the user had no usable history (:meth:`Recommender.fallback`)."""
+    unknown_items: int
+    """History items the model does not know, over the whole batch (ignored)."""
+    history: HistoryRows
+    """The batch's histories over model item indices (known items, non-zero confidence)."""
+
+    def seen(self, user: int) -> np.ndarray:
+        """Model indices of the known history items of row ``user``."""
+        return self.history.indices[self.history.indptr[user] : self.history.indptr[user + 1]]
+
+
 class Recommender:
     """Fold-in and ranking against one model version; safe to share between calls."""
 
@@ -113,6 +136,57 @@ class Recommender:
         np.cumsum(np.bincount(owner, minlength=len(histories)), out=indptr[1:])
         return HistoryRows(indptr, idx[keep], conf[keep]), int((~known).sum())
 
+    def rank(
+        self,
+        histories: Sequence[Mapping[str, float]],
+        n: int,
+        exclude_seen: bool = True,
+        explain: bool = True,
+    ) -> Ranking:
+        """The personal top-``n`` of a batch as index arrays (see :class:`Ranking`).
+
+        :meth:`recommend` is this plus item names and the popular fallback; a
+        caller that encodes many lists at once (the streaming worker) works on
+        the arrays directly instead of 150 Python objects per user.
+        """
+        rows, unknown = self.encode(histories)
+        n_users = rows.n_users
+        positive = np.bincount(
+            np.repeat(np.arange(n_users), rows.lengths()),
+            weights=rows.confidences > 0,
+            minlength=n_users,
+        )
+        personal = positive > 0
+        users = np.flatnonzero(personal)
+        k = min(n, len(self.item_ids))
+        items = np.full((n_users, k), -1, dtype=np.int64)
+        scores = np.full((n_users, k), -np.inf, dtype=np.float32)
+        because = np.full((n_users, k), -1, dtype=np.int64)
+        if users.size:
+            sub = _select(rows, users)
+            seen = None
+            if exclude_seen:
+                seen = sp.csr_matrix(
+                    (np.ones(sub.indices.size, dtype=np.float32), sub.indices, sub.indptr),
+                    shape=(users.size, len(self.item_ids)),
+                )
+            fold = self.foldin.fold(sub, explain=explain)
+            top, top_scores = top_k(
+                fold.vectors, self.foldin.item_factors, n, exclude=seen,
+                num_threads=self.num_threads,
+            )
+            items[users], scores[users] = top, top_scores
+            if explain:
+                because[users] = fold.because(top)
+        return Ranking(items, scores, because, personal, unknown, rows)
+
+    def fallback(self, seen: Sequence[int] | np.ndarray, n: int) -> tuple[list[str], list[float]]:
+        """The popular list minus the items of model indices ``seen``: a user without history."""
+        skip = set(self._names[np.asarray(seen, dtype=np.int64)])
+        candidates = zip(self._popular_items, self._popular_scores, strict=True)
+        picked = list(islice(((i, s) for i, s in candidates if i not in skip), n))
+        return [item for item, _ in picked], [s for _, s in picked]
+
     def recommend(
         self,
         histories: Sequence[Mapping[str, float]],
@@ -127,59 +201,27 @@ class Recommender:
         ``explain`` off, ``because`` holds None throughout and the work of the
         explanations (about a third of a batch's time at 150 items) is skipped.
         """
-        rows, unknown = self.encode(histories)
-        n_users = rows.n_users
-        seen = sp.csr_matrix(
-            (np.ones(rows.indices.size, dtype=np.float32), rows.indices, rows.indptr),
-            shape=(n_users, len(self.item_ids)),
-        )
-        positive = np.bincount(
-            np.repeat(np.arange(n_users), rows.lengths()),
-            weights=rows.confidences > 0,
-            minlength=n_users,
-        )
-        personal = positive > 0
-        users = np.flatnonzero(personal)
-
+        ranking = self.rank(histories, n, exclude_seen, explain)
+        n_users = len(ranking.personal)
         items: list[list[str]] = [[] for _ in range(n_users)]
         scores: list[list[float]] = [[] for _ in range(n_users)]
         because: list[list[str | None]] = [[] for _ in range(n_users)]
-        if users.size:
-            sub = _select(rows, users)
-            fold = self.foldin.fold(sub, explain=explain)
-            top, top_scores = top_k(
-                fold.vectors,
-                self.foldin.item_factors,
-                n,
-                exclude=seen[users] if exclude_seen else None,
-                num_threads=self.num_threads,
+        names = self._names[np.maximum(ranking.items, 0)]
+        why_names = self._names[np.maximum(ranking.because, 0)]
+        why_names[ranking.because < 0] = None
+        for u in np.flatnonzero(ranking.personal):
+            filled = ranking.items[u] >= 0
+            items[u] = names[u][filled].tolist()
+            scores[u] = ranking.scores[u][filled].astype(np.float64).tolist()
+            because[u] = why_names[u][filled].tolist()
+        for row in np.flatnonzero(~ranking.personal).tolist():
+            items[row], scores[row] = self.fallback(
+                ranking.seen(row) if exclude_seen else (), n
             )
-            why = fold.because(top) if explain else None
-            names = self._names[np.maximum(top, 0)]
-            why_names = None
-            if why is not None:
-                why_names = self._names[np.maximum(why, 0)]
-                why_names[why < 0] = None
-            for row, u in enumerate(users):
-                filled = top[row] >= 0
-                items[u] = names[row][filled].tolist()
-                scores[u] = top_scores[row][filled].astype(np.float64).tolist()
-                count = len(items[u])
-                because[u] = (
-                    [None] * count if why_names is None else why_names[row][filled].tolist()
-                )
-        for u in np.flatnonzero(~personal):
-            skip = (
-                set(self._names[rows.indices[rows.indptr[u] : rows.indptr[u + 1]]])
-                if exclude_seen
-                else set()
-            )
-            candidates = zip(self._popular_items, self._popular_scores, strict=True)
-            picked = list(islice(((i, s) for i, s in candidates if i not in skip), n))
-            items[u] = [item for item, _ in picked]
-            scores[u] = [s for _, s in picked]
-            because[u] = [None] * len(picked)
-        return Recommendations(items, scores, because, personal.tolist(), unknown)
+            because[row] = [None] * len(items[row])
+        return Recommendations(
+            items, scores, because, ranking.personal.tolist(), ranking.unknown_items
+        )
 
 
 def _select(rows: HistoryRows, users: np.ndarray) -> HistoryRows:

@@ -1,13 +1,12 @@
-"""Top-k items for a batch of user vectors: one blocked matrix product and a partial sort.
+"""Top-k items for a batch of user vectors: blocked matrix products and a partial sort.
 
-implicit's native ``topk`` scores ``X Yᵀ`` block by block and keeps a heap per
-user, which is faster and lighter than a full ``X @ Y.T`` plus
-``np.argpartition`` over the whole ``users x items`` score matrix. Its own
-per-user exclusion slices a scipy matrix row by row (a third of the time for a
-batch of 1,000), so exclusion is done here instead: users are grouped by how
-many items they exclude (rounded up to a power of two, ``c``), each group asks
-for ``n + c`` items, and the excluded ones are dropped with one sorted search
-(measured in ``loadtests/bench_models.py``).
+Users are scored in blocks of at most ``BLOCK_SCORES`` user-item scores: one
+BLAS product ``X_b Yᵀ`` per block, excluded items overwritten with ``-inf``
+(one scatter over the block's CSR rows), ``np.argpartition`` for the best
+``n`` per user, and a sort of those ``n`` only. On the worker's shapes (1,000
+users, 2,000 items, 150 items per list) this is about four times faster than
+implicit's native ``topk``, whose per-user heap over every item dominated a
+micro-batch (``loadtests/bench_models.py`` measures it).
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-#: What implicit's topk reports for a slot it could not fill.
-_UNFILLED = np.finfo(np.float32).min
+#: Most user-item scores held at once (float32): bounds the memory of one block
+#: (16 MiB) whatever the catalog size, while keeping every product BLAS-sized.
+BLOCK_SCORES = 1 << 22
 
 
 def top_k(
@@ -31,9 +31,9 @@ def top_k(
     ``exclude`` (users x items, any stored value) masks items per user, such as
     the items they have already seen. Slots that cannot be filled, because a
     user has fewer than ``n`` items left, hold index ``-1`` and score ``-inf``.
+    Equal scores rank the lower item index first. ``num_threads`` is accepted
+    for compatibility; the product runs on the BLAS library's own threads.
     """
-    from implicit.cpu.topk import topk
-
     n_users = user_vectors.shape[0]
     n_items = item_factors.shape[0]
     k = min(n, n_items)
@@ -42,31 +42,30 @@ def top_k(
     if n_users == 0 or k <= 0:
         return out_ids, out_scores
     query = np.ascontiguousarray(user_vectors, dtype=np.float32)
-    items = np.ascontiguousarray(item_factors, dtype=np.float32)
-    if exclude is None:
-        exclude = sp.csr_matrix((n_users, n_items), dtype=np.float32)
-    if exclude.shape != (n_users, n_items):
-        raise ValueError(f"exclude has shape {exclude.shape}, expected {(n_users, n_items)}")
-    exclude = sp.csr_matrix(exclude, copy=True)
-    exclude.sum_duplicates()  # also sorts indices, so the keys below are sorted
-    counts = np.diff(exclude.indptr)
-    seen_keys = np.repeat(np.arange(n_users, dtype=np.int64), counts) * n_items + exclude.indices
-    caps = np.where(counts == 0, 0, 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
-    for cap in np.unique(caps):
-        rows = np.flatnonzero(caps == cap)
-        ids, scores = topk(items, query[rows], min(k + int(cap), n_items), num_threads=num_threads)
-        ids = ids.astype(np.int64)
-        drop = scores <= _UNFILLED
-        if cap:
-            keys = rows[:, None] * n_items + ids
-            pos = np.minimum(np.searchsorted(seen_keys, keys), max(seen_keys.size - 1, 0))
-            drop |= seen_keys[pos] == keys
-        keep = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept slots first, in order
-        ids = np.take_along_axis(ids, keep, axis=1)
-        scores = np.take_along_axis(scores, keep, axis=1)
-        dropped = np.take_along_axis(drop, keep, axis=1)
-        ids[dropped] = -1
-        scores[dropped] = -np.inf
-        out_ids[rows, : ids.shape[1]] = ids
-        out_scores[rows, : ids.shape[1]] = scores
+    items_t = np.ascontiguousarray(item_factors, dtype=np.float32).T
+    if exclude is not None:
+        if exclude.shape != (n_users, n_items):
+            raise ValueError(f"exclude has shape {exclude.shape}, expected {(n_users, n_items)}")
+        exclude = sp.csr_matrix(exclude)
+    block = max(1, BLOCK_SCORES // max(n_items, 1))
+    for start in range(0, n_users, block):
+        stop = min(start + block, n_users)
+        scores = query[start:stop] @ items_t  # (b, items)
+        if exclude is not None:
+            lo, hi = exclude.indptr[start], exclude.indptr[stop]
+            rows = np.repeat(np.arange(stop - start), np.diff(exclude.indptr[start : stop + 1]))
+            scores[rows, exclude.indices[lo:hi]] = -np.inf
+        if k < n_items:
+            best = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
+            best.sort(axis=1)  # ascending item index, so that the stable sort breaks ties by it
+        else:
+            best = np.broadcast_to(np.arange(n_items), scores.shape)
+        picked = np.take_along_axis(scores, best, axis=1)
+        order = np.argsort(-picked, axis=1, kind="stable")
+        ids = np.take_along_axis(best, order, axis=1).astype(np.int64)
+        top = np.take_along_axis(picked, order, axis=1)
+        unfilled = np.isneginf(top)
+        ids[unfilled] = -1
+        out_ids[start:stop] = ids
+        out_scores[start:stop] = top
     return out_ids, out_scores

@@ -53,10 +53,14 @@ def _die(reason: str) -> None:
     os._exit(EXIT_UNPROCESSED)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker app: agent, model-poll timer and ``/metrics`` page, wired to ``settings``."""
+def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """A Faust app with the worker's broker, consumer and producer settings, and no agents.
+
+    The worker is built on it, and so is the benchmark's baseline (a bare agent
+    that only counts), so that both read the stream the same way.
+    """
     app = faust.App(
-        settings.app_id,
+        app_id or settings.app_id,
         broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
         store="memory://",
         datadir=settings.data_dir,
@@ -81,6 +85,12 @@ def create_app(settings: Settings) -> faust.App:
     # Before anything touches app.transport (declaring a topic does). A fetch
     # never waits on the broker longer than a batch waits to fill.
     app.transport = transport_class(settings.batch_max_wait_s)(app.conf.broker_consumer, app)
+    return app
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker app: agent, model-poll timer and ``/metrics`` page, wired to ``settings``."""
+    app = faust_app(settings)
     metrics = WorkerMetrics()
 
     def retry(operation: str) -> RetryPolicy:

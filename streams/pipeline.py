@@ -101,6 +101,9 @@ class BatchProcessor:
         self._lock = asyncio.Lock()
         self._started = False
         self._refresh_pending = False
+        #: Users whose list a batch wrote with the current model since it was
+        #: adopted: the refresh that follows a switch has nothing to do for them.
+        self._current_since_switch: set[str] = set()
 
     async def process(self, batch: Sequence[Inbound]) -> None:
         """Process one batch; returns only when its results are durable (see module doc)."""
@@ -190,6 +193,8 @@ class BatchProcessor:
         self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
         self._metrics.lists_written.inc(written)
         self._metrics.lists_stale.inc(len(lists) - written)
+        if self._refresh_pending and self._follower.recommender is not None:
+            self._current_since_switch.update(users)
 
     async def _start(self) -> None:
         """First batch after start or recovery: pick up the model, count popularity."""
@@ -225,21 +230,29 @@ class BatchProcessor:
         )
         await self._sink.write_popular(popular)
         self._refresh_pending = True
+        self._current_since_switch = set()
 
     async def _refresh_all(self) -> None:
         """Rewrite every held user's list with the current model, a batch at a time.
 
-        Each chunk takes the lock, so events keep flowing between chunks.
+        Each chunk takes the lock, so events keep flowing between chunks. Users
+        whose list a batch already wrote with this model are skipped (at start
+        that is every user the stream touched before the first poll).
         """
         users = list(self._state.users())
         size = self._settings.batch_size
+        refreshed = 0
         for start in range(0, len(users), size):
             async with self._lock:
                 chunk = []
                 for user in users[start : start + size]:
+                    if user in self._current_since_switch:
+                        continue
                     state = self._state.get(user)
                     if state is not None:
                         chunk.append((user, state))
                 await self._write([u for u, _ in chunk], [s for _, s in chunk])
+                refreshed += len(chunk)
         self._refresh_pending = False
-        log.info("refreshed %d list(s) with model %s", len(users), self._follower.version)
+        self._current_since_switch = set()
+        log.info("refreshed %d list(s) with model %s", refreshed, self._follower.version)

@@ -8,6 +8,11 @@ zombie worker that lost its partitions can roll a user back. One script call
 per user (not one call over many keys) keeps every call single-key, which a
 Redis Cluster requires.
 
+The pipeline sends ``EVALSHA`` itself: redis-py's script object asks the
+server ``SCRIPT EXISTS`` before every pipeline and packs each call through
+several layers. A server that lost its script cache (a restart) answers
+``NOSCRIPT``; the script is then loaded and the pipeline resent.
+
 Connection faults and timeouts become :class:`~freshrec.errors.TransientError`
 and are retried here with the worker's policy; the whole pipeline is resent,
 which is safe because every call in it is idempotent.
@@ -71,6 +76,7 @@ class RedisSink:
         self._client = client or redis_client(settings)
         self._retry = retry
         self._script = self._client.register_script(_COMPARE_AND_SET)
+        self._sha = self._script.sha
 
     async def write(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> int:
         """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
@@ -84,15 +90,24 @@ class RedisSink:
 
         async def attempt() -> int:
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for key, order, data in payload:
-                        await self._script(keys=[key], args=[order, data], client=pipe)
-                    if deletes:
-                        pipe.delete(*deletes)
-                    results = await pipe.execute()
+                try:
+                    results = await send()
+                except redis.exceptions.NoScriptError:
+                    await self._client.script_load(_COMPARE_AND_SET)
+                    results = await send()
             except _TRANSIENT as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return sum(int(r) for r in results[: len(payload)])
+
+        async def send() -> list[object]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                command = pipe.execute_command
+                for key, order, data in payload:
+                    command("EVALSHA", self._sha, 1, key, order, data)
+                if deletes:
+                    pipe.delete(*deletes)
+                results: list[object] = await pipe.execute()
+                return results
 
         return await self._retry.call_async(attempt)
 

@@ -66,6 +66,24 @@ def test_one_pipeline_writes_many_and_deletes_forgotten(
     assert stored(redis_client, settings, "u49").updated_at == 59
 
 
+def test_a_redis_that_lost_its_scripts_gets_the_script_again(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The sink sends EVALSHA itself; after a restart Redis answers NOSCRIPT."""
+
+    async def go() -> tuple[int, int]:
+        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
+        try:
+            first = await sink.write([recs("u1", 100, "v1", "old")])
+            redis_client.script_flush()
+            return first, await sink.write([recs("u1", 200, "v1", "new"), recs("u2", 1, "v1")])
+        finally:
+            await sink.close()
+
+    assert asyncio.run(go()) == (1, 2)
+    assert stored(redis_client, settings, "u1").items[0].item == "new"
+
+
 def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redis.Redis) -> None:
     async def go() -> bool:
         sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))

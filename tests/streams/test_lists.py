@@ -1,0 +1,65 @@
+"""The list builder: its batch encoder writes exactly the contract bytes of the model's lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.ids import IdMap
+from models.recommender import Recommender
+from models.weighting import Interaction, user_confidences
+from schemas.recs import RecItem, RecList, encode
+from streams.lists import ListBuilder
+from streams.popularity import Popularity
+from streams.state import UserState
+
+
+class _Follower:
+    def __init__(self, recommender: Recommender) -> None:
+        self.recommender = recommender
+
+
+def _recommender(n_items: int) -> Recommender:
+    rng = np.random.default_rng(5)
+    names = [f"it\u00e9m-{i}" if i % 7 else f'q"{i}' for i in range(n_items)]  # escaping
+    factors = rng.standard_normal((n_items, 4)).astype(np.float32)
+    return Recommender(
+        "20260101T000000000000Z-abcd", IdMap(names), factors, 0.1, 2.0,
+        popular_items=names[::-1], popular_scores=[float(i) for i in range(n_items)],
+    )
+
+
+def _state(*items: str) -> UserState:
+    return UserState([Interaction(item, "watch", 600.0, 1200.0, 100 + i) for i, item in
+                      enumerate(items)])
+
+
+def _expected(rec: Recommender, users: list[str], states: list[UserState], n: int) -> list[Any]:
+    recs = rec.recommend([user_confidences(s.history) for s in states], n, exclude_seen=True)
+    out = []
+    for row, (user, state) in enumerate(zip(users, states, strict=True)):
+        items = tuple(
+            RecItem(i, s, b)
+            for i, s, b in zip(recs.items[row], recs.scores[row], recs.because[row], strict=True)
+        )
+        source = "personal" if recs.personal[row] else "popular"
+        out.append(encode(RecList(user, source, rec.version_id, state.newest_ts, 999, items)))
+    return out
+
+
+def test_batch_encoder_matches_the_contract_encoder_for_every_kind_of_user() -> None:
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    users = ["a", "b", "c", "d"]
+    states = [
+        _state(names[1]),  # short history
+        _state(*names[:9]),  # only 3 items left: the list has an unfilled tail
+        _state("not-in-the-model"),  # no usable history: the popular fallback
+        _state(names[2], names[5], names[7]),
+    ]
+    built = ListBuilder(5, _Follower(rec), Popularity()).build(users, states, 999)  # type: ignore[arg-type]
+    assert [x.user for x in built] == users
+    assert [x.data for x in built] == _expected(rec, users, states, 5)
+    assert b'"source":"popular"' in built[2].data and b'"source":"personal"' in built[3].data
+    assert b'"items":[]' not in built[1].data and built[1].data.count(b'"item"') == 3
