@@ -2,6 +2,7 @@
 
     python loadtests/bench_api.py [--users 100000] [--connections 200] [--duration 30]
                                   [--workers CORES] [--list-length 150] [--k 10]
+                                  [--wrk-threads 1]
 
 Starts its own redis-server and ``freshrec api --workers N`` on free loopback
 ports, stores ``--users`` lists of ``--list-length`` items the way the worker
@@ -16,8 +17,16 @@ does (``schemas.recs.encode``), then:
 
 ``ratio`` = API requests/s / redis-benchmark reads/s. Goal on 2 cores:
 >= 5,000 req/s, p99 < 50 ms, ratio >= 0.25. Everything shares the machine's
-cores (load generator included), so figures are noisy on a busy machine. Last
-stdout line: one JSON object (DESIGN.md, Benchmarks).
+cores (load generator included), so figures are noisy on a busy machine. wrk
+runs one thread by default (``--wrk-threads``): one thread on loopback drives
+far more requests than the API answers, and each extra thread only takes CPU
+from the API workers it measures. redis-benchmark is single-threaded too.
+
+``api_cpu_us_per_request`` is the CPU time (user + system) the API workers
+used during the wrk run divided by the requests answered: unlike requests/s
+it hardly depends on what else the machine is doing, so it is the figure to
+compare between changes. Last stdout line: one JSON object (DESIGN.md,
+Benchmarks).
 """
 
 from __future__ import annotations
@@ -159,8 +168,26 @@ def start_api(redis_url: str, port: int, workers: int, log: Path) -> subprocess.
     return proc
 
 
-def run_wrk(wrk: str, script: Path, url: str, connections: int, duration: int) -> dict[str, int]:
-    threads = min(connections, os.cpu_count() or 1)
+def worker_pids(api: subprocess.Popen[bytes]) -> list[int]:
+    """The API's worker processes (children running spawn_main, not the resource tracker)."""
+    children = Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    wrk: str, script: Path, url: str, connections: int, duration: int, threads: int
+) -> dict[str, int]:
     done = subprocess.run(
         [
             wrk,
@@ -228,6 +255,12 @@ def main() -> None:
     parser.add_argument("--list-length", type=int, default=150)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
+        "--wrk-threads",
+        type=int,
+        default=1,
+        help="wrk threads; one drives far more than the API serves, more only take its cores",
+    )
+    parser.add_argument(
         "--redis-requests", type=int, default=500_000, help="reads redis-benchmark makes"
     )
     args = parser.parse_args()
@@ -258,8 +291,12 @@ def main() -> None:
 
             script = tmp / "recs.lua"
             script.write_text(WRK_SCRIPT % {"users": args.users, "k": args.k})
-            run_wrk(wrk, script, base, args.connections, min(2, args.duration))  # warm-up
-            figures = run_wrk(wrk, script, base, args.connections, args.duration)
+            threads = min(args.wrk_threads, args.connections)
+            run_wrk(wrk, script, base, args.connections, min(2, args.duration), threads)  # warm-up
+            workers = worker_pids(api) if args.workers > 1 else [api.pid]
+            cpu_before = cpu_seconds(workers)
+            figures = run_wrk(wrk, script, base, args.connections, args.duration, threads)
+            cpu_us = (cpu_seconds(workers) - cpu_before) * 1e6 / max(1, figures["requests"])
             rps = figures["requests"] / (figures["duration_us"] / 1e6)
             p50_ms, p99_ms = figures["p50_us"] / 1000, figures["p99_us"] / 1000
 
@@ -273,12 +310,12 @@ def main() -> None:
             srv.stop()
 
     print(
-        f"API workers           {args.workers}, wrk {args.connections} connections "
-        f"for {args.duration}s, k={args.k}"
+        f"API workers           {args.workers}, wrk {threads} thread(s) {args.connections} "
+        f"connections for {args.duration}s, k={args.k}"
     )
     print(
         f"API                   {rps:12,.0f} req/s   p50 {p50_ms:.2f} ms   p99 {p99_ms:.2f} ms   "
-        f"errors {figures['errors']}"
+        f"errors {figures['errors']}   CPU {cpu_us:.0f} us/request"
     )
     print(
         f"redis-benchmark HGET  {redis_rps:12,.0f} req/s   (ceiling, same keys, "
@@ -293,6 +330,7 @@ def main() -> None:
                 "p99_ms": round(p99_ms, 2),
                 "redis_benchmark_gets_per_s": round(redis_rps),
                 "ratio": round(rps / redis_rps, 3),
+                "api_cpu_us_per_request": round(cpu_us),
             }
         )
     )
