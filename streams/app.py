@@ -132,15 +132,25 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
     )
 
-    async def complete(stream: Any, events: list[Any]) -> None:
-        """Process one batch, then ack its events: only now may their offsets be committed."""
+    async def complete(
+        stream: Any, events: list[Any], prepared: asyncio.Event, previous: asyncio.Task[None] | None
+    ) -> None:
+        """Process one batch, then ack its events: only now may their offsets be committed.
+
+        The batch's Redis write and acks wait for the previous batch's, so
+        writes reach Redis, and offsets are acked, in batch order.
+        """
         batch = [
             Inbound(e.message.topic, e.message.partition, e.message.offset,
                     e.message.key, e.message.value)
             for e in events
         ]
         try:
-            await processor.process(batch)
+            ready = await processor.prepare(batch)
+            prepared.set()
+            if previous is not None:
+                await previous
+            await processor.write(ready)
         except Exception as exc:
             log.exception("batch of %d failed", len(batch))
             _die(f"batch failed: {exc!r}")
@@ -150,14 +160,18 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(source, name="fold-in")
     async def fold_in(stream: Any) -> None:
         # noack_take acks nothing itself (take_events acks a batch when the
-        # agent asks for the next one), so a batch can be processed in a task
-        # while the next one fills: Faust reads the stream while this batch
-        # waits on the broker and Redis. One batch in flight at a time, in order.
+        # agent asks for the next one), so batches are processed in tasks while
+        # the next one fills: Faust reads the stream, and the next batch is
+        # prepared, while this one waits on the broker and Redis. At most one
+        # batch is being prepared (the processor's lock orders them) and one
+        # written; the next is not taken before the last one was prepared.
         in_flight: asyncio.Task[None] | None = None
+        prepared: asyncio.Event | None = None
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
-            if in_flight is not None:
-                await in_flight
-            in_flight = asyncio.create_task(complete(stream, list(events)))
+            if prepared is not None:
+                await prepared.wait()
+            prepared = asyncio.Event()
+            in_flight = asyncio.create_task(complete(stream, list(events), prepared, in_flight))
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")
     async def follow_model() -> None:

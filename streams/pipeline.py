@@ -9,7 +9,12 @@ crash-by-crash account):
    broker's acknowledgement;
 4. fold every touched user in with one batched call and write their lists to
    Redis in one pipeline (compare-and-set on the list's order token);
-5. return; only then does Faust ack the batch, and only acked offsets are committed.
+5. return; only then does the agent ack the batch, and only acked offsets are committed.
+
+Steps 1 to 4's fold-in are :meth:`BatchProcessor.prepare`, under the lock; the
+Redis write is :meth:`BatchProcessor.write`, outside it, so that the next
+batch can be prepared while this one's pipeline is on the wire. Writes are
+issued in batch order by the agent, and each is a compare-and-set anyway.
 
 A user is "touched" by a duplicate too, and gets their list rewritten from
 the state: after a crash between steps 3 and 4 the redelivered events are all
@@ -34,7 +39,7 @@ from schemas.events import ForgetEvent
 from schemas.recs import RecItem, RecList
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, DeadLetterWriter
-from streams.lists import ListBuilder
+from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
@@ -53,6 +58,16 @@ class Inbound:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch whose states are durable and whose lists are built; left: the Redis write."""
+
+    lists: list[UserList]
+    forget: list[str]
+    event_ts: list[int]
+    """Timestamps of the batch's new events, for the freshness metric."""
 
 
 @dataclass(slots=True)
@@ -107,6 +122,10 @@ class BatchProcessor:
 
     async def process(self, batch: Sequence[Inbound]) -> None:
         """Process one batch; returns only when its results are durable (see module doc)."""
+        await self.write(await self.prepare(batch))
+
+    async def prepare(self, batch: Sequence[Inbound]) -> PreparedBatch:
+        """Steps 1 to 3 and the fold-in: returns once the batch's state changes are durable."""
         async with self._lock:
             if not self._started:
                 await self._start()
@@ -121,12 +140,17 @@ class BatchProcessor:
                 )
             keep = [(u, t.state) for u, t in touched.items() if t.state is not None]
             forget = [u for u, t in touched.items() if t.state is None]
-            await self._write([u for u, _ in keep], [s for _, s in keep if s is not None], forget)
-            now_ms = time.time() * 1000
-            for t in touched.values():
-                for ts in t.event_ts:
-                    self._metrics.freshness_seconds.observe(max(0.0, now_ms - ts) / 1000)
+            lists = self._build([u for u, _ in keep], [s for _, s in keep if s is not None])
             self._metrics.users_held.set(len(self._state))
+        return PreparedBatch(lists, forget, [ts for t in touched.values() for ts in t.event_ts])
+
+    async def write(self, prepared: PreparedBatch) -> None:
+        """Step 4's Redis write; returns when the lists are stored (or refused as older)."""
+        await self._send(prepared.lists, prepared.forget)
+        now_ms = time.time() * 1000
+        observe = self._metrics.freshness_seconds.observe
+        for ts in prepared.event_ts:
+            observe(max(0.0, now_ms - ts) / 1000)
 
     def _apply(self, batch: Sequence[Inbound]) -> tuple[dict[str, _Touched], list[DeadLetter]]:
         """Steps 1 and 2: validate and update states in memory (nothing is written yet)."""
@@ -181,20 +205,22 @@ class BatchProcessor:
                 metric.labels(topic).inc(n)
         return touched, letters
 
-    async def _write(
-        self, users: Sequence[str], states: Sequence[UserState], forget: Sequence[str] = ()
-    ) -> None:
-        """Step 4: one batched fold-in for ``users``, then one Redis pipeline."""
+    def _build(self, users: Sequence[str], states: Sequence[UserState]) -> list[UserList]:
+        """One batched fold-in for ``users``: their encoded lists."""
         started = time.perf_counter()
         lists = self._lists.build(users, states, int(time.time() * 1000))
         self._metrics.foldin_seconds.observe(time.perf_counter() - started)
+        if self._refresh_pending and self._follower.recommender is not None:
+            self._current_since_switch.update(users)
+        return lists
+
+    async def _send(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> None:
+        """One Redis pipeline: compare-and-set every list, delete the lists of ``forget``."""
         started = time.perf_counter()
         written = await self._sink.write(lists, forget)
         self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
         self._metrics.lists_written.inc(written)
         self._metrics.lists_stale.inc(len(lists) - written)
-        if self._refresh_pending and self._follower.recommender is not None:
-            self._current_since_switch.update(users)
 
     async def _start(self) -> None:
         """First batch after start or recovery: pick up the model, count popularity."""
@@ -251,7 +277,8 @@ class BatchProcessor:
                     state = self._state.get(user)
                     if state is not None:
                         chunk.append((user, state))
-                await self._write([u for u, _ in chunk], [s for _, s in chunk])
+                lists = self._build([u for u, _ in chunk], [s for _, s in chunk])
+                await self._send(lists)
                 refreshed += len(chunk)
         self._refresh_pending = False
         self._current_since_switch = set()
