@@ -7,13 +7,16 @@ reads the module attribute ``app`` (built on first access from the
 so one user's events all reach the same worker) in micro-batches of
 ``batch_size`` messages or ``batch_max_wait_s`` seconds, whichever comes first.
 
-``Stream.take_events`` acks a batch's events when the agent asks for the next
-batch, and also when the agent leaves the loop by raising: its ``finally``
-block acks whatever it handed out. Acked offsets get committed. So an
-exception must never leave the agent: transient faults are retried inside
+The agent reads batches with ``Stream.noack_take``, which acks nothing: each
+batch's events are acked by the agent once the batch's lists are in Redis, and
+only acked offsets get committed. (``take_events`` acks a batch when the agent
+asks for the next one, and also when the agent leaves the loop by raising,
+which would forbid working on one batch while the next one fills.) Batches run
+in tasks, one prepared at a time and written in order (see ``fold_in``). An
+exception must never go unhandled: transient faults are retried inside
 (bounded by ``retry_deadline_s``), and anything that still escapes ends the
-process at once with :data:`EXIT_UNPROCESSED`, before any ack, so that a
-restart resumes from the last commit and nothing is lost.
+process at once with :data:`EXIT_UNPROCESSED`, before its batch is acked, so
+that a restart resumes from the last commit and nothing is lost.
 """
 
 from __future__ import annotations
@@ -162,16 +165,22 @@ def create_app(settings: Settings) -> faust.App:
         # noack_take acks nothing itself (take_events acks a batch when the
         # agent asks for the next one), so batches are processed in tasks while
         # the next one fills: Faust reads the stream, and the next batch is
-        # prepared, while this one waits on the broker and Redis. At most one
-        # batch is being prepared (the processor's lock orders them) and one
-        # written; the next is not taken before the last one was prepared.
-        in_flight: asyncio.Task[None] | None = None
+        # prepared, while this one's lists are on their way to Redis. Before a
+        # new batch starts, the last one must be prepared and the one before
+        # it written: at most two batches are in flight, one being written and
+        # one being prepared, even while Redis is down.
+        before_last: asyncio.Task[None] | None = None
+        last: asyncio.Task[None] | None = None
         prepared: asyncio.Event | None = None
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
             if prepared is not None:
                 await prepared.wait()
+            if before_last is not None:
+                await before_last
             prepared = asyncio.Event()
-            in_flight = asyncio.create_task(complete(stream, list(events), prepared, in_flight))
+            before_last, last = last, asyncio.create_task(
+                complete(stream, list(events), prepared, last)
+            )
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")
     async def follow_model() -> None:
