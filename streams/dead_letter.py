@@ -70,11 +70,16 @@ class DeadLetter:
 
     @classmethod
     def from_record(
-        cls, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]] | None
+        cls,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, str | bytes | None]] | None,
     ) -> DeadLetter:
         """Rebuild a dead letter from a record of the topic; ``ValueError`` if it is not one."""
         found = {
-            name[len(HEADER_PREFIX):]: raw.decode("utf-8", "replace")
+            name[len(HEADER_PREFIX) :]: (
+                raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            )
             for name, raw in (headers or ())
             if name.startswith(HEADER_PREFIX) and raw is not None
         }

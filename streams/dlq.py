@@ -70,7 +70,7 @@ def read_topic(
             for msg in consumer.consume(1000, min(0.2, idle_s)):
                 if msg.error() is not None:
                     raise TransientError(f"reading {topic!r}: {msg.error()}")
-                position[msg.partition()] = msg.offset()
+                position[msg.partition()] = msg.offset() or 0
                 records.append(msg)
                 last_record = time.monotonic()
     except KafkaException as exc:
@@ -85,7 +85,13 @@ def read_topic(
 def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetter]:
     """Every dead letter in the topic now, one per source message."""
     records = read_topic(settings, settings.topic_dead_letter, timeout_s)
-    return unique(DeadLetter.from_record(m.key(), m.value(), m.headers()) for m in records)
+    def pairs(headers: object) -> list[tuple[str, str | bytes | None]]:
+        # confluent-kafka types headers as a dict or a list; a consumed record has a list.
+        if isinstance(headers, dict):
+            return list(headers.items())
+        return list(headers) if isinstance(headers, list) else []
+
+    return unique(DeadLetter.from_record(m.key(), m.value(), pairs(m.headers())) for m in records)
 
 
 @dataclass

@@ -99,14 +99,14 @@ class RedisSink:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return sum(int(r) for r in results[: len(payload)])
 
-        async def send() -> list[object]:
+        async def send() -> list[int]:
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
                 if deletes:
                     pipe.delete(*deletes)
-                results: list[object] = await pipe.execute()
+                results: list[int] = await pipe.execute()
                 return results
 
         return await self._retry.call_async(attempt)
