@@ -89,16 +89,40 @@ def _item_dict(item: RecItem) -> dict[str, Any]:
     return out
 
 
+def envelope(
+    user: str | None,
+    source: Source,
+    model_version: str | None,
+    updated_at: int | None,
+    written_at: int | None,
+    items: list[Any],
+) -> dict[str, Any]:
+    """A list's JSON object around already-built ``items``: the one place its fields are named.
+
+    The worker's fast encoder and the API's renderer build their items their
+    own way for speed, and wrap them with this, so the stored value and the
+    response body cannot drift apart from :func:`encode`.
+    """
+    return {
+        "user": user,
+        "source": source,
+        "model_version": model_version,
+        "updated_at": updated_at,
+        "written_at": written_at,
+        "items": items,
+    }
+
+
 def to_dict(recs: RecList) -> dict[str, Any]:
     """The list as a JSON-ready dict (the API's response body starts from this)."""
-    return {
-        "user": recs.user,
-        "source": recs.source,
-        "model_version": recs.model_version,
-        "updated_at": recs.updated_at,
-        "written_at": recs.written_at,
-        "items": [_item_dict(i) for i in recs.items],
-    }
+    return envelope(
+        recs.user,
+        recs.source,
+        recs.model_version,
+        recs.updated_at,
+        recs.written_at,
+        [_item_dict(i) for i in recs.items],
+    )
 
 
 def encode(recs: RecList) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source
+from schemas.recs import Source, envelope
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
 from serving.params import check_query, parse_exclude, parse_k, parse_user
@@ -73,16 +73,7 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
             return render(user, popular, "popular", k, exclude)
     except CorruptList as exc:
         _skip_corrupt("popular list", exc)
-    return orjson.dumps(
-        {
-            "user": user,
-            "source": "popular",
-            "model_version": None,
-            "updated_at": None,
-            "written_at": None,
-            "items": [],
-        }
-    )
+    return orjson.dumps(envelope(user, "popular", None, None, None, []))
 
 
 #: How ``schemas.recs.encode`` (orjson, compact) writes the start of the items array.
@@ -152,16 +143,7 @@ def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[st
             raise TypeError("model_version is not a string")
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptList(str(exc)) from exc
-    return orjson.dumps(
-        {
-            "user": user,
-            "source": source,
-            "model_version": version,
-            "updated_at": updated_at,
-            "written_at": written_at,
-            "items": picked,
-        }
-    )
+    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked))
 
 
 def _skip_corrupt(what: str, exc: CorruptList) -> None:

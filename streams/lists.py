@@ -26,7 +26,7 @@ import orjson
 
 from models.recommender import Ranking, Recommender
 from models.weighting import user_confidences
-from schemas.recs import Source, order_token
+from schemas.recs import Source, envelope, order_token
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
 from streams.state import UserState
@@ -56,16 +56,7 @@ def encode_list(
         {"item": i, "score": s} if b is None else {"item": i, "score": s, "because": b}
         for i, s, b in zip(items, scores, because, strict=True)
     ]
-    return orjson.dumps(
-        {
-            "user": user,
-            "source": source,
-            "model_version": model_version,
-            "updated_at": updated_at,
-            "written_at": written_at,
-            "items": entries,
-        }
-    )
+    return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, entries))
 
 
 class _Fragments:
@@ -92,16 +83,7 @@ def _head(
     user: str, source: Source, version: str | None, updated_at: int, written_at: int
 ) -> bytes:
     """A list's bytes up to and including the ``[`` that opens its items."""
-    return orjson.dumps(
-        {
-            "user": user,
-            "source": source,
-            "model_version": version,
-            "updated_at": updated_at,
-            "written_at": written_at,
-            "items": [],
-        }
-    )[:-2]
+    return orjson.dumps(envelope(user, source, version, updated_at, written_at, []))[:-2]
 
 
 class ListBuilder:
