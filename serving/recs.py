@@ -78,7 +78,8 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
 
 #: How ``schemas.recs.encode`` (orjson, compact) writes the start of the items array.
 _ITEMS_KEY = b'"items":['
-_ENVELOPE = ("user", "source", "model_version", "updated_at", "written_at")
+#: The fields around the items, as :func:`schemas.recs.envelope` names them.
+_ENVELOPE = tuple(k for k in envelope(None, "popular", None, None, None, []) if k != "items")
 
 
 def parse_head(data: bytes, n: int) -> Any:

@@ -75,12 +75,8 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def use_fast_loop() -> None:
-    """Run Faust on uvloop when it is installed: Faust's per-event cost is mostly
+    """Run Faust on uvloop (a runtime dependency): Faust's per-event cost is mostly
     event-loop callbacks, and uvloop cuts that by about a fifth on the benchmark."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return
     import mode.loop
 
     mode.loop.use("uvloop")
