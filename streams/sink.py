@@ -24,10 +24,9 @@ from collections.abc import Sequence
 
 import redis.exceptions
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from freshrec.errors import TransientError
+from freshrec.redis_retry import redis_retry
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.recs import DATA_FIELD, ORDER_FIELD, RecList, encode, popular_key, user_key
@@ -51,20 +50,15 @@ _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 def redis_client(settings: Settings) -> Redis:
     """An asyncio client with explicit timeouts and a short per-command retry.
 
-    The client's own retry rides over a dropped connection in one command;
-    longer outages are the worker's :class:`RetryPolicy`'s job.
+    The client's own retry (:func:`~freshrec.redis_retry.redis_retry`) rides
+    over a dropped connection in one command; longer outages are the worker's
+    :class:`RetryPolicy`'s job.
     """
     return Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_connect_timeout_s,
         socket_timeout=settings.redis_socket_timeout_s,
-        retry=Retry(
-            ExponentialBackoff(
-                cap=settings.retry_backoff_cap_s, base=settings.retry_backoff_base_s
-            ),
-            settings.redis_retries,
-        ),
-        retry_on_error=list(_TRANSIENT),
+        retry=redis_retry(settings),
     )
 
 

@@ -1,0 +1,49 @@
+"""redis-py's per-command retry, built from :class:`~freshrec.settings.Settings` in one place.
+
+Every Redis client freshrec opens (the worker's sink, the API's store) retries
+one command itself, ``redis_retries`` times, on a connection error or timeout,
+reconnecting between attempts: that rides over a dropped connection or a
+Redis restart without the caller noticing. Longer outages are the caller's
+business (the worker's :class:`~freshrec.retry.RetryPolicy`, the API's 503).
+
+Both clients build that retry here, so they wait alike, and so that
+:func:`backoff_delays` describes the waits of both: the API adds them into the
+longest time one read may take (``serving.redis_client.read_deadline_s``).
+The backoff is redis-py's full jitter (uniform between 0 and an exponentially
+growing ceiling), which spreads the reconnects of many processes that lost the
+same Redis instead of sending them back in lockstep.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio.retry import Retry
+from redis.backoff import FullJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from freshrec.settings import Settings
+
+
+def redis_retry(settings: Settings) -> Retry:
+    """The retry of one command: ``redis_retries`` retries with full-jitter backoff.
+
+    Only connection errors and timeouts are retried; an error reply from the
+    server (a wrong type, a script error) would fail again, and is raised at once.
+    """
+    return Retry(
+        FullJitterBackoff(cap=settings.retry_backoff_cap_s, base=settings.retry_backoff_base_s),
+        settings.redis_retries,
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
+
+
+def backoff_delays(settings: Settings) -> list[float]:
+    """The longest wait before each retry of :func:`redis_retry`, first retry first.
+
+    redis-py counts failures from 1 and doubles ``base`` per failure before
+    drawing, so the ceilings are ``min(cap, base * 2**failures)``.
+    """
+    return [
+        min(settings.retry_backoff_cap_s, settings.retry_backoff_base_s * 2**failures)
+        for failures in range(1, settings.redis_retries + 1)
+    ]
