@@ -95,8 +95,9 @@ class FoldResult:
         out = np.full(top.shape, -1, dtype=np.int64)
         for users, hist, w in self._parts:
             targets = top[users]  # (b, n)
+            # padding columns of W are exactly 0 (p = 0 there), so they never beat a
+            # positive contribution and need no mask
             contrib = np.matmul(self._basis[np.maximum(targets, 0)], w)  # (b, n, H)
-            contrib[np.broadcast_to((hist < 0)[:, None, :], contrib.shape)] = -np.inf
             best = contrib.argmax(axis=2)
             best_val = np.take_along_axis(contrib, best[..., None], axis=2)[..., 0]
             picked = np.take_along_axis(hist, best, axis=1)

@@ -63,6 +63,36 @@ def test_because_matches_implicit_explain(synth: SyntheticData, als: ALSFactors)
             assert got[row, col] == expected
 
 
+def test_because_ignores_padding_when_no_item_contributes(als: ALSFactors) -> None:
+    """Regression: ``because`` relies on W's padding columns being exactly 0, unmasked.
+
+    Users of 6 and 7 items share a chunk (the shorter one padded), half their
+    items disliked, so for many targets no real item contributes positively;
+    a padding column must never be named and such targets get -1.
+    """
+    rng = np.random.default_rng(11)
+    n_items = als.item_factors.shape[0]
+    rows = []
+    for length in (6, 7, 6, 7):
+        items = rng.choice(n_items, length, replace=False)
+        conf = rng.choice([-3.0, 2.0], length).astype(np.float32)
+        rows.append(sp.csr_matrix((conf, items, [0, length]), shape=(1, n_items)))
+    m = sp.csr_matrix(sp.vstack(rows))
+    m.sort_indices()
+    top = np.tile(np.arange(0, n_items, 4), (4, 1))
+    got = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
+    got_because = got.fold(_rows(m), explain=True).because(top)
+    model = _implicit_model(als)
+    unexplained = 0
+    for u in range(4):
+        for col, item in enumerate(top[u]):
+            _, contributions, _ = model.explain(u, m, int(item), N=1)
+            expected = contributions[0][0] if contributions[0][1] > 0 else -1
+            unexplained += expected == -1
+            assert got_because[u, col] == expected
+    assert unexplained > 0, "the case under test must occur"
+
+
 def test_users_without_items_get_the_zero_vector_not_nan(als: ALSFactors) -> None:
     fold = FoldIn(als.item_factors, als.config.regularization, als.config.alpha)
     rows = HistoryRows(np.array([0, 0, 1, 1]), np.array([4]), np.array([3.0], dtype=np.float32))

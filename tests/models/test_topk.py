@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from models import topk
 from models.topk import top_k
 
 
@@ -59,3 +63,95 @@ def test_users_excluding_very_different_numbers_of_items() -> None:
     for u in range(6):
         assert [i for i in ids[u].tolist() if i >= 0] == expected[u]
     assert ids[5].tolist()[10:] == [-1] * 5  # only 10 items left for the last user
+
+
+def test_threshold_path_matches_a_naive_sort_on_a_large_catalogue() -> None:
+    """2,003 items for 10 wanted: groups of 25 (and 3 left over), far beyond the plain path."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    y = rng.standard_normal((2003, 8)).astype(np.float32)
+    mask = rng.random((40, 2003)) < 0.05
+    ids, scores = top_k(x, y, 10, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    assert ids.tolist() == _naive(x, y, 10, mask)
+    np.testing.assert_allclose(scores, np.take_along_axis(x @ y.T, ids, axis=1), rtol=1e-5)
+
+
+def test_threshold_path_ranks_tied_items_by_index_even_at_the_last_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 items, scattered, tie for the best score, and 10 of them fit: the 10 lowest indices."""
+    monkeypatch.setattr(topk, "_best_by_partition", None)  # this case must not need it
+    rng = np.random.default_rng(7)
+    y = rng.permutation(np.arange(2000) % 50).astype(np.float32)[:, None]
+    x = np.ones((3, 1), dtype=np.float32)
+    ids, _ = top_k(x, y, 10)
+    assert ids.tolist() == _naive(x, y, 10, np.zeros((3, 2000), dtype=bool))
+    assert ids[0].tolist() == np.flatnonzero(y[:, 0] == 49)[:10].tolist()
+
+
+def test_a_mass_of_equal_scores_still_fills_every_slot() -> None:
+    """286 items tie for the best score: too many candidates, so the plain partition runs."""
+    x = np.ones((2, 1), dtype=np.float32)
+    y = (np.arange(2000) % 7).astype(np.float32)[:, None]
+    ids, scores = top_k(x, y, 10)
+    assert (scores == 6).all() and (ids % 7 == 6).all()
+    assert len(set(ids[0].tolist())) == 10
+
+
+def test_threshold_path_with_most_items_excluded() -> None:
+    """Fewer scorable items than groups needed: those rows fall back to the plain partition."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    y = rng.standard_normal((1600, 8)).astype(np.float32)
+    mask = np.zeros((4, 1600), dtype=bool)
+    mask[0, 12:] = True  # 12 items left for 10 slots
+    mask[1, 5:] = True  # 5 items left: 5 slots unfilled
+    mask[2, ::2] = True
+    ids, scores = top_k(x, y, 10, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    expected = _naive(x, y, 10, mask)
+    for u in range(4):
+        assert [i for i in ids[u].tolist() if i >= 0] == expected[u]
+    assert ids[1].tolist()[5:] == [-1] * 5 and np.isneginf(scores[1][5:]).all()
+
+
+def test_users_in_several_score_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The score buffer is reused across blocks; a short last block must not see stale scores."""
+    monkeypatch.setattr(topk, "BLOCK_SCORES", 3 * 2000)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 8)).astype(np.float32)
+    y = rng.standard_normal((2000, 8)).astype(np.float32)
+    mask = rng.random((7, 2000)) < 0.2
+    ids, _ = top_k(x, y, 10, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    assert ids.tolist() == _naive(x, y, 10, mask)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_items=st.integers(1, 3000),
+    n=st.integers(1, 40),
+    levels=st.integers(1, 40),
+    density=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_best_scores_match_a_full_sort_whatever_the_ties(
+    n_items: int, n: int, levels: int, density: float, seed: int
+) -> None:
+    """Either path: the n best scores of every row, each id distinct, unmasked and scored right.
+
+    Few score levels make ties common; a high density leaves rows with fewer
+    than n scorable items.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, (5, 2)).astype(np.float32)
+    y = rng.integers(0, levels, (n_items, 2)).astype(np.float32)
+    mask = rng.random((5, n_items)) < density
+    ids, scores = top_k(x, y, n, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    full = x @ y.T
+    full[mask] = -np.inf
+    expected = -np.sort(-full, axis=1)[:, : min(n, n_items)]
+    np.testing.assert_array_equal(scores, expected)
+    for u in range(5):
+        filled = ids[u][ids[u] >= 0]
+        assert len(set(filled.tolist())) == filled.size == np.isfinite(expected[u]).sum()
+        assert not mask[u, filled].any()
+        np.testing.assert_array_equal(full[u, filled], scores[u][: filled.size])
