@@ -179,6 +179,34 @@ def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> st
     return version.version_id
 
 
+def newest_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """The newest offset of every partition of the consumed topics that holds records now."""
+    newest: dict[tuple[str, int], int] = {}
+    for topic in (settings.topic_watch, settings.topic_rate, settings.topic_forget):
+        for msg in read_topic(settings, topic):
+            where = (topic, msg.partition())
+            newest[where] = max(newest.get(where, -1), msg.offset())
+    return newest
+
+
+def committed_past(settings: Settings, offsets: dict[tuple[str, int], int]) -> bool:
+    """Whether the worker group committed past every offset in ``offsets``.
+
+    A worker stopped once this holds redelivers none of those records to the
+    next one: how a test gets a clean handover between two workers.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id}
+    )
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in offsets], timeout=5)
+    finally:
+        consumer.close()
+    return all(tp.offset > offsets[(tp.topic, tp.partition)] for tp in committed)
+
+
 def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, UserState | None]:
     """The worker's durable state as the changelog holds it: the last record per user.
 
