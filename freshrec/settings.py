@@ -125,7 +125,11 @@ class Settings:
     )
     model_poll_interval_s: float = field(
         default=5.0,
-        metadata=_doc("How often the worker checks whether the current model moved.", min=0.1),
+        metadata=_doc(
+            "How often the worker checks whether the current model moved, and whether "
+            "Redis lost its data (then it writes every list it holds again).",
+            min=0.1,
+        ),
     )
     worker_web_port: int = field(
         default=6066,

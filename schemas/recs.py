@@ -16,6 +16,12 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
 ``P popular``
     The same hash shape holding the popular fallback (``user`` is null,
     ``source`` is ``"popular"``).
+``P epoch``
+    A string: a random token that names the data Redis holds now. The first
+    worker to find it missing writes it; a Redis that restarted empty or was
+    flushed loses it with the lists, so a worker that finds a token other than
+    the one it saw last knows its lists are gone and writes them again. The
+    API never reads it.
 
 Model version ids sort lexicographically in creation order, which is what makes
 the ``order`` comparison mean "newer".
@@ -42,6 +48,11 @@ def user_key(prefix: str, user_id: str) -> str:
 def popular_key(prefix: str) -> str:
     """Redis key of the popular fallback list."""
     return f"{prefix}popular"
+
+
+def epoch_key(prefix: str) -> str:
+    """Redis key of the token that names the data Redis holds now (see the module doc)."""
+    return f"{prefix}epoch"
 
 
 def order_token(newest_event_ts: int, model_version: str | None) -> str:

@@ -84,6 +84,11 @@ class WorkerMetrics:
         self.model_switches = Counter(
             "freshrec_worker_model_switches", "Model versions picked up.", registry=r
         )
+        self.redis_data_lost = Counter(
+            "freshrec_worker_redis_data_lost",
+            "Times Redis lost its data while the worker ran (its epoch token changed); "
+            "each is followed by a refresh of every held list.", registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -22,6 +22,15 @@ duplicates, and this rewrite is what puts the missing list into Redis.
 
 Model refreshes take the same lock as batches, so a refresh never writes a
 list computed from a state that a batch is changing.
+
+Redis may lose every list at once (a restart without persistence, a flush).
+At start and at every model poll the worker reads the epoch token that names
+Redis's data (``P epoch`` in :mod:`schemas.recs`); a token it did not see
+before means that what it wrote is gone, and the same refresh as after a model
+switch writes every held list again (and the popular list, when a model
+exists). One token per Redis rather than a look at the shared ``popular`` key:
+the first worker to notice would rewrite that key and hide the loss from the
+other workers, whose users' lists are gone all the same.
 """
 
 from __future__ import annotations
@@ -116,9 +125,14 @@ class BatchProcessor:
         self._lock = asyncio.Lock()
         self._started = False
         self._refresh_pending = False
+        #: Refreshes asked for so far: one asked for while a refresh runs is
+        #: run again by the next poll.
+        self._refresh_requests = 0
         #: Users whose list a batch wrote with the current model since it was
         #: adopted: the refresh that follows a switch has nothing to do for them.
         self._current_since_switch: set[str] = set()
+        #: The epoch token of Redis's data when this worker last looked.
+        self._epoch: str | None = None
 
     async def process(self, batch: Sequence[Inbound]) -> None:
         """Process one batch; returns only when its results are durable (see module doc)."""
@@ -223,10 +237,18 @@ class BatchProcessor:
         self._metrics.lists_stale.inc(len(lists) - written)
 
     async def _start(self) -> None:
-        """First batch after start or recovery: pick up the model, count popularity."""
+        """First batch after start or recovery: note Redis's epoch, pick up the model,
+        count popularity.
+
+        The epoch is read before this worker writes anything, so that a loss
+        after any of its writes shows as a token it did not see before.
+        """
+        lost = await self._redis_lost_data()
         await self._adopt_model_if_moved()
         if self._follower.recommender is None:
             self._popularity.rebuild(self._histories())
+        if lost:
+            self._schedule_refresh()
         self._started = True
 
     def _histories(self) -> Iterator[list[Interaction]]:
@@ -236,17 +258,53 @@ class BatchProcessor:
                 yield state.history
 
     async def follow_model(self) -> None:
-        """Called every ``model_poll_interval_s``: switch versions and refresh every held list."""
+        """Called every ``model_poll_interval_s``: switch versions, notice a Redis that
+        lost its data, and after either, refresh every held list."""
         async with self._lock:
-            await self._adopt_model_if_moved()
+            lost = await self._redis_lost_data()
+            adopted = await self._adopt_model_if_moved()
             if self._follower.recommender is None:
                 self._popularity.rebuild(self._histories())
+            elif lost and not adopted:
+                await self._write_popular()
+            if lost:
+                self._schedule_refresh()
         if self._refresh_pending:
             await self._refresh_all()
 
-    async def _adopt_model_if_moved(self) -> None:
+    async def _redis_lost_data(self) -> bool:
+        """Whether Redis may lack lists this worker holds: its epoch token is new (one round trip).
+
+        At this worker's first look, a token this call had to store means a
+        new or emptied Redis: lists written before this worker started may be
+        gone too (a refresh of a new Redis costs little). Later, any token other
+        than the last one seen means Redis lost its data since.
+        """
+        epoch, stored = await self._sink.epoch()
+        previous, self._epoch = self._epoch, epoch
+        if previous is None:
+            if stored:
+                log.info("Redis had no epoch (new or emptied); writing every held list")
+            return stored
+        if epoch == previous:
+            return False
+        self._metrics.redis_data_lost.inc()
+        log.warning(
+            "Redis lost its data (epoch %s, was %s); writing every held list again, "
+            "and the popular list once a model exists", epoch, previous,
+        )
+        return True
+
+    async def _adopt_model_if_moved(self) -> bool:
+        """Take a new model version if the pointer moved; True when one was taken."""
         if not await self._follower.poll():
-            return
+            return False
+        await self._write_popular()
+        self._schedule_refresh()
+        return True
+
+    async def _write_popular(self) -> None:
+        """The current model's popular list, to the shared ``popular`` key."""
         recommender = self._follower.recommender
         assert recommender is not None
         items, scores = recommender.popular(self._settings.list_length)
@@ -255,7 +313,12 @@ class BatchProcessor:
             tuple(RecItem(item, score) for item, score in zip(items, scores, strict=True)),
         )
         await self._sink.write_popular(popular)
+
+    def _schedule_refresh(self) -> None:
+        """Have the next :meth:`follow_model` rewrite every held list, but for those a
+        batch writes from now on (which start the set afresh)."""
         self._refresh_pending = True
+        self._refresh_requests += 1
         self._current_since_switch = set()
 
     async def _refresh_all(self) -> None:
@@ -265,6 +328,7 @@ class BatchProcessor:
         whose list a batch already wrote with this model are skipped (at start
         that is every user the stream touched before the first poll).
         """
+        requests = self._refresh_requests
         users = list(self._state.users())
         size = self._settings.batch_size
         refreshed = 0
@@ -280,6 +344,7 @@ class BatchProcessor:
                 lists = self._build([u for u, _ in chunk], [s for _, s in chunk])
                 await self._send(lists)
                 refreshed += len(chunk)
-        self._refresh_pending = False
-        self._current_since_switch = set()
+        if requests == self._refresh_requests:
+            self._refresh_pending = False
+            self._current_since_switch = set()
         log.info("refreshed %d list(s) with model %s", refreshed, self._follower.version)

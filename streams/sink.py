@@ -13,6 +13,10 @@ server ``SCRIPT EXISTS`` before every pipeline and packs each call through
 several layers. A server that lost its script cache (a restart) answers
 ``NOSCRIPT``; the script is then loaded and the pipeline resent.
 
+The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
+storing a fresh one when it is missing, by which the worker notices a Redis
+that lost its data.
+
 Connection faults and timeouts become :class:`~freshrec.errors.TransientError`
 and are retried here with the worker's policy; the whole pipeline is resent,
 which is safe because every call in it is idempotent.
@@ -20,6 +24,7 @@ which is safe because every call in it is idempotent.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import redis.exceptions
@@ -29,7 +34,15 @@ from freshrec.errors import TransientError
 from freshrec.redis_retry import redis_retry
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from schemas.recs import DATA_FIELD, ORDER_FIELD, RecList, encode, popular_key, user_key
+from schemas.recs import (
+    DATA_FIELD,
+    ORDER_FIELD,
+    RecList,
+    encode,
+    epoch_key,
+    popular_key,
+    user_key,
+)
 from streams.lists import UserList
 
 #: KEYS[1] the list's hash; ARGV[1] the new order token, ARGV[2] the new data.
@@ -42,6 +55,18 @@ if stored and stored > ARGV[1] then
 end
 redis.call('HSET', KEYS[1], '{ORDER_FIELD}', ARGV[1], '{DATA_FIELD}', ARGV[2])
 return 1
+"""
+
+#: KEYS[1] the epoch key; ARGV[1] a fresh token. Returns the stored token,
+#: storing ARGV[1] first when there is none: one round trip, and two workers
+#: that find the key missing at once end up with the same token.
+_EPOCH = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  return stored
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -71,6 +96,7 @@ class RedisSink:
         self._retry = retry
         self._script = self._client.register_script(_COMPARE_AND_SET)
         self._sha = self._script.sha
+        self._epoch = self._client.register_script(_EPOCH)
 
     async def write(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> int:
         """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
@@ -118,6 +144,24 @@ class RedisSink:
             return bool(written)
 
         return await self._retry.call_async(attempt)
+
+    async def epoch(self) -> tuple[str, bool]:
+        """The token naming the data Redis holds now, and whether this call stored it.
+
+        One script call (``GET``, and ``SET`` when the key is missing), retried
+        like the writes. See ``P epoch`` in :mod:`schemas.recs`.
+        """
+        fresh = uuid.uuid4().hex
+
+        async def attempt() -> str:
+            try:
+                stored: bytes = await self._epoch(keys=[epoch_key(self._prefix)], args=[fresh])
+            except _TRANSIENT as exc:
+                raise TransientError(f"redis epoch check failed: {exc}") from exc
+            return stored.decode()
+
+        token = await self._retry.call_async(attempt)
+        return token, token == fresh
 
     async def close(self) -> None:
         await self._client.aclose()

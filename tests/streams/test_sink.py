@@ -10,7 +10,7 @@ import redis
 from freshrec.backoff import NoBackoff
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from schemas.recs import RecItem, RecList, decode, encode, popular_key, user_key
+from schemas.recs import RecItem, RecList, decode, encode, epoch_key, popular_key, user_key
 from streams.lists import UserList
 from streams.sink import RedisSink
 
@@ -97,6 +97,25 @@ def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redi
     assert asyncio.run(go())
     raw = redis_client.hget(popular_key(settings.key_prefix), "data")
     assert decode(raw).source == "popular"
+
+
+def test_the_epoch_is_stored_once_and_replaced_only_after_it_is_gone(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def epochs(n: int) -> list[tuple[str, bool]]:
+        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
+        try:
+            return [await sink.epoch() for _ in range(n)]
+        finally:
+            await sink.close()
+
+    (first, stored), (again, stored_again) = asyncio.run(epochs(2))
+    assert stored and (again, stored_again) == (first, False)
+    assert redis_client.get(epoch_key(settings.key_prefix)) == first.encode()
+
+    redis_client.delete(epoch_key(settings.key_prefix))  # as a Redis restarted empty
+    ((new, stored_new),) = asyncio.run(epochs(1))
+    assert stored_new and new != first
 
 
 def test_unreachable_redis_is_a_transient_error_after_the_policy_gives_up(
