@@ -50,7 +50,7 @@ from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
-from streams.model_follower import ModelFollower
+from streams.model_follower import Candidate, ModelFollower
 from streams.popularity import Popularity
 from streams.sink import RedisSink
 from streams.state import StateTable, UserState, Write
@@ -244,7 +244,7 @@ class BatchProcessor:
         after any of its writes shows as a token it did not see before.
         """
         lost = await self._redis_lost_data()
-        await self._adopt_model_if_moved()
+        await self._adopt(await self._follower.fetch())
         if self._follower.recommender is None:
             self._popularity.rebuild(self._histories())
         if lost:
@@ -260,9 +260,11 @@ class BatchProcessor:
     async def follow_model(self) -> None:
         """Called every ``model_poll_interval_s``: switch versions, notice a Redis that
         lost its data, and after either, refresh every held list."""
+        # loading a version takes long for a large model: batches keep flowing meanwhile
+        candidate = await self._follower.fetch()
         async with self._lock:
             lost = await self._redis_lost_data()
-            adopted = await self._adopt_model_if_moved()
+            adopted = await self._adopt(candidate)
             if self._follower.recommender is None:
                 self._popularity.rebuild(self._histories())
             elif lost and not adopted:
@@ -295,9 +297,9 @@ class BatchProcessor:
         )
         return True
 
-    async def _adopt_model_if_moved(self) -> bool:
-        """Take a new model version if the pointer moved; True when one was taken."""
-        if not await self._follower.poll():
+    async def _adopt(self, candidate: Candidate | None) -> bool:
+        """Switch to a fetched version, if any: popular list, then a refresh of every list."""
+        if not self._follower.adopt(candidate):
             return False
         await self._write_popular()
         self._schedule_refresh()

@@ -1,0 +1,84 @@
+"""ModelFollower: loading a version and switching to it are separate steps (no services needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.ids import IdMap
+from models.store import ModelStore, ModelVersion
+from streams.metrics import WorkerMetrics
+from streams.model_follower import ModelFollower
+
+
+def _save(store: ModelStore, version_id: str) -> str:
+    ids = IdMap([f"item-{i}" for i in range(5)])
+    factors = np.random.default_rng(len(store.versions())).standard_normal((5, 3))
+    store.save(
+        ModelVersion(
+            version_id, factors.astype(np.float32), ids, {"regularization": 0.1, "alpha": 1.0}
+        )
+    )
+    return version_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path)
+
+
+@pytest.fixture
+def follower(store: ModelStore) -> ModelFollower:
+    return ModelFollower(str(store.root), WorkerMetrics())
+
+
+def test_nothing_to_fetch_before_any_version(follower: ModelFollower) -> None:
+    assert asyncio.run(follower.fetch()) is None
+    assert follower.recommender is None and follower.version is None
+
+
+def test_fetch_loads_without_switching_and_adopt_switches(
+    store: ModelStore, follower: ModelFollower
+) -> None:
+    store.set_current(_save(store, "v1"))
+    candidate = asyncio.run(follower.fetch())
+    assert candidate is not None and candidate.recommender.version_id == "v1"
+    assert follower.version is None, "fetch alone must not change the model in use"
+    assert follower.adopt(candidate) and follower.version == "v1"
+    assert asyncio.run(follower.fetch()) is None, "the version in use is not loaded again"
+    assert not follower.adopt(candidate)
+
+
+def test_an_older_fetch_never_replaces_a_newer_one(
+    store: ModelStore, follower: ModelFollower
+) -> None:
+    """The batch lock is not held while a version loads, so a slow fetch of v1 can finish
+    after a fetch of v2 was adopted: v1 must then be dropped."""
+    store.set_current(_save(store, "v1"))
+    slow = asyncio.run(follower.fetch())
+    store.set_current(_save(store, "v2"))
+    fast = asyncio.run(follower.fetch())
+    assert follower.adopt(fast) and follower.version == "v2"
+    assert not follower.adopt(slow)
+    assert follower.version == "v2"
+
+
+def test_a_broken_version_is_skipped_until_the_pointer_moves(
+    store: ModelStore, follower: ModelFollower, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.set_current(_save(store, "v1"))
+    assert follower.adopt(asyncio.run(follower.fetch()))
+    broken = _save(store, "v2")
+    for path in (store.root / "versions" / broken).iterdir():
+        path.write_bytes(b"not a model")
+    store.set_current(broken)
+    assert asyncio.run(follower.fetch()) is None
+    assert "could not load model version v2; keeping v1" in caplog.text
+    caplog.clear()
+    assert asyncio.run(follower.fetch()) is None
+    assert "could not load" not in caplog.text, "a failed version is not retried"
+    store.set_current(_save(store, "v3"))
+    assert follower.adopt(asyncio.run(follower.fetch())) and follower.version == "v3"
