@@ -55,14 +55,10 @@ def test_the_refresh_skips_a_user_whose_list_a_batch_wrote_with_the_new_model(
     v1 = publish_model(s, data)
     users = [f"u{n}" for n in range(10)]
     first = start_worker()
-    # One event per batch, so that every changelog record is a record batch of its
-    # own: Tansu reports a partition's high watermark as its last record batch's
-    # base offset + 1, and a restarted worker's recovery reads only up to that.
-    for n, user in enumerate(users):
-        publish(s, [watch(f"e{n}", user, f"item-{n}", BASE_TS + n)])
-        first.wait_for(
-            lambda user=user: read_list(redis_client, s, user) is not None, 30, f"{user}'s list"
-        )
+    publish(s, [watch(f"e{n}", user, f"item-{n}", BASE_TS + n) for n, user in enumerate(users)])
+    first.wait_for(
+        lambda: all(read_list(redis_client, s, u) is not None for u in users), 30, "the lists"
+    )
     before = {u: read_list(redis_client, s, u) for u in users}
     assert all(b is not None and b.model_version == v1 for b in before.values())
     # committed, so the restarted worker redelivers (and so touches) none of them
