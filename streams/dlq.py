@@ -19,7 +19,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
@@ -28,22 +35,21 @@ from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
 
 
-def read_topic(
-    settings: Settings, topic: str, timeout_s: float = 30.0, idle_s: float = 1.0
-) -> list[Message]:
+def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Message]:
     """Every record of ``topic`` now, partition by partition, without a consumer group.
 
-    Reads until each partition reached the high watermark seen at start and
-    then no record came for ``idle_s``: the idle wait is there because some
-    Kafka-compatible brokers (Tansu among them) report a high watermark that
-    counts record batches rather than records.
+    Reads each partition that holds records until the broker says its end is
+    reached (librdkafka's partition-EOF event, which follows the high watermark
+    of the Fetch responses). Not the ListOffsets answer: some Kafka-compatible
+    brokers (Tansu among them) put it at the last record batch's first offset
+    + 1, short of the records after it (docs/worker.md, "Restarts on Tansu").
     """
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": f"{settings.app_id}-reader",
             "enable.auto.commit": False,
-            "enable.partition.eof": False,
+            "enable.partition.eof": True,
         }
     )
     records: list[Message] = []
@@ -51,28 +57,26 @@ def read_topic(
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return []
-        ends = {}
+        pending = set()
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s
             )
             if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        position = dict.fromkeys(ends, -1)
+                pending.add(partition)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
         deadline = time.monotonic() + timeout_s
-        last_record = time.monotonic()
-        while any(position[p] < ends[p] - 1 for p in ends) or (
-            time.monotonic() - last_record < idle_s
-        ):
+        while pending:
             if time.monotonic() > deadline:
                 raise TransientError(f"reading {topic!r} did not end within {timeout_s:.0f}s")
-            for msg in consumer.consume(1000, min(0.2, idle_s)):
-                if msg.error() is not None:
-                    raise TransientError(f"reading {topic!r}: {msg.error()}")
-                position[msg.partition()] = msg.offset() or 0
-                records.append(msg)
-                last_record = time.monotonic()
+            for msg in consumer.consume(1000, 0.2):
+                error = msg.error()
+                if error is None:
+                    records.append(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise TransientError(f"reading {topic!r}: {error}")
     except KafkaException as exc:
         raise TransientError(
             f"cannot read {topic!r} from {settings.bootstrap_servers}: {exc}"
