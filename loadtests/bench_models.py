@@ -22,7 +22,8 @@ One run, all on one core (BLAS and implicit limited to one thread):
    ``item_id -> confidence`` dicts to id lists with explanations, against the
    two per-user loops above plus the id mapping: ``end_to_end_speedup``.
 
-Each figure is the best of ``--repeats`` timed passes. Last line: one JSON
+Each figure is the best of ``--repeats`` timed passes, a candidate and its
+baselines taking turns within each pass. Last line: one JSON
 object (see DESIGN.md, Benchmarks).
 """
 
@@ -51,14 +52,20 @@ from models.topk import top_k  # noqa: E402
 from models.weighting import confidence_matrix  # noqa: E402
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Shortest wall time of ``repeats`` calls (the one least disturbed by other load)."""
-    times = []
+def best_of(repeats: int, *fns: Callable[[], object]) -> list[float]:
+    """Shortest wall time of each of ``fns`` over ``repeats`` rounds.
+
+    The functions take turns within each round, so that a burst of load from
+    elsewhere on a shared machine slows a candidate and its baseline alike
+    instead of skewing their ratio.
+    """
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
 
 
 def naive_topk(x: np.ndarray, y: np.ndarray, seen: list[np.ndarray], n: int) -> list[np.ndarray]:
@@ -79,7 +86,7 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--n", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
     with threadpool_limits(1):
@@ -109,22 +116,20 @@ def main() -> None:
 
         vectors = fold.user_vectors(hist)
         err = np.abs(vectors - np.stack(loop_foldin())).max()
-        foldin_s = best_of(args.repeats, lambda: fold.user_vectors(hist))
-        loop_s = best_of(args.repeats, loop_foldin)
+        foldin_s, loop_s = best_of(args.repeats, lambda: fold.user_vectors(hist), loop_foldin)
         batch_ids = np.arange(len(users))
-        native_s = best_of(args.repeats, lambda: ref.recalculate_user(batch_ids, rows))
+        (native_s,) = best_of(args.repeats, lambda: ref.recalculate_user(batch_ids, rows))
 
         seen = rows.copy()
         seen.data[:] = 1
         seen_lists = [rows.indices[rows.indptr[u] : rows.indptr[u + 1]] for u in range(len(users))]
-        topk_s = best_of(
-            args.repeats, lambda: top_k(vectors, model.item_factors, args.n, sp.csr_matrix(seen))
+        # the bare score product too: a ceiling for any exact top-k over the whole catalogue
+        topk_s, naive_s, gemm_s = best_of(
+            args.repeats,
+            lambda: top_k(vectors, model.item_factors, args.n, sp.csr_matrix(seen)),
+            lambda: naive_topk(vectors, model.item_factors, seen_lists, args.n),
+            lambda: vectors @ model.item_factors.T,
         )
-        naive_s = best_of(
-            args.repeats, lambda: naive_topk(vectors, model.item_factors, seen_lists, args.n)
-        )
-        # the bare score product: a ceiling for any exact top-k over the whole catalogue
-        gemm_s = best_of(args.repeats, lambda: vectors @ model.item_factors.T)
 
         items = data.log.items
         histories = [
@@ -139,8 +144,6 @@ def main() -> None:
         rec = Recommender(
             "bench", IdMap(items.ids), model.item_factors, cfg.regularization, cfg.alpha
         )
-        e2e_s = best_of(args.repeats, lambda: rec.recommend(histories, args.n))
-        e2e_plain_s = best_of(args.repeats, lambda: rec.recommend(histories, args.n, explain=False))
         names = np.array(items.ids, dtype=object)
 
         def loop_e2e() -> list[list[str]]:
@@ -156,7 +159,12 @@ def main() -> None:
                 out.append(names[top].tolist())
             return out
 
-        loop_e2e_s = best_of(args.repeats, loop_e2e)
+        e2e_s, e2e_plain_s, loop_e2e_s = best_of(
+            args.repeats,
+            lambda: rec.recommend(histories, args.n),
+            lambda: rec.recommend(histories, args.n, explain=False),
+            loop_e2e,
+        )
 
     n = len(users)
     lengths = np.diff(hist.indptr)
