@@ -108,7 +108,10 @@ class Settings:
     )
     model_store: str = field(
         default="./var/models",
-        metadata=_doc("Directory of model versions and the current-model pointer."),
+        metadata=_doc(
+            "Directory or fsspec URL (e.g. s3://bucket/models, with s3fs installed) of "
+            "model versions and the current-model pointer."
+        ),
     )
 
     # --- Worker --------------------------------------------------------------

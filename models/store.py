@@ -1,25 +1,35 @@
-"""The versioned model store: a directory of immutable model versions and a current pointer.
+"""The versioned model store: immutable model versions and a current pointer, in a
+local directory or under an fsspec URL (``s3://bucket/models``, ``gs://...``,
+``memory://...``).
 
-Layout under ``root``::
+Layout under the root::
 
     versions/<version_id>/item_factors.npy   float32 (n_items x f), np.save, no pickle
     versions/<version_id>/meta.json          item ids, params, metrics, snapshot,
                                              popular list, created_at, format
     CURRENT                                  the current version id, one line
 
-A version is written into ``versions/.tmp-...`` first, every file and the
-directory fsynced, then renamed into place: readers either see a complete
-version or none. The pointer moves by writing a temporary file and
-``os.replace`` over ``CURRENT``, which is atomic on POSIX, so a worker polling
-the pointer never reads half a version id. Versions are never modified after
-the rename, which is what lets a worker cache one by id.
+A version is complete once its ``meta.json`` exists, and ``meta.json`` is
+always written last, so readers see a whole version or none:
 
-Only local directories are supported (no fsspec URLs): it is not installed
-here, and a shared volume covers the deployments we run.
+* In a local directory a version is written into ``versions/.tmp-...`` first,
+  every file and the directory fsynced, then renamed into place; the pointer
+  moves by writing a temporary file and ``os.replace`` over ``CURRENT``, which
+  is atomic on POSIX, so a worker polling the pointer never reads half an id.
+* Under a URL (object stores have no atomic rename) the factors are written
+  first and ``meta.json`` last; a writer killed in between leaves factors that
+  no listing or load will ever name. ``CURRENT`` is one object written whole,
+  which object stores replace atomically.
+
+Versions are never modified once complete, which is what lets a worker cache
+one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
+``gcsfs``, ...) must be installed for anything but local paths and
+``memory://``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -31,7 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 from freshrec.errors import FreshrecError
 from models.ids import IdMap
@@ -89,11 +101,14 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 class ModelStore:
-    """Model versions under a local directory (created on first save)."""
+    """Model versions under a local directory or an fsspec URL (created on first save)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self._versions = self.root / "versions"
+        self.root = os.fspath(root)
+        fs, path = fsspec.core.url_to_fs(self.root)
+        self._fs: fsspec.AbstractFileSystem = fs
+        self._local = isinstance(fs, LocalFileSystem)
+        self._path = path.rstrip("/") or "/"
 
     @staticmethod
     def new_version_id() -> str:
@@ -110,53 +125,69 @@ class ModelStore:
         stamp = datetime.fromtimestamp(now_us // 1_000_000, tz=UTC).strftime("%Y%m%dT%H%M%S")
         return f"{stamp}{now_us % 1_000_000:06d}Z-{secrets.token_hex(2)}"
 
-    def _dir(self, version_id: str) -> Path:
+    def _join(self, *parts: str) -> str:
+        return "/".join((self._path, *parts))
+
+    def _dir(self, version_id: str) -> str:
         if not version_id or "/" in version_id or version_id.startswith("."):
             raise ModelStoreError(f"invalid model version id {version_id!r}")
-        return self._versions / version_id
+        return self._join("versions", version_id)
 
     def save(self, version: ModelVersion) -> str:
         """Write ``version`` atomically; returns its id. An existing id is an error."""
         final = self._dir(version.version_id)
-        if final.exists():
+        if self._fs.exists(f"{final}/{_META}"):
             raise ModelStoreError(
                 f"model version {version.version_id} already exists in {self.root}"
             )
-        self._versions.mkdir(parents=True, exist_ok=True)
-        tmp = self._versions / f".tmp-{version.version_id}-{secrets.token_hex(4)}"
+        factors = io.BytesIO()
+        np.save(factors, np.ascontiguousarray(version.item_factors, dtype=np.float32),
+                allow_pickle=False)
+        meta = {
+            "format": FORMAT,
+            "version_id": version.version_id,
+            "item_ids": version.item_ids.ids,
+            "params": version.params,
+            "metrics": version.metrics,
+            "snapshot": version.snapshot,
+            "popular_items": version.popular_items,
+            "popular_scores": [float(s) for s in version.popular_scores],
+            "created_at": int(version.created_at),
+        }
+        files = {  # meta.json last: it makes the version complete
+            _FACTORS: factors.getvalue(),
+            _META: json.dumps(meta, indent=1, sort_keys=True).encode(),
+        }
+        if self._local:
+            self._save_local(Path(final), files)
+        else:
+            for name, data in files.items():
+                self._fs.pipe_file(f"{final}/{name}", data)
+        return version.version_id
+
+    @staticmethod
+    def _save_local(final: Path, files: dict[str, bytes]) -> None:
+        versions = final.parent
+        versions.mkdir(parents=True, exist_ok=True)
+        tmp = versions / f".tmp-{final.name}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            factors = np.ascontiguousarray(version.item_factors, dtype=np.float32)
-            with open(tmp / _FACTORS, "wb") as fh:
-                np.save(fh, factors, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            meta = {
-                "format": FORMAT,
-                "version_id": version.version_id,
-                "item_ids": version.item_ids.ids,
-                "params": version.params,
-                "metrics": version.metrics,
-                "snapshot": version.snapshot,
-                "popular_items": version.popular_items,
-                "popular_scores": [float(s) for s in version.popular_scores],
-                "created_at": int(version.created_at),
-            }
-            _write_file(tmp / _META, json.dumps(meta, indent=1, sort_keys=True).encode())
+            for name, data in files.items():
+                _write_file(tmp / name, data)
             _fsync_dir(tmp)
             os.rename(tmp, final)
-            _fsync_dir(self._versions)
+            _fsync_dir(versions)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return version.version_id
 
     def load(self, version_id: str) -> ModelVersion:
         """Read one version; :class:`ModelStoreError` when it is missing or unreadable."""
         path = self._dir(version_id)
         try:
-            meta = json.loads((path / _META).read_bytes())
-            factors = np.load(path / _FACTORS, allow_pickle=False)
+            meta = json.loads(self._fs.cat_file(f"{path}/{_META}"))
+            with self._fs.open(f"{path}/{_FACTORS}", "rb") as fh:
+                factors = np.load(fh, allow_pickle=False)
         except FileNotFoundError:
             raise ModelStoreError(f"no model version {version_id} in {self.root}") from None
         except (OSError, ValueError) as exc:
@@ -183,29 +214,34 @@ class ModelStore:
 
     def versions(self) -> list[str]:
         """Ids of the complete versions, oldest first."""
-        if not self._versions.is_dir():
-            return []
-        return sorted(p.name for p in self._versions.iterdir() if not p.name.startswith("."))
+        metas = self._fs.glob(self._join("versions", "*", _META))
+        names = (m.rstrip("/").split("/")[-2] for m in metas)
+        return sorted(n for n in names if not n.startswith("."))
 
     def current(self) -> str | None:
         """The id the current-model pointer names, or None before the first publish."""
         try:
-            text = (self.root / _POINTER).read_text().strip()
+            text = self._fs.cat_file(self._join(_POINTER)).decode().strip()
         except FileNotFoundError:
             return None
         return text or None
 
     def set_current(self, version_id: str) -> None:
         """Point ``CURRENT`` at an existing version, atomically."""
-        if not (self._dir(version_id) / _META).is_file():
+        if not self._fs.exists(f"{self._dir(version_id)}/{_META}"):
             raise ModelStoreError(f"cannot publish {version_id}: no such version in {self.root}")
-        tmp = self.root / f".{_POINTER}.tmp-{secrets.token_hex(4)}"
+        data = (version_id + "\n").encode()
+        if not self._local:
+            self._fs.pipe_file(self._join(_POINTER), data)
+            return
+        root = Path(self._path)
+        tmp = root / f".{_POINTER}.tmp-{secrets.token_hex(4)}"
         try:
-            _write_file(tmp, (version_id + "\n").encode())
-            os.replace(tmp, self.root / _POINTER)
+            _write_file(tmp, data)
+            os.replace(tmp, root / _POINTER)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        _fsync_dir(root)
 
     def load_current(self) -> ModelVersion | None:
         """The version the pointer names, or None when nothing is published yet."""

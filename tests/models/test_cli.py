@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,17 @@ def _write_events(path: Path) -> None:
                     doc["duration_s"] = float(log.duration_s[row])
             fh.write(json.dumps(doc) + "\n")
         fh.write("not an event\n")
+
+
+def test_train_publishes_to_a_store_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """FRESHREC_MODEL_STORE may be an fsspec URL (fsspec's in-process memory filesystem here)."""
+    settings = Settings(model_store=f"memory://freshrec-cli/{uuid.uuid4().hex}")
+    assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
+    current = ModelStore(settings.model_store).load_current()
+    assert current is not None and current.params["factors"] == 8
+    assert f"published at {settings.model_store}/versions/{current.version_id}" in (
+        capsys.readouterr().out
+    )
 
 
 def test_train_on_events_file(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-import os
 import re
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -32,8 +33,17 @@ def test_version_ids_sort_in_creation_order() -> None:
     assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{4}", ids[0])
 
 
-def test_save_load_round_trip(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "models")
+@pytest.fixture(params=["directory", "memory-url"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store root of each kind: a local directory, and an fsspec URL (fsspec's
+    in-process memory filesystem, a real implementation with object-store semantics)."""
+    if request.param == "directory":
+        return str(tmp_path / "models")
+    return f"memory://freshrec-tests/{uuid.uuid4().hex}"
+
+
+def test_save_load_round_trip(root: str) -> None:
+    store = ModelStore(root)
     v = _version()
     assert store.save(v) == v.version_id
     got = store.load(v.version_id)
@@ -44,8 +54,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         assert getattr(got, name) == getattr(v, name)
 
 
-def test_versions_and_current_pointer(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
+def test_versions_and_current_pointer(root: str) -> None:
+    store = ModelStore(root)
     assert store.versions() == [] and store.current() is None and store.load_current() is None
     a, b = _version(), _version()
     store.save(b)
@@ -56,11 +66,13 @@ def test_versions_and_current_pointer(tmp_path: Path) -> None:
     store.set_current(b.version_id)
     loaded = store.load_current()
     assert loaded is not None and loaded.version_id == b.version_id
-    assert sorted(os.listdir(tmp_path)) == ["CURRENT", "versions"]  # no temp files left
+    fs, path = fsspec.core.url_to_fs(root)
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    assert names == ["CURRENT", "versions"]  # no temp files left
 
 
-def test_errors_are_specific(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
+def test_errors_are_specific(root: str) -> None:
+    store = ModelStore(root)
     v = _version()
     store.save(v)
     with pytest.raises(ModelStoreError, match="already exists"):
@@ -71,9 +83,26 @@ def test_errors_are_specific(tmp_path: Path) -> None:
         store.set_current("20000101T000000000000Z-0000")
     with pytest.raises(ModelStoreError, match="invalid"):
         store.load("../etc")
-    (tmp_path / "versions" / v.version_id / "meta.json").write_text("{not json")
+    fs, path = fsspec.core.url_to_fs(root)
+    fs.pipe_file(f"{path}/versions/{v.version_id}/meta.json", b"{not json")
     with pytest.raises(ModelStoreError, match="unreadable"):
         store.load(v.version_id)
+
+
+def test_a_version_without_its_meta_is_not_there() -> None:
+    """Under a URL the factors go first and meta.json last: a writer that died between
+    the two leaves factors that no listing, load or publish names."""
+    root = f"memory://freshrec-tests/{uuid.uuid4().hex}"
+    store = ModelStore(root)
+    good, partial = _version(), _version()
+    store.save(good)
+    fs, path = fsspec.core.url_to_fs(root)
+    fs.pipe_file(f"{path}/versions/{partial.version_id}/item_factors.npy", b"half a file")
+    assert store.versions() == [good.version_id]
+    with pytest.raises(ModelStoreError, match="no model version"):
+        store.load(partial.version_id)
+    with pytest.raises(ModelStoreError, match="no such version"):
+        store.set_current(partial.version_id)
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -83,7 +112,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         store.save(bad)
     assert store.versions() == []
-    assert os.listdir(tmp_path / "versions") == []
+    assert list(tmp_path.rglob("*")) == []  # not even a temporary directory
 
 
 def test_inconsistent_version_is_refused() -> None:

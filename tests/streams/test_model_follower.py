@@ -72,7 +72,7 @@ def test_a_broken_version_is_skipped_until_the_pointer_moves(
     store.set_current(_save(store, "v1"))
     assert follower.adopt(asyncio.run(follower.fetch()))
     broken = _save(store, "v2")
-    for path in (store.root / "versions" / broken).iterdir():
+    for path in (Path(store.root) / "versions" / broken).iterdir():
         path.write_bytes(b"not a model")
     store.set_current(broken)
     assert asyncio.run(follower.fetch()) is None
