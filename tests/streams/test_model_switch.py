@@ -8,7 +8,6 @@ writing the same users twice (``BatchProcessor._current_since_switch``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -16,6 +15,7 @@ import redis
 from freshrec.settings import Settings
 from tests.streams.worker import (
     BASE_TS,
+    StartWorker,
     WorkerProcess,
     committed_past,
     newest_offsets,
@@ -27,8 +27,6 @@ from tests.streams.worker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
 
 #: The line ``BatchProcessor._refresh_all`` logs when a refresh is done.
 REFRESHED = re.compile(r"refreshed (\d+) list\(s\) with model (\S+)")

@@ -12,7 +12,6 @@ partition's last batch but its first one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -20,7 +19,7 @@ import redis
 from freshrec.settings import Settings
 from tests.streams.worker import (
     BASE_TS,
-    WorkerProcess,
+    StartWorker,
     changelog_states,
     committed_past,
     newest_offsets,
@@ -30,8 +29,6 @@ from tests.streams.worker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
 
 USERS = [f"u{n}" for n in range(200)]
 

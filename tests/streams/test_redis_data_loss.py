@@ -21,7 +21,7 @@ from streams.topics import ensure_topics
 from tests.conftest import Services
 from tests.streams.worker import (
     BASE_TS,
-    WorkerProcess,
+    StartWorker,
     publish,
     publish_model,
     read_list,
@@ -30,9 +30,6 @@ from tests.streams.worker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
-
 
 def second_worker_settings(s: Settings, tmp_path: Path) -> Settings:
     """Another worker of the same deployment: same Redis prefix and model store, own users."""

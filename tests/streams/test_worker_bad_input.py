@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -17,12 +16,15 @@ import redis
 
 from freshrec.settings import Settings
 from streams.dlq import read_dead_letters, replay
-from tests.streams.worker import BASE_TS, WorkerProcess, changelog_states, read_list, send_raw
+from tests.streams.worker import (
+    BASE_TS,
+    StartWorker,
+    changelog_states,
+    read_list,
+    send_raw,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
-
 
 def good_watch(n: int, user: str = "mallory", **changes: object) -> dict:
     event = {

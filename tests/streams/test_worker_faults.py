@@ -19,7 +19,7 @@ from freshrec.settings import Settings
 from tests.conftest import Services
 from tests.streams.worker import (
     BASE_TS,
-    WorkerProcess,
+    StartWorker,
     changelog_states,
     publish,
     publish_model,
@@ -29,9 +29,6 @@ from tests.streams.worker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
-
 
 def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
     """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -12,6 +11,7 @@ import redis
 from freshrec.settings import Settings
 from tests.streams.worker import (
     BASE_TS,
+    StartWorker,
     WorkerProcess,
     changelog_states,
     publish,
@@ -23,9 +23,6 @@ from tests.streams.worker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-StartWorker = Callable[..., WorkerProcess]
-
 
 def test_watching_an_item_brings_its_neighbours_and_explains_them(
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis

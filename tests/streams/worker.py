@@ -119,6 +119,11 @@ class WorkerProcess:
         return sum(v for k, v in self.metrics().items() if k.startswith(prefix + "{"))
 
 
+#: The ``start_worker`` fixture (tests/streams/conftest.py): starts a worker, optionally
+#: with other settings; every worker it started is stopped at the end of the test.
+StartWorker = Callable[..., WorkerProcess]
+
+
 def watch(event_id: str, user: str, item: str, ts: int, watched_s: float = 1500.0) -> dict:
     return {
         "type": "watch", "event_id": event_id, "user_id": user, "item_id": item,
