@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -25,9 +27,12 @@ def _save(store: ModelStore, version_id: str) -> str:
     return version_id
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ModelStore:
-    return ModelStore(tmp_path)
+@pytest.fixture(params=["directory", "memory-url"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+    """A store in a directory, and one under an fsspec URL (what a shared object store is)."""
+    if request.param == "directory":
+        return ModelStore(tmp_path)
+    return ModelStore(f"memory://freshrec-follower/{uuid.uuid4().hex}")
 
 
 @pytest.fixture
@@ -72,8 +77,9 @@ def test_a_broken_version_is_skipped_until_the_pointer_moves(
     store.set_current(_save(store, "v1"))
     assert follower.adopt(asyncio.run(follower.fetch()))
     broken = _save(store, "v2")
-    for path in (Path(store.root) / "versions" / broken).iterdir():
-        path.write_bytes(b"not a model")
+    fs, root = fsspec.core.url_to_fs(store.root)
+    for name in ("meta.json", "item_factors.npy"):
+        fs.pipe_file(f"{root}/versions/{broken}/{name}", b"not a model")
     store.set_current(broken)
     assert asyncio.run(follower.fetch()) is None
     assert "could not load model version v2; keeping v1" in caplog.text
