@@ -103,13 +103,26 @@ schema.config.generation.update(
 
 
 @schema.hook("filter_query")
-def no_empty_exclude_entries(context: Any, query: dict[str, Any] | None) -> bool:
-    """Skip ``exclude`` lists with an empty id: serialised, ``[""]`` is ``exclude=``, the same
-    as an empty list, and the API ignores empty entries (documented), so schemathesis would
-    call such an "invalid" request wrongly accepted."""
-    excluded = (query or {}).get("exclude")
-    values = excluded if isinstance(excluded, list) else [excluded]
-    return not any(isinstance(v, str) and "" in v.split(",") for v in values)
+def only_queries_that_serialise_apart(context: Any, query: dict[str, Any] | None) -> bool:
+    """Skip "invalid" queries whose query string is that of a valid request.
+
+    schemathesis would then call the API's correct 200 a wrongly accepted
+    request. In a query string, values have no types, so these read as valid:
+    a scalar ``exclude`` (``exclude=0.0`` is a list of one id, "0.0"), a
+    non-string entry in it (a number is an id as text), an empty entry
+    (``exclude=`` is the empty list; the API ignores empty entries, as
+    documented), and a ``k`` that is an object or a list (``{}`` serialises to
+    nothing: the default k). Regression: CI once failed on ``exclude=0.0``
+    with ``k={}``.
+    """
+    q = query or {}
+    excluded = q.get("exclude")
+    if excluded is not None:
+        if not isinstance(excluded, list) or not all(isinstance(v, str) for v in excluded):
+            return False
+        if any("" in v.split(",") for v in excluded):
+            return False
+    return not isinstance(q.get("k"), dict | list)
 
 
 @schema.parametrize()
