@@ -22,24 +22,15 @@ from tests.streams.worker import (
     StartWorker,
     changelog_states,
     committed_past,
+    lists_caught_up,
     newest_offsets,
     publish,
-    read_list,
     watch,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USERS = [f"u{n}" for n in range(200)]
-
-
-def lists_at(client: redis.Redis, settings: Settings, ts: dict[str, int]) -> bool:
-    """Whether every user's list includes the user's event of time ``ts[user]``."""
-    for user, newest in ts.items():
-        recs = read_list(client, settings, user)
-        if recs is None or recs.updated_at != newest:
-            return False
-    return True
 
 
 def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
@@ -53,7 +44,7 @@ def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
     first = start_worker(s.replace(batch_max_wait_s=1.0))
     publish(s, old)
     first.wait_for(
-        lambda: lists_at(redis_client, s, {e["user_id"]: e["ts"] for e in old}), 60,
+        lambda: lists_caught_up(s, redis_client, old), 60,
         "every user's first list",
     )
     offsets = newest_offsets(s)
@@ -69,7 +60,7 @@ def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
     new = [watch(f"new-{u}", u, "item-2", BASE_TS + 1000 + n) for n, u in enumerate(USERS)]
     publish(s, new)
     second.wait_for(
-        lambda: lists_at(redis_client, s, {e["user_id"]: e["ts"] for e in new}), 60,
+        lambda: lists_caught_up(s, redis_client, new), 60,
         "every user's list after the new events",
     )
     # Only the new events are new. (Faust may deliver some of the repeats

@@ -21,6 +21,7 @@ from tests.streams.worker import (
     BASE_TS,
     StartWorker,
     changelog_states,
+    lists_caught_up,
     publish,
     publish_model,
     read_list,
@@ -55,17 +56,6 @@ def assert_reflected_once(
         assert recs.updated_at == max(ts for _, ts in wanted), user
         if version is not None:
             assert recs.model_version == version, user
-
-
-def lists_caught_up(settings: Settings, client: redis.Redis, events: Sequence[dict]) -> bool:
-    newest: dict[str, int] = {}
-    for e in events:
-        newest[e["user_id"]] = max(newest.get(e["user_id"], 0), e["ts"])
-    for user, ts in newest.items():
-        recs = read_list(client, settings, user)
-        if recs is None or recs.updated_at != ts:
-            return False
-    return True
 
 
 def test_sigkill_mid_stream_of_10000_events_loses_nothing_and_counts_nothing_twice(

@@ -159,6 +159,18 @@ def read_list(client: redis.Redis, settings: Settings, user: str) -> RecList | N
     return None if raw is None else decode(raw)
 
 
+def lists_caught_up(settings: Settings, client: redis.Redis, events: Sequence[dict]) -> bool:
+    """Whether every user's list in Redis includes that user's newest event of ``events``."""
+    newest: dict[str, int] = {}
+    for e in events:
+        newest[e["user_id"]] = max(newest.get(e["user_id"], 0), e["ts"])
+    for user, ts in newest.items():
+        recs = read_list(client, settings, user)
+        if recs is None or recs.updated_at != ts:
+            return False
+    return True
+
+
 def synthetic(seed: int = 0) -> SyntheticData:
     """A small log with 8 planted item clusters: enough for ALS to learn them in a second."""
     return generate(n_users=400, n_items=96, n_interactions=12_000, factors=8, seed=seed)
