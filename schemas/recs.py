@@ -63,6 +63,11 @@ def order_token(newest_event_ts: int, model_version: str | None) -> str:
     return f"{max(0, newest_event_ts):015d}|{model_version or ''}"
 
 
+def order_model_version(token: str) -> str | None:
+    """The model version an :func:`order_token` names (None for a list made without a model)."""
+    return token.partition("|")[2] or None
+
+
 @dataclass(frozen=True, slots=True)
 class RecItem:
     """One recommended item; ``because`` is the history item that contributed most."""

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from freshrec.settings import Settings
 from models.weighting import Interaction
 from schemas.events import ForgetEvent
-from schemas.recs import RecItem, RecList
+from schemas.recs import RecItem, RecList, order_model_version
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
@@ -128,9 +128,6 @@ class BatchProcessor:
         #: Refreshes asked for so far: one asked for while a refresh runs is
         #: run again by the next poll.
         self._refresh_requests = 0
-        #: Users whose list a batch wrote with the current model since it was
-        #: adopted: the refresh that follows a switch has nothing to do for them.
-        self._current_since_switch: set[str] = set()
         #: The epoch token of Redis's data when this worker last looked.
         self._epoch: str | None = None
 
@@ -224,8 +221,6 @@ class BatchProcessor:
         started = time.perf_counter()
         lists = self._lists.build(users, states, int(time.time() * 1000))
         self._metrics.foldin_seconds.observe(time.perf_counter() - started)
-        if self._refresh_pending and self._follower.recommender is not None:
-            self._current_since_switch.update(users)
         return lists
 
     async def _send(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> None:
@@ -271,6 +266,8 @@ class BatchProcessor:
                 await self._write_popular()
             if lost:
                 self._schedule_refresh()
+            # also when no event comes: a restarted worker holds its recovered users
+            self._metrics.users_held.set(len(self._state))
         if self._refresh_pending:
             await self._refresh_all()
 
@@ -321,32 +318,39 @@ class BatchProcessor:
         batch writes from now on (which start the set afresh)."""
         self._refresh_pending = True
         self._refresh_requests += 1
-        self._current_since_switch = set()
 
     async def _refresh_all(self) -> None:
-        """Rewrite every held user's list with the current model, a batch at a time.
+        """Rewrite every held user's list that Redis does not hold with the current model,
+        a batch at a time.
 
-        Each chunk takes the lock, so events keep flowing between chunks. Users
-        whose list a batch already wrote with this model are skipped (at start
-        that is every user the stream touched before the first poll).
+        Each chunk takes the lock, so events keep flowing between chunks. The
+        stored lists' ``order`` tokens, read in one pipeline per chunk, name
+        the model each was made with: lists a batch already wrote with this
+        model are skipped, and so is everything after a restart that found the
+        model unchanged, while a Redis that lost its data has no token and
+        gets every list again.
         """
         requests = self._refresh_requests
+        version = self._follower.version
         users = list(self._state.users())
         size = self._settings.batch_size
         refreshed = 0
         for start in range(0, len(users), size):
             async with self._lock:
-                chunk = []
-                for user in users[start : start + size]:
-                    if user in self._current_since_switch:
-                        continue
-                    state = self._state.get(user)
-                    if state is not None:
-                        chunk.append((user, state))
+                held = [
+                    (user, state)
+                    for user in users[start : start + size]
+                    if (state := self._state.get(user)) is not None
+                ]
+                stored = await self._sink.stored_orders([user for user, _ in held])
+                chunk = [
+                    pair
+                    for pair, order in zip(held, stored, strict=True)
+                    if order is None or order_model_version(order) != version
+                ]
                 lists = self._build([u for u, _ in chunk], [s for _, s in chunk])
                 await self._send(lists)
                 refreshed += len(chunk)
         if requests == self._refresh_requests:
             self._refresh_pending = False
-            self._current_since_switch = set()
         log.info("refreshed %d list(s) with model %s", refreshed, self._follower.version)

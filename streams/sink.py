@@ -131,6 +131,25 @@ class RedisSink:
 
         return await self._retry.call_async(attempt)
 
+    async def stored_orders(self, users: Sequence[str]) -> list[str | None]:
+        """The ``order`` token of each user's stored list (None where there is none), in one
+        pipeline."""
+        if not users:
+            return []
+        keys = [user_key(self._prefix, u) for u in users]
+
+        async def attempt() -> list[str | None]:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hget(key, ORDER_FIELD)
+                    results: list[bytes | None] = await pipe.execute()
+            except _TRANSIENT as exc:
+                raise TransientError(f"redis read failed: {exc}") from exc
+            return [None if r is None else r.decode() for r in results]
+
+        return await self._retry.call_async(attempt)
+
     async def write_popular(self, recs: RecList) -> bool:
         """Store the popular fallback list (compare-and-set like a user's list)."""
 

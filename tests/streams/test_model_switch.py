@@ -1,8 +1,10 @@
-"""The refresh that follows a model switch: it skips users a batch already wrote with the new model.
+"""The refresh that follows a model switch or a restart skips lists Redis already holds
+with the current model.
 
 ``test_worker_flow`` and ``test_worker_faults`` show that every list ends up
 on the new model; this file pins the shortcut that keeps the refresh from
-writing the same users twice (``BatchProcessor._current_since_switch``).
+writing the same lists again: ``BatchProcessor._refresh_all`` reads each held
+user's stored ``order`` token, which names the model the list was made with.
 """
 
 from __future__ import annotations
@@ -83,3 +85,28 @@ def test_the_refresh_skips_a_user_whose_list_a_batch_wrote_with_the_new_model(
         now, then = read_list(redis_client, s, user), before[user]
         assert now is not None and then is not None
         assert (now.model_version, now.updated_at) == (v2, then.updated_at), user
+
+
+def test_a_restart_with_the_model_unchanged_rewrites_no_list(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """Every start refreshes the held lists, since a model may have been published while
+    the worker was down; with the same model still current there is nothing to write."""
+    s = worker_settings
+    version = publish_model(s, synthetic())
+    users = [f"u{n}" for n in range(10)]
+    first = start_worker()
+    publish(s, [watch(f"e{n}", user, f"item-{n}", BASE_TS + n) for n, user in enumerate(users)])
+    first.wait_for(
+        lambda: all(read_list(redis_client, s, u) is not None for u in users), 30, "the lists"
+    )
+    offsets = newest_offsets(s)
+    first.wait_for(lambda: committed_past(s, offsets), 30, "the first worker's commit")
+    first.stop()
+    before = {u: read_list(redis_client, s, u) for u in users}
+
+    second = start_worker(s.replace(model_poll_interval_s=FIRST_POLL_AFTER_S))
+    second.wait_for(lambda: refreshes(second) != [], 30, "the refresh after the first poll")
+    assert second.metric_total("freshrec_worker_users") == len(users)
+    assert refreshes(second) == [(0, version)]
+    assert {u: read_list(redis_client, s, u) for u in users} == before  # written_at too

@@ -10,7 +10,17 @@ import redis
 from freshrec.backoff import NoBackoff
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from schemas.recs import RecItem, RecList, decode, encode, epoch_key, popular_key, user_key
+from schemas.recs import (
+    RecItem,
+    RecList,
+    decode,
+    encode,
+    epoch_key,
+    order_model_version,
+    order_token,
+    popular_key,
+    user_key,
+)
 from streams.lists import UserList
 from streams.sink import RedisSink
 
@@ -82,6 +92,23 @@ def test_a_redis_that_lost_its_scripts_gets_the_script_again(
 
     assert asyncio.run(go()) == (1, 2)
     assert stored(redis_client, settings, "u1").items[0].item == "new"
+
+
+def test_stored_orders_name_each_lists_model_and_none_for_a_missing_list(
+    settings: Settings,
+) -> None:
+    write(settings, [recs("u1", 200, "v1"), recs("u2", 300, None)])
+
+    async def go() -> list[str | None]:
+        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
+        try:
+            return await sink.stored_orders(["u1", "u2", "nobody"])
+        finally:
+            await sink.close()
+
+    orders = asyncio.run(go())
+    assert orders == [order_token(200, "v1"), order_token(300, None), None]
+    assert [order_model_version(o) for o in orders[:2]] == ["v1", None]
 
 
 def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redis.Redis) -> None:
