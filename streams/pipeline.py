@@ -124,10 +124,11 @@ class BatchProcessor:
         self._lists = ListBuilder(settings.list_length, follower, self._popularity)
         self._lock = asyncio.Lock()
         self._started = False
-        self._refresh_pending = False
-        #: Refreshes asked for so far: one asked for while a refresh runs is
-        #: run again by the next poll.
+        #: Refreshes asked for so far, and how many of them the last completed
+        #: refresh covered: one asked for while a refresh runs is run again by
+        #: the next poll.
         self._refresh_requests = 0
+        self._refreshes_done = 0
         #: The epoch token of Redis's data when this worker last looked.
         self._epoch: str | None = None
 
@@ -268,7 +269,7 @@ class BatchProcessor:
                 self._schedule_refresh()
             # also when no event comes: a restarted worker holds its recovered users
             self._metrics.users_held.set(len(self._state))
-        if self._refresh_pending:
+        if self._refresh_requests != self._refreshes_done:
             await self._refresh_all()
 
     async def _redis_lost_data(self) -> bool:
@@ -314,9 +315,8 @@ class BatchProcessor:
         await self._sink.write_popular(popular)
 
     def _schedule_refresh(self) -> None:
-        """Have the next :meth:`follow_model` rewrite every held list, but for those a
-        batch writes from now on (which start the set afresh)."""
-        self._refresh_pending = True
+        """Have the next :meth:`follow_model` rewrite every held list Redis does not
+        hold with the current model."""
         self._refresh_requests += 1
 
     async def _refresh_all(self) -> None:
@@ -351,6 +351,5 @@ class BatchProcessor:
                 lists = self._build([u for u, _ in chunk], [s for _, s in chunk])
                 await self._send(lists)
                 refreshed += len(chunk)
-        if requests == self._refresh_requests:
-            self._refresh_pending = False
-        log.info("refreshed %d list(s) with model %s", refreshed, self._follower.version)
+        self._refreshes_done = requests
+        log.info("refreshed %d list(s) with model %s", refreshed, version)
