@@ -59,3 +59,59 @@ def last_n_split(user: np.ndarray, ts: np.ndarray, n: int = 1) -> tuple[np.ndarr
     rank, count = _group_ranks(user, order)
     in_test = (rank > count - n) & (count > n)
     return np.sort(order[~in_test]), np.sort(order[in_test])
+
+
+def newest_items_split(
+    user: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    n_users: int,
+    fraction: float = 0.2,
+    seed: int = 42,
+    after_ts: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, test)`` of a chronological hold-out of a sample of users.
+
+    Up to ``n_users`` users with at least two distinct items are drawn at random
+    (``seed``); each gives their newest ``fraction`` of distinct items (at least
+    one, never all), newest by the item's latest event, to the test part, with
+    every row of those (user, item) pairs. Splitting by distinct item rather
+    than by row keeps a re-watched item out of both parts at once, so every test
+    item is one the ranking may still recommend. Every other row, the unsampled
+    users' included, stays in training: the model the gate scores is the model
+    it publishes, trained on all but a few thousand users' newest items.
+
+    With ``after_ts``, only items whose latest event is newer than it may be
+    held out (and only users with such items are drawn): the gate passes the
+    current model's newest training event here, so that neither model has
+    learnt from what it is scored on.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError("fraction must be strictly between 0 and 1")
+    user, item, ts = np.asarray(user), np.asarray(item), np.asarray(ts)
+    if user.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    width = int(item.max()) + 1
+    key = user.astype(np.int64) * width + item
+    # newest event per (user, item) pair
+    order = np.lexsort((ts, key))
+    last = np.r_[key[order][1:] != key[order][:-1], True]
+    pair_key, pair_ts = key[order][last], ts[order][last]
+    pair_user = pair_key // width
+    users, counts = np.unique(pair_user, return_counts=True)
+    eligible = users[counts >= 2]
+    fresh = np.ones(pair_key.size, dtype=bool) if after_ts is None else pair_ts > after_ts
+    eligible = np.intersect1d(eligible, pair_user[fresh])
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(eligible, size=min(n_users, eligible.size), replace=False)
+    sampled = np.isin(pair_user, chosen)
+    p_user, p_ts, p_key = pair_user[sampled], pair_ts[sampled], pair_key[sampled]
+    # newest first within each user (ties: higher key first, for determinism)
+    p_order = np.lexsort((-p_key, -p_ts, p_user))
+    rank, count = _group_ranks(p_user, p_order)
+    n_test = np.clip(np.floor(fraction * count), 1, count - 1)
+    held = (rank <= n_test) & fresh[sampled][p_order]
+    test_keys = p_key[p_order][held]
+    in_test = np.isin(key, test_keys)
+    return np.flatnonzero(~in_test), np.flatnonzero(in_test)

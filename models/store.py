@@ -53,6 +53,9 @@ _FACTORS = "item_factors.npy"
 _META = "meta.json"
 _POINTER = "CURRENT"
 
+#: Age after which a ``.tmp-*`` directory is a dead writer's leftover, not a save in progress.
+STALE_TMP_S = 3600.0
+
 _id_lock = threading.Lock()
 _last_id_us = 0
 
@@ -141,8 +144,11 @@ class ModelStore:
                 f"model version {version.version_id} already exists in {self.root}"
             )
         factors = io.BytesIO()
-        np.save(factors, np.ascontiguousarray(version.item_factors, dtype=np.float32),
-                allow_pickle=False)
+        np.save(
+            factors,
+            np.ascontiguousarray(version.item_factors, dtype=np.float32),
+            allow_pickle=False,
+        )
         meta = {
             "format": FORMAT,
             "version_id": version.version_id,
@@ -211,6 +217,49 @@ class ModelStore:
             )
         except (KeyError, ValueError) as exc:
             raise ModelStoreError(f"model version {version_id} is inconsistent: {exc}") from exc
+
+    def meta(self, version_id: str) -> dict[str, Any]:
+        """A version's ``meta.json`` (everything but the factors), for listing versions."""
+        path = self._dir(version_id)
+        try:
+            meta: dict[str, Any] = json.loads(self._fs.cat_file(f"{path}/{_META}"))
+        except FileNotFoundError:
+            raise ModelStoreError(f"no model version {version_id} in {self.root}") from None
+        except (OSError, ValueError) as exc:
+            raise ModelStoreError(f"model version {version_id} is unreadable: {exc}") from exc
+        return meta
+
+    def delete(self, version_id: str) -> None:
+        """Remove a version; the current one cannot be removed.
+
+        ``meta.json`` goes first, so a delete cut short leaves an incomplete
+        version that no listing or load names, never a version missing its factors.
+        """
+        if version_id == self.current():
+            raise ModelStoreError(f"{version_id} is the current version; roll back first")
+        path = self._dir(version_id)
+        if not self._fs.exists(f"{path}/{_META}"):
+            raise ModelStoreError(f"no model version {version_id} in {self.root}")
+        self._fs.rm_file(f"{path}/{_META}")
+        self._fs.rm(path, recursive=True)
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest versions and the current one; returns the ids
+        deleted, oldest first. Leftovers of local writers killed mid-save go too, once
+        they are older than :data:`STALE_TMP_S` (a younger one may still be writing)."""
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        current = self.current()
+        versions = self.versions()
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+        for version_id in doomed:
+            self.delete(version_id)
+        if self._local:
+            root = Path(self._path) / "versions"
+            for tmp in root.glob(".tmp-*") if root.exists() else ():
+                if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return doomed
 
     def versions(self) -> list[str]:
         """Ids of the complete versions, oldest first."""

@@ -1,0 +1,147 @@
+"""From data to a current model version, in one function that every caller shares.
+
+``freshrec train``, ``freshrec retrain`` (the CronJob), the tests and the
+benchmarks all publish through :func:`train_and_publish`: train ALS on the
+log's confidences, build the popular fallback from the same log, optionally ask
+a gate whether the candidate may go out, write the immutable version, move the
+current-model pointer, and prune old versions. Workers follow the pointer and
+refresh their lists by themselves.
+
+The order is what makes a job killed at any point harmless: the version is
+complete before the pointer names it (:class:`~models.store.ModelStore`
+writes ``meta.json`` last), the pointer moves in one atomic write, and pruning
+runs only after it and never deletes the current version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.als import ALSConfig, train
+from models.gate import GateDecision
+from models.interactions import InteractionLog
+from models.popular import popularity, top_popular
+from models.store import ModelStore, ModelVersion
+from models.weighting import WeightingConfig, confidence_matrix
+
+#: A stage name reported through ``on_stage``: "trained", "evaluated", "saved", "published".
+StageHook = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    """What :func:`train_and_publish` did."""
+
+    version: ModelVersion
+    """The candidate; saved and current only when ``published``."""
+    published: bool
+    decision: GateDecision | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage: ``train``, ``evaluate`` (the gate), ``publish``."""
+    pruned: list[str] = field(default_factory=list)
+
+
+def build_version(
+    log: InteractionLog,
+    als: ALSConfig,
+    weighting: WeightingConfig,
+    *,
+    popular_length: int,
+    snapshot: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    half_life_s: float | None = None,
+) -> ModelVersion:
+    """Train on ``log`` and assemble an unsaved version (factors, ids, params, popular list).
+
+    ``popular_length`` should be the list length plus the history length, so
+    that a user's fallback stays full after their own items are removed.
+    """
+    started = time.perf_counter()
+    model = train(confidence_matrix(log, weighting), als)
+    seconds = time.perf_counter() - started
+    idx, scores = top_popular(popularity(log, weighting, half_life_s), popular_length)
+    return ModelVersion(
+        version_id=ModelStore.new_version_id(),
+        item_factors=model.item_factors,
+        item_ids=log.items,
+        params=als.as_dict() | {"weighting": asdict(weighting), "device": model.device},
+        metrics=dict(metrics or {}) | {"train_seconds": seconds},
+        snapshot=dict(snapshot)
+        | {
+            "events": len(log),
+            "users": len(log.users),
+            # the gate holds out only what is newer than this (models.gate)
+            "newest_ts": int(log.ts.max()) if len(log) else 0,
+        },
+        popular_items=[log.items.ids[i] for i in idx.tolist()],
+        popular_scores=np.asarray(scores, dtype=float).tolist(),
+        created_at=time.time_ns() // 1_000_000,
+    )
+
+
+def train_and_publish(
+    store: ModelStore,
+    log: InteractionLog,
+    als: ALSConfig,
+    weighting: WeightingConfig,
+    *,
+    popular_length: int,
+    snapshot: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    half_life_s: float | None = None,
+    check: Callable[[ModelVersion], GateDecision] | None = None,
+    make_current: bool = True,
+    keep: int | None = None,
+    transform: Callable[[ModelVersion], ModelVersion] | None = None,
+    on_stage: StageHook | None = None,
+) -> Outcome:
+    """Train, gate, save, point, prune (see the module doc).
+
+    ``check`` is the gate: given the candidate, a decision whose ``publish`` is
+    False stops here, with nothing written. ``make_current=False`` saves the
+    version without moving the pointer. ``keep`` prunes to that many newest
+    versions afterwards (the current one is always kept). ``transform`` alters
+    the candidate before the gate; it exists for tests that prove the gate
+    refuses a broken model. ``on_stage`` is told each stage as it completes.
+    """
+    stage = on_stage or (lambda _name: None)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    version = build_version(
+        log,
+        als,
+        weighting,
+        popular_length=popular_length,
+        snapshot=snapshot,
+        metrics=metrics,
+        half_life_s=half_life_s,
+    )
+    if transform is not None:
+        version = transform(version)
+    seconds["train"] = time.perf_counter() - started
+    stage("trained")
+    decision = None
+    if check is not None:
+        started = time.perf_counter()
+        decision = check(version)
+        seconds["evaluate"] = time.perf_counter() - started
+        version.metrics["gate"] = decision.as_dict()
+        stage("evaluated")
+        if not decision.publish:
+            return Outcome(version, False, decision, seconds)
+    started = time.perf_counter()
+    store.save(version)
+    stage("saved")
+    pruned: list[str] = []
+    if make_current:
+        store.set_current(version.version_id)
+        stage("published")
+    if keep is not None:
+        pruned = store.prune(keep)
+    seconds["publish"] = time.perf_counter() - started
+    return Outcome(version, make_current, decision, seconds, pruned)

@@ -1,0 +1,65 @@
+"""train_and_publish: the one path from data to a current model, gate and pruning included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from models.als import ALSConfig
+from models.gate import GateDecision, decide
+from models.publish import Outcome, train_and_publish
+from models.store import ModelStore, ModelVersion
+from models.synthetic import generate
+from models.weighting import DEFAULT_WEIGHTING
+
+CFG = ALSConfig(factors=4, iterations=3, num_threads=1, use_gpu=False)
+DATA = generate(100, 24, 2000, factors=4, seed=1).log
+
+
+def _publish(store: ModelStore, **kwargs: Any) -> Outcome:
+    return train_and_publish(
+        store,
+        DATA,
+        CFG,
+        DEFAULT_WEIGHTING,
+        popular_length=30,
+        snapshot={"source": "test"},
+        **kwargs,
+    )
+
+
+def test_publish_writes_a_version_with_its_popular_list_and_moves_the_pointer(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path)
+    stages: list[str] = []
+    outcome = _publish(store, on_stage=stages.append)
+    version = store.load_current()
+    assert version is not None and version.version_id == outcome.version.version_id
+    assert len(version.popular_items) == 24  # every liked item, fewer than asked for
+    assert version.snapshot["source"] == "test" and version.snapshot["events"] == len(DATA)
+    assert version.snapshot["newest_ts"] == int(DATA.ts.max())
+    assert version.params["weighting"]["negative_below"] == DEFAULT_WEIGHTING.negative_below
+    assert stages == ["trained", "saved", "published"]
+
+
+def test_a_refusing_gate_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    first = _publish(store).version.version_id
+
+    def refuse(version: ModelVersion) -> GateDecision:
+        return decide("ndcg@10", 0.1, 0.2, first, 0.02)
+
+    outcome = _publish(store, check=refuse)
+    assert not outcome.published
+    assert store.versions() == [first] and store.current() == first
+
+
+def test_save_without_publishing_and_prune_keeps_the_current_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    current = _publish(store).version.version_id
+    later = [_publish(store, make_current=False).version.version_id for _ in range(3)]
+    assert store.current() == current
+    outcome = _publish(store, make_current=False, keep=2)
+    assert outcome.pruned == later[:2]
+    assert store.versions() == sorted([current, later[2], outcome.version.version_id])
