@@ -36,9 +36,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_registered_with_the_freshrec_command() -> None:
-    from freshrec.cli import PARTS
+    from cli.main import PARTS
 
-    assert "models.cli" in PARTS
+    assert cli.register in PARTS
 
 
 def test_evaluate_json(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:

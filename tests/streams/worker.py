@@ -1,8 +1,8 @@
 """Test helpers for the streaming worker: run it as a real process, feed it, read its results.
 
-The worker under test is always a separate process (``python -m freshrec.cli
-worker``) configured through ``Settings.as_env()``, so that SIGKILL means what it
-means in production. Waits are conditions with deadlines; each one also fails
+The worker under test is always a separate process (``python -m cli worker``)
+configured through ``Settings.as_env()``, so that SIGKILL means what it means in
+production. Waits are conditions with deadlines; each one also fails
 fast, with the worker's log, when the worker died.
 """
 
@@ -53,7 +53,7 @@ class WorkerProcess:
         env.update(self.settings.as_env())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "freshrec.cli", "worker"],
+                [sys.executable, "-m", "cli", "worker"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
