@@ -18,15 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
 from models.als import ALSConfig, train
-from models.popular import popularity, top_popular
-from models.store import ModelStore, ModelVersion
+from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
 from schemas.recs import RecList, decode, user_key
@@ -35,6 +33,7 @@ from streams.dlq import read_topic
 from streams.publisher import Publisher
 from streams.state import UserState
 from streams.state import decode as decode_state
+from tests.conftest import model_version
 
 #: Event timestamps used by the tests (2025-01-01), inside the schema's bounds.
 BASE_TS = 1_735_689_600_000
@@ -180,14 +179,11 @@ def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> st
     """Train on ``data``, store the version and move the current pointer; returns its id."""
     cfg = ALSConfig(factors=8, iterations=12, num_threads=1, seed=seed, use_gpu=False)
     model = train(confidence_matrix(data.log), cfg)
-    idx, scores = top_popular(popularity(data.log), settings.list_length)
-    version = ModelVersion(
-        version_id=ModelStore.new_version_id(),
-        item_factors=model.item_factors,
-        item_ids=data.log.items,
-        params=cfg.as_dict(),
-        popular_items=[data.log.items.ids[i] for i in idx],
-        popular_scores=np.asarray(scores, dtype=float).tolist(),
+    version = model_version(
+        data.log,
+        model.item_factors,
+        cfg.as_dict(),
+        popular=settings.list_length,
         created_at=int(time.time() * 1000),
     )
     store = ModelStore(settings.model_store)
