@@ -9,18 +9,20 @@ business (the worker's :class:`~freshrec.retry.RetryPolicy`, the API's 503).
 Both clients build that retry here, so they wait alike, and so that
 :func:`backoff_delays` describes the waits of both: the API adds them into the
 longest time one read may take (``serving.redis_client.read_deadline_s``).
-The backoff is redis-py's full jitter (uniform between 0 and an exponentially
-growing ceiling), which spreads the reconnects of many processes that lost the
-same Redis instead of sending them back in lockstep.
+The backoff is freshrec's one schedule,
+:class:`~freshrec.backoff.ExponentialJitterBackoff` (full jitter: uniform
+between 0 and an exponentially growing ceiling), the same the worker's
+:class:`~freshrec.retry.RetryPolicy` waits by; it spreads the reconnects of many
+processes that lost the same Redis instead of sending them back in lockstep.
 """
 
 from __future__ import annotations
 
 from redis.asyncio.retry import Retry
-from redis.backoff import FullJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from freshrec.backoff import ExponentialJitterBackoff
 from freshrec.settings import Settings
 
 
@@ -31,7 +33,7 @@ def redis_retry(settings: Settings) -> Retry:
     server (a wrong type, a script error) would fail again, and is raised at once.
     """
     return Retry(
-        FullJitterBackoff(cap=settings.retry_backoff_cap_s, base=settings.retry_backoff_base_s),
+        ExponentialJitterBackoff.from_settings(settings),
         settings.redis_retries,
         supported_errors=(RedisConnectionError, RedisTimeoutError),
     )
@@ -40,10 +42,8 @@ def redis_retry(settings: Settings) -> Retry:
 def backoff_delays(settings: Settings) -> list[float]:
     """The longest wait before each retry of :func:`redis_retry`, first retry first.
 
-    redis-py counts failures from 1 and doubles ``base`` per failure before
-    drawing, so the ceilings are ``min(cap, base * 2**failures)``.
+    redis-py counts failures from 1, as the schedule does, so these are the
+    schedule's own ceilings: ``min(cap, base * 2**(failures-1))``.
     """
-    return [
-        min(settings.retry_backoff_cap_s, settings.retry_backoff_base_s * 2**failures)
-        for failures in range(1, settings.redis_retries + 1)
-    ]
+    backoff = ExponentialJitterBackoff.from_settings(settings)
+    return [backoff.ceiling(failures) for failures in range(1, settings.redis_retries + 1)]

@@ -55,11 +55,8 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RetryPolicy:
         """The worker's policy: jittered backoff, bounded by ``retry_deadline_s``."""
-        backoff = ExponentialJitterBackoff(
-            settings.retry_backoff_base_s, settings.retry_backoff_cap_s
-        )
         kwargs.setdefault("deadline_s", settings.retry_deadline_s)
-        return cls(backoff, **kwargs)
+        return cls(ExponentialJitterBackoff.from_settings(settings), **kwargs)
 
     def _next_delay(self, error: BaseException, failures: int, started: float) -> float | None:
         """The wait before the next attempt, or None when the policy gives up."""

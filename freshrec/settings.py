@@ -82,7 +82,11 @@ class Settings:
     # --- Retry policy for transient faults ------------------------------------
     retry_backoff_base_s: float = field(
         default=0.05,
-        metadata=_doc("First backoff delay after a transient fault, in seconds.", min=0.0),
+        metadata=_doc(
+            "Longest wait before the first retry of a transient fault, in seconds; it "
+            "doubles per retry up to the cap, and each wait is drawn uniformly below it.",
+            min=0.0,
+        ),
     )
     retry_backoff_cap_s: float = field(
         default=2.0,
@@ -319,4 +323,3 @@ def settings_table() -> str:
         shown = "(empty)" if default == "" else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
-

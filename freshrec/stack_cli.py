@@ -1,4 +1,8 @@
-"""``freshrec stack up|down``: the local broker and Redis for development and the demo."""
+"""``freshrec stack up|down|env``: the local broker and Redis for development and the demo.
+
+Registered by the top-level command (:mod:`cli.main`) like every part's ``cli``
+module; it uses nothing but :mod:`freshrec.stack`.
+"""
 
 from __future__ import annotations
 
@@ -32,10 +36,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print("no stack is running; start one with 'freshrec stack up'")
             return 1
     else:
+        # No topics are created here: ``publish`` and ``worker`` create theirs when missing.
         state = stack.up(args.state_dir)
-        from streams.topics import ensure_topics
-
-        ensure_topics(settings.replace(bootstrap_servers=state.env["FRESHREC_BOOTSTRAP_SERVERS"]))
         print(
             f"# broker pid {state.broker_pid}, redis pid {state.redis_pid}; "
             f"logs in {args.state_dir}/"

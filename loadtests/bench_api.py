@@ -144,7 +144,7 @@ def start_api(redis_url: str, port: int, workers: int, log: Path) -> subprocess.
             [
                 sys.executable,
                 "-m",
-                "freshrec.cli",
+                "cli",
                 "api",
                 "--port",
                 str(port),

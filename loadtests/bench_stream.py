@@ -315,7 +315,7 @@ def main() -> int:
         # Redis: the freshness histogram is observed right after that write.
         name = "freshrec_worker_freshness_seconds"
         port = settings.worker_web_port
-        worker = spawn([sys.executable, "-m", "freshrec.cli", "worker"], settings, "worker.log")
+        worker = spawn([sys.executable, "-m", "cli", "worker"], settings, "worker.log")
         events_per_s = rate_to_count(
             lambda: worker_metrics(port).get(f"{name}_count", 0.0), args.events, args.timeout,
             worker,

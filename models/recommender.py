@@ -1,10 +1,11 @@
 """The one entry point the streaming worker calls per micro-batch: histories in, lists out.
 
-Pure (no I/O): built once per model version from a
-:class:`~models.store.ModelVersion`, then :meth:`Recommender.recommend` takes a
-batch of users' combined confidences (:func:`models.weighting.user_confidences`)
-and returns every user's top-n list with its scores and explanations, in one
-batched fold-in solve and one blocked matrix product for the whole batch.
+Pure (no I/O): built once per model version from its arrays and ids
+(:func:`models.store.recommender_from_version` builds one from a stored
+version), then :meth:`Recommender.recommend` takes a batch of users' combined
+confidences (:func:`models.weighting.user_confidences`) and returns every
+user's top-n list with its scores and explanations, in one batched fold-in
+solve and one blocked matrix product for the whole batch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import scipy.sparse as sp
 
 from models.foldin import FoldIn, HistoryRows
 from models.ids import IdMap
-from models.store import ModelVersion
 from models.topk import top_k
 from models.weighting import DEFAULT_WEIGHTING, WeightingConfig
 
@@ -89,29 +89,6 @@ class Recommender:
         self._names = np.array(item_ids.ids, dtype=object)
         self._popular_items = list(popular_items)
         self._popular_scores = [float(s) for s in popular_scores]
-
-    @classmethod
-    def from_version(cls, version: ModelVersion, num_threads: int = 1) -> Recommender:
-        """Build from a stored version; ``YᵀY + λI`` is computed here, once.
-
-        ``num_threads`` is for implicit's top-k; 1 suits a worker that runs one
-        process per core.
-        """
-        params = version.params
-        weighting = params.get("weighting")
-        return cls(
-            version.version_id,
-            version.item_ids,
-            version.item_factors,
-            float(params["regularization"]),
-            float(params["alpha"]),
-            version.popular_items,
-            version.popular_scores,
-            num_threads=num_threads,
-            weighting=DEFAULT_WEIGHTING
-            if weighting is None
-            else WeightingConfig.from_dict(weighting),
-        )
 
     def popular(self, n: int) -> tuple[list[str], list[float]]:
         """The ``n`` most popular items and their scores, best first."""

@@ -47,6 +47,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from freshrec.errors import FreshrecError
 from models.ids import IdMap
+from models.recommender import Recommender
+from models.weighting import DEFAULT_WEIGHTING, WeightingConfig
 
 FORMAT = 1
 _FACTORS = "item_factors.npy"
@@ -296,3 +298,26 @@ class ModelStore:
         """The version the pointer names, or None when nothing is published yet."""
         current = self.current()
         return None if current is None else self.load(current)
+
+
+def recommender_from_version(version: ModelVersion, num_threads: int = 1) -> Recommender:
+    """The :class:`~models.recommender.Recommender` of a stored version.
+
+    Here, beside the format, rather than in the numeric core: reading the
+    stored parameters (and the weighting rule, absent from older versions) is
+    the store's business. ``YᵀY + λI`` is computed once, here. ``num_threads``
+    is for implicit's top-k; 1 suits a worker that runs one process per core.
+    """
+    params = version.params
+    weighting = params.get("weighting")
+    return Recommender(
+        version.version_id,
+        version.item_ids,
+        version.item_factors,
+        float(params["regularization"]),
+        float(params["alpha"]),
+        version.popular_items,
+        version.popular_scores,
+        num_threads=num_threads,
+        weighting=DEFAULT_WEIGHTING if weighting is None else WeightingConfig.from_dict(weighting),
+    )

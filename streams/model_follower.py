@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from models.recommender import Recommender
-from models.store import ModelStore
+from models.store import ModelStore, recommender_from_version
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -90,4 +90,4 @@ class ModelFollower:
         return True
 
     def _load(self, version_id: str) -> Recommender:
-        return Recommender.from_version(self._store.load(version_id))
+        return recommender_from_version(self._store.load(version_id))

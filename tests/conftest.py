@@ -19,11 +19,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from freshrec.settings import Settings
 from freshrec.stack import BrokerProcess, RedisProcess, wait_until
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from models.interactions import InteractionLog
+    from models.store import ModelVersion
 
 
 @dataclass
@@ -143,3 +150,36 @@ def restart_redis(services: Services) -> Callable[[], None]:
         wait_until(srv.ready, 10, "redis after restart")
 
     return restart
+
+
+@pytest.fixture(params=["directory", "memory-url"])
+def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A model store root of each kind: a local directory, and an fsspec URL (fsspec's
+    in-process memory filesystem, a real implementation with object-store semantics)."""
+    if request.param == "directory":
+        return str(tmp_path / "models")
+    return f"memory://freshrec-tests/{uuid.uuid4().hex}"
+
+
+def model_version(
+    log: InteractionLog,
+    item_factors: np.ndarray,
+    params: dict[str, Any],
+    popular: int,
+    created_at: int = 1,
+) -> ModelVersion:
+    """A new version of ``item_factors`` learnt from ``log``, with its ``popular`` most popular
+    items as the fallback: what ``freshrec train`` stores, without the metrics."""
+    from models.popular import popularity, top_popular
+    from models.store import ModelStore, ModelVersion
+
+    idx, scores = top_popular(popularity(log), popular)
+    return ModelVersion(
+        version_id=ModelStore.new_version_id(),
+        item_factors=item_factors,
+        item_ids=log.items,
+        params=params,
+        popular_items=[log.items.ids[i] for i in idx],
+        popular_scores=[float(s) for s in scores],
+        created_at=created_at,
+    )

@@ -53,7 +53,7 @@ def api(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
     env.update(e2e_settings.as_env())
     with open(tmp_path / "api.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "freshrec.cli", "api"],
+            [sys.executable, "-m", "cli", "api"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

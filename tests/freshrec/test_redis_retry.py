@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from freshrec.redis_retry import backoff_delays, redis_retry
+from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from serving.redis_client import make_redis, read_deadline_s
 from streams.sink import redis_client
@@ -65,8 +67,8 @@ def test_an_error_reply_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (attempts, waits) == (1, [])
 
 
-def test_backoff_ceilings_double_from_twice_the_base_up_to_the_cap() -> None:
-    assert backoff_delays(CAPPED) == pytest.approx([0.1, 0.2, 0.3, 0.3])
+def test_backoff_ceilings_double_from_the_base_up_to_the_cap() -> None:
+    assert backoff_delays(CAPPED) == pytest.approx([0.05, 0.1, 0.2, 0.3])
     assert backoff_delays(Settings(redis_retries=0)) == []
 
 
@@ -84,10 +86,28 @@ def test_waits_are_full_jitter_below_each_ceiling(monkeypatch: pytest.MonkeyPatc
         assert min(waits) < 0.1 * ceiling and max(waits) > 0.9 * ceiling
 
 
+def test_the_worker_policy_and_the_redis_clients_wait_by_one_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: with the same settings the worker's RetryPolicy waited up to
+    ``base * 2**(n-1)`` before retry n and redis-py's Retry up to ``base * 2**n``."""
+    policy = RetryPolicy.from_settings(CAPPED)
+    assert redis_retry(CAPPED) == Retry(policy.backoff, CAPPED.redis_retries)
+    redis_waits: list[list[float]] = [[] for _ in range(CAPPED.redis_retries)]
+    for _ in range(300):
+        for nth, wait in enumerate(run_failing(CAPPED, RedisConnectionError("x"), monkeypatch)[1]):
+            redis_waits[nth].append(wait)
+    for nth, waits in enumerate(redis_waits):
+        policy_waits = [policy.backoff.compute(nth + 1) for _ in range(300)]
+        ceiling = backoff_delays(CAPPED)[nth]
+        for drawn in (waits, policy_waits):
+            assert 0.9 * ceiling < max(drawn) <= ceiling
+
+
 def test_the_api_read_deadline_counts_the_longest_backoffs() -> None:
     s = CAPPED.replace(redis_connect_timeout_s=0.2, redis_socket_timeout_s=0.3)
-    # pool wait + 5 attempts of (connect + socket timeout) + 0.1 + 0.2 + 0.3 + 0.3
-    assert read_deadline_s(s) == pytest.approx(0.2 + 5 * 0.5 + 0.9)
+    # pool wait + 5 attempts of (connect + socket timeout) + 0.05 + 0.1 + 0.2 + 0.3
+    assert read_deadline_s(s) == pytest.approx(0.2 + 5 * 0.5 + 0.65)
 
 
 @pytest.mark.parametrize("make_client", [redis_client, make_redis], ids=["sink", "api"])

@@ -9,10 +9,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 
 from models.als import ALSConfig, ALSFactors, train
-from models.popular import popularity, top_popular
-from models.store import ModelStore, ModelVersion
+from models.store import ModelVersion
 from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
+from tests.conftest import model_version
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +27,4 @@ def als(synth: SyntheticData) -> ALSFactors:
 
 @pytest.fixture(scope="session")
 def version(synth: SyntheticData, als: ALSFactors) -> ModelVersion:
-    idx, scores = top_popular(popularity(synth.log), 200)
-    return ModelVersion(
-        version_id=ModelStore.new_version_id(),
-        item_factors=als.item_factors,
-        item_ids=synth.log.items,
-        params=als.config.as_dict(),
-        popular_items=[synth.log.items.ids[i] for i in idx],
-        popular_scores=scores.tolist(),
-        created_at=1,
-    )
+    return model_version(synth.log, als.item_factors, als.config.as_dict(), popular=200)

@@ -14,8 +14,7 @@ from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models import cli
 from models.interactions import KIND_RATE
-from models.recommender import Recommender
-from models.store import ModelStore
+from models.store import ModelStore, recommender_from_version
 from models.synthetic import generate
 from models.weighting import WeightingConfig
 
@@ -36,9 +35,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_registered_with_the_freshrec_command() -> None:
-    from freshrec.cli import PARTS
+    from cli.main import PARTS
 
-    assert "models.cli" in PARTS
+    assert cli.register in PARTS
 
 
 def test_evaluate_json(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,10 +74,10 @@ def test_train_writes_and_publishes_a_version(
     current = store.load_current()
     assert current is not None and current.version_id != first
     assert current.params["factors"] == 8 and current.params["alpha"] > 0
-    assert Recommender.from_version(current).weighting == WeightingConfig()
+    assert recommender_from_version(current).weighting == WeightingConfig()
     assert "ndcg@10" in current.metrics and current.snapshot["format"] == "synthetic"
     assert len(current.popular_items) == min(120, settings.list_length + settings.history_length)
-    recs = Recommender.from_version(current).recommend([{"item-1": 4.0}, {}], 5)
+    recs = recommender_from_version(current).recommend([{"item-1": 4.0}, {}], 5)
     assert recs.personal == [True, False] and len(recs.items[0]) == 5
     assert "published" in capsys.readouterr().out
 
@@ -126,7 +125,7 @@ def test_train_on_events_file(
     current = ModelStore(settings.model_store).load_current()
     assert current is not None
     assert current.snapshot["rejected"] == 1 and current.snapshot["events"] == 4000
-    assert Recommender.from_version(current).weighting.negative_below == 0
+    assert recommender_from_version(current).weighting.negative_below == 0
     assert len(current.snapshot["sha256"]) == 64
     assert "1 invalid line(s)" in capsys.readouterr().err
 

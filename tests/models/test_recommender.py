@@ -7,14 +7,14 @@ import pytest
 
 from models.interactions import Interaction
 from models.recommender import Recommender
-from models.store import ModelVersion
+from models.store import ModelVersion, recommender_from_version
 from models.synthetic import SyntheticData
 from models.weighting import user_confidences
 
 
 @pytest.fixture(scope="module")
 def rec(version: ModelVersion) -> Recommender:
-    return Recommender.from_version(version)
+    return recommender_from_version(version)
 
 
 def test_watching_an_item_brings_its_neighbours(rec: Recommender, synth: SyntheticData) -> None:

@@ -33,17 +33,8 @@ def test_version_ids_sort_in_creation_order() -> None:
     assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{4}", ids[0])
 
 
-@pytest.fixture(params=["directory", "memory-url"])
-def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store root of each kind: a local directory, and an fsspec URL (fsspec's
-    in-process memory filesystem, a real implementation with object-store semantics)."""
-    if request.param == "directory":
-        return str(tmp_path / "models")
-    return f"memory://freshrec-tests/{uuid.uuid4().hex}"
-
-
-def test_save_load_round_trip(root: str) -> None:
-    store = ModelStore(root)
+def test_save_load_round_trip(store_root: str) -> None:
+    store = ModelStore(store_root)
     v = _version()
     assert store.save(v) == v.version_id
     got = store.load(v.version_id)
@@ -54,8 +45,8 @@ def test_save_load_round_trip(root: str) -> None:
         assert getattr(got, name) == getattr(v, name)
 
 
-def test_versions_and_current_pointer(root: str) -> None:
-    store = ModelStore(root)
+def test_versions_and_current_pointer(store_root: str) -> None:
+    store = ModelStore(store_root)
     assert store.versions() == [] and store.current() is None and store.load_current() is None
     a, b = _version(), _version()
     store.save(b)
@@ -66,13 +57,13 @@ def test_versions_and_current_pointer(root: str) -> None:
     store.set_current(b.version_id)
     loaded = store.load_current()
     assert loaded is not None and loaded.version_id == b.version_id
-    fs, path = fsspec.core.url_to_fs(root)
+    fs, path = fsspec.core.url_to_fs(store_root)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
     assert names == ["CURRENT", "versions"]  # no temp files left
 
 
-def test_errors_are_specific(root: str) -> None:
-    store = ModelStore(root)
+def test_errors_are_specific(store_root: str) -> None:
+    store = ModelStore(store_root)
     v = _version()
     store.save(v)
     with pytest.raises(ModelStoreError, match="already exists"):
@@ -83,7 +74,7 @@ def test_errors_are_specific(root: str) -> None:
         store.set_current("20000101T000000000000Z-0000")
     with pytest.raises(ModelStoreError, match="invalid"):
         store.load("../etc")
-    fs, path = fsspec.core.url_to_fs(root)
+    fs, path = fsspec.core.url_to_fs(store_root)
     fs.pipe_file(f"{path}/versions/{v.version_id}/meta.json", b"{not json")
     with pytest.raises(ModelStoreError, match="unreadable"):
         store.load(v.version_id)

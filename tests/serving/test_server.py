@@ -33,7 +33,7 @@ START_TIMEOUT_S = 60.0
 
 
 class ApiProcess:
-    """``python -m freshrec.cli api`` with the test's settings, its output in a log file."""
+    """``python -m cli api`` with the test's settings, its output in a log file."""
 
     def __init__(self, settings: Settings, log: Path, workers: int = 2) -> None:
         self.port = free_port()
@@ -46,7 +46,7 @@ class ApiProcess:
                 [
                     sys.executable,
                     "-m",
-                    "freshrec.cli",
+                    "cli",
                     "api",
                     "--workers",
                     str(workers),
@@ -178,7 +178,7 @@ def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
         done = subprocess.run(
-            [sys.executable, "-m", "freshrec.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "cli", "api", "--port", str(port)],
             env={**env, **settings.as_env()},
             capture_output=True,
             text=True,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -27,12 +25,10 @@ def _save(store: ModelStore, version_id: str) -> str:
     return version_id
 
 
-@pytest.fixture(params=["directory", "memory-url"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+@pytest.fixture
+def store(store_root: str) -> ModelStore:
     """A store in a directory, and one under an fsspec URL (what a shared object store is)."""
-    if request.param == "directory":
-        return ModelStore(tmp_path)
-    return ModelStore(f"memory://freshrec-follower/{uuid.uuid4().hex}")
+    return ModelStore(store_root)
 
 
 @pytest.fixture

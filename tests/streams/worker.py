@@ -1,8 +1,8 @@
 """Test helpers for the streaming worker: run it as a real process, feed it, read its results.
 
-The worker under test is always a separate process (``python -m freshrec.cli
-worker``) configured through ``Settings.as_env()``, so that SIGKILL means what it
-means in production. Waits are conditions with deadlines; each one also fails
+The worker under test is always a separate process (``python -m cli worker``)
+configured through ``Settings.as_env()``, so that SIGKILL means what it means in
+production. Waits are conditions with deadlines; each one also fails
 fast, with the worker's log, when the worker died.
 """
 
@@ -18,15 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
 from models.als import ALSConfig, train
-from models.popular import popularity, top_popular
-from models.store import ModelStore, ModelVersion
+from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
 from schemas.recs import RecList, decode, user_key
@@ -35,6 +33,7 @@ from streams.dlq import read_topic
 from streams.publisher import Publisher
 from streams.state import UserState
 from streams.state import decode as decode_state
+from tests.conftest import model_version
 
 #: Event timestamps used by the tests (2025-01-01), inside the schema's bounds.
 BASE_TS = 1_735_689_600_000
@@ -53,7 +52,7 @@ class WorkerProcess:
         env.update(self.settings.as_env())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "freshrec.cli", "worker"],
+                [sys.executable, "-m", "cli", "worker"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -180,14 +179,11 @@ def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> st
     """Train on ``data``, store the version and move the current pointer; returns its id."""
     cfg = ALSConfig(factors=8, iterations=12, num_threads=1, seed=seed, use_gpu=False)
     model = train(confidence_matrix(data.log), cfg)
-    idx, scores = top_popular(popularity(data.log), settings.list_length)
-    version = ModelVersion(
-        version_id=ModelStore.new_version_id(),
-        item_factors=model.item_factors,
-        item_ids=data.log.items,
-        params=cfg.as_dict(),
-        popular_items=[data.log.items.ids[i] for i in idx],
-        popular_scores=np.asarray(scores, dtype=float).tolist(),
+    version = model_version(
+        data.log,
+        model.item_factors,
+        cfg.as_dict(),
+        popular=settings.list_length,
         created_at=int(time.time() * 1000),
     )
     store = ModelStore(settings.model_store)

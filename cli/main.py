@@ -1,25 +1,34 @@
 """The ``freshrec`` command: one entry point, subcommands contributed by each part.
 
-Each part (``streams``, ``models``, ``serving``) has a ``cli`` module with a
-``register(subparsers)`` function that adds its subcommands; each subcommand
-sets ``func(args, settings) -> exit code``. Settings are read from the
-environment once, here, so every command fails early on a bad ``FRESHREC_*``
-value.
+Each part (``freshrec`` for the local stack, ``streams``, ``serving``,
+``models``) has a ``cli`` module with a ``register(subparsers)`` function that
+adds its subcommands; each subcommand sets ``func(args, settings) -> exit
+code``. This module only assembles them, which is why it lives above the parts
+rather than in ``freshrec/``. Settings are read from the environment once,
+here, so every command fails early on a bad ``FRESHREC_*`` value.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from freshrec import stack_cli
 from freshrec.errors import ConfigError, FreshrecError
 from freshrec.settings import Settings
+from models import cli as models_cli
+from serving import cli as serving_cli
+from streams import cli as streams_cli
 
-#: Modules whose ``register(subparsers)`` adds subcommands.
-PARTS = ("freshrec.stack_cli", "streams.cli", "serving.cli", "models.cli")
+#: Each part's ``register(subparsers)``, in the order of ``freshrec --help``.
+PARTS = (
+    stack_cli.register,
+    streams_cli.register,
+    serving_cli.register,
+    models_cli.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time recommender: events in Kafka, ALS fold-in, top-k lists in Redis.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in PARTS:
-        importlib.import_module(name).register(sub)
+    for register in PARTS:
+        register(sub)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""The direction of imports between the parts (docs/architecture.md), checked on the source.
+
+``freshrec`` is the floor; ``schemas`` stands on it, ``models`` on both,
+``streams`` and ``serving`` on all three and never on each other; ``cli``
+assembles them all and nothing imports it. Every module's imports are read
+with :mod:`ast` (``import x``, ``from x import y``, and imports inside
+functions, where the lazy ones hide), and each one that points up or sideways
+is reported as ``file:line``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+#: For each part, the parts it must never import.
+FORBIDDEN: dict[str, frozenset[str]] = {
+    "freshrec": frozenset({"schemas", "models", "streams", "serving", "cli"}),
+    "schemas": frozenset({"models", "streams", "serving", "cli"}),
+    "models": frozenset({"streams", "serving", "cli"}),
+    "streams": frozenset({"serving", "cli"}),
+    "serving": frozenset({"streams", "cli"}),
+}
+
+
+def imported_packages(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, top-level package)`` of every absolute import anywhere in ``tree``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+def violations(part: str) -> list[str]:
+    """``file:line: imports X`` for each import of ``part`` that breaks the layering."""
+    forbidden = FORBIDDEN[part]
+    found = []
+    for path in sorted((ROOT / part).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, package in imported_packages(tree):
+            if package in forbidden:
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {package}")
+    return found
+
+
+@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+def test_part_imports_only_layers_below(part: str) -> None:
+    found = violations(part)
+    assert not found, f"{part}/ must not import {sorted(FORBIDDEN[part])}:\n" + "\n".join(found)
+
+
+def test_the_checker_sees_lazy_and_from_imports() -> None:
+    tree = ast.parse(
+        "import os\nfrom streams import app\n\ndef f():\n    import serving.cli\n"
+        "    from . import sibling\n"
+    )
+    assert imported_packages(tree) == [(1, "os"), (2, "streams"), (5, "serving")]
