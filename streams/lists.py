@@ -27,9 +27,9 @@ import orjson
 from models.recommender import Ranking, Recommender
 from models.weighting import user_confidences
 from schemas.recs import Source, envelope, order_token
+from schemas.state import UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
-from streams.state import UserState
 
 
 @dataclass(frozen=True, slots=True)

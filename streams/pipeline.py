@@ -46,6 +46,7 @@ from freshrec.settings import Settings
 from models.weighting import Interaction
 from schemas.events import ForgetEvent
 from schemas.recs import RecItem, RecList, order_model_version
+from schemas.state import UserState
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
@@ -53,7 +54,7 @@ from streams.metrics import WorkerMetrics
 from streams.model_follower import Candidate, ModelFollower
 from streams.popularity import Popularity
 from streams.sink import RedisSink
-from streams.state import StateTable, UserState, Write
+from streams.state import StateTable, Write
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,11 @@ class _Touched:
 def _key_rejection(key: bytes | None) -> Rejection:
     shown = "no key" if key is None else repr(key[:40])
     return Rejection(
-        "key", "partitioning", "message key must be the event's user_id, so that all of a "
-        "user's events reach the same partition", shown,
+        "key",
+        "partitioning",
+        "message key must be the event's user_id, so that all of a "
+        "user's events reach the same partition",
+        shown,
     )
 
 
@@ -147,9 +151,7 @@ class BatchProcessor:
                 user: (t.partition, t.state) for user, t in touched.items() if t.changed
             }
             with self._metrics.durable_write_seconds.time():
-                await asyncio.gather(
-                    self._state.persist(writes), self._dead_letters.send(letters)
-                )
+                await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
             keep = [(u, t.state) for u, t in touched.items() if t.state is not None]
             forget = [u for u, t in touched.items() if t.state is None]
             lists = self._build([u for u, _ in keep], [s for _, s in keep if s is not None])
@@ -210,7 +212,9 @@ class BatchProcessor:
                 duplicate[msg.topic] += 1
         m = self._metrics
         for metric, tally in (
-            (m.consumed, consumed), (m.valid, valid), (m.invalid, invalid),
+            (m.consumed, consumed),
+            (m.valid, valid),
+            (m.invalid, invalid),
             (m.duplicate, duplicate),
         ):
             for topic, n in tally.items():
@@ -291,7 +295,9 @@ class BatchProcessor:
         self._metrics.redis_data_lost.inc()
         log.warning(
             "Redis lost its data (epoch %s, was %s); writing every held list again, "
-            "and the popular list once a model exists", epoch, previous,
+            "and the popular list once a model exists",
+            epoch,
+            previous,
         )
         return True
 
@@ -309,7 +315,11 @@ class BatchProcessor:
         assert recommender is not None
         items, scores = recommender.popular(self._settings.list_length)
         popular = RecList(
-            None, "popular", recommender.version_id, 0, int(time.time() * 1000),
+            None,
+            "popular",
+            recommender.version_id,
+            0,
+            int(time.time() * 1000),
             tuple(RecItem(item, score) for item, score in zip(items, scores, strict=True)),
         )
         await self._sink.write_popular(popular)

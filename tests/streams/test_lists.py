@@ -10,9 +10,9 @@ from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, user_confidences
 from schemas.recs import RecItem, RecList, encode
+from schemas.state import UserState
 from streams.lists import ListBuilder
 from streams.popularity import Popularity
-from streams.state import UserState
 
 
 class _Follower:

@@ -1,60 +1,22 @@
-"""Per-user state, popularity and the dead-letter record: pure pieces with known answers."""
+"""Popularity and the dead-letter record: pure pieces with known answers.
+
+The user-state record is tested with its contract, in tests/schemas/test_state.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from schemas.events import RateEvent, WatchEvent
+from schemas.events import WatchEvent
 from schemas.recs import RecItem, RecList, decode, encode
 from schemas.validator import Rejection
 from streams.dead_letter import DeadLetter, count_by_reason, unique
 from streams.lists import encode_list
 from streams.popularity import Popularity
-from streams.state import UserState
-from streams.state import decode as decode_state
-from streams.state import encode as encode_state
 
 
 def w(event_id: str, item: str, ts: int) -> WatchEvent:
     return WatchEvent(event_id, "u1", item, 600.0, ts, 1200.0)
-
-
-def test_apply_drops_a_repeated_event_id() -> None:
-    state = UserState()
-    assert state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
-    assert not state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
-    assert [i.item_id for i in state.history] == ["a"]
-
-
-def test_history_keeps_the_newest_by_event_time_even_out_of_order() -> None:
-    state = UserState()
-    for n, ts in enumerate([50, 10, 40, 20, 30]):
-        state.apply(w(f"e{n}", f"i{ts}", ts), history_length=3, dedupe_window=10)
-    assert [i.ts for i in state.history] == [30, 40, 50]
-    assert state.newest_ts == 50
-
-
-def test_seen_ids_are_bounded_and_forget_the_oldest() -> None:
-    state = UserState()
-    for n in range(5):
-        state.apply(w(f"e{n}", "a", n), history_length=10, dedupe_window=3)
-    assert state.seen == ["e2", "e3", "e4"]
-    # e0 fell out of the window: a repeat that late is taken as new (documented bound)
-    assert state.apply(w("e0", "a", 0), history_length=10, dedupe_window=3)
-
-
-def test_encode_round_trips_watch_and_rate() -> None:
-    state = UserState()
-    state.apply(w("e1", "a", 1), 10, 10)
-    state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
-    state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
-    assert decode_state(encode_state(state)) == state
-
-
-@pytest.mark.parametrize("raw", [b"", b"[]", b'{"v": 99, "h": [], "s": []}', b'{"v": 1}'])
-def test_decode_refuses_garbage_with_value_error(raw: bytes) -> None:
-    with pytest.raises(ValueError):
-        decode_state(raw)
 
 
 def test_popularity_counts_users_per_item_and_breaks_ties_by_id() -> None:
@@ -97,7 +59,13 @@ def test_the_fast_list_encoder_writes_exactly_the_contract_bytes(version: str | 
     items = (RecItem("a", 0.5, "x"), RecItem("b", -1.25), RecItem("c", 3.0, "y"))
     expected = RecList("u1", "personal", version, 123, 456, items)
     fast = encode_list(
-        "u1", "personal", version, 123, 456, [i.item for i in items], [i.score for i in items],
+        "u1",
+        "personal",
+        version,
+        123,
+        456,
+        [i.item for i in items],
+        [i.score for i in items],
         [i.because for i in items],
     )
     assert fast == encode(expected)
