@@ -118,6 +118,17 @@ class Settings:
         ),
     )
 
+    retrain_tune_budget_s: float = field(
+        default=120.0,
+        metadata=_doc(
+            "Seconds `freshrec train` and `freshrec evaluate` spend searching ALS "
+            "hyperparameters and the dislike threshold on a validation split of the "
+            "training data before the final fit (plus at most one fit); 0 skips the "
+            "search and keeps the given configuration.",
+            min=0.0,
+        ),
+    )
+
     # --- Worker --------------------------------------------------------------
     app_id: str = field(
         default="freshrec", metadata=_doc("Faust application id (consumer group, state names).")

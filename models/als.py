@@ -24,17 +24,28 @@ log = logging.getLogger(__name__)
 class ALSConfig:
     """Hyperparameters of one ALS fit; stored with each model version."""
 
-    factors: int = 64
+    factors: int = 32
     """Dimension of the user and item vectors. More factors fit more taste structure
-    but need more data per user, and cost ``O(f²)`` per fold-in and ``O(f)`` per score."""
-    regularization: float = 0.05
+    but need more data per user, and cost ``O(f²)`` per fold-in and ``O(f)`` per score.
+    32: with the heavy regularization below, more factors scored no better on
+    validation splits of MovieLens-like synthetic ratings (``generate_ratings``,
+    100k to 300k ratings) and fold-in costs a quarter of 64's."""
+    regularization: float = 30.0
     """L2 penalty λ on every vector (implicit does not scale it by the number of
-    interactions); the fold-in uses the same value, so it is stored with the model."""
-    alpha: float = 2.0
+    interactions); the fold-in uses the same value, so it is stored with the model.
+    30, not implicit's 0.01: on sparse, popularity-skewed rating data weakly
+    regularised models overfit and rank below the popular list, and λ = 30 (with
+    alpha 1) ranked best or level-best on validation splits of every synthetic
+    profile measured (MovieLens-like ratings at three sizes and the planted watch
+    log). Much higher λ collapses the factors to a popularity ranking."""
+    alpha: float = 1.0
     """Multiplier of the stored confidences: a stored ``c`` weighs ``alpha·c`` against
-    the weight 1 of an unobserved item. Higher trusts the observed items more."""
+    the weight 1 of an unobserved item. Higher trusts the observed items more.
+    1: a 4-star rating then weighs 4 against an unseen item's 1; the best λ grows
+    with alpha, and 1 with λ = 30 scored best in the same measurements."""
     iterations: int = 15
-    """Full alternations (users then items); implicit's CG solver converges in 10-20."""
+    """Full alternations (users then items); implicit's CG solver converges in 10-20,
+    and validation scores moved by under 2% between 8 and 25 at the defaults."""
     seed: int = 42
     """Seed of the random initial factors; the same data, config and seed give the
     same factors on the CPU (updates within a half-step are independent of thread order)."""

@@ -1,11 +1,12 @@
 """``freshrec evaluate`` and ``freshrec train``: the offline side of the models part.
 
 This is an I/O adapter (files, the model store, stdout); the numeric work is
-in :mod:`models.evaluate`, :mod:`models.als` and friends.
+in :mod:`models.evaluate`, :mod:`models.tuning`, :mod:`models.als` and friends.
 
 ``evaluate`` splits the data (Microsoft Recommenders' protocol by default),
-trains on the training part and prints the ranking metrics of the model and of
-the popular baseline. ``train`` evaluates the same way to record the metrics,
+tunes the configuration on a validation split of the training part (unless
+``--no-tune``), trains on the training part and prints the ranking metrics of
+the model and of the popular baseline. ``train`` evaluates the same way to record the metrics,
 then trains on all the data and writes a model version to
 ``FRESHREC_MODEL_STORE``; with ``--publish`` it also moves the current-model
 pointer to it.
@@ -29,10 +30,11 @@ from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models import eventlog, movielens, synthetic
 from models.als import ALSConfig, train
-from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log, tune
+from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
 from models.popular import popularity, top_popular
 from models.store import ModelStore, ModelVersion
+from models.tuning import TuneResult, tune
 from models.weighting import WeightingConfig, confidence_matrix
 
 FORMATS = (*movielens.FORMATS, "synthetic", "events")
@@ -101,10 +103,16 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="ratings below this are dislikes; 0 turns dislikes off (default: %(default)s)",
     )
     p.add_argument(
-        "--tune",
+        "--no-tune",
         action="store_true",
-        help="search alpha, regularization and factors on a validation split of the "
-        "training part before the final fit",
+        help="skip the hyperparameter search and use the given configuration as it is",
+    )
+    p.add_argument(
+        "--tune-budget-s",
+        type=float,
+        default=None,
+        help="seconds of hyperparameter search on a validation split of the training part "
+        "(default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
     )
 
 
@@ -169,19 +177,40 @@ def _configs(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
         raise BadInputError(str(exc)) from None
 
 
-def _holdout(args: argparse.Namespace, data: InteractionLog) -> tuple[Evaluation, list[Any]]:
-    """Split, optionally tune on the training part, evaluate; returns the trials too."""
+def _holdout(
+    args: argparse.Namespace, data: InteractionLog, settings: Settings
+) -> tuple[Evaluation, WeightingConfig, TuneResult | None]:
+    """Split, tune on the training part (unless turned off), evaluate on the test part."""
     als, weights = _configs(args)
     if not 0 < args.ratio < 1:
         raise BadInputError("--ratio must be strictly between 0 and 1")
+    budget = settings.retrain_tune_budget_s if args.tune_budget_s is None else args.tune_budget_s
+    if budget < 0:
+        raise BadInputError("--tune-budget-s must not be negative (0 = no search)")
     train_log, test_log = split_log(data, args.split, args.ratio, args.seed, args.last_n)
     if len(train_log) == 0 or len(test_log) == 0:
         raise BadInputError("the split left the training or the test part empty")
-    trials: list[Any] = []
-    if args.tune:
+    tuned = None
+    if budget > 0 and not args.no_tune:
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
-        als, trials = tune(train_log, als, args.k, weights, how, args.ratio, args.seed)
-    return evaluate(train_log, test_log, als, args.k, weights), trials
+        try:
+            tuned = tune(train_log, als, weights, args.k, budget, how, args.ratio, args.seed)
+        except ValueError as exc:
+            raise BadInputError(f"{exc}; run with --no-tune on data this small") from None
+        als, weights = tuned.als, tuned.weighting
+    return evaluate(train_log, test_log, als, args.k, weights), weights, tuned
+
+
+def _tuned_line(tuned: TuneResult) -> str:
+    w = tuned.weighting
+    c = tuned.als
+    return (
+        f"tuned over {len(tuned.trials)} trials in {tuned.seconds:.0f} s "
+        f"(validation {tuned.metric} {tuned.score:.4f}, given config "
+        f"{tuned.trials[0].score:.4f}): factors {c.factors}, regularization "
+        f"{c.regularization:g}, alpha {c.alpha:g}, iterations {c.iterations}, "
+        f"negative_below {w.negative_below:g}"
+    )
 
 
 def _table(ev: Evaluation) -> str:
@@ -193,13 +222,13 @@ def _table(ev: Evaluation) -> str:
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     data, _ = load_data(args)
-    ev, trials = _holdout(args, data)
+    ev, _, tuned = _holdout(args, data, settings)
     if args.json:
         print(json.dumps(ev.metrics))
         return 0
     print(f"{len(data)} events, {ev.users} users ranked, split {args.split}, k {args.k}")
-    if trials:
-        print(f"tuned over {len(trials)} fits: {ev.model.config}")
+    if tuned is not None:
+        print(_tuned_line(tuned))
     print(_table(ev))
     print(f"training took {ev.train_seconds:.1f} s on {ev.model.device}")
     return 0
@@ -207,9 +236,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     data, snapshot = load_data(args)
-    ev, _ = _holdout(args, data)
+    ev, weights, tuned = _holdout(args, data, settings)
     cfg = ev.model.config
-    _, weights = _configs(args)
     started = time.perf_counter()
     model = train(confidence_matrix(data, weights), cfg)
     seconds = time.perf_counter() - started
@@ -222,7 +250,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         version_id=ModelStore.new_version_id(),
         item_factors=model.item_factors,
         item_ids=data.items,
-        params=cfg.as_dict() | {"weighting": asdict(weights), "device": model.device},
+        params=cfg.as_dict()
+        | {"weighting": asdict(weights), "device": model.device}
+        | ({} if tuned is None else {"tuning": tuned.as_dict()}),
         metrics=ev.metrics
         | {"popular": ev.popular_metrics, "split": args.split, "k": args.k, "seconds": seconds},
         snapshot=snapshot | {"events": len(data), "users": len(data.users)},
@@ -236,6 +266,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         store.set_current(version.version_id)
     where = os.path.join(settings.model_store, "versions", version.version_id)
     state = "published" if args.publish else "saved (not published)"
+    if tuned is not None:
+        print(_tuned_line(tuned))
     print(f"model {version.version_id} {state} at {where}")
     print(_table(ev))
     return 0

@@ -1,4 +1,4 @@
-"""Offline evaluation: split, train, rank for held-out users, score; and the ``--tune`` search.
+"""Offline evaluation: split, train, rank for held-out users, score.
 
 The protocol is Microsoft Recommenders' MovieLens benchmark, so our figures can
 stand beside theirs: a stratified split (by item, ratio 0.75, seed 42 by
@@ -7,16 +7,14 @@ with their training items removed, and the metrics of :mod:`models.metrics`
 against the test part. The popular fallback is scored on the same split,
 as the baseline a model has to beat.
 
-Tuning never looks at the test part: :func:`tune` carves a validation split
-out of the training data and picks the configuration that ranks best there.
+The search over configurations is :mod:`models.tuning`; it scores with
+:class:`Holdout` on a validation split carved from the training part only.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,17 +28,8 @@ from models.split import last_n_split, stratified_split
 from models.topk import top_k
 from models.weighting import DEFAULT_WEIGHTING, WeightingConfig, confidence_matrix
 
-log = logging.getLogger(__name__)
-
 SplitKind = Literal["stratified-item", "stratified-user", "last-n"]
 SPLITS: tuple[SplitKind, ...] = ("stratified-item", "stratified-user", "last-n")
-
-#: Values tried for each hyperparameter by :func:`tune`, one parameter at a time.
-TUNE_GRID: dict[str, tuple[float, ...]] = {
-    "alpha": (0.5, 1.0, 2.0, 5.0, 10.0),
-    "regularization": (0.01, 0.05, 0.2, 1.0),
-    "factors": (32, 64, 128),
-}
 
 
 def split_log(
@@ -70,15 +59,44 @@ def seen_matrix(log_: InteractionLog) -> sp.csr_matrix:
     return m
 
 
-def _relevant(test: InteractionLog) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = {}
-    for u, i in zip(test.user.tolist(), test.item.tolist(), strict=True):
-        out.setdefault(u, set()).add(i)
-    return out
-
-
 def _ranked(users: np.ndarray, top: np.ndarray) -> dict[int, list[int]]:
     return {int(u): [int(i) for i in row if i >= 0] for u, row in zip(users, top, strict=True)}
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """One ``(train, test)`` pair, prepared once to score many models against it.
+
+    Tuning scores dozens of fits on the same validation split, so what does not
+    depend on the model (who is ranked, what they saw, what is relevant) is
+    computed here once.
+    """
+
+    seen: sp.csr_matrix  # users x items, what each user's list must leave out
+    users: np.ndarray  # users ranked: every user with training events
+    relevant: dict[int, set[int]]  # user -> test items (every test row relevant)
+    train_items: set[int]  # the catalogue coverage is measured against
+
+    @classmethod
+    def of(cls, train_log: InteractionLog, test_log: InteractionLog) -> Holdout:
+        seen = seen_matrix(train_log)
+        relevant: dict[int, set[int]] = {}
+        for u, i in zip(test_log.user.tolist(), test_log.item.tolist(), strict=True):
+            relevant.setdefault(u, set()).add(i)
+        return cls(
+            seen,
+            np.flatnonzero(np.diff(seen.indptr) > 0),
+            relevant,
+            set(np.unique(train_log.item).tolist()),
+        )
+
+    def score(
+        self, user_factors: np.ndarray, item_factors: np.ndarray, k: int, threads: int = 1
+    ) -> dict[str, float]:
+        """The metrics of the top-``k`` lists ``user_factors · item_factorsᵀ`` (seen items out)."""
+        seen = self.seen[self.users]
+        top, _ = top_k(user_factors[self.users], item_factors, k, seen, threads)
+        return ranking_metrics(_ranked(self.users, top), self.relevant, self.train_items, k)
 
 
 @dataclass(frozen=True)
@@ -103,58 +121,12 @@ def evaluate(
     started = time.perf_counter()
     model = train(confidence_matrix(train_log, weighting), cfg)
     train_seconds = time.perf_counter() - started
-    seen = seen_matrix(train_log)
-    users = np.flatnonzero(np.diff(seen.indptr) > 0)
-    train_items = set(np.unique(train_log.item).tolist())
-    relevant = _relevant(test_log)
-    threads = cfg.num_threads
-    top, _ = top_k(model.user_factors[users], model.item_factors, k, seen[users], threads)
+    holdout = Holdout.of(train_log, test_log)
     pop = popularity(train_log, weighting).astype(np.float32)[:, None]
-    pop_top, _ = top_k(np.ones((users.size, 1), np.float32), pop, k, seen[users], threads)
     return Evaluation(
-        ranking_metrics(_ranked(users, top), relevant, train_items, k),
-        ranking_metrics(_ranked(users, pop_top), relevant, train_items, k),
-        int(users.size),
+        holdout.score(model.user_factors, model.item_factors, k, cfg.num_threads),
+        holdout.score(np.ones((len(train_log.users), 1), np.float32), pop, k, cfg.num_threads),
+        int(holdout.users.size),
         train_seconds,
         model,
     )
-
-
-@dataclass(frozen=True)
-class Trial:
-    config: ALSConfig
-    score: float  # validation nDCG@k
-
-
-def tune(
-    train_log: InteractionLog,
-    base: ALSConfig,
-    k: int = 10,
-    weighting: WeightingConfig = DEFAULT_WEIGHTING,
-    how: SplitKind = "stratified-item",
-    ratio: float = 0.75,
-    seed: int = 42,
-    grid: dict[str, Sequence[float]] | None = None,
-) -> tuple[ALSConfig, list[Trial]]:
-    """The best config by validation nDCG@k, searching one parameter at a time.
-
-    The validation split is carved from ``train_log`` alone (with ``seed + 1``,
-    so it differs from the outer split), which keeps the test part unseen.
-    Coordinate search, in the order of ``grid``: try each value of a parameter
-    with the others at their best so far, keep the winner, move on. It costs
-    the sum, not the product, of the grid sizes in fits.
-    """
-    fit_log, val_log = split_log(train_log, how, ratio, seed + 1)
-    trials: list[Trial] = []
-    scores: dict[ALSConfig, float] = {}
-    best = base
-    for name, values in (grid or TUNE_GRID).items():
-        for value in values:
-            cand = replace(best, **{name: type(getattr(base, name))(value)})
-            if cand not in scores:
-                ev = evaluate(fit_log, val_log, cand, k, weighting)
-                scores[cand] = ev.metrics[f"ndcg@{k}"]
-                trials.append(Trial(cand, scores[cand]))
-                log.info("tune %s: ndcg@%d %.4f", cand, k, scores[cand])
-        best = max(scores, key=lambda c: scores[c])
-    return best, trials

@@ -18,7 +18,7 @@ from models.store import ModelStore, recommender_from_version
 from models.synthetic import generate
 from models.weighting import WeightingConfig
 
-SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5"]
+SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5", "--no-tune"]
 
 
 def _run(argv: list[str], settings: Settings) -> int:
@@ -31,7 +31,8 @@ def _run(argv: list[str], settings: Settings) -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(model_store=str(tmp_path / "store"))
+    """No search by default here (it would take its 120 s budget); one test turns it on."""
+    return Settings(model_store=str(tmp_path / "store"), retrain_tune_budget_s=0.0)
 
 
 def test_registered_with_the_freshrec_command() -> None:
@@ -80,6 +81,34 @@ def test_train_writes_and_publishes_a_version(
     recs = recommender_from_version(current).recommend([{"item-1": 4.0}, {}], 5)
     assert recs.personal == [True, False] and len(recs.items[0]) == 5
     assert "published" in capsys.readouterr().out
+
+
+def test_train_tunes_within_its_budget_and_records_the_search(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tuning is on by default (here with a 1 s budget) and its choice is what is trained."""
+    argv = ["train", "--format", "synthetic", "--synthetic", "300,150,6000", "--publish"]
+    assert (
+        _run([*argv, "--factors", "8", "--iterations", "4", "--tune-budget-s", "1"], settings) == 0
+    )
+    current = ModelStore(settings.model_store).load_current()
+    assert current is not None
+    tuning = current.params["tuning"]
+    assert tuning["trials"][0]["factors"] == 8 and tuning["budget_s"] == 1.0
+    best = max(tuning["trials"], key=lambda t: t["score"])
+    assert current.params["factors"] == best["factors"] == tuning["als"]["factors"]
+    assert current.params["weighting"]["negative_below"] == best["negative_below"]
+    assert "tuned over" in capsys.readouterr().out
+
+
+def test_tuning_budget_comes_from_the_settings(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tuned = settings.replace(retrain_tune_budget_s=0.5)
+    assert _run(["evaluate", "--format", "synthetic", *SMALL[:-1]], tuned) == 0
+    assert "tuned over" in capsys.readouterr().out
+    assert _run(["evaluate", "--format", "synthetic", *SMALL], tuned) == 0  # --no-tune wins
+    assert "tuned over" not in capsys.readouterr().out
 
 
 def _write_events(path: Path) -> None:
@@ -139,3 +168,5 @@ def test_bad_arguments_are_bad_input(settings: Settings, tmp_path: Path) -> None
         _run(["evaluate", "--format", "movielens1m", "--data", str(tmp_path / "no")], settings)
     with pytest.raises(BadInputError, match="factors"):
         _run(["evaluate", "--format", "synthetic", "--factors", "0", *SMALL[:2]], settings)
+    with pytest.raises(BadInputError, match="tune-budget-s"):
+        _run(["evaluate", "--format", "synthetic", "--tune-budget-s", "-1", *SMALL], settings)

@@ -1,4 +1,11 @@
-"""What the models must show on planted synthetic data: ALS beats popular; fold-in ~ retrain."""
+"""What the models must show.
+
+On planted synthetic data: ALS beats popular; fold-in ~ retrain. On MovieLens-like
+ratings (sparse, popularity-skewed; :func:`generate_ratings`) under Microsoft
+Recommenders' protocol (stratified by item, ratio 0.75, every rated test item
+relevant): the default configuration, untuned, beats implicit's own defaults and
+the popular list, and the tuned pipeline does too (issue 9).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,13 @@ import pytest
 import scipy.sparse as sp
 
 from models.als import ALSConfig, train
-from models.evaluate import evaluate, split_log, tune
+from models.evaluate import evaluate, split_log
 from models.foldin import FoldIn, HistoryRows
 from models.metrics import ndcg_at_k
-from models.synthetic import generate
+from models.synthetic import generate, generate_ratings
 from models.topk import top_k
-from models.weighting import confidence_matrix
+from models.tuning import tune
+from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
 
 CFG = ALSConfig(factors=16, iterations=15, num_threads=1)
 
@@ -71,15 +79,45 @@ def test_fold_in_is_within_5_percent_of_a_full_retrain(data) -> None:  # type: i
     assert abs(foldin_ndcg - retrain_ndcg) / retrain_ndcg <= 0.05
 
 
-def test_tune_uses_a_validation_split_and_returns_the_best(data) -> None:  # type: ignore[no-untyped-def]
-    small = data.log.take(np.arange(30_000))
-    train_log, _ = split_log(small, "stratified-user", 0.75, 42)
-    best, trials = tune(
-        train_log,
-        ALSConfig(factors=8, iterations=5, num_threads=1),
-        k=10,
-        how="stratified-user",
-        grid={"alpha": (0.5, 4.0), "regularization": (0.05, 1.0)},
-    )
-    assert len(trials) == 3  # the second parameter's trial at the winner is reused once
-    assert max(t.score for t in trials) == next(t.score for t in trials if t.config == best)
+#: implicit's ``AlternatingLeastSquares()`` defaults, trained on the same confidences.
+IMPLICIT_DEFAULTS = ALSConfig(factors=100, regularization=0.01, alpha=1.0, iterations=15)
+
+
+def _ratings_split(seed: int):  # type: ignore[no-untyped-def]
+    """A MovieLens-like log a third of ML-100k's size, split by Microsoft Recommenders' protocol."""
+    log = generate_ratings(n_users=500, n_items=900, n_ratings=32_000, seed=seed).log
+    return split_log(log, "stratified-item", 0.75, 42)
+
+
+@pytest.mark.parametrize("seed", [101, 102, 103])
+def test_defaults_beat_implicit_defaults_and_popular_on_rating_data(seed: int) -> None:
+    """Untuned defaults (ALSConfig(), DEFAULT_WEIGHTING): at least twice implicit's defaults'
+    nDCG@10 (which overfit: they rank far below popular) and 15% above the popular list.
+
+    Measured: defaults 0.47-0.48, implicit's 0.12-0.13, popular 0.36-0.38 over these seeds.
+    """
+    train_log, test_log = _ratings_split(seed)
+    ours = evaluate(train_log, test_log, ALSConfig(), 10, DEFAULT_WEIGHTING)
+    theirs = evaluate(train_log, test_log, IMPLICIT_DEFAULTS, 10, DEFAULT_WEIGHTING)
+    ndcg, popular = ours.metrics["ndcg@10"], ours.popular_metrics["ndcg@10"]
+    implicit_ndcg = theirs.metrics["ndcg@10"]
+    print(f"nDCG@10 defaults {ndcg:.4f}, implicit {implicit_ndcg:.4f}, popular {popular:.4f}")
+    assert ndcg >= 2 * implicit_ndcg
+    assert ndcg >= 1.15 * popular
+    assert ours.metrics["precision@10"] > ours.popular_metrics["precision@10"]
+
+
+@pytest.mark.slow
+def test_tuned_pipeline_beats_implicit_defaults_and_popular_on_rating_data() -> None:
+    """The pipeline ``freshrec train`` runs (tune on the training part, then fit), with a
+    trial cap instead of a time budget so the test is deterministic."""
+    train_log, test_log = _ratings_split(104)
+    tuned = tune(train_log, ALSConfig(), DEFAULT_WEIGHTING, k=10, budget_s=1e6, max_trials=12)
+    assert tuned.score >= tuned.trials[0].score  # never worse than the defaults on validation
+    ours = evaluate(train_log, test_log, tuned.als, 10, tuned.weighting)
+    theirs = evaluate(train_log, test_log, IMPLICIT_DEFAULTS, 10, DEFAULT_WEIGHTING)
+    ndcg, popular = ours.metrics["ndcg@10"], ours.popular_metrics["ndcg@10"]
+    implicit_ndcg = theirs.metrics["ndcg@10"]
+    print(f"nDCG@10 tuned {ndcg:.4f}, implicit {implicit_ndcg:.4f}, popular {popular:.4f}")
+    assert ndcg >= 2 * implicit_ndcg
+    assert ndcg >= 1.15 * popular

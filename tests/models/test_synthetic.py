@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.interactions import KIND_RATE
-from models.synthetic import START_MS, generate
+from models.synthetic import MOVIELENS_STARS, START_MS, generate, generate_ratings
 
 
 def test_shape_determinism_and_plant() -> None:
@@ -32,3 +33,44 @@ def test_users_mostly_act_within_their_clusters() -> None:
     cluster = d.item_cluster[d.log.item]
     own = (cluster == d.user_clusters[d.log.user, 0]) | (cluster == d.user_clusters[d.log.user, 1])
     assert own.mean() > 0.8
+
+
+def test_ratings_profile_is_movielens_like() -> None:
+    """Defaults: MovieLens 100k's size, sparsity, skew and star distribution."""
+    d = generate_ratings(seed=3)
+    log = d.log
+    n_users, n_items = len(log.users), len(log.items)
+    assert (n_users, n_items, len(log)) == (943, 1682, 100_000)
+    assert 0.06 < len(log) / (n_users * n_items) < 0.065
+    pairs = log.user * n_items + log.item
+    assert np.unique(pairs).size == len(log)  # one rating per user and item
+    per_item = np.sort(np.bincount(log.item, minlength=n_items))[::-1]
+    assert per_item[: n_items // 10].sum() > 0.4 * len(log)  # a few items get most ratings
+    assert per_item[: n_items // 5].sum() > 0.6 * len(log)
+    assert (per_item <= 1).sum() > 50  # and a long tail barely any
+    per_user = np.bincount(log.user, minlength=n_users)
+    assert per_user.min() >= 20 and np.median(per_user) < 0.75 * per_user.mean()
+    stars = np.bincount(log.value.astype(np.int64), minlength=6)[1:] / len(log)
+    np.testing.assert_allclose(stars, MOVIELENS_STARS, atol=0.005)
+    assert set(np.unique(log.value)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert 3.4 < log.value.mean() < 3.6
+    assert (log.kind == KIND_RATE).all() and (np.diff(log.ts) >= 0).all()
+
+
+def test_ratings_carry_the_taste_signal_and_are_deterministic() -> None:
+    a = generate_ratings(300, 500, 15_000, seed=4)
+    b = generate_ratings(300, 500, 15_000, seed=4)
+    np.testing.assert_array_equal(a.log.item, b.log.item)
+    np.testing.assert_array_equal(a.log.value, b.log.value)
+    affinity = np.einsum("ij,ij->i", a.user_taste[a.log.user], a.item_taste[a.log.item])
+    assert affinity[a.log.value >= 4].mean() > affinity[a.log.value <= 2].mean() + 0.3
+    # popular items are rated more often, by construction of the choice weights
+    counts = np.bincount(a.log.item, minlength=500)
+    assert np.corrcoef(a.item_popularity, np.log1p(counts))[0, 1] > 0.7
+
+
+def test_ratings_scale_and_reject_impossible_sizes() -> None:
+    big = generate_ratings(3000, 4000, 300_000, seed=5)
+    assert len(big.log) == 300_000 and np.bincount(big.log.user).min() >= 20
+    with pytest.raises(ValueError, match="n_ratings"):
+        generate_ratings(100, 50, 1000)  # 100 users x 20 ratings need 2000

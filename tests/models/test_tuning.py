@@ -1,0 +1,125 @@
+"""The hyperparameter search: its order, its budget, and that it never sees the test part."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+
+from models.als import ALSConfig
+from models.evaluate import evaluate, split_log
+from models.interactions import InteractionLog
+from models.split import stratified_split
+from models.synthetic import generate_ratings
+from models.tuning import DEFAULT_SPACE, SearchSpace, TuneResult, candidates, tune
+from models.weighting import WeightingConfig
+
+BASE = ALSConfig(factors=8, iterations=5, num_threads=1)
+#: Small and cheap: every candidate fits in well under a second.
+SPACE = SearchSpace(factors=(8, 16), iterations=(3, 6))
+
+
+@pytest.fixture(scope="module")
+def ratings() -> InteractionLog:
+    return generate_ratings(200, 300, 8000, seed=21).log
+
+
+def _choice(result: TuneResult) -> dict[str, object]:
+    """Everything of a result but wall times."""
+    out = result.as_dict()
+    del out["seconds"]
+    for trial in out["trials"]:
+        del trial["seconds"]
+    return out
+
+
+def test_candidates_start_with_the_base_and_stay_in_the_space() -> None:
+    base_w = WeightingConfig(negative_below=2.5, watch_weight=3.0)
+    first = list(itertools.islice(candidates(BASE, base_w, DEFAULT_SPACE, seed=1), 200))
+    assert first[0] == (BASE, base_w)
+    assert first == list(itertools.islice(candidates(BASE, base_w, DEFAULT_SPACE, seed=1), 200))
+    assert first != list(itertools.islice(candidates(BASE, base_w, DEFAULT_SPACE, seed=2), 200))
+    assert len(set(first)) == len(first)
+    rest = first[1:]
+    assert all(16 <= c.factors <= 128 and c.factors % 8 == 0 for c, _ in rest)
+    assert all(0.01 <= c.regularization <= 100 and 0.1 <= c.alpha <= 50 for c, _ in rest)
+    assert all(5 <= c.iterations <= 30 for c, _ in rest)
+    assert {w.negative_below for _, w in rest} == set(DEFAULT_SPACE.negative_below)
+    # the fields not searched are the base's
+    assert all(c.seed == BASE.seed and c.num_threads == 1 for c, _ in rest)
+    assert all(w.watch_weight == 3.0 for _, w in rest)
+    # log scales: the decades of regularization are covered evenly by the first 40
+    decades = np.floor(np.log10([c.regularization for c, _ in rest[:40]]))
+    assert np.bincount((decades + 2).astype(int), minlength=4).min() >= 7
+
+
+def test_tune_picks_the_best_trial_deterministically(ratings: InteractionLog) -> None:
+    train_log, _ = split_log(ratings, "stratified-item", 0.75, 42)
+    a = tune(train_log, BASE, k=10, budget_s=1e6, max_trials=5, space=SPACE, seed=3)
+    b = tune(train_log, BASE, k=10, budget_s=1e6, max_trials=5, space=SPACE, seed=3)
+    assert _choice(a) == _choice(b)
+    assert len(a.trials) == 5 and a.trials[0].als == BASE
+    assert a.score == max(t.score for t in a.trials)
+    assert (a.als, a.weighting) == next(
+        (t.als, t.weighting) for t in a.trials if t.score == a.score
+    )
+    stored = json.loads(json.dumps(a.as_dict()))
+    assert ALSConfig.from_dict(stored["als"]) == a.als
+    assert WeightingConfig.from_dict(stored["weighting"]) == a.weighting
+    assert stored["metric"] == "ndcg@10" and len(stored["trials"]) == 5
+
+
+def test_budget_is_respected(ratings: InteractionLog) -> None:
+    train_log, _ = split_log(ratings, "stratified-item", 0.75, 42)
+    none = tune(train_log, BASE, budget_s=0.0, space=SPACE)
+    assert [t.als for t in none.trials] == [BASE]  # no budget: the base trial only
+    started = time.perf_counter()
+    some = tune(train_log, BASE, budget_s=0.5, max_trials=10_000, space=SPACE)
+    took = time.perf_counter() - started
+    assert some.trials[0].als == BASE and len(some.trials) < 10_000
+    assert took <= 0.5 + max(t.seconds for t in some.trials) + 0.5  # budget + one fit + setup
+
+
+def test_tuning_never_reads_the_test_part(ratings: InteractionLog) -> None:
+    """An adversarial test part (its rows handed to other users) changes nothing in tuning.
+
+    The stratified split depends on the item column alone, so reassigning the
+    users of the test rows keeps the split and the training part identical,
+    while it scrambles what is relevant in the test part.
+    """
+    _, test_rows = stratified_split(ratings.item, 0.75, 42)
+    rng = np.random.default_rng(0)
+    user = ratings.user.copy()
+    user[test_rows] = rng.permutation(user[test_rows])
+    adversarial = InteractionLog(
+        ratings.users,
+        ratings.items,
+        user,
+        ratings.item,
+        ratings.kind,
+        ratings.value,
+        ratings.duration_s,
+        ratings.ts,
+    )
+    train_a, test_a = split_log(ratings, "stratified-item", 0.75, 42)
+    train_b, test_b = split_log(adversarial, "stratified-item", 0.75, 42)
+    np.testing.assert_array_equal(train_a.user, train_b.user)
+    assert not np.array_equal(test_a.user, test_b.user)
+
+    tuned_a = tune(train_a, BASE, budget_s=1e6, max_trials=4, space=SPACE)
+    tuned_b = tune(train_b, BASE, budget_s=1e6, max_trials=4, space=SPACE)
+    assert _choice(tuned_a) == _choice(tuned_b)
+    # ...while the test metrics do see the difference
+    ev_a = evaluate(train_a, test_a, tuned_a.als, 10, tuned_a.weighting)
+    ev_b = evaluate(train_b, test_b, tuned_b.als, 10, tuned_b.weighting)
+    assert ev_a.metrics["ndcg@10"] > 1.5 * ev_b.metrics["ndcg@10"]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="budget_s"):
+        tune(generate_ratings(30, 60, 700, seed=1).log, BASE, budget_s=-1)
+    with pytest.raises(ValueError, match="regularization"):
+        SearchSpace(regularization=(0.0, 1.0))
