@@ -1,10 +1,14 @@
 """Turn a batch of user states into their encoded lists: one batched fold-in for the whole batch.
 
 With a model, every user of the batch goes through a single
-:meth:`Recommender.recommend` call (one batched solve, one matrix product,
-seen items masked, top-k with explanations). Without one, each user gets the
-worker's local popularity, minus what they already interacted with, marked
-``source="popular"``.
+:meth:`Recommender.rank` call (one batched solve, one matrix product, seen
+items masked, top-k with explanations), their events combined with the
+model's own weighting rule (the one it was trained with). Without one, each
+user gets the worker's local popularity, marked ``source="popular"``.
+
+A list never holds an item the user interacted with: the history's items,
+and the items the history cap dropped (``UserState.seen_items``), are left
+out of personal and popular lists alike.
 
 Lists come out already encoded, in exactly the bytes :func:`schemas.recs.encode`
 writes (tests hold the two together). A personal list is assembled from the
@@ -86,6 +90,19 @@ def _head(
     return orjson.dumps(envelope(user, source, version, updated_at, written_at, []))[:-2]
 
 
+def _unranked(
+    states: Sequence[UserState], histories: Sequence[dict[str, float]]
+) -> list[list[str]]:
+    """Per user, the items they interacted with that their confidences leave out: those
+    the history cap dropped (``seen_items``) and those of confidence 0 (skims), which
+    the model's own exclusion of the history does not cover."""
+    out = []
+    for state, confidences in zip(states, histories, strict=True):
+        zero = [i.item_id for i in state.history if i.item_id not in confidences]
+        out.append(zero + state.seen_items if zero else state.seen_items)
+    return out
+
+
 class ListBuilder:
     """Builds users' lists of ``list_length`` items."""
 
@@ -104,8 +121,11 @@ class ListBuilder:
         recommender = self._follower.recommender
         if recommender is None:
             return self._popular(users, states, written_at)
-        histories = [user_confidences(state.history) for state in states]
-        ranking = recommender.rank(histories, self._n, exclude_seen=True)
+        weighting = recommender.weighting
+        histories = [user_confidences(state.history, weighting) for state in states]
+        ranking = recommender.rank(
+            histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
+        )
         bodies = self._bodies(recommender, ranking)
         version = recommender.version_id
         lists = []
@@ -114,7 +134,13 @@ class ListBuilder:
             if body is None:  # no usable history: the model's popular list
                 items, scores = recommender.fallback(ranking.seen(row), self._n)
                 data = encode_list(
-                    user, "popular", version, state.newest_ts, written_at, items, scores,
+                    user,
+                    "popular",
+                    version,
+                    state.newest_ts,
+                    written_at,
+                    items,
+                    scores,
                     [None] * len(items),
                 )
             else:
@@ -155,15 +181,21 @@ class ListBuilder:
     ) -> list[UserList]:
         # One ranking for the batch, long enough that excluding any one user's
         # history still leaves ``n`` items.
-        longest = max(len(s.history) for s in states)
+        longest = max(len(s.history) + len(s.seen_items) for s in states)
         ranked = self._popularity.top(self._n + longest)
         lists = []
         for user, state in zip(users, states, strict=True):
-            seen = {i.item_id for i in state.history}
+            seen = state.items()
             kept = [(item, score) for item, score in ranked if item not in seen][: self._n]
             data = encode_list(
-                user, "popular", None, state.newest_ts, written_at,
-                [item for item, _ in kept], [score for _, score in kept], [None] * len(kept),
+                user,
+                "popular",
+                None,
+                state.newest_ts,
+                written_at,
+                [item for item, _ in kept],
+                [score for _, score in kept],
+                [None] * len(kept),
             )
             lists.append(UserList(user, order_token(state.newest_ts, None), data))
         return lists
