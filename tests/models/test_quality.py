@@ -10,7 +10,7 @@ from models.als import ALSConfig, train
 from models.evaluate import evaluate, split_log, tune
 from models.foldin import FoldIn, HistoryRows
 from models.metrics import ndcg_at_k
-from models.synthetic import generate
+from models.synthetic import SyntheticData, generate
 from models.topk import top_k
 from models.weighting import confidence_matrix
 
@@ -18,11 +18,11 @@ CFG = ALSConfig(factors=16, iterations=15, num_threads=1)
 
 
 @pytest.fixture(scope="module")
-def data():  # type: ignore[no-untyped-def]
+def data() -> SyntheticData:
     return generate(n_users=3000, n_items=600, n_interactions=100_000, factors=8, seed=11)
 
 
-def test_als_beats_popular_by_a_clear_margin(data) -> None:  # type: ignore[no-untyped-def]
+def test_als_beats_popular_by_a_clear_margin(data: SyntheticData) -> None:
     train_log, test_log = split_log(data.log, "stratified-user", 0.75, 42)
     ev = evaluate(train_log, test_log, CFG, k=10)
     assert ev.metrics["ndcg@10"] > 1.5 * ev.popular_metrics["ndcg@10"]
@@ -30,7 +30,7 @@ def test_als_beats_popular_by_a_clear_margin(data) -> None:  # type: ignore[no-u
     assert ev.metrics["coverage"] > ev.popular_metrics["coverage"]
 
 
-def test_fold_in_is_within_5_percent_of_a_full_retrain(data) -> None:  # type: ignore[no-untyped-def]
+def test_fold_in_is_within_5_percent_of_a_full_retrain(data: SyntheticData) -> None:
     """Train on 90% of the users, fold in the other 10% from their training rows."""
     train_log, test_log = split_log(data.log, "stratified-user", 0.75, 42)
     full = confidence_matrix(train_log)
@@ -71,7 +71,7 @@ def test_fold_in_is_within_5_percent_of_a_full_retrain(data) -> None:  # type: i
     assert abs(foldin_ndcg - retrain_ndcg) / retrain_ndcg <= 0.05
 
 
-def test_tune_uses_a_validation_split_and_returns_the_best(data) -> None:  # type: ignore[no-untyped-def]
+def test_tune_uses_a_validation_split_and_returns_the_best(data: SyntheticData) -> None:
     small = data.log.take(np.arange(30_000))
     train_log, _ = split_log(small, "stratified-user", 0.75, 42)
     best, trials = tune(

@@ -14,6 +14,8 @@ from tests.streams.worker import (
     StartWorker,
     WorkerProcess,
     changelog_states,
+    list_model,
+    list_updated_at,
     publish,
     publish_model,
     rate,
@@ -51,7 +53,7 @@ def test_watching_an_item_brings_its_neighbours_and_explains_them(
     publish(worker_settings, [rate(f"r{k}", "alice", item, BASE_TS + 10 + k) for k, item in
                               enumerate(other)])
     worker.wait_for(
-        lambda: read_list(redis_client, worker_settings, "alice").updated_at == BASE_TS + 12,
+        lambda: list_updated_at(redis_client, worker_settings, "alice") == BASE_TS + 12,
         30, "alice's list after the ratings",
     )
     second = read_list(redis_client, worker_settings, "alice")
@@ -90,7 +92,7 @@ def test_before_any_model_users_get_popular_lists_then_the_model_takes_over(
     # every held user is refreshed with the model, without a new event
     worker.wait_for(
         lambda: all(
-            read_list(redis_client, worker_settings, f"u{u}").model_version == version
+            list_model(redis_client, worker_settings, f"u{u}") == version
             for u in range(4)
         ),
         30, "lists refreshed with the first model",
