@@ -60,6 +60,29 @@ class Settings:
             min=0.1,
         ),
     )
+    publish_linger_s: float = field(
+        default=0.005,
+        metadata=_doc(
+            "Seconds the publisher waits to fill a batch before sending it: a few "
+            "milliseconds pack a burst of events into a few requests.",
+            min=0.0,
+        ),
+    )
+    topic_admin_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds listing or creating topics may wait for the broker before "
+            "`publish` or `worker` gives up at start.",
+            min=0.1,
+        ),
+    )
+    topic_read_timeout_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds reading a whole topic to its end may take (`freshrec dlq list|replay`).",
+            min=0.1,
+        ),
+    )
 
     # --- Redis ---------------------------------------------------------------
     redis_url: str = field(

@@ -1,17 +1,10 @@
 """The API's Redis client: explicit timeouts, a retry policy, a bounded pool, and a hard deadline.
 
-redis-py's defaults differ between versions (and its asyncio client does not
-retry connection errors unless told to), so every knob is set here from
-:class:`~freshrec.settings.Settings`:
-
-* connect and socket (read/write) timeouts, so a dead or hung Redis fails fast;
-* ``redis_retries`` retries of a command on ``ConnectionError``/``TimeoutError``
-  with full-jitter exponential backoff (:func:`freshrec.redis_retry.redis_retry`,
-  redis-py's own ``Retry``, which reconnects between attempts);
-* a :class:`~redis.asyncio.BlockingConnectionPool` of at most
-  ``api_redis_max_connections``: under a Redis slowdown, requests queue for a
-  connection (up to the connect timeout) instead of opening thousands;
-* hiredis parses replies when installed (a dependency of ``redis[hiredis]``).
+The client is built by freshrec's one factory (:func:`freshrec.redis_client.redis_client`,
+which sets the timeouts and the per-command retry of
+:func:`freshrec.redis_retry.redis_retry`), with a blocking pool of at most
+``api_redis_max_connections``: under a Redis slowdown, requests queue for a
+connection (up to the connect timeout) instead of opening thousands.
 
 :func:`read_deadline_s` adds those bounds up (the backoff's from
 :func:`freshrec.redis_retry.backoff_delays`); no Redis read waits longer than
@@ -23,7 +16,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from freshrec.redis_retry import backoff_delays, redis_retry
+from freshrec.redis_client import redis_client
+from freshrec.redis_retry import backoff_delays
 from freshrec.settings import Settings
 
 
@@ -36,14 +30,7 @@ def read_deadline_s(settings: Settings) -> float:
 
 
 def make_redis(settings: Settings) -> aioredis.Redis:
-    """An asyncio client for ``settings.redis_url`` that owns its pool; connects lazily."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.api_redis_max_connections,
-        timeout=settings.redis_connect_timeout_s,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_socket_timeout_s,
-        retry=redis_retry(settings),
-        client_name="freshrec-api",
+    """An asyncio client for ``settings.redis_url`` that owns its bounded pool; connects lazily."""
+    return redis_client(
+        settings, "freshrec-api", max_connections=settings.api_redis_max_connections
     )
-    return aioredis.Redis.from_pool(pool)

@@ -49,6 +49,16 @@ EXIT_UNPROCESSED = 75
 #: Name of the state table; its changelog topic is ``<app_id>-user-state-changelog``.
 STATE_TABLE = "user-state"
 
+#: How long the worker's producer waits to fill a request. A batch's changelog
+#: records and dead letters are sent together and awaited together: a short
+#: linger packs them into a few requests instead of one request per record,
+#: and 2 ms is small beside a batch's own wait (``batch_max_wait_s``).
+PRODUCER_LINGER_S = 0.002
+#: Largest producer batch, in bytes: aiokafka's 16 KiB default split one
+#: micro-batch's changelog records (one per touched user, each a whole bounded
+#: history) over many requests; 512 KiB stays under the broker's 1 MB request limit.
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
+
 
 def _die(reason: str) -> None:
     """End the process without acking the batch in hand (see module doc)."""
@@ -78,11 +88,8 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_commit_interval=settings.broker_commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # A batch's changelog records and dead letters are sent together and
-        # awaited together: a short linger packs them into a few requests
-        # instead of one request per record.
-        producer_linger=0.002,
-        producer_max_batch_size=512 * 1024,
+        producer_linger=PRODUCER_LINGER_S,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         web_port=settings.worker_web_port,
         web_bind="0.0.0.0",
         web_in_thread=False,

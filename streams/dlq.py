@@ -34,9 +34,19 @@ from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
 
+#: Records one ``consume`` call may return: large enough that a long topic is
+#: read in few calls, small enough that the deadline is checked between them.
+CONSUME_BATCH = 1000
+#: How long one ``consume`` call waits for records: short, so that a partition's
+#: end-of-file events are seen soon after they come.
+CONSUME_WAIT_S = 0.2
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Message]:
+
+def read_topic(settings: Settings, topic: str, timeout_s: float | None = None) -> list[Message]:
     """Every record of ``topic`` now, partition by partition, without a consumer group.
+
+    Gives up with a :class:`~freshrec.errors.TransientError` after ``timeout_s``
+    (``settings.topic_read_timeout_s`` by default).
 
     Reads each partition that holds records until the broker says its end is
     reached (librdkafka's partition-EOF event, which follows the high watermark
@@ -52,6 +62,8 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[
             "enable.partition.eof": True,
         }
     )
+    if timeout_s is None:
+        timeout_s = settings.topic_read_timeout_s
     records: list[Message] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -69,7 +81,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[
         while pending:
             if time.monotonic() > deadline:
                 raise TransientError(f"reading {topic!r} did not end within {timeout_s:.0f}s")
-            for msg in consumer.consume(1000, 0.2):
+            for msg in consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S):
                 error = msg.error()
                 if error is None:
                     records.append(msg)
@@ -86,9 +98,10 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[
     return records
 
 
-def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetter]:
+def read_dead_letters(settings: Settings, timeout_s: float | None = None) -> list[DeadLetter]:
     """Every dead letter in the topic now, one per source message."""
     records = read_topic(settings, settings.topic_dead_letter, timeout_s)
+
     def pairs(headers: object) -> list[tuple[str, str | bytes | None]]:
         # confluent-kafka types headers as a dict or a list; a consumed record has a list.
         if isinstance(headers, dict):

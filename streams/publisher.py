@@ -30,6 +30,20 @@ from schemas.validator import Rejection, validate
 
 EventLike = Event | Mapping[str, Any] | bytes | str
 
+#: The shortest socket timeout given to librdkafka, whatever ``publish_timeout_s``:
+#: below a second a busy broker's slow answer would drop and redial the connection.
+MIN_SOCKET_TIMEOUT_MS = 1000
+#: How much longer than ``publish_timeout_s`` a flush or an awaited send waits:
+#: librdkafka fails an unacknowledged message at ``message.timeout.ms``, and its
+#: delivery report (which says why) should arrive before our own timeout fires.
+ACK_GRACE_S = 1.0
+#: How long a send waits for room when librdkafka's local queue is full before
+#: trying again; delivery reports served meanwhile free the room.
+QUEUE_FULL_WAIT_S = 0.01
+#: How long the async publisher's poller blocks waiting for delivery reports; it
+#: also bounds how long :meth:`AsyncPublisher.close` waits for the poller to stop.
+POLL_INTERVAL_S = 0.05
+
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """The confluent-kafka settings every freshrec producer uses."""
@@ -39,8 +53,8 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "acks": "all",
         "enable.idempotence": True,
         "message.timeout.ms": timeout_ms,
-        "socket.timeout.ms": max(timeout_ms, 1000),
-        "linger.ms": 5,
+        "socket.timeout.ms": max(timeout_ms, MIN_SOCKET_TIMEOUT_MS),
+        "linger.ms": settings.publish_linger_s * 1000,
         "compression.type": "lz4",
     }
     config.update(extra)
@@ -53,6 +67,24 @@ def topic_for(settings: Settings, event_type: str) -> str:
         "rate": settings.topic_rate,
         "forget": settings.topic_forget,
     }[event_type]
+
+
+def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) -> bool:
+    """Queue ``ev`` on its topic, keyed by user; False when the local queue is full.
+
+    The sync and async publishers differ only in how they wait for room (serving
+    delivery reports, or yielding to the event loop while the poller does).
+    """
+    try:
+        producer.produce(
+            topic_for(settings, ev.type),
+            key=ev.user_id.encode(),
+            value=orjson.dumps(to_dict(ev)),
+            on_delivery=on_delivery,
+        )
+    except BufferError:
+        return False
+    return True
 
 
 def prepare(event: EventLike) -> Event:
@@ -106,17 +138,9 @@ class Publisher:
         self._produce(ev)
 
     def _produce(self, ev: Event) -> None:
-        topic = topic_for(self.settings, ev.type)
-        payload = orjson.dumps(to_dict(ev))
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=ev.user_id.encode(), value=payload, on_delivery=self._delivery
-                )
-                break
-            except BufferError:
-                # The local queue is full: serve delivery reports until there is room.
-                self._producer.poll(0.1)
+        while not _offer(self._producer, self.settings, ev, self._delivery):
+            # The local queue is full: serve delivery reports until there is room.
+            self._producer.poll(QUEUE_FULL_WAIT_S)
         self._producer.poll(0)
 
     def flush(self) -> int:
@@ -125,7 +149,7 @@ class Publisher:
         Raises :class:`DeliveryError` when any event failed or the timeout passed
         with events still in flight.
         """
-        left = self._producer.flush(self.settings.publish_timeout_s + 1.0)
+        left = self._producer.flush(self.settings.publish_timeout_s + ACK_GRACE_S)
         failures, self._delivery.failures = self._delivery.failures, []
         delivered, self._delivery.delivered = self._delivery.delivered, 0
         if left:
@@ -187,7 +211,7 @@ class AsyncPublisher:
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            self._producer.poll(POLL_INTERVAL_S)
 
     async def publish(self, event: EventLike) -> None:
         """Send one event; raises ``BadInputError`` at once, ``DeliveryError`` if never acked."""
@@ -208,18 +232,11 @@ class AsyncPublisher:
 
             loop.call_soon_threadsafe(settle)
 
-        payload = orjson.dumps(to_dict(ev))
-        topic = topic_for(self.settings, ev.type)
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=ev.user_id.encode(), value=payload, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                await asyncio.sleep(0.01)
+        while not _offer(self._producer, self.settings, ev, on_delivery):
+            # The local queue is full: the poller serves delivery reports meanwhile.
+            await asyncio.sleep(QUEUE_FULL_WAIT_S)
         try:
-            await asyncio.wait_for(done, self.settings.publish_timeout_s + 1.0)
+            await asyncio.wait_for(done, self.settings.publish_timeout_s + ACK_GRACE_S)
         except TimeoutError:
             raise DeliveryError(
                 f"no acknowledgement from {self.settings.bootstrap_servers} within "

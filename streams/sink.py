@@ -31,7 +31,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from freshrec.errors import TransientError
-from freshrec.redis_retry import redis_retry
+from freshrec.redis_client import redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.recs import (
@@ -72,27 +72,14 @@ return ARGV[1]
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def redis_client(settings: Settings) -> Redis:
-    """An asyncio client with explicit timeouts and a short per-command retry.
-
-    The client's own retry (:func:`~freshrec.redis_retry.redis_retry`) rides
-    over a dropped connection in one command; longer outages are the worker's
-    :class:`RetryPolicy`'s job.
-    """
-    return Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_socket_timeout_s,
-        retry=redis_retry(settings),
-    )
-
-
 class RedisSink:
     """Writes and deletes users' lists under the configured key prefix."""
 
     def __init__(self, settings: Settings, retry: RetryPolicy, client: Redis | None = None) -> None:
         self._prefix = settings.key_prefix
-        self._client = client or redis_client(settings)
+        # The client's own retry rides over a dropped connection in one command;
+        # longer outages are the worker's RetryPolicy's job.
+        self._client = client or redis_client(settings, "freshrec-worker")
         self._retry = retry
         self._script = self._client.register_script(_COMPARE_AND_SET)
         self._sha = self._script.sha

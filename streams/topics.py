@@ -21,13 +21,13 @@ def event_topics(settings: Settings) -> list[str]:
     ]
 
 
-def ensure_topics(
-    settings: Settings, names: Iterable[str] | None = None, timeout_s: float = 10.0
-) -> list[str]:
+def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created.
 
     Idempotent: an existing topic is left as it is, whatever its partition count.
+    Each request to the broker waits at most ``settings.topic_admin_timeout_s``.
     """
+    timeout_s = settings.topic_admin_timeout_s
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     wanted = list(names) if names is not None else event_topics(settings)
     try:

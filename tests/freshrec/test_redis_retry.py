@@ -13,11 +13,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from freshrec.redis_client import redis_client
 from freshrec.redis_retry import backoff_delays, redis_retry
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from serving.redis_client import make_redis, read_deadline_s
-from streams.sink import redis_client
 
 #: Settings whose backoff reaches its cap within the retries.
 CAPPED = Settings(redis_retries=4, retry_backoff_base_s=0.05, retry_backoff_cap_s=0.3)
@@ -110,7 +110,12 @@ def test_the_api_read_deadline_counts_the_longest_backoffs() -> None:
     assert read_deadline_s(s) == pytest.approx(0.2 + 5 * 0.5 + 0.65)
 
 
-@pytest.mark.parametrize("make_client", [redis_client, make_redis], ids=["sink", "api"])
+def worker_client(settings: Settings) -> Redis:
+    """The client the worker's sink opens (streams.sink.RedisSink)."""
+    return redis_client(settings, "freshrec-worker")
+
+
+@pytest.mark.parametrize("make_client", [worker_client, make_redis], ids=["sink", "api"])
 def test_the_worker_sink_and_the_api_connect_with_the_shared_retry(
     make_client: Callable[[Settings], Redis],
 ) -> None:

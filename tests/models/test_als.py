@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from models.als import ALSConfig, gpu_available, train
 from models.synthetic import generate
@@ -9,11 +10,11 @@ from models.weighting import confidence_matrix
 
 
 @pytest.fixture(scope="module")
-def matrix():  # type: ignore[no-untyped-def]
+def matrix() -> sp.csr_matrix:
     return confidence_matrix(generate(300, 80, 6000, factors=4, seed=4).log)
 
 
-def test_deterministic_with_a_seed(matrix) -> None:  # type: ignore[no-untyped-def]
+def test_deterministic_with_a_seed(matrix: sp.csr_matrix) -> None:
     cfg = ALSConfig(factors=8, iterations=5, seed=7, use_gpu=False)
     a, b = train(matrix, cfg), train(matrix, cfg)
     np.testing.assert_array_equal(a.item_factors, b.item_factors)
@@ -24,7 +25,7 @@ def test_deterministic_with_a_seed(matrix) -> None:  # type: ignore[no-untyped-d
     assert a.item_factors.dtype == np.float32 and a.device == "cpu"
 
 
-def test_same_factors_with_more_threads(matrix) -> None:  # type: ignore[no-untyped-def]
+def test_same_factors_with_more_threads(matrix: sp.csr_matrix) -> None:
     one = train(matrix, ALSConfig(factors=8, iterations=3, num_threads=1, use_gpu=False))
     two = train(matrix, ALSConfig(factors=8, iterations=3, num_threads=2, use_gpu=False))
     np.testing.assert_allclose(one.item_factors, two.item_factors, rtol=1e-5, atol=1e-6)
@@ -35,5 +36,5 @@ def test_config_round_trip_and_validation() -> None:
     assert ALSConfig.from_dict(cfg.as_dict() | {"device": "cpu"}) == cfg
     for bad in ({"factors": 0}, {"alpha": 0.0}, {"regularization": -1.0}, {"num_threads": -1}):
         with pytest.raises(ValueError):
-            ALSConfig(**bad)  # type: ignore[arg-type]
+            ALSConfig(**bad)
     assert isinstance(gpu_available(), bool)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,7 +12,8 @@ from models.synthetic import SyntheticData
 from models.weighting import confidence_matrix
 
 
-def _implicit_model(als: ALSFactors):  # type: ignore[no-untyped-def]
+def _implicit_model(als: ALSFactors) -> Any:
+    """implicit's own model with our factors (implicit is untyped, hence Any)."""
     import implicit.cpu.als
 
     cfg = als.config

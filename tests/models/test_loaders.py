@@ -9,12 +9,12 @@ import pytest
 
 from freshrec.errors import BadInputError
 from models import eventlog, movielens
-from models.interactions import KIND_RATE, KIND_WATCH
+from models.interactions import KIND_RATE, KIND_WATCH, InteractionLog
 
 ROWS = [(196, 242, 3, 881250949), (186, 302, 3.5, 891717742), (196, 377, 1, 878887116)]
 
 
-def _check(log) -> None:  # type: ignore[no-untyped-def]
+def _check(log: InteractionLog) -> None:
     assert len(log) == 3
     assert log.users.ids == ["196", "186"]
     assert log.items.ids == ["242", "302", "377"]

@@ -21,8 +21,12 @@ def _log() -> InteractionLog:
         ("u1", "meh", "rate", 1.0, 10 * DAY),
         ("u2", "meh", "watch", 1.0, 10 * DAY),
     ]
+    users, items, kinds, values = zip(*[(u, i, k, v) for u, i, k, v, _ in rows], strict=True)
     return InteractionLog.from_columns(
-        *zip(*[(u, i, k, v) for u, i, k, v, _ in rows], strict=True),
+        users,
+        items,
+        kinds,
+        values,
         durations=[1800.0 if k == "watch" else None for _, _, k, _, _ in rows],
         ts=[t for *_, t in rows],
     )

@@ -16,8 +16,9 @@ import scipy.sparse as sp
 from models.als import ALSConfig, train
 from models.evaluate import evaluate, split_log
 from models.foldin import FoldIn, HistoryRows
+from models.interactions import InteractionLog
 from models.metrics import ndcg_at_k
-from models.synthetic import generate, generate_ratings
+from models.synthetic import SyntheticData, generate, generate_ratings
 from models.topk import top_k
 from models.tuning import tune
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
@@ -26,11 +27,11 @@ CFG = ALSConfig(factors=16, iterations=15, num_threads=1)
 
 
 @pytest.fixture(scope="module")
-def data():  # type: ignore[no-untyped-def]
+def data() -> SyntheticData:
     return generate(n_users=3000, n_items=600, n_interactions=100_000, factors=8, seed=11)
 
 
-def test_als_beats_popular_by_a_clear_margin(data) -> None:  # type: ignore[no-untyped-def]
+def test_als_beats_popular_by_a_clear_margin(data: SyntheticData) -> None:
     train_log, test_log = split_log(data.log, "stratified-user", 0.75, 42)
     ev = evaluate(train_log, test_log, CFG, k=10)
     assert ev.metrics["ndcg@10"] > 1.5 * ev.popular_metrics["ndcg@10"]
@@ -38,7 +39,7 @@ def test_als_beats_popular_by_a_clear_margin(data) -> None:  # type: ignore[no-u
     assert ev.metrics["coverage"] > ev.popular_metrics["coverage"]
 
 
-def test_fold_in_is_within_5_percent_of_a_full_retrain(data) -> None:  # type: ignore[no-untyped-def]
+def test_fold_in_is_within_5_percent_of_a_full_retrain(data: SyntheticData) -> None:
     """Train on 90% of the users, fold in the other 10% from their training rows."""
     train_log, test_log = split_log(data.log, "stratified-user", 0.75, 42)
     full = confidence_matrix(train_log)
@@ -83,7 +84,7 @@ def test_fold_in_is_within_5_percent_of_a_full_retrain(data) -> None:  # type: i
 IMPLICIT_DEFAULTS = ALSConfig(factors=100, regularization=0.01, alpha=1.0, iterations=15)
 
 
-def _ratings_split(seed: int):  # type: ignore[no-untyped-def]
+def _ratings_split(seed: int) -> tuple[InteractionLog, InteractionLog]:
     """A MovieLens-like log a third of ML-100k's size, split by Microsoft Recommenders' protocol."""
     log = generate_ratings(n_users=500, n_items=900, n_ratings=32_000, seed=seed).log
     return split_log(log, "stratified-item", 0.75, 42)

@@ -82,7 +82,7 @@ def test_encode_round_trips_watch_and_rate() -> None:
     assert orjson.loads(encode(state))["v"] == FORMAT == 2
 
 
-ids = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+ids = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 values = st.floats(allow_nan=False, allow_infinity=False)
 interactions = st.builds(
     Interaction,

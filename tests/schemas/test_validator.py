@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freshrec.errors import BadInputError
-from schemas.events import EVENT_TYPES, ForgetEvent, RateEvent, WatchEvent, to_dict
+from schemas.events import EVENT_TYPES, EventType, ForgetEvent, RateEvent, WatchEvent, to_dict
 from schemas.validator import MAX_EVENT_BYTES, Rejection, check, load_schema, validate
 
 WATCH = {
@@ -49,7 +49,7 @@ _DROP = object()
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
-def test_every_schema_compiles_and_is_versioned(event_type: str) -> None:
+def test_every_schema_compiles_and_is_versioned(event_type: EventType) -> None:
     schema = load_schema(event_type)
     fastjsonschema.compile(schema)
     assert schema["x-version"] == 1

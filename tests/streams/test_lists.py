@@ -9,7 +9,7 @@ import numpy as np
 from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, WeightingConfig, user_confidences
-from schemas.recs import RecItem, RecList, decode, encode
+from schemas.recs import RecItem, RecList, Source, decode, encode
 from schemas.state import UserState
 from streams.lists import ListBuilder
 from streams.popularity import Popularity
@@ -49,7 +49,7 @@ def _expected(rec: Recommender, users: list[str], states: list[UserState], n: in
             RecItem(i, s, b)
             for i, s, b in zip(recs.items[row], recs.scores[row], recs.because[row], strict=True)
         )
-        source = "personal" if recs.personal[row] else "popular"
+        source: Source = "personal" if recs.personal[row] else "popular"
         out.append(encode(RecList(user, source, rec.version_id, state.newest_ts, 999, items)))
     return out
 

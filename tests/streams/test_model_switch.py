@@ -20,6 +20,7 @@ from tests.streams.worker import (
     StartWorker,
     WorkerProcess,
     committed_past,
+    list_updated_at,
     newest_offsets,
     publish,
     publish_model,
@@ -70,7 +71,7 @@ def test_the_refresh_skips_a_user_whose_list_a_batch_wrote_with_the_new_model(
     publish(s, [watch("e-new", "u0", "item-50", BASE_TS + 100)])
     second = start_worker(s.replace(model_poll_interval_s=FIRST_POLL_AFTER_S))
     second.wait_for(
-        lambda: read_list(redis_client, s, "u0").updated_at == BASE_TS + 100,
+        lambda: list_updated_at(redis_client, s, "u0") == BASE_TS + 100,
         30,
         "u0's list from the restarted worker's first batch",
     )

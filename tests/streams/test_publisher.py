@@ -7,19 +7,21 @@ import time
 
 import orjson
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from freshrec.errors import BadInputError, DeliveryError
 from freshrec.settings import Settings
 from freshrec.stack import free_port
 from schemas.events import RateEvent, WatchEvent, to_dict
-from schemas.validator import validate
-from streams.publisher import AsyncPublisher, Publisher
+from schemas.validator import Rejection, validate
+from streams.publisher import AsyncPublisher, EventLike, Publisher
 
 pytestmark = pytest.mark.integration
 
 
-def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s: float = 30):
+def consume_all(
+    settings: Settings, topics: list[str], expected: int, timeout_s: float = 30
+) -> list[Message]:
     """Read ``expected`` messages from ``topics`` (deadline-bounded); return them."""
     consumer = Consumer(
         {
@@ -31,7 +33,7 @@ def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s:
         }
     )
     consumer.subscribe(topics)
-    messages = []
+    messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(messages) < expected and time.monotonic() < deadline:
@@ -73,12 +75,12 @@ def test_round_trip_keeps_every_event_intact_and_keyed_by_user(
     received = {}
     for msg in messages:
         event = validate(msg.value(), "watch" if msg.topic() == settings.topic_watch else "rate")
-        assert not isinstance(event, str)
+        assert not isinstance(event, Rejection), event
         assert msg.key() == event.user_id.encode()
         received[event.event_id] = event
     assert received == {e.event_id: e for e in events}
     # One user's events of one topic share a partition, so they stay in order.
-    by_topic_user: dict[tuple[str, bytes], set[int]] = {}
+    by_topic_user: dict[tuple[str | None, bytes | None], set[int | None]] = {}
     for msg in messages:
         by_topic_user.setdefault((msg.topic(), msg.key()), set()).add(msg.partition())
     assert all(len(p) == 1 for p in by_topic_user.values())
@@ -88,7 +90,7 @@ def test_publish_many_reports_bad_inputs_and_sends_the_rest(
     settings: Settings, topics: list[str]
 ) -> None:
     good = to_dict(sample_events(1)[0])
-    inputs = [
+    inputs: list[EventLike] = [
         orjson.dumps(good),
         b"not json",
         dict(good, event_id="e-2", rating=9, type="rate"),
@@ -126,7 +128,7 @@ def test_async_publisher_round_trip(settings: Settings, topics: list[str]) -> No
 
     asyncio.run(go())
     messages = consume_all(settings, [settings.topic_watch, settings.topic_rate], 20)
-    assert sorted(orjson.loads(m.value())["event_id"] for m in messages) == sorted(
+    assert sorted(orjson.loads(m.value() or b"null")["event_id"] for m in messages) == sorted(
         e.event_id for e in events
     )
 

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.events import WatchEvent
 from schemas.recs import RecItem, RecList, decode, encode
+from schemas.state import Interaction
 from schemas.validator import Rejection
 from streams.dead_letter import DeadLetter, count_by_reason, unique
 from streams.lists import encode_list
 from streams.popularity import Popularity
 
 
-def w(event_id: str, item: str, ts: int) -> WatchEvent:
-    return WatchEvent(event_id, "u1", item, 600.0, ts, 1200.0)
+def watched(item: str, ts: int) -> Interaction:
+    return Interaction(item, "watch", 600.0, 1200.0, ts)
 
 
 def test_popularity_counts_users_per_item_and_breaks_ties_by_id() -> None:
     pop = Popularity()
-    pop.rebuild([[w("1", "b", 1), w("2", "b", 2)], [w("3", "b", 3), w("4", "a", 4)]])
+    pop.rebuild([[watched("b", 1), watched("b", 2)], [watched("b", 3), watched("a", 4)]])
     pop.add(["c"])
     assert pop.top(3) == [("b", 2.0), ("a", 1.0), ("c", 1.0)]
 

@@ -21,6 +21,7 @@ from tests.streams.worker import (
     BASE_TS,
     StartWorker,
     changelog_states,
+    list_model,
     lists_caught_up,
     publish,
     publish_model,
@@ -171,7 +172,11 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
         lambda: worker.metric_total("freshrec_worker_events_valid_total") >= 100, 30,
         "events flowing",
     )
-    publisher = threading.Thread(target=lambda: [publish(s, c) for c in chunks[1:]])
+    def publish_the_rest() -> None:
+        for chunk in chunks[1:]:
+            publish(s, chunk)
+
+    publisher = threading.Thread(target=publish_the_rest)
     publisher.start()
     try:
         v2 = publish_model(s, data, seed=7)
@@ -179,7 +184,7 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
         publisher.join(60)
     worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "all events")
     worker.wait_for(
-        lambda: all(read_list(redis_client, s, f"u{u}").model_version == v2 for u in range(50)),
+        lambda: all(list_model(redis_client, s, f"u{u}") == v2 for u in range(50)),
         30, "every list on the new model",
     )
     assert_reflected_once(s, redis_client, events, version=v2)

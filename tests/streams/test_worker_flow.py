@@ -14,6 +14,8 @@ from tests.streams.worker import (
     StartWorker,
     WorkerProcess,
     changelog_states,
+    list_model,
+    list_updated_at,
     lists_caught_up,
     publish,
     publish_model,
@@ -57,9 +59,8 @@ def test_watching_an_item_brings_its_neighbours_and_explains_them(
         [rate(f"r{k}", "alice", item, BASE_TS + 10 + k) for k, item in enumerate(other)],
     )
     worker.wait_for(
-        lambda: read_list(redis_client, worker_settings, "alice").updated_at == BASE_TS + 12,
-        30,
-        "alice's list after the ratings",
+        lambda: list_updated_at(redis_client, worker_settings, "alice") == BASE_TS + 12,
+        30, "alice's list after the ratings",
     )
     second = read_list(redis_client, worker_settings, "alice")
     assert second is not None
@@ -102,7 +103,7 @@ def test_before_any_model_users_get_popular_lists_then_the_model_takes_over(
     # every held user is refreshed with the model, without a new event
     worker.wait_for(
         lambda: all(
-            read_list(redis_client, worker_settings, f"u{u}").model_version == version
+            list_model(redis_client, worker_settings, f"u{u}") == version
             for u in range(4)
         ),
         30,
@@ -139,7 +140,7 @@ def test_no_list_holds_an_item_the_history_cap_dropped_with_or_without_a_model(
 
     version = publish_model(settings, synthetic())
     worker.wait_for(
-        lambda: read_list(redis_client, settings, "alice").model_version == version,
+        lambda: list_model(redis_client, settings, "alice") == version,
         30,
         "alice's list refreshed with the model",
     )

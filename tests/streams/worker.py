@@ -167,6 +167,18 @@ def read_list(client: redis.Redis, settings: Settings, user: str) -> RecList | N
     return None if raw is None else decode(raw)
 
 
+def list_updated_at(client: redis.Redis, settings: Settings, user: str) -> int | None:
+    """The newest event time in ``user``'s stored list; None while there is no list."""
+    recs = read_list(client, settings, user)
+    return None if recs is None else recs.updated_at
+
+
+def list_model(client: redis.Redis, settings: Settings, user: str) -> str | None:
+    """The model version of ``user``'s stored list; None while there is no list."""
+    recs = read_list(client, settings, user)
+    return None if recs is None else recs.model_version
+
+
 def lists_caught_up(settings: Settings, client: redis.Redis, events: Sequence[dict]) -> bool:
     """Whether every user's list in Redis includes that user's newest event of ``events``."""
     newest: dict[str, int] = {}
@@ -206,8 +218,9 @@ def newest_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     newest: dict[tuple[str, int], int] = {}
     for topic in (settings.topic_watch, settings.topic_rate, settings.topic_forget):
         for msg in read_topic(settings, topic):
-            where = (topic, msg.partition())
-            newest[where] = max(newest.get(where, -1), msg.offset())
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None  # a consumed record has both
+            newest[(topic, partition)] = max(newest.get((topic, partition), -1), offset)
     return newest
 
 
@@ -238,6 +251,7 @@ def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, U
     topic = f"{settings.app_id}-{STATE_TABLE}-changelog"
     states: dict[str, UserState | None] = {}
     for msg in read_topic(settings, topic, timeout_s):
-        value = msg.value()
-        states[msg.key().decode()] = None if value is None else decode_state(value)
+        key, value = msg.key(), msg.value()
+        assert key is not None, "a changelog record is keyed by user"
+        states[key.decode()] = None if value is None else decode_state(value)
     return states
