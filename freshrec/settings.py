@@ -144,11 +144,60 @@ class Settings:
     retrain_tune_budget_s: float = field(
         default=120.0,
         metadata=_doc(
-            "Seconds `freshrec train` and `freshrec evaluate` spend searching ALS "
+            "Seconds `freshrec retrain`, `train` and `evaluate` spend searching ALS "
             "hyperparameters and the dislike threshold on a validation split of the "
             "training data before the final fit (plus at most one fit); 0 skips the "
             "search and keeps the given configuration.",
             min=0.0,
+        ),
+    )
+    model_keep: int = field(
+        default=10,
+        metadata=_doc(
+            "Model versions kept in the store after a retrain (the newest ones, plus the "
+            "current one whatever its age); older ones are deleted.",
+            min=1,
+        ),
+    )
+
+    # --- Retrain job ----------------------------------------------------------
+    retrain_tolerance: float = field(
+        default=0.02,
+        metadata=_doc(
+            "How much worse (relative nDCG@10 on the hold-out) a retrained model may be than "
+            "the current one and still be published; 0.02 allows 2%.",
+            min=0.0,
+        ),
+    )
+    retrain_gate_users: int = field(
+        default=5000,
+        metadata=_doc(
+            "Users sampled for the retrain's chronological hold-out; the gate scores the "
+            "candidate and the current model on their newest interactions.",
+            min=1,
+        ),
+    )
+    retrain_holdout_fraction: float = field(
+        default=0.2,
+        metadata=_doc(
+            "Share of each sampled user's items (the newest ones) held out by the gate.",
+            min=0.01,
+        ),
+    )
+    retrain_lock_ttl_s: float = field(
+        default=60.0,
+        metadata=_doc(
+            "Expiry of the retrain's Redis lock; the job renews it every third of this, so a "
+            "killed job frees the lock after at most this long.",
+            min=1.0,
+        ),
+    )
+    retrain_snapshot_timeout_s: float = field(
+        default=300.0,
+        metadata=_doc(
+            "Longest time the retrain may take to read the user-state changelog before it "
+            "gives up as a transient fault.",
+            min=1.0,
         ),
     )
 
@@ -342,6 +391,14 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"FRESHREC_LIST_LENGTH={s.list_length} must be at least "
             f"FRESHREC_API_MAX_K={s.api_max_k}"
+        )
+    if s.retrain_tolerance >= 1:
+        raise ConfigError(
+            f"FRESHREC_RETRAIN_TOLERANCE={s.retrain_tolerance} must be below 1 (a share)"
+        )
+    if s.retrain_holdout_fraction >= 1:
+        raise ConfigError(
+            f"FRESHREC_RETRAIN_HOLDOUT_FRACTION={s.retrain_holdout_fraction} must be below 1"
         )
     if s.retry_backoff_cap_s < s.retry_backoff_base_s:
         raise ConfigError(

@@ -19,23 +19,20 @@ import hashlib
 import json
 import os
 import sys
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from freshrec.errors import BadInputError
 from freshrec.settings import Settings
-from models import eventlog, movielens, synthetic
-from models.als import ALSConfig, train
+from models import eventlog, movielens, retrain_cli, synthetic, versions_cli
+from models.als import ALSConfig
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
-from models.popular import popularity, top_popular
-from models.store import ModelStore, ModelVersion
+from models.publish import train_and_publish
+from models.store import ModelStore
 from models.tuning import TuneResult, tune
-from models.weighting import WeightingConfig, confidence_matrix
+from models.weighting import WeightingConfig
 
 FORMATS = (*movielens.FORMATS, "synthetic", "events")
 _DEFAULT = ALSConfig()
@@ -69,6 +66,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="recency decay of the popular fallback (default: no decay)",
     )
     tr.set_defaults(func=run_train)
+    retrain_cli.register(sub)
+    versions_cli.register(sub)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -237,37 +236,26 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     data, snapshot = load_data(args)
     ev, weights, tuned = _holdout(args, data, settings)
-    cfg = ev.model.config
-    started = time.perf_counter()
-    model = train(confidence_matrix(data, weights), cfg)
-    seconds = time.perf_counter() - started
     half_life = None if args.half_life_days is None else args.half_life_days * 86_400
-    # long enough to fill a full list after excluding a full history of seen items
-    idx, scores = top_popular(
-        popularity(data, weights, half_life), settings.list_length + settings.history_length
-    )
-    version = ModelVersion(
-        version_id=ModelStore.new_version_id(),
-        item_factors=model.item_factors,
-        item_ids=data.items,
-        params=cfg.as_dict()
-        | {"weighting": asdict(weights), "device": model.device}
-        | ({} if tuned is None else {"tuning": tuned.as_dict()}),
-        metrics=ev.metrics
-        | {"popular": ev.popular_metrics, "split": args.split, "k": args.k, "seconds": seconds},
-        snapshot=snapshot | {"events": len(data), "users": len(data.users)},
-        popular_items=[data.items.ids[i] for i in idx],
-        popular_scores=np.asarray(scores, dtype=float).tolist(),
-        created_at=time.time_ns() // 1_000_000,
-    )
     store = ModelStore(settings.model_store)
-    store.save(version)
-    if args.publish:
-        store.set_current(version.version_id)
-    where = os.path.join(settings.model_store, "versions", version.version_id)
+    outcome = train_and_publish(
+        store,
+        data,
+        ev.model.config,
+        weights,
+        # long enough to fill a full list after excluding a full history of seen items
+        popular_length=settings.list_length + settings.history_length,
+        snapshot=snapshot,
+        metrics=ev.metrics | {"popular": ev.popular_metrics, "split": args.split, "k": args.k},
+        tuning=None if tuned is None else tuned.as_dict(),
+        half_life_s=half_life,
+        make_current=args.publish,
+    )
+    version_id = outcome.version.version_id
+    where = os.path.join(settings.model_store, "versions", version_id)
     state = "published" if args.publish else "saved (not published)"
     if tuned is not None:
         print(_tuned_line(tuned))
-    print(f"model {version.version_id} {state} at {where}")
+    print(f"model {version_id} {state} at {where}")
     print(_table(ev))
     return 0

@@ -58,9 +58,9 @@ class RetrainLock:
             acquired = self._lock.acquire(token=self.holder.encode())
             if not acquired:
                 holder = self._client.get(self.key)
-                raise LockedError(
-                    self.key, None if holder is None else holder.decode(errors="replace")
-                )
+                if isinstance(holder, bytes):
+                    holder = holder.decode(errors="replace")
+                raise LockedError(self.key, holder)
         except RedisError as exc:
             raise TransientError(f"cannot take the retrain lock in Redis: {exc}") from exc
         self._thread.start()

@@ -54,6 +54,7 @@ def build_version(
     popular_length: int,
     snapshot: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
+    tuning: Mapping[str, Any] | None = None,
     half_life_s: float | None = None,
 ) -> ModelVersion:
     """Train on ``log`` and assemble an unsaved version (factors, ids, params, popular list).
@@ -69,7 +70,9 @@ def build_version(
         version_id=ModelStore.new_version_id(),
         item_factors=model.item_factors,
         item_ids=log.items,
-        params=als.as_dict() | {"weighting": asdict(weighting), "device": model.device},
+        params=als.as_dict()
+        | {"weighting": asdict(weighting), "device": model.device}
+        | ({} if tuning is None else {"tuning": dict(tuning)}),
         metrics=dict(metrics or {}) | {"train_seconds": seconds},
         snapshot=dict(snapshot)
         | {
@@ -93,6 +96,7 @@ def train_and_publish(
     popular_length: int,
     snapshot: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
+    tuning: Mapping[str, Any] | None = None,
     half_life_s: float | None = None,
     check: Callable[[ModelVersion], GateDecision] | None = None,
     make_current: bool = True,
@@ -101,6 +105,9 @@ def train_and_publish(
     on_stage: StageHook | None = None,
 ) -> Outcome:
     """Train, gate, save, point, prune (see the module doc).
+
+    ``tuning`` (the search's result, :meth:`models.tuning.TuneResult.as_dict`)
+    is stored in the version's params beside the values it chose.
 
     ``check`` is the gate: given the candidate, a decision whose ``publish`` is
     False stops here, with nothing written. ``make_current=False`` saves the
@@ -119,6 +126,7 @@ def train_and_publish(
         popular_length=popular_length,
         snapshot=snapshot,
         metrics=metrics,
+        tuning=tuning,
         half_life_s=half_life_s,
     )
     if transform is not None:

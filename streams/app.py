@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from schemas.state import STATE_TABLE
 from streams.dead_letter import DeadLetterWriter
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -45,9 +46,6 @@ log = logging.getLogger(__name__)
 
 #: Exit status when a batch could not be completed (EX_TEMPFAIL: restart and retry).
 EXIT_UNPROCESSED = 75
-
-#: Name of the state table; its changelog topic is ``<app_id>-user-state-changelog``.
-STATE_TABLE = "user-state"
 
 #: How long the worker's producer waits to fill a request. A batch's changelog
 #: records and dead letters are sent together and awaited together: a short
@@ -127,8 +125,11 @@ def create_app(settings: Settings) -> faust.App:
         STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     source = app.topic(
-        settings.topic_watch, settings.topic_rate, settings.topic_forget,
-        key_serializer="raw", value_serializer="raw",
+        settings.topic_watch,
+        settings.topic_rate,
+        settings.topic_forget,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     dead_letter_topic = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
@@ -151,8 +152,13 @@ def create_app(settings: Settings) -> faust.App:
         writes reach Redis, and offsets are acked, in batch order.
         """
         batch = [
-            Inbound(e.message.topic, e.message.partition, e.message.offset,
-                    e.message.key, e.message.value)
+            Inbound(
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value,
+            )
             for e in events
         ]
         try:
@@ -185,8 +191,9 @@ def create_app(settings: Settings) -> faust.App:
             if before_last is not None:
                 await before_last
             prepared = asyncio.Event()
-            before_last, last = last, asyncio.create_task(
-                complete(stream, list(events), prepared, last)
+            before_last, last = (
+                last,
+                asyncio.create_task(complete(stream, list(events), prepared, last)),
             )
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")

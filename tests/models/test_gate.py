@@ -9,8 +9,8 @@ from models.als import ALSConfig
 from models.gate import Holdout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
 from models.publish import build_version
-from models.recommender import Recommender
 from models.split import newest_items_split
+from models.store import recommender_from_version
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
 
@@ -75,10 +75,10 @@ def test_served_metrics_tell_a_model_from_one_with_shuffled_items() -> None:
     holdout = Holdout.split(data, n_users=300, fraction=0.2)
     cfg = ALSConfig(factors=8, iterations=10, regularization=1.0, num_threads=1, use_gpu=False)
     version = build_version(holdout.train, cfg, DEFAULT_WEIGHTING, popular_length=50, snapshot={})
-    good = served_metrics(Recommender.from_version(version), holdout)["ndcg@10"]
+    good = served_metrics(recommender_from_version(version), holdout)["ndcg@10"]
     shuffled = version.item_factors[np.random.default_rng(0).permutation(len(version.item_ids))]
     version.item_factors = shuffled
-    bad = served_metrics(Recommender.from_version(version), holdout)["ndcg@10"]
+    bad = served_metrics(recommender_from_version(version), holdout)["ndcg@10"]
     popular = popular_metrics(holdout, DEFAULT_WEIGHTING)["ndcg@10"]
     assert good > popular > bad
     assert good > 1.2 * popular

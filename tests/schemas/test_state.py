@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import RateEvent, WatchEvent
-from schemas.state import FORMAT, Interaction, UserState, decode, encode
+from schemas.state import (
+    FORMAT,
+    HistoryColumns,
+    Interaction,
+    UserState,
+    decode,
+    encode,
+    history_columns,
+)
 
 
 def w(event_id: str, item: str, ts: int) -> WatchEvent:
@@ -79,7 +87,7 @@ def test_encode_round_trips_watch_and_rate() -> None:
     state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
     state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
     assert decode(encode(state)) == state
-    assert orjson.loads(encode(state))["v"] == FORMAT == 2
+    assert orjson.loads(encode(state))["v"] == FORMAT == 3
 
 
 ids = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
@@ -119,6 +127,25 @@ def test_a_format_1_record_still_decodes() -> None:
     )
 
 
+def test_a_format_2_record_still_decodes_and_gives_its_columns() -> None:
+    raw = (
+        b'{"v":2,"h":[["a","watch",600.0,1200.0,10],["b","rate",4.5,null,20]],'
+        b'"s":["e1","e2"],"x":["z"],"f":5}'
+    )
+    state = decode(raw)
+    assert state.seen_items == ["z"] and state.forgotten_at == 5
+    assert decode(encode(state)) == state
+    assert (
+        history_columns(raw)
+        == history_columns(encode(state))
+        == HistoryColumns(["a", "b"], "wr", [600.0, 4.5], [1200.0, None], [10, 20])
+    )
+
+
+def test_history_columns_of_a_forget_marker_are_empty() -> None:
+    assert len(history_columns(encode(UserState(forgotten_at=9)))) == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -132,6 +159,16 @@ def test_a_format_1_record_still_decodes() -> None:
         (b'{"v": 2, "h": [], "s": [], "f": 1.5}', "field 'f' is 1.5"),
         (b'{"v": 2, "h": [["a", "watch", 1.0]], "s": []}', "bad history row"),
         (b'{"v": 2, "h": [7], "s": []}', "bad history row"),
+        (b'{"v": 3, "h": [], "s": []}', "field 'h' is []"),
+        (b'{"v": 3, "h": {"i": ["a"], "k": "w", "v": [1.0], "d": [null]}, "s": []}', "column 't'"),
+        (
+            b'{"v": 3, "h": {"i": ["a"], "k": "ww", "v": [1.0], "d": [null], "t": [1]}, "s": []}',
+            "differ in length",
+        ),
+        (
+            b'{"v": 3, "h": {"i": ["a"], "k": "q", "v": [1.0], "d": [null], "t": [1]}, "s": []}',
+            "bad history",
+        ),
     ],
 )
 def test_decode_refuses_a_bad_record_saying_why(raw: bytes, reason: str) -> None:

@@ -28,9 +28,8 @@ from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
 from schemas.recs import RecList, decode, user_key
-from schemas.state import UserState
+from schemas.state import UserState, changelog_topic
 from schemas.state import decode as decode_state
-from streams.app import STATE_TABLE
 from streams.dlq import read_topic
 from streams.publisher import Publisher
 from tests.conftest import model_version
@@ -248,7 +247,7 @@ def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, U
     This is what a restarted worker recovers, so it is what "reflected in the
     histories" means from outside the worker process.
     """
-    topic = f"{settings.app_id}-{STATE_TABLE}-changelog"
+    topic = changelog_topic(settings.app_id)
     states: dict[str, UserState | None] = {}
     for msg in read_topic(settings, topic, timeout_s):
         key, value = msg.key(), msg.value()

@@ -1,0 +1,73 @@
+"""Progress of a long job on a terminal: one line per stage, a bar while reading.
+
+Ops run the retrain by hand too, and a silent minute of reading or tuning looks
+like a hang. On a terminal each stage shows as a line with a spinner and its
+time when done, and reading the changelog shows a bar with records per
+second (rich's progress display). Anywhere else (a CronJob's log, a pipe) it
+prints nothing: the job's one JSON summary line is what machines read.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+class StageProgress:
+    """Context manager: ``stage(name)`` starts a stage, ``advance(done, total)`` moves its bar."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        stream = stream or sys.stderr
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self._progress = Progress(
+            SpinnerColumn(finished_text="[green]✓"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=stream, force_terminal=self.enabled or None),
+            disable=not self.enabled,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> StageProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish()
+        self._progress.stop()
+
+    def _finish(self) -> None:
+        if self._task is not None:
+            task = self._progress.tasks[self._task]
+            total = task.total if task.total is not None else 1
+            self._progress.update(self._task, total=total, completed=total)
+            self._task = None
+
+    def stage(self, name: str) -> None:
+        """Close the current stage and open ``name`` (indeterminate until ``advance``)."""
+        self._finish()
+        self._task = self._progress.add_task(name, total=None)
+
+    def advance(self, done: int, total: int) -> None:
+        """Set the current stage's count (records read out of ``total``)."""
+        if self._task is not None:
+            self._progress.update(self._task, completed=done, total=max(total, done))

@@ -1,0 +1,234 @@
+"""The retrain job's pipeline, from a snapshot to a published (or refused) version.
+
+``freshrec retrain`` (the Kubernetes CronJob) reads the snapshot
+(:mod:`models.snapshot`) under the retrain lock (:mod:`models.lock`) and hands
+it here:
+
+1. **Hold-out.** A chronological hold-out of a sample of users
+   (:meth:`~models.gate.Holdout.split`): their newest items are set aside, and
+   everything else is the training data.
+2. **Tune.** :func:`models.tuning.tune` searches the hyperparameters within a
+   time budget on a validation split carved from the training data alone; the
+   hold-out is never read by it.
+3. **Train** on the training data with the chosen values, and **gate**: the
+   candidate and the current version are scored on the same hold-out, as the
+   worker serves them (:mod:`models.gate`).
+4. **Publish** (:func:`models.publish.train_and_publish`): write the version,
+   move the pointer, prune old versions; or leave everything as it is when the
+   gate refuses.
+
+The model published is the model gated: it is trained once, on all but the
+hold-out users' newest items, rather than gated on a split and retrained on
+everything (which would double the training time for a few thousand rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from models.als import ALSConfig
+from models.gate import GateDecision, Holdout, decide, popular_metrics, served_metrics
+from models.interactions import InteractionLog
+from models.publish import Outcome, StageHook, train_and_publish
+from models.recommender import Recommender
+from models.store import ModelStore, ModelStoreError, ModelVersion, recommender_from_version
+from models.tuning import tune
+from models.weighting import WeightingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What one retrain does; the CLI builds it from settings and flags."""
+
+    als: ALSConfig
+    """Starting hyperparameters (the defaults, or flags); tuning may replace them."""
+    weighting: WeightingConfig
+    """Starting weighting rule; tuning may change its dislike threshold."""
+    popular_length: int
+    """Length of the stored popular list (list length + history length)."""
+    tune_budget_s: float = 120.0
+    """Seconds the search may take; 0 trains ``als`` as it is."""
+    tolerance: float = 0.02
+    """Relative nDCG@k a candidate may lose against the current version
+    (:func:`models.gate.decide`)."""
+    gate_users: int = 5000
+    """Users sampled for the hold-out."""
+    holdout_fraction: float = 0.2
+    """Share of each sampled user's newest items held out."""
+    k: int = 10
+    """List length scored (nDCG@k)."""
+    seed: int = 42
+    force: bool = False
+    """Publish even when the gate refuses (the decision is still recorded)."""
+    keep: int | None = 10
+    """Versions kept after publishing (plus the current one); None keeps all."""
+    num_threads: int = 0
+    """Training threads; 0 means one per core (the job has its pod to itself)."""
+    permute_items: bool = False
+    """Test hook: shuffle the candidate's item factors against their ids, so the gate
+    must refuse it."""
+
+
+@dataclass
+class RetrainResult:
+    """What the job did, for its summary line."""
+
+    outcome: Outcome
+    seconds: dict[str, float]
+    tuning: dict[str, Any] | None
+    holdout_users: int
+    holdout_items: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision(self) -> GateDecision:
+        assert self.outcome.decision is not None
+        return self.outcome.decision
+
+
+def retrain(
+    data: InteractionLog,
+    snapshot: Mapping[str, Any],
+    store: ModelStore,
+    plan: RetrainPlan,
+    *,
+    before_publish: Callable[[], None] | None = None,
+    on_stage: StageHook | None = None,
+) -> RetrainResult:
+    """Hold out, tune, train, gate and publish (see the module doc).
+
+    ``before_publish`` runs after the gate passed and before anything is
+    written (the job checks that it still holds its lock there).
+    """
+    stage = on_stage or (lambda _name: None)
+    seconds: dict[str, float] = {}
+    current_version = _current(store)
+    current = None if current_version is None else _recommender(current_version)
+    holdout, unseen = _holdout(data, plan, current_version)
+    als = replace(plan.als, seed=plan.seed, num_threads=plan.num_threads)
+    weighting = plan.weighting
+    tuning: dict[str, Any] | None = None
+    started = time.perf_counter()
+    if plan.tune_budget_s > 0:
+        stage("tuning")
+        result = tune(
+            holdout.train, als, weighting, k=plan.k, budget_s=plan.tune_budget_s, seed=plan.seed
+        )
+        als, weighting, tuning = result.als, result.weighting, result.as_dict()
+        log.info("tuned in %.1fs: %s, %s", time.perf_counter() - started, als, weighting)
+    seconds["tune"] = time.perf_counter() - started
+    stage("training")
+
+    metric = f"ndcg@{plan.k}"
+    baseline = (
+        served_metrics(current, holdout, plan.k)
+        if current is not None
+        else popular_metrics(holdout, weighting, plan.k)
+    )[metric]
+
+    def check(version: ModelVersion) -> GateDecision:
+        stage("evaluating")
+        figure = served_metrics(_recommender(version), holdout, plan.k)[metric]
+        decision = decide(
+            metric,
+            figure,
+            baseline,
+            None if current is None else current.version_id,
+            plan.tolerance,
+            plan.force,
+        )
+        if decision.publish and before_publish is not None:
+            before_publish()
+        return decision
+
+    outcome = train_and_publish(
+        store,
+        holdout.train,
+        als,
+        weighting,
+        popular_length=plan.popular_length,
+        snapshot=snapshot,
+        tuning=tuning,
+        metrics={
+            "holdout": {
+                "users": int(holdout.users.size),
+                "rows": len(holdout.test),
+                "unseen_by_current": unseen,
+            },
+        },
+        check=check,
+        keep=plan.keep,
+        transform=_permute if plan.permute_items else None,
+        on_stage=stage,
+    )
+    seconds |= outcome.seconds
+    return RetrainResult(
+        outcome,
+        seconds,
+        tuning,
+        int(holdout.users.size),
+        len(holdout.test),
+    )
+
+
+#: Fewest hold-out users worth scoring on events the current model never saw;
+#: with fewer, the hold-out falls back to every user's newest items.
+MIN_UNSEEN_USERS = 50
+
+
+def _holdout(
+    data: InteractionLog, plan: RetrainPlan, current: ModelVersion | None
+) -> tuple[Holdout, bool]:
+    """The gate's hold-out, and whether the current model has never seen it.
+
+    Items newer than the current model's newest training event are held out
+    when enough users have such items: then the current model is not scored on
+    what it learnt from. Otherwise (a retrain on the data the current model
+    already had) both are scored on every sampled user's newest items, which
+    favours the current model; a retrain with nothing new is then refused
+    unless it is at least as good, which is harmless.
+    """
+    cutoff = None if current is None else current.snapshot.get("newest_ts")
+    if cutoff is not None:
+        fresh = Holdout.split(data, plan.gate_users, plan.holdout_fraction, plan.seed, int(cutoff))
+        if fresh.users.size >= min(MIN_UNSEEN_USERS, plan.gate_users):
+            return fresh, True
+        log.warning(
+            "only %d user(s) have events newer than the current model's data; the gate "
+            "scores every sampled user's newest items, which the current model has seen",
+            fresh.users.size,
+        )
+    holdout = Holdout.split(data, plan.gate_users, plan.holdout_fraction, plan.seed)
+    if len(holdout.test) == 0:
+        raise ValueError("no user has two distinct items: nothing to evaluate a model on")
+    return holdout, current is None
+
+
+def _recommender(version: ModelVersion) -> Recommender:
+    return recommender_from_version(version)
+
+
+def _current(store: ModelStore) -> ModelVersion | None:
+    """The current version; None before the first publish.
+
+    A current version that cannot be read is no baseline (workers cannot load
+    it either): the candidate is held to the popular fallback, with a warning.
+    """
+    try:
+        return store.load_current()
+    except ModelStoreError as exc:
+        log.warning("the current model cannot be read (%s); gating against popular", exc)
+        return None
+
+
+def _permute(version: ModelVersion) -> ModelVersion:
+    order = np.random.default_rng(0).permutation(version.item_factors.shape[0])
+    return replace(version, item_factors=version.item_factors[order])

@@ -1,0 +1,234 @@
+"""``freshrec retrain``: the periodic job (the Kubernetes CronJob's command).
+
+Takes the retrain lock, reads the snapshot (the workers' changelog, or a file
+with ``--data``/``--format`` for a first model), and runs
+:func:`models.retrain.retrain`. Prints one JSON summary line on standard output
+at the end, whatever happened; progress goes to a terminal only.
+
+Exit codes (documented in the README):
+
+* 0: a new version was published;
+* 3: the gate refused the candidate (nothing changed), both figures printed;
+* 4: another retrain holds the lock;
+* 2: bad configuration or arguments;
+* 75: a transient fault (broker, Redis or store unreachable): run it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from freshrec.errors import BadInputError, ConfigError, TransientError
+from freshrec.settings import Settings
+from models.als import ALSConfig
+from models.lock import LockedError, RetrainLock
+from models.progress import StageProgress
+from models.retrain import RetrainPlan, RetrainResult, retrain
+from models.snapshot import read_changelog
+from models.store import ModelStore, ModelStoreError
+from models.weighting import WeightingConfig
+from schemas.state import changelog_topic
+
+EXIT_PUBLISHED = 0
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3
+EXIT_LOCKED = 4
+EXIT_TRANSIENT = 75
+
+#: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it.
+STALL_POINTS = ("trained", "evaluated", "saved")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="retrain from the workers' state, gate against the current model, publish",
+        description="Reads every user's history from the workers' changelog topic (or --data), "
+        "tunes within FRESHREC_RETRAIN_TUNE_BUDGET_S, trains, scores the candidate and the "
+        "current model on a chronological hold-out and publishes only when nDCG@10 is not "
+        "worse than FRESHREC_RETRAIN_TOLERANCE allows. One run at a time (a Redis lock). "
+        "Exit codes: 0 published; 3 refused by the gate; 4 another retrain runs; "
+        "2 bad configuration; 75 transient fault (run again).",
+    )
+    p.add_argument("--data", help="train from this file instead of the changelog (a first model)")
+    p.add_argument("--format", help="layout of --data (see `freshrec train --help`)")
+    p.add_argument("--force", action="store_true", help="publish even when the gate refuses")
+    p.add_argument("--no-tune", action="store_true", help="train the given values, no search")
+    p.add_argument(
+        "--tune-budget-s",
+        type=float,
+        default=None,
+        help="seconds the search may take (default: FRESHREC_RETRAIN_TUNE_BUDGET_S)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="hold-out, search and training seed")
+    defaults = ALSConfig()
+    p.add_argument("--factors", type=int, default=defaults.factors)
+    p.add_argument("--regularization", type=float, default=defaults.regularization)
+    p.add_argument("--alpha", type=float, default=defaults.alpha)
+    p.add_argument("--iterations", type=int, default=defaults.iterations)
+    p.add_argument(
+        "--negative-below",
+        type=float,
+        default=WeightingConfig().negative_below,
+        help="ratings below this are dislikes; 0 turns dislikes off",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="training threads (default: one per core)"
+    )
+    # test hooks: a model the gate must refuse, and a job frozen where a test kills it
+    p.add_argument("--debug-permute-items", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug-stall-at", choices=STALL_POINTS, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_retrain)
+
+
+def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
+    budget = settings.retrain_tune_budget_s if args.tune_budget_s is None else args.tune_budget_s
+    try:
+        als = ALSConfig(
+            factors=args.factors,
+            regularization=args.regularization,
+            alpha=args.alpha,
+            iterations=args.iterations,
+            seed=args.seed,
+            num_threads=args.threads,
+        )
+        weighting = replace(WeightingConfig(), negative_below=args.negative_below)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    if budget < 0:
+        raise BadInputError("--tune-budget-s must not be negative")
+    return RetrainPlan(
+        als=als,
+        weighting=weighting,
+        popular_length=settings.list_length + settings.history_length,
+        tune_budget_s=0.0 if args.no_tune else budget,
+        tolerance=settings.retrain_tolerance,
+        gate_users=settings.retrain_gate_users,
+        holdout_fraction=settings.retrain_holdout_fraction,
+        seed=args.seed,
+        force=args.force,
+        keep=settings.model_keep,
+        num_threads=args.threads,
+        permute_items=args.debug_permute_items,
+    )
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"job": "retrain"}
+    try:
+        plan = _plan(args, settings)
+        if args.data and not args.format:
+            raise BadInputError("--data needs --format (see `freshrec train --help`)")
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+            socket_timeout=settings.redis_socket_timeout_s,
+        )
+        key = f"{settings.key_prefix}retrain-lock"
+        with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
+            summary |= _run(args, settings, plan, lock, bar)
+        code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
+    except LockedError as exc:
+        summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}
+        code = EXIT_LOCKED
+    except (BadInputError, ConfigError, ValueError) as exc:
+        summary |= {"outcome": "bad configuration", "message": str(exc)}
+        code = EXIT_CONFIG
+    except (TransientError, ModelStoreError, OSError, redis.RedisError) as exc:
+        summary |= {"outcome": "transient fault", "message": str(exc)}
+        code = EXIT_TRANSIENT
+    summary["total_s"] = round(time.perf_counter() - started, 3)
+    summary["exit_code"] = code
+    if code != EXIT_PUBLISHED:
+        print(f"freshrec retrain: {summary['message']}", file=sys.stderr)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return code
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    plan: RetrainPlan,
+    lock: RetrainLock,
+    bar: StageProgress,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    bar.stage("reading snapshot")
+    if args.data:
+        from models.cli import load_data  # the file loaders of `freshrec train`
+
+        data, snapshot = load_data(args)
+    else:
+        topic = changelog_topic(settings.app_id)
+        snap = read_changelog(
+            settings.bootstrap_servers,
+            topic,
+            settings.retrain_snapshot_timeout_s,
+            progress=bar.advance,
+        )
+        data, snapshot = snap.log, snap.describe()
+    snapshot_s = time.perf_counter() - started
+    if len(data) == 0:
+        raise BadInputError("the snapshot holds no interactions: nothing to train on yet")
+
+    def on_stage(name: str) -> None:
+        if name in ("tuning", "training", "evaluating"):
+            bar.stage(name)
+        if name == args.debug_stall_at:
+            print(
+                f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
+                file=sys.stderr,
+                flush=True,
+            )
+            signal.pause()
+
+    store = ModelStore(settings.model_store)
+    result = retrain(
+        data, snapshot, store, plan, before_publish=lock.ensure_held, on_stage=on_stage
+    )
+    return _summary(result, snapshot, snapshot_s, len(data))
+
+
+def _summary(
+    result: RetrainResult, snapshot: dict[str, Any], snapshot_s: float, interactions: int
+) -> dict[str, Any]:
+    decision = result.decision
+    version = result.outcome.version
+    return {
+        "outcome": "published" if result.outcome.published else "refused",
+        "published": result.outcome.published,
+        "message": decision.reason(),
+        "version": version.version_id if result.outcome.published else None,
+        "candidate": decision.candidate,
+        "baseline": decision.baseline,
+        "baseline_kind": decision.baseline_kind,
+        "baseline_version": decision.baseline_version,
+        "metric": decision.metric,
+        "snapshot": snapshot,
+        "interactions": interactions,
+        "holdout_users": result.holdout_users,
+        "tuned": None
+        if result.tuning is None
+        else {
+            "als": result.tuning["als"],
+            "weighting": result.tuning["weighting"],
+            "score": result.tuning["score"],
+            "trials": len(result.tuning.get("trials", [])),
+        },
+        "pruned": result.outcome.pruned,
+        "snapshot_s": round(snapshot_s, 3),
+        "tune_s": round(result.seconds.get("tune", 0.0), 3),
+        "train_s": round(result.seconds.get("train", 0.0), 3),
+        "evaluate_s": round(result.seconds.get("evaluate", 0.0), 3),
+        "publish_s": round(result.seconds.get("publish", 0.0), 3),
+    }

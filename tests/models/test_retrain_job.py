@@ -1,0 +1,196 @@
+"""``freshrec retrain`` as ops run it, against a real broker and redis-server.
+
+The workers' changelog is written here in their record format (the worker
+itself is exercised in tests/test_retrain_end_to_end.py), so each test controls
+exactly what the snapshot holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from freshrec.settings import Settings
+from freshrec.stack import wait_until
+from models.interactions import InteractionLog
+from models.retrain_cli import EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
+from models.snapshot import read_changelog, states_from_log
+from models.store import ModelStore
+from models.synthetic import generate
+from schemas.state import changelog_topic, encode
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+#: A model the size of the planted structure (8 clusters), quick to train; flags given
+#: later on a command line win over these.
+SMALL_MODEL = ("--threads", "1", "--factors", "8", "--iterations", "10", "--regularization", "1")
+
+
+def partition_of(user: str) -> int:
+    """A user's changelog partition (all of one user's records go to one partition)."""
+    return zlib.crc32(user.encode()) % PARTITIONS
+
+
+def write_changelog(settings: Settings, log: InteractionLog) -> dict[int, int]:
+    """One record per user, as workers write them; returns the records per partition."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+    counts: dict[int, int] = {}
+    for user, state in states_from_log(log, settings.history_length):
+        partition = partition_of(user)
+        producer.produce(
+            changelog_topic(settings.app_id),
+            key=user.encode(),
+            value=encode(state),
+            partition=partition,
+        )
+        counts[partition] = counts.get(partition, 0) + 1
+    assert producer.flush(30) == 0
+    return counts
+
+
+@pytest.fixture
+def job_settings(settings: Settings) -> Settings:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = changelog_topic(settings.app_id)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    return settings.replace(retrain_tune_budget_s=0.0, retrain_lock_ttl_s=2.0)
+
+
+def start_retrain(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env |= settings.as_env()
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "retrain", *SMALL_MODEL, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_stall(proc: subprocess.Popen[str], stage: str) -> None:
+    """Read the job's standard error until it says it stalled at ``stage``."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # ends when the job exits; the pytest timeout bounds the rest
+        seen.append(line)
+        if f"stalled at {stage}" in line:
+            return
+    raise AssertionError(f"the job ended without stalling at {stage}:\n{''.join(seen)}")
+
+
+def retrain(settings: Settings, *args: str) -> tuple[int, dict[str, Any], str]:
+    """Run the job to its end: exit code, JSON summary, standard error."""
+    proc = start_retrain(settings, *args)
+    out, err = proc.communicate(timeout=240)
+    lines = out.strip().splitlines()
+    assert lines, f"no summary line; stderr:\n{err}"
+    return proc.returncode, json.loads(lines[-1]), err
+
+
+def data() -> InteractionLog:
+    return generate(n_users=400, n_items=96, n_interactions=12_000, factors=8, seed=11).log
+
+
+def test_retrain_publishes_a_version_recording_the_snapshot_offsets(
+    job_settings: Settings,
+) -> None:
+    counts = write_changelog(job_settings, data())
+    code, summary, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    store = ModelStore(job_settings.model_store)
+    assert store.current() == summary["version"]
+    version = store.load(summary["version"])
+    assert version.snapshot["topic"] == changelog_topic(job_settings.app_id)
+    assert version.snapshot["end_offsets"] == {str(p): n for p, n in counts.items()}
+    assert version.snapshot["users"] == 400
+    assert summary["baseline_kind"] == "popular" and summary["candidate"] > summary["baseline"]
+    for key in ("snapshot_s", "tune_s", "train_s", "evaluate_s", "publish_s", "total_s"):
+        assert summary[key] >= 0
+
+
+def test_worse_candidates_are_refused_and_nothing_changes(job_settings: Settings) -> None:
+    write_changelog(job_settings, data())
+    code, first, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    store = ModelStore(job_settings.model_store)
+
+    # item factors shuffled against their ids (a test hook)
+    code, summary, err = retrain(job_settings, "--debug-permute-items")
+    assert code == EXIT_REFUSED, err
+    assert f"{summary['candidate']:.4f}" in err and f"{summary['baseline']:.4f}" in err
+    assert summary["baseline_version"] == first["version"]
+    assert store.versions() == [first["version"]] and store.current() == first["version"]
+
+    # a deliberately bad configuration
+    code, summary, err = retrain(
+        job_settings, "--factors", "2", "--iterations", "1", "--regularization", "5000"
+    )
+    assert code == EXIT_REFUSED, err
+    assert "worse" in summary["message"] and summary["candidate"] < summary["baseline"]
+    assert store.versions() == [first["version"]] and store.current() == first["version"]
+
+
+def test_two_retrains_at_once_one_runs_the_other_is_told_who_holds_the_lock(
+    job_settings: Settings,
+) -> None:
+    write_changelog(job_settings, data())
+    holder = start_retrain(job_settings, "--debug-stall-at", "trained")
+    try:
+        wait_for_stall(holder, "trained")
+        code, summary, err = retrain(job_settings)
+        assert code == EXIT_LOCKED
+        assert summary["outcome"] == "locked" and f"pid {holder.pid}" in summary["holder"]
+        assert "another retrain is running" in err
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+
+
+@pytest.mark.parametrize("stage", ["trained", "saved"])
+def test_a_retrain_killed_while_publishing_leaves_a_whole_version_current(
+    job_settings: Settings, stage: str, tmp_path: Path
+) -> None:
+    write_changelog(job_settings, data())
+    code, first, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    victim = start_retrain(job_settings, "--force", "--debug-stall-at", stage)
+    wait_for_stall(victim, stage)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    store = ModelStore(job_settings.model_store)
+    assert store.current() == first["version"]
+    for version_id in store.versions():  # every listed version loads whole
+        store.load(version_id)
+    # the lock expires (FRESHREC_RETRAIN_LOCK_TTL_S=2) and the next run goes through
+    wait_until(
+        lambda: retrain(job_settings, "--force")[0] == EXIT_PUBLISHED,
+        30,
+        "a retrain after the kill",
+    )
+    assert store.current() != first["version"]
+
+
+def test_forgotten_users_are_not_in_the_snapshot(job_settings: Settings) -> None:
+    log = data()
+    write_changelog(job_settings, log)
+    topic = changelog_topic(job_settings.app_id)
+    producer = Producer({"bootstrap.servers": job_settings.bootstrap_servers})
+    producer.produce(topic, key=b"user-1", value=None, partition=partition_of("user-1"))
+    assert producer.flush(10) == 0
+    snap = read_changelog(job_settings.bootstrap_servers, topic)
+    assert "user-1" not in snap.log.users and "user-2" in snap.log.users
+    assert snap.forgotten == 1 and len(snap.log.users) == 399
