@@ -6,8 +6,8 @@ in :mod:`models.evaluate`, :mod:`models.tuning`, :mod:`models.als` and friends.
 ``evaluate`` splits the data (Microsoft Recommenders' protocol by default),
 tunes the configuration on a validation split of the training part (unless
 ``--no-tune``), trains on the training part and prints the ranking metrics of
-the model and of the popular baseline. ``train`` evaluates the same way to record the metrics,
-then trains on all the data and writes a model version to
+the model and of the popular baseline. ``train`` evaluates the same way to
+record the metrics, then trains on all the data and writes a model version to
 ``FRESHREC_MODEL_STORE``; with ``--publish`` it also moves the current-model
 pointer to it.
 """
