@@ -31,7 +31,7 @@ from models.weighting import WeightingConfig, combined_confidences
 
 
 @dataclass(frozen=True)
-class Holdout:
+class RecentHoldout:
     """A chronological hold-out: train on ``train``, score ``users`` against ``test``."""
 
     train: InteractionLog
@@ -47,7 +47,7 @@ class Holdout:
         fraction: float,
         seed: int = 42,
         after_ts: int | None = None,
-    ) -> Holdout:
+    ) -> RecentHoldout:
         """Hold out the newest ``fraction`` of items of up to ``n_users`` sampled users,
         only items newer than ``after_ts`` when given (:func:`newest_items_split`)."""
         train_rows, test_rows = newest_items_split(
@@ -90,7 +90,9 @@ class Holdout:
         return {names[i] for i in np.unique(self.train.item).tolist()}
 
 
-def served_metrics(recommender: Recommender, holdout: Holdout, k: int = 10) -> dict[str, float]:
+def served_metrics(
+    recommender: Recommender, holdout: RecentHoldout, k: int = 10
+) -> dict[str, float]:
     """Ranking metrics of ``recommender`` on ``holdout``, as the worker would serve its lists."""
     histories = holdout.histories(recommender.weighting)
     seen = holdout.seen()
@@ -105,7 +107,9 @@ def served_metrics(recommender: Recommender, holdout: Holdout, k: int = 10) -> d
     return ranking_metrics(ranked, holdout.relevant(), holdout.train_items(), k)
 
 
-def popular_metrics(holdout: Holdout, weighting: WeightingConfig, k: int = 10) -> dict[str, float]:
+def popular_metrics(
+    holdout: RecentHoldout, weighting: WeightingConfig, k: int = 10
+) -> dict[str, float]:
     """Ranking metrics of the popular fallback built from ``holdout.train``."""
     order, _ = top_popular(popularity(holdout.train, weighting))
     names = [holdout.train.items.ids[i] for i in order.tolist()]

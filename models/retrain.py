@@ -5,7 +5,7 @@
 it here:
 
 1. **Hold-out.** A chronological hold-out of a sample of users
-   (:meth:`~models.gate.Holdout.split`): their newest items are set aside, and
+   (:meth:`~models.gate.RecentHoldout.split`): their newest items are set aside, and
    everything else is the training data.
 2. **Tune.** :func:`models.tuning.tune` searches the hyperparameters within a
    time budget on a validation split carved from the training data alone; the
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from models.als import ALSConfig
-from models.gate import GateDecision, Holdout, decide, popular_metrics, served_metrics
+from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
 from models.publish import Outcome, StageHook, train_and_publish
 from models.recommender import Recommender
@@ -186,7 +186,7 @@ MIN_UNSEEN_USERS = 50
 
 def _holdout(
     data: InteractionLog, plan: RetrainPlan, current: ModelVersion | None
-) -> tuple[Holdout, bool]:
+) -> tuple[RecentHoldout, bool]:
     """The gate's hold-out, and whether the current model has never seen it.
 
     Items newer than the current model's newest training event are held out
@@ -198,7 +198,9 @@ def _holdout(
     """
     cutoff = None if current is None else current.snapshot.get("newest_ts")
     if cutoff is not None:
-        fresh = Holdout.split(data, plan.gate_users, plan.holdout_fraction, plan.seed, int(cutoff))
+        fresh = RecentHoldout.split(
+            data, plan.gate_users, plan.holdout_fraction, plan.seed, int(cutoff)
+        )
         if fresh.users.size >= min(MIN_UNSEEN_USERS, plan.gate_users):
             return fresh, True
         log.warning(
@@ -206,7 +208,7 @@ def _holdout(
             "scores every sampled user's newest items, which the current model has seen",
             fresh.users.size,
         )
-    holdout = Holdout.split(data, plan.gate_users, plan.holdout_fraction, plan.seed)
+    holdout = RecentHoldout.split(data, plan.gate_users, plan.holdout_fraction, plan.seed)
     if len(holdout.test) == 0:
         raise ValueError("no user has two distinct items: nothing to evaluate a model on")
     return holdout, current is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.als import ALSConfig
-from models.gate import Holdout, decide, popular_metrics, served_metrics
+from models.gate import RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
 from models.publish import build_version
 from models.split import newest_items_split
@@ -72,7 +72,7 @@ def test_decide_tolerance_is_relative_and_first_model_must_beat_popular() -> Non
 
 def test_served_metrics_tell_a_model_from_one_with_shuffled_items() -> None:
     data = generate(600, 96, 20_000, factors=8, seed=5).log
-    holdout = Holdout.split(data, n_users=300, fraction=0.2)
+    holdout = RecentHoldout.split(data, n_users=300, fraction=0.2)
     cfg = ALSConfig(factors=8, iterations=10, regularization=1.0, num_threads=1, use_gpu=False)
     version = build_version(holdout.train, cfg, DEFAULT_WEIGHTING, popular_length=50, snapshot={})
     good = served_metrics(recommender_from_version(version), holdout)["ndcg@10"]

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,16 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
-from models.als import ALSConfig, train
+from models.als import ALSConfig
+from models.publish import train_and_publish
 from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
-from models.weighting import confidence_matrix
+from models.weighting import DEFAULT_WEIGHTING
 from schemas.recs import RecList, decode, user_key
 from schemas.state import UserState, changelog_topic
 from schemas.state import decode as decode_state
 from streams.dlq import read_topic
 from streams.publisher import Publisher
-from tests.conftest import model_version
 
 #: Event timestamps used by the tests (2025-01-01), inside the schema's bounds.
 BASE_TS = 1_735_689_600_000
@@ -198,18 +197,15 @@ def synthetic(seed: int = 0) -> SyntheticData:
 def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> str:
     """Train on ``data``, store the version and move the current pointer; returns its id."""
     cfg = ALSConfig(factors=8, iterations=12, num_threads=1, seed=seed, use_gpu=False)
-    model = train(confidence_matrix(data.log), cfg)
-    version = model_version(
+    outcome = train_and_publish(
+        ModelStore(settings.model_store),
         data.log,
-        model.item_factors,
-        cfg.as_dict(),
-        popular=settings.list_length,
-        created_at=int(time.time() * 1000),
+        cfg,
+        DEFAULT_WEIGHTING,
+        popular_length=settings.list_length,
+        snapshot={"source": "test"},
     )
-    store = ModelStore(settings.model_store)
-    store.save(version)
-    store.set_current(version.version_id)
-    return version.version_id
+    return outcome.version.version_id
 
 
 def newest_offsets(settings: Settings) -> dict[tuple[str, int], int]:
