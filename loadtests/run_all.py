@@ -48,6 +48,17 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "ratio = API requests/s / redis-benchmark GETs/s; goal >= 0.25, "
         ">= 5,000 req/s, p99 < 50 ms",
     ),
+    "retrain": (
+        ["python", "loadtests/bench_retrain.py"],
+        "ratio_untuned = (retrain total_s - tune_s) / implicit's own fit on the same matrix; "
+        "goal <= 2; snapshot_interactions_per_s goal >= 500,000",
+    ),
+    "history": (
+        ["python", "loadtests/bench_history.py"],
+        "ndcg_ratio = nDCG@10 of users folded in from their newest `cap` interactions / the "
+        "same users' trained factors, per cap, beside record bytes and worker µs per user; "
+        "chooses FRESHREC_HISTORY_LENGTH",
+    ),
 }
 
 
