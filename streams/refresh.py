@@ -192,7 +192,7 @@ class ListRefresher:
         requests = self._refresh_requests
         version = self._follower.version
         users = list(self._state.users())
-        size = self._settings.batch_size
+        size = self._settings.refresh_chunk_size
         refreshed = 0
         for start in range(0, len(users), size):
             async with self._lock:
