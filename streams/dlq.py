@@ -33,6 +33,7 @@ from freshrec.settings import Settings
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
+from streams.topics import event_types
 
 #: Records one ``consume`` call may return: large enough that a long topic is
 #: read in few calls, small enough that the deadline is checked between them.
@@ -121,11 +122,7 @@ class ReplayReport:
 
 def replay(settings: Settings, letters: list[DeadLetter], dry_run: bool = False) -> ReplayReport:
     """Re-validate ``letters`` and publish the valid ones to their source topics."""
-    kinds = {
-        settings.topic_watch: "watch",
-        settings.topic_rate: "rate",
-        settings.topic_forget: "forget",
-    }
+    kinds = event_types(settings)
     fixed: list[DeadLetter] = []
     still_invalid: dict[str, int] = {}
     for letter in letters:

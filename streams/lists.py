@@ -11,26 +11,18 @@ and the items the history cap dropped (``UserState.seen_items``), are left
 out of personal and popular lists alike.
 
 Lists come out already encoded, in exactly the bytes :func:`schemas.recs.encode`
-writes (tests hold the two together). A personal list is assembled from the
-model's index arrays (:meth:`Recommender.rank`) and per-item JSON fragments made
-once per model version: the scores of the whole batch are formatted by one
-``orjson`` call, and a list is one ``bytes.join`` of its fragments. Building a
-dict per item (150 per user) and serialising it took as long as the fold-in,
-top-k and explanations together.
+writes: a personal list is encoded from the model's index arrays
+(:meth:`Recommender.rank`) by the contract's fast path,
+:class:`schemas.recs.ItemFragments`, made once per model version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import orjson
-
-from models.recommender import Ranking, Recommender
 from models.weighting import user_confidences
-from schemas.recs import Source, envelope, order_token
+from schemas.recs import ItemFragments, encode_list, list_head, order_token
 from schemas.state import UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
@@ -43,51 +35,6 @@ class UserList:
     user: str
     order: str
     data: bytes
-
-
-def encode_list(
-    user: str | None,
-    source: Source,
-    model_version: str | None,
-    updated_at: int,
-    written_at: int,
-    items: Sequence[str],
-    scores: Sequence[float],
-    because: Sequence[str | None],
-) -> bytes:
-    """The ``data`` field of a list, identical to ``schemas.recs.encode`` of the same list."""
-    entries: list[dict[str, Any]] = [
-        {"item": i, "score": s} if b is None else {"item": i, "score": s, "because": b}
-        for i, s, b in zip(items, scores, because, strict=True)
-    ]
-    return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, entries))
-
-
-class _Fragments:
-    """The JSON pieces of one model's items, made once per model version.
-
-    ``item[i]`` opens item ``i``'s entry up to its score; ``because[j]`` closes an
-    entry whose explanation is item ``j``, and ``because[-1]`` one without.
-    Each closing piece ends with a comma, dropped after a list's last entry.
-    """
-
-    def __init__(self, recommender: Recommender) -> None:
-        self.version = recommender.version_id
-        names = recommender.item_ids.ids
-        self.item = np.array(
-            [b'{"item":' + orjson.dumps(name) + b',"score":' for name in names], dtype=object
-        )
-        self.because = np.array(
-            [b',"because":' + orjson.dumps(name) + b"}," for name in names] + [b"},"],
-            dtype=object,
-        )
-
-
-def _head(
-    user: str, source: Source, version: str | None, updated_at: int, written_at: int
-) -> bytes:
-    """A list's bytes up to and including the ``[`` that opens its items."""
-    return orjson.dumps(envelope(user, source, version, updated_at, written_at, []))[:-2]
 
 
 def _unranked(
@@ -110,7 +57,9 @@ class ListBuilder:
         self._n = list_length
         self._follower = follower
         self._popularity = popularity
-        self._fragments: _Fragments | None = None
+        #: The item fragments of the model version ``_fragments_version``.
+        self._fragments: ItemFragments | None = None
+        self._fragments_version: str | None = None
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
@@ -126,7 +75,11 @@ class ListBuilder:
         ranking = recommender.rank(
             histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
         )
-        bodies = self._bodies(recommender, ranking)
+        fragments = self._fragments
+        if fragments is None or self._fragments_version != recommender.version_id:
+            fragments = self._fragments = ItemFragments(recommender.item_ids.ids)
+            self._fragments_version = recommender.version_id
+        bodies = fragments.bodies(ranking.items, ranking.scores, ranking.because, ranking.personal)
         version = recommender.version_id
         lists = []
         for row, (user, state) in enumerate(zip(users, states, strict=True)):
@@ -144,37 +97,10 @@ class ListBuilder:
                     [None] * len(items),
                 )
             else:
-                head = _head(user, "personal", version, state.newest_ts, written_at)
+                head = list_head(user, "personal", version, state.newest_ts, written_at)
                 data = head + body
             lists.append(UserList(user, order_token(state.newest_ts, version), data))
         return lists
-
-    def _bodies(self, recommender: Recommender, ranking: Ranking) -> list[bytes | None]:
-        """Per user, the encoded items of a personal list and the closing ``]}``; None otherwise."""
-        fragments = self._fragments
-        if fragments is None or fragments.version != recommender.version_id:
-            fragments = self._fragments = _Fragments(recommender)
-        n_users, k = ranking.items.shape
-        personal = ranking.personal
-        out: list[bytes | None] = [None] * n_users
-        if k == 0 or not personal.any():
-            return [b"]}" if p else None for p in personal.tolist()]
-        filled = ranking.items >= 0
-        scores = np.where(filled, ranking.scores, 0.0).astype(np.float64)
-        cells = np.empty((n_users, k, 3), dtype=object)
-        cells[:, :, 0] = fragments.item[np.maximum(ranking.items, 0)]
-        # one orjson call formats every score of the batch exactly as in a dict
-        cells[:, :, 1] = np.array(
-            orjson.dumps(scores.ravel().tolist())[1:-1].split(b","), dtype=object
-        ).reshape(n_users, k)
-        cells[:, :, 2] = fragments.because[ranking.because]
-        counts = filled.sum(axis=1).tolist()
-        flat = cells.reshape(n_users, 3 * k).tolist()
-        for row, p in enumerate(personal.tolist()):
-            if p:
-                # drop the unfilled tail and the last entry's trailing comma
-                out[row] = b"".join(flat[row][: 3 * counts[row]])[:-1] + b"]}"
-        return out
 
     def _popular(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int

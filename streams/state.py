@@ -13,15 +13,12 @@ batch goes on (see docs/worker.md, "Delivery").
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
-from freshrec.errors import TransientError
 from freshrec.retry import RetryPolicy
 from schemas.state import UserState, decode, encode
+from streams.delivery import send_all
 
 #: One pending write: the changelog partition and the new value (None deletes).
 Write = tuple[int, UserState | None]
@@ -75,11 +72,10 @@ class StateTable:
         # partition and bytes, at a third of the cost per record.
         producer = self._table.app.producer
         topic = self._table.changelog_topic.get_topic_name()
-        try:
-            futures = [
-                await producer.send(topic, key, value, partition, None, None)
+        await send_all(
+            "changelog",
+            (
+                producer.send(topic, key, value, partition, None, None)
                 for key, (partition, value) in encoded.items()
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise TransientError(f"changelog write failed: {exc!r}") from exc
+            ),
+        )
