@@ -1,0 +1,79 @@
+"""``freshrec models list|show|rollback|prune`` on a real store, through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from models.als import ALSConfig
+from models.publish import train_and_publish
+from models.store import ModelStore
+from models.synthetic import generate
+from models.weighting import DEFAULT_WEIGHTING
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
+    """A store with three versions, the newest current, and FRESHREC_MODEL_STORE naming it."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("FRESHREC_MODEL_STORE", str(root))
+    store = ModelStore(root)
+    data = generate(80, 24, 1500, factors=4, seed=2).log
+    for _ in range(3):
+        train_and_publish(
+            store,
+            data,
+            ALSConfig(factors=4, iterations=2, num_threads=1, use_gpu=False),
+            DEFAULT_WEIGHTING,
+            popular_length=10,
+            snapshot={"source": "test"},
+        )
+    return store
+
+
+def test_list_marks_the_current_version_and_shows_what_made_it(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["version"] for r in rows] == store.versions()
+    assert [r["current"] for r in rows] == [False, False, True]
+    assert rows[0]["tuned"]["factors"] == 4 and rows[0]["snapshot"]["source"] == "test"
+    assert main(["models", "list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1].startswith("* ") and "f=4" in table[-1]
+
+
+def test_show_and_rollback_move_the_pointer_to_an_older_version(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = store.versions()[0]
+    assert main(["models", "show", first]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["version_id"] == first and meta["current"] is False and meta["n_items"] == 24
+    assert main(["models", "rollback", first]) == 0
+    assert store.current() == first
+    assert "workers refresh" in capsys.readouterr().out
+
+
+def test_rollback_to_a_missing_version_is_one_line_and_changes_nothing(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    current = store.current()
+    assert main(["models", "rollback", "20000101T000000000000Z-0000"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no model version" in err
+    assert store.current() == current
+
+
+def test_prune_keeps_the_newest_and_the_current(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    oldest, middle, newest = store.versions()
+    store.set_current(oldest)
+    assert main(["models", "prune", "--keep", "1"]) == 0
+    assert store.versions() == [oldest, newest]
+    assert middle in capsys.readouterr().out
