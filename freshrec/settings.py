@@ -200,6 +200,23 @@ class Settings:
         ),
     )
 
+    api_header_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a client has to send a request's headers, from their first byte or "
+            "the connection's opening; a slower client is disconnected (0 turns it off).",
+            min=0.0,
+        ),
+    )
+    api_keepalive_timeout_s: float = field(
+        default=75.0,
+        metadata=_doc(
+            "Seconds an idle keep-alive connection stays open between requests; keep it "
+            "above the idle timeout of the load balancer in front (often 60 s).",
+            min=0.1,
+        ),
+    )
+
     log_level: str = field(
         default="INFO",
         metadata=_doc(
@@ -319,4 +336,3 @@ def settings_table() -> str:
         shown = "(empty)" if default == "" else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
-
