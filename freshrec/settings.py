@@ -147,6 +147,15 @@ class Settings:
             "Newest event ids remembered per user; a repeat of any of them is dropped.", min=1
         ),
     )
+    stall_timeout_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "A worker that holds partitions with records waiting, has no batch in flight "
+            "and received nothing for this long exits with status 75 for its supervisor "
+            "to restart it (so does one that finds the broker lost records it read).",
+            min=1.0,
+        ),
+    )
     broker_session_timeout_s: float = field(
         default=30.0,
         metadata=_doc(

@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from streams.dead_letter import DeadLetterWriter
+from streams.liveness import ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 from streams.pipeline import BatchProcessor, Inbound
@@ -126,6 +127,9 @@ def create_app(settings: Settings) -> faust.App:
     dead_letter_topic = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
     )
+    watch = ProgressWatch(
+        settings, (settings.topic_watch, settings.topic_rate, settings.topic_forget), metrics
+    )
     processor = BatchProcessor(
         settings,
         StateTable(table, retry("changelog write")),
@@ -159,6 +163,7 @@ def create_app(settings: Settings) -> faust.App:
             _die(f"batch failed: {exc!r}")
         for event in events:
             await stream.ack(event)
+        watch.batch_done()
 
     @app.agent(source, name="fold-in")
     async def fold_in(stream: Any) -> None:
@@ -173,10 +178,12 @@ def create_app(settings: Settings) -> faust.App:
         last: asyncio.Task[None] | None = None
         prepared: asyncio.Event | None = None
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            watch.received((e.message.topic, e.message.partition, e.message.offset) for e in events)
             if prepared is not None:
                 await prepared.wait()
             if before_last is not None:
                 await before_last
+            watch.batch_started()
             prepared = asyncio.Event()
             before_last, last = last, asyncio.create_task(
                 complete(stream, list(events), prepared, last)
@@ -189,6 +196,17 @@ def create_app(settings: Settings) -> faust.App:
         except Exception:
             # Only lists are written here (no offsets): the next tick tries again.
             log.exception("model check or refresh failed; retrying at the next poll")
+
+    @app.timer(min(1.0, settings.stall_timeout_s / 4), name="watch-progress")
+    async def watch_progress() -> None:
+        assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        verdict = await watch.check(assigned)
+        if verdict.stalled is not None:
+            _die(f"worker stuck: {verdict.stalled}")
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        watch.revoked((tp.topic, tp.partition) for tp in revoked)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -90,6 +90,26 @@ class WorkerMetrics:
             "each is followed by a refresh of every held list.", registry=r,
         )
 
+        self.seconds_since_progress = Gauge(
+            "freshrec_worker_seconds_since_progress",
+            "Seconds since the agent last received a batch or finished one (0 while one "
+            "is in flight), as of the last progress check.", registry=r,
+        )
+        self.progress_checks = Counter(
+            "freshrec_worker_progress_checks",
+            "Progress checks that got an answer from the broker (one a second).", registry=r,
+        )
+        self.stalls = Counter(
+            "freshrec_worker_stalls",
+            "Progress checks that found the worker stuck (no progress with lag, or a broker "
+            "that lost records it read); each ends the process with status 75.", registry=r,
+        )
+        self.partitions_changed = Gauge(
+            "freshrec_worker_topic_partitions_changed",
+            "1 while an event topic's partition count differs from the one at start.",
+            ["topic"], registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
