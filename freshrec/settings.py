@@ -123,6 +123,14 @@ class Settings:
         default=0.05,
         metadata=_doc("Longest wait to fill a micro-batch, in seconds.", min=0.0),
     )
+    refresh_chunk_size: int = field(
+        default=1000,
+        metadata=_doc(
+            "Users whose lists a refresh (after a model switch or a Redis data loss) "
+            "rewrites per hold of the worker's lock; batches run between chunks.",
+            min=1,
+        ),
+    )
     history_length: int = field(
         default=200, metadata=_doc("Newest interactions kept per user.", min=1)
     )

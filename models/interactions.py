@@ -4,33 +4,26 @@ One row per event (a watch or a rating), kept as parallel numpy arrays with the
 user and item ids encoded once through :class:`~models.ids.IdMap`. Columnar
 because training on a million events must not build a million Python objects;
 the per-event :class:`Interaction` tuple is the streaming worker's view of the
-same data, and :mod:`models.weighting` applies one rule to both.
+same data (it lives with the state record in :mod:`schemas.state`, whose
+rows it is), and :mod:`models.weighting` applies one rule to both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from models.ids import IdMap
+from schemas.state import Interaction
 
 #: Codes of the ``kind`` column; ``KINDS[code]`` is the event type's name.
 KIND_WATCH = 0
 KIND_RATE = 1
 KINDS = ("watch", "rate")
 
-
-class Interaction(NamedTuple):
-    """One event of one user's history, as the streaming worker keeps it."""
-
-    item_id: str
-    kind: str  # "watch" or "rate"
-    value: float  # watch: seconds watched; rate: rating 0.5..5
-    duration_s: float | None  # watch only; None when unknown
-    ts: int  # epoch milliseconds
+__all__ = ["KINDS", "KIND_RATE", "KIND_WATCH", "Interaction", "InteractionLog"]
 
 
 @dataclass(frozen=True)

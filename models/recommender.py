@@ -1,10 +1,13 @@
-"""The one entry point the streaming worker calls per micro-batch: histories in, lists out.
+"""Fold-in and ranking against one model version: histories in, lists out.
 
 Pure (no I/O): built once per model version from a
-:class:`~models.store.ModelVersion`, then :meth:`Recommender.recommend` takes a
-batch of users' combined confidences (:func:`models.weighting.user_confidences`)
-and returns every user's top-n list with its scores and explanations, in one
-batched fold-in solve and one blocked matrix product for the whole batch.
+:class:`~models.store.ModelVersion`, then :meth:`Recommender.rank` (what the
+streaming worker calls per micro-batch) takes a batch of users' combined
+confidences (:func:`models.weighting.user_confidences` with the model's own
+:attr:`Recommender.weighting`) and returns every user's top-n as index arrays,
+in one batched fold-in solve and one blocked matrix product for the whole
+batch; :meth:`Recommender.recommend` is the same with item names, scores,
+explanations and the popular fallback as Python lists.
 """
 
 from __future__ import annotations
@@ -58,10 +61,17 @@ class Ranking:
     """History items the model does not know, over the whole batch (ignored)."""
     history: HistoryRows
     """The batch's histories over model item indices (known items, non-zero confidence)."""
+    excluded: HistoryRows | None
+    """Per user, the model indices left out of their list (confidences unused); None
+    when nothing is."""
 
     def seen(self, user: int) -> np.ndarray:
-        """Model indices of the known history items of row ``user``."""
-        return self.history.indices[self.history.indptr[user] : self.history.indptr[user + 1]]
+        """Model indices left out of row ``user``'s list: :meth:`Recommender.fallback` leaves
+        them out too."""
+        rows = self.excluded
+        if rows is None:
+            return np.zeros(0, dtype=np.int64)
+        return rows.indices[rows.indptr[user] : rows.indptr[user + 1]]
 
 
 class Recommender:
@@ -81,7 +91,7 @@ class Recommender:
     ) -> None:
         self.version_id = version_id
         #: The weighting rule the model was trained with; histories passed to
-        #: :meth:`recommend` should be combined with the same rule.
+        #: :meth:`rank` and :meth:`recommend` must be combined with the same rule.
         self.weighting = weighting
         self.item_ids = item_ids
         self.foldin = FoldIn(item_factors, regularization, alpha)
@@ -142,14 +152,22 @@ class Recommender:
         n: int,
         exclude_seen: bool = True,
         explain: bool = True,
+        exclude: Sequence[Sequence[str]] | None = None,
     ) -> Ranking:
         """The personal top-``n`` of a batch as index arrays (see :class:`Ranking`).
 
         :meth:`recommend` is this plus item names and the popular fallback; a
         caller that encodes many lists at once (the streaming worker) works on
         the arrays directly instead of 150 Python objects per user.
+
+        ``exclude``, one sequence of item ids per user, leaves those items out
+        of that user's list too, whatever ``exclude_seen``: the worker passes
+        the items a user interacted with that ``histories`` do not hold (the
+        history cap dropped them, or their confidence is 0). Ids the model does
+        not know are ignored.
         """
         rows, unknown = self.encode(histories)
+        excluded = self._excluded(rows, exclude_seen, exclude)
         n_users = rows.n_users
         positive = np.bincount(
             np.repeat(np.arange(n_users), rows.lengths()),
@@ -165,9 +183,10 @@ class Recommender:
         if users.size:
             sub = _select(rows, users)
             seen = None
-            if exclude_seen:
+            if excluded is not None:
+                mask = _select(excluded, users)
                 seen = sp.csr_matrix(
-                    (np.ones(sub.indices.size, dtype=np.float32), sub.indices, sub.indptr),
+                    (np.ones(mask.indices.size, dtype=np.float32), mask.indices, mask.indptr),
                     shape=(users.size, len(self.item_ids)),
                 )
             fold = self.foldin.fold(sub, explain=explain)
@@ -181,7 +200,32 @@ class Recommender:
             items[users], scores[users] = top, top_scores
             if explain:
                 because[users] = fold.because(top)
-        return Ranking(items, scores, because, personal, unknown, rows)
+        return Ranking(items, scores, because, personal, unknown, rows, excluded)
+
+    def _excluded(
+        self, rows: HistoryRows, exclude_seen: bool, extra: Sequence[Sequence[str]] | None
+    ) -> HistoryRows | None:
+        """Per user, the model indices to leave out: the history's (when ``exclude_seen``)
+        and those of ``extra``'s ids, as CSR rows (duplicates allowed; a mask is a mask)."""
+        n_users = rows.n_users
+        if extra is not None and len(extra) != n_users:
+            raise ValueError(f"exclude has {len(extra)} entries for {n_users} users")
+        lengths = np.fromiter(
+            (len(e) for e in extra or ()), dtype=np.int64, count=0 if extra is None else n_users
+        )
+        if extra is None or not lengths.any():
+            return rows if exclude_seen else None
+        idx = self.item_ids.indices([item for e in extra for item in e])
+        owner = np.repeat(np.arange(n_users), lengths)
+        known = idx >= 0
+        owner, idx = owner[known], idx[known]
+        if exclude_seen:
+            owner = np.concatenate([np.repeat(np.arange(n_users), rows.lengths()), owner])
+            idx = np.concatenate([rows.indices, idx])
+        order = np.argsort(owner, kind="stable")
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=n_users), out=indptr[1:])
+        return HistoryRows(indptr, idx[order], np.ones(idx.size, dtype=np.float32))
 
     def fallback(self, seen: Sequence[int] | np.ndarray, n: int) -> tuple[list[str], list[float]]:
         """The popular list minus the items of model indices ``seen``: a user without history."""
@@ -196,15 +240,17 @@ class Recommender:
         n: int,
         exclude_seen: bool = True,
         explain: bool = True,
+        exclude: Sequence[Sequence[str]] | None = None,
     ) -> Recommendations:
         """Top-``n`` lists for a batch of users (see :class:`Recommendations`).
 
         Seen items (every known history item, disliked ones included) are
-        excluded when ``exclude_seen``, from popular fallbacks too. With
-        ``explain`` off, ``because`` holds None throughout and the work of the
-        explanations (about a third of a batch's time at 150 items) is skipped.
+        excluded when ``exclude_seen``, and ``exclude``'s items always (see
+        :meth:`rank`), from popular fallbacks too. With ``explain`` off,
+        ``because`` holds None throughout and the work of the explanations
+        (about a third of a batch's time at 150 items) is skipped.
         """
-        ranking = self.rank(histories, n, exclude_seen, explain)
+        ranking = self.rank(histories, n, exclude_seen, explain, exclude)
         # one conversion per array for the whole batch; unfilled slots (-1) trail each row
         names = self._names[np.maximum(ranking.items, 0)].tolist()
         values = ranking.scores.astype(np.float64).tolist()
@@ -220,7 +266,7 @@ class Recommender:
             count = filled[u]
             items[u], scores[u], because[u] = names[u][:count], values[u][:count], why[u][:count]
         for row in np.flatnonzero(~ranking.personal).tolist():
-            items[row], scores[row] = self.fallback(ranking.seen(row) if exclude_seen else (), n)
+            items[row], scores[row] = self.fallback(ranking.seen(row), n)
             because[row] = [None] * len(items[row])
         return Recommendations(
             items, scores, because, ranking.personal.tolist(), ranking.unknown_items

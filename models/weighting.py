@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.interactions import KIND_RATE, KIND_WATCH, Interaction, InteractionLog
+from models.interactions import KIND_RATE, KIND_WATCH, InteractionLog
+from schemas.state import Interaction
 
 __all__ = [
     "DEFAULT_WEIGHTING",

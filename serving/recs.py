@@ -2,7 +2,8 @@
 
 The stored list (``schemas.recs``) is longer than the largest ``k``, so
 excluded items are replaced by the next ones rather than just removed. Only
-the first ``k + len(exclude)`` stored items are parsed (:func:`parse_head`)
+the first ``k + len(exclude)`` stored items are parsed (the contract's
+:func:`schemas.recs.parse_head`)
 and the first ``k`` that survive the exclusions are served, so a request
 costs one Redis round trip and a few tens of microseconds of JSON work.
 
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source, envelope
+from schemas.recs import Source, envelope, parse_head
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
 from serving.params import check_query, parse_exclude, parse_k, parse_user
@@ -74,42 +75,6 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     except CorruptList as exc:
         _skip_corrupt("popular list", exc)
     return orjson.dumps(envelope(user, "popular", None, None, None, []))
-
-
-#: How ``schemas.recs.encode`` (orjson, compact) writes the start of the items array.
-_ITEMS_KEY = b'"items":['
-#: The fields around the items, as :func:`schemas.recs.envelope` names them.
-_ENVELOPE = tuple(k for k in envelope(None, "popular", None, None, None, []) if k != "items")
-
-
-def parse_head(data: bytes, n: int) -> Any:
-    """The stored list as ``orjson.loads`` returns it, but usually with only its first ``n`` items.
-
-    Parsing all 150 stored items into Python objects is most of a request's
-    JSON cost when only ``k`` are served. Item and explanation ids are event-
-    contract ids (no braces, quotes or backslashes), so each item ends at the
-    next ``}``. Anything unexpected (other spacing, another key order, a brace
-    inside a string, a list shorter than ``n``) makes a slice that is not valid
-    JSON, lacks a key, or holds fewer than ``n`` items (the ``n`` braces were
-    not all item ends), and the whole document is parsed instead (all items,
-    still in order): never a wrong answer, only a slower one.
-    """
-    start = data.find(_ITEMS_KEY)
-    if start < 0:
-        return orjson.loads(data)
-    items_text = data[start + len(_ITEMS_KEY) :]
-    pieces = items_text.split(b"}", n)
-    if len(pieces) <= n:
-        return orjson.loads(data)
-    try:
-        head = orjson.loads(data[:start] + b'"items":[]}')
-        items = orjson.loads(b"[" + items_text[: len(items_text) - len(pieces[-1])] + b"]")
-    except orjson.JSONDecodeError:
-        return orjson.loads(data)
-    if len(items) != n or type(head) is not dict or any(key not in head for key in _ENVELOPE):
-        return orjson.loads(data)
-    head["items"] = items
-    return head
 
 
 def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[str]) -> bytes:

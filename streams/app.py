@@ -33,11 +33,12 @@ from threadpoolctl import threadpool_limits
 
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from streams.batch import Inbound
 from streams.dead_letter import DeadLetterWriter
 from streams.liveness import ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
-from streams.pipeline import BatchProcessor, Inbound
+from streams.pipeline import BatchProcessor
 from streams.sink import RedisSink
 from streams.state import StateTable
 from streams.transport import transport_class

@@ -12,17 +12,14 @@ readers (``freshrec dlq``) keep one record per source offset.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
-from freshrec.errors import TransientError
 from freshrec.retry import RetryPolicy
 from schemas.validator import Rejection
+from streams.delivery import send_all
 
 HEADER_PREFIX = "freshrec.dlq."
 
@@ -43,12 +40,24 @@ class DeadLetter:
 
     @classmethod
     def of(
-        cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
         rejection: Rejection,
     ) -> DeadLetter:
         return cls(
-            topic, partition, offset, key, value or b"", rejection.field, rejection.rule,
-            str(rejection), int(time.time() * 1000),
+            topic,
+            partition,
+            offset,
+            key,
+            value or b"",
+            rejection.field,
+            rejection.rule,
+            str(rejection),
+            int(time.time() * 1000),
         )
 
     @property
@@ -85,8 +94,15 @@ class DeadLetter:
         }
         try:
             return cls(
-                found["topic"], int(found["partition"]), int(found["offset"]), key, value or b"",
-                found["field"], found["rule"], found["reason"], int(found.get("at", "0")),
+                found["topic"],
+                int(found["partition"]),
+                int(found["offset"]),
+                key,
+                value or b"",
+                found["field"],
+                found["rule"],
+                found["reason"],
+                int(found.get("at", "0")),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"not a freshrec dead letter (missing or bad header {exc})") from exc
@@ -125,11 +141,10 @@ class DeadLetterWriter:
             await self._retry.call_async(lambda: self._send(letters))
 
     async def _send(self, letters: Sequence[DeadLetter]) -> None:
-        try:
-            futures = [
-                await self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+        await send_all(
+            "dead-letter",
+            (
+                self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
                 for letter in letters
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise TransientError(f"dead-letter write failed: {exc!r}") from exc
+            ),
+        )

@@ -33,6 +33,7 @@ from freshrec.settings import Settings
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
+from streams.topics import event_types
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Message]:
@@ -89,6 +90,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[
 def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetter]:
     """Every dead letter in the topic now, one per source message."""
     records = read_topic(settings, settings.topic_dead_letter, timeout_s)
+
     def pairs(headers: object) -> list[tuple[str, str | bytes | None]]:
         # confluent-kafka types headers as a dict or a list; a consumed record has a list.
         if isinstance(headers, dict):
@@ -108,11 +110,7 @@ class ReplayReport:
 
 def replay(settings: Settings, letters: list[DeadLetter], dry_run: bool = False) -> ReplayReport:
     """Re-validate ``letters`` and publish the valid ones to their source topics."""
-    kinds = {
-        settings.topic_watch: "watch",
-        settings.topic_rate: "rate",
-        settings.topic_forget: "forget",
-    }
+    kinds = event_types(settings)
     fixed: list[DeadLetter] = []
     still_invalid: dict[str, int] = {}
     for letter in letters:

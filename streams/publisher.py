@@ -27,6 +27,7 @@ from freshrec.errors import BadInputError, DeliveryError
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
+from streams.topics import event_types
 
 EventLike = Event | Mapping[str, Any] | bytes | str
 
@@ -48,11 +49,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def topic_for(settings: Settings, event_type: str) -> str:
-    return {
-        "watch": settings.topic_watch,
-        "rate": settings.topic_rate,
-        "forget": settings.topic_forget,
-    }[event_type]
+    """The topic that carries events of ``event_type`` (the inverse of ``event_types``)."""
+    topics: dict[str, str] = {kind: topic for topic, kind in event_types(settings).items()}
+    return topics[event_type]
 
 
 def prepare(event: EventLike) -> Event:

@@ -9,6 +9,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
+from schemas.events import EventType
 
 
 def event_topics(settings: Settings) -> list[str]:
@@ -19,6 +20,15 @@ def event_topics(settings: Settings) -> list[str]:
         settings.topic_forget,
         settings.topic_dead_letter,
     ]
+
+
+def event_types(settings: Settings) -> dict[str, EventType]:
+    """Topic name -> the type of the events it carries (what its messages must be)."""
+    return {
+        settings.topic_watch: "watch",
+        settings.topic_rate: "rate",
+        settings.topic_forget: "forget",
+    }
 
 
 def ensure_topics(

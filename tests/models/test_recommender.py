@@ -78,3 +78,26 @@ def test_popular(rec: Recommender, version: ModelVersion) -> None:
 def test_empty_batch(rec: Recommender) -> None:
     out = rec.recommend([], 10)
     assert out.items == [] and out.personal == [] and out.unknown_items == 0
+
+
+def test_an_excluded_item_never_makes_the_list(rec: Recommender, version: ModelVersion) -> None:
+    history = {"item-3": 4.0}
+    top = rec.recommend([history], 10).items[0]
+    out = rec.recommend([history, history, {}], 10, exclude=[[top[0], "unknown"], [], top[:2]])
+    assert out.items[0] == top[1:] + out.items[0][-1:]  # the rest move up one place
+    assert top[0] not in out.items[0]
+    assert out.items[1] == top  # another user's exclusions are theirs alone
+    # the popular fallback leaves them out too
+    assert out.items[2] == [i for i in version.popular_items if i not in top[:2]][:10]
+
+
+def test_exclusions_apply_with_exclude_seen_off(rec: Recommender) -> None:
+    history = {"item-3": 4.0}
+    top = rec.recommend([history], 5, exclude_seen=False).items[0]
+    out = rec.recommend([history], 5, exclude_seen=False, exclude=[[top[0]]])
+    assert top[0] not in out.items[0] and out.items[0][:4] == top[1:]
+
+
+def test_exclude_needs_one_entry_per_user(rec: Recommender) -> None:
+    with pytest.raises(ValueError, match="1 entries for 2 users"):
+        rec.rank([{}, {}], 5, exclude=[[]])

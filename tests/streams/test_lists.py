@@ -8,15 +8,15 @@ import numpy as np
 
 from models.ids import IdMap
 from models.recommender import Recommender
-from models.weighting import Interaction, user_confidences
-from schemas.recs import RecItem, RecList, encode
+from models.weighting import Interaction, WeightingConfig, user_confidences
+from schemas.recs import RecItem, RecList, decode, encode
+from schemas.state import UserState
 from streams.lists import ListBuilder
 from streams.popularity import Popularity
-from streams.state import UserState
 
 
 class _Follower:
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(self, recommender: Recommender | None) -> None:
         self.recommender = recommender
 
 
@@ -25,14 +25,20 @@ def _recommender(n_items: int) -> Recommender:
     names = [f"it\u00e9m-{i}" if i % 7 else f'q"{i}' for i in range(n_items)]  # escaping
     factors = rng.standard_normal((n_items, 4)).astype(np.float32)
     return Recommender(
-        "20260101T000000000000Z-abcd", IdMap(names), factors, 0.1, 2.0,
-        popular_items=names[::-1], popular_scores=[float(i) for i in range(n_items)],
+        "20260101T000000000000Z-abcd",
+        IdMap(names),
+        factors,
+        0.1,
+        2.0,
+        popular_items=names[::-1],
+        popular_scores=[float(i) for i in range(n_items)],
     )
 
 
 def _state(*items: str) -> UserState:
-    return UserState([Interaction(item, "watch", 600.0, 1200.0, 100 + i) for i, item in
-                      enumerate(items)])
+    return UserState(
+        [Interaction(item, "watch", 600.0, 1200.0, 100 + i) for i, item in enumerate(items)]
+    )
 
 
 def _expected(rec: Recommender, users: list[str], states: list[UserState], n: int) -> list[Any]:
@@ -63,3 +69,49 @@ def test_batch_encoder_matches_the_contract_encoder_for_every_kind_of_user() -> 
     assert [x.data for x in built] == _expected(rec, users, states, 5)
     assert b'"source":"popular"' in built[2].data and b'"source":"personal"' in built[3].data
     assert b'"items":[]' not in built[1].data and built[1].data.count(b'"item"') == 3
+
+
+def test_the_worker_combines_events_with_the_models_own_weighting_rule() -> None:
+    # Bug: the worker combined every history with the default rule, whatever the
+    # model was trained with; with negative feedback off (negative_below=0) a
+    # 1-star rating is a weak positive, so this user has a personal list.
+    rec = _recommender(12)
+    rec = Recommender(
+        rec.version_id,
+        rec.item_ids,
+        rec.foldin.item_factors,
+        0.1,
+        2.0,
+        weighting=WeightingConfig(negative_below=0),
+    )
+    state = UserState([Interaction(rec.item_ids.ids[3], "rate", 1.0, None, 100)])
+    built = ListBuilder(5, _Follower(rec), Popularity()).build(["a"], [state], 999)  # type: ignore[arg-type]
+    listed = decode(built[0].data)
+    assert listed.source == "personal"
+    assert rec.item_ids.ids[3] not in {i.item for i in listed.items}
+
+
+def test_items_the_history_cap_dropped_never_make_any_list() -> None:
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    personal = UserState([Interaction(names[0], "watch", 600.0, 1200.0, 100)])
+    personal.seen_items = sorted(names[1:8])
+    fallback = UserState([Interaction("not-in-the-model", "watch", 600.0, 1200.0, 100)])
+    fallback.seen_items = sorted(names[::2])
+    skim = UserState(
+        [
+            Interaction(names[0], "watch", 600.0, 1200.0, 100),
+            Interaction(names[9], "watch", 1.0, 1200.0, 101),
+        ]
+    )  # confidence 0
+    users, states = ["p", "f", "s"], [personal, fallback, skim]
+    popularity = Popularity()
+    popularity.rebuild([[Interaction(n, "watch", 1.0, None, 1)] for n in names])
+    with_model = ListBuilder(20, _Follower(rec), popularity).build(users, states, 999)  # type: ignore[arg-type]
+    without = ListBuilder(20, _Follower(None), popularity).build(users, states, 999)  # type: ignore[arg-type]
+    for built in (with_model, without):
+        for user_list, state in zip(built, states, strict=True):
+            listed = {i.item for i in decode(user_list.data).items}
+            assert listed and not listed & state.items(), user_list.user
+    assert decode(with_model[0].data).source == "personal"
+    assert decode(with_model[1].data).source == "popular"

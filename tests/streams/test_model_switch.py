@@ -3,7 +3,7 @@ with the current model.
 
 ``test_worker_flow`` and ``test_worker_faults`` show that every list ends up
 on the new model; this file pins the shortcut that keeps the refresh from
-writing the same lists again: ``BatchProcessor._refresh_all`` reads each held
+writing the same lists again: ``ListRefresher._refresh_all`` reads each held
 user's stored ``order`` token, which names the model the list was made with.
 """
 
@@ -30,7 +30,7 @@ from tests.streams.worker import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: The line ``BatchProcessor._refresh_all`` logs when a refresh is done.
+#: The line ``ListRefresher._refresh_all`` logs when a refresh is done.
 REFRESHED = re.compile(r"refreshed (\d+) list\(s\) with model (\S+)")
 
 #: The restarted worker's first model poll comes this long after it started

@@ -30,11 +30,11 @@ from models.store import ModelStore, ModelVersion
 from models.synthetic import SyntheticData, generate
 from models.weighting import confidence_matrix
 from schemas.recs import RecList, decode, user_key
+from schemas.state import UserState
+from schemas.state import decode as decode_state
 from streams.app import STATE_TABLE
 from streams.dlq import read_topic
 from streams.publisher import Publisher
-from streams.state import UserState
-from streams.state import decode as decode_state
 
 #: Event timestamps used by the tests (2025-01-01), inside the schema's bounds.
 BASE_TS = 1_735_689_600_000
@@ -126,15 +126,24 @@ StartWorker = Callable[..., WorkerProcess]
 
 def watch(event_id: str, user: str, item: str, ts: int, watched_s: float = 1500.0) -> dict:
     return {
-        "type": "watch", "event_id": event_id, "user_id": user, "item_id": item,
-        "watched_s": watched_s, "duration_s": 1800.0, "ts": ts,
+        "type": "watch",
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": item,
+        "watched_s": watched_s,
+        "duration_s": 1800.0,
+        "ts": ts,
     }
 
 
 def rate(event_id: str, user: str, item: str, ts: int, rating: float = 5.0) -> dict:
     return {
-        "type": "rate", "event_id": event_id, "user_id": user, "item_id": item,
-        "rating": rating, "ts": ts,
+        "type": "rate",
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": item,
+        "rating": rating,
+        "ts": ts,
     }
 
 

@@ -1,0 +1,173 @@
+"""The user-state record: one user's state as the worker keeps it and the retrain job reads it.
+
+The worker writes one record per user to its state table's changelog topic
+(the table is :class:`streams.state.StateTable`); the retrain job reads that
+compacted topic as its snapshot. Both sides call :func:`encode` and
+:func:`decode` here, so the record has one codec.
+
+One record holds the history *and* the ids of the events it includes, so that
+a single changelog write carries both: whatever version of the record survives
+a crash, its event ids match its history exactly, and a redelivered event is
+either in both or in neither.
+
+Format 2, compact JSON (orjson), keys::
+
+    v  2
+    h  history rows, oldest first: [item_id, kind, value, duration_s | null, ts]
+    s  the newest event ids, oldest first (the dedupe window)
+    x  seen items: sorted unique ids of items the user interacted with that are
+       no longer in ``h`` because the history cap dropped them
+    f  forgotten_at: epoch ms of the user's last forget, 0 for never
+
+Format 1 (``v``, ``h``, ``s`` only) is still read, as ``x = []`` and
+``f = 0``: changelogs written before format 2 hold it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from schemas.events import InteractionEvent, WatchEvent
+
+#: Version :func:`encode` writes.
+FORMAT = 2
+#: Versions :func:`decode` reads.
+READABLE_FORMATS = (1, 2)
+
+
+class Interaction(NamedTuple):
+    """One event of one user's history: the streaming worker's view of a watch or rating."""
+
+    item_id: str
+    kind: str  # "watch" or "rate"
+    value: float  # watch: seconds watched; rate: rating 0.5..5
+    duration_s: float | None  # watch only; None when unknown
+    ts: int  # epoch milliseconds
+
+    @classmethod
+    def of(cls, event: InteractionEvent) -> Interaction:
+        """The history row of a watch or rate event."""
+        if isinstance(event, WatchEvent):
+            return cls(event.item_id, "watch", event.watched_s, event.duration_s, event.ts)
+        return cls(event.item_id, "rate", event.rating, None, event.ts)
+
+
+@dataclass(slots=True)
+class UserState:
+    """One user's state: newest interactions and newest event ids (both oldest first),
+    the items the history cap dropped, and when the user last forgot.
+
+    ``history`` and ``seen_items`` never share an item: together they are every
+    item the user interacted with since their last forget, which is what a list
+    must never offer them again.
+    """
+
+    history: list[Interaction] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    seen_items: list[str] = field(default_factory=list)
+    """Sorted, unique; grows with the user's lifetime (an id per item, not per event)."""
+    forgotten_at: int = 0
+    """Epoch ms of the user's last forget, 0 for never (carried, not yet used by the worker)."""
+
+    @property
+    def newest_ts(self) -> int:
+        """Timestamp (epoch ms) of the newest interaction kept; 0 when there is none."""
+        return self.history[-1].ts if self.history else 0
+
+    def items(self) -> set[str]:
+        """Every item the user interacted with since their last forget."""
+        return {i.item_id for i in self.history}.union(self.seen_items)
+
+    def apply(self, event: InteractionEvent, history_length: int, dedupe_window: int) -> bool:
+        """Add ``event`` unless its id was seen; False for a duplicate.
+
+        The history is kept in event-time order so that "newest kept" means the
+        newest by ``ts`` even when events arrive out of order. Interactions the
+        cap of ``history_length`` drops leave their item in ``seen_items``
+        (unless the item is still in the kept history); an item the user comes
+        back to leaves ``seen_items`` again, since the history holds it.
+        """
+        if event.event_id in self.event_ids:
+            return False
+        interaction = Interaction.of(event)
+        history = self.history
+        position = len(history)
+        while position and history[position - 1].ts > interaction.ts:
+            position -= 1
+        history.insert(position, interaction)
+        excess = max(0, len(history) - history_length)
+        dropped = history[:excess]
+        del history[:excess]
+        seen_items = self.seen_items
+        if seen_items and position >= excess:  # the new interaction is kept
+            _discard(seen_items, interaction.item_id)
+        if dropped:
+            kept = {i.item_id for i in history}
+            for old in dropped:
+                if old.item_id not in kept:
+                    _add(seen_items, old.item_id)
+        self.event_ids.append(event.event_id)
+        del self.event_ids[: max(0, len(self.event_ids) - dedupe_window)]
+        return True
+
+
+def _add(items: list[str], item: str) -> None:
+    """Insert ``item`` into the sorted unique ``items``, unless it is there."""
+    at = bisect_left(items, item)
+    if at == len(items) or items[at] != item:
+        items.insert(at, item)
+
+
+def _discard(items: list[str], item: str) -> None:
+    """Remove ``item`` from the sorted unique ``items``, if it is there."""
+    at = bisect_left(items, item)
+    if at < len(items) and items[at] == item:
+        del items[at]
+
+
+def encode(state: UserState) -> bytes:
+    """The changelog value of a user's state (format 2, see the module doc)."""
+    return orjson.dumps(
+        {
+            "v": FORMAT,
+            "h": [tuple(i) for i in state.history],
+            "s": state.event_ids,
+            "x": state.seen_items,
+            "f": state.forgotten_at,
+        }
+    )
+
+
+def decode(raw: bytes) -> UserState:
+    """Inverse of :func:`encode` (format 1 too); ``ValueError`` saying why for a bad record."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"unreadable user state: not JSON ({exc})") from exc
+    if type(doc) is not dict:
+        raise ValueError(f"unreadable user state: a JSON {type(doc).__name__}, not an object")
+    version = doc.get("v")
+    if version not in READABLE_FORMATS:
+        raise ValueError(f"unreadable user state: unknown format {version!r}")
+    rows = _field(doc, "h", list)
+    event_ids = _field(doc, "s", list)
+    seen_items = _field(doc, "x", list, []) if version >= 2 else []
+    forgotten_at = _field(doc, "f", int, 0) if version >= 2 else 0
+    try:
+        history = [Interaction(i, k, v, d, ts) for i, k, v, d, ts in rows]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable user state: bad history row ({exc})") from exc
+    return UserState(history, event_ids, seen_items, forgotten_at)
+
+
+def _field(doc: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = doc.get(key, default)
+    if value is None or type(value) is not kind:
+        raise ValueError(
+            f"unreadable user state: field {key!r} is {value!r:.40}, expected a {kind.__name__}"
+        )
+    return value

@@ -1,0 +1,140 @@
+"""The user-state record: applying events, the history cap's seen items, and the codec."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.events import RateEvent, WatchEvent
+from schemas.state import FORMAT, Interaction, UserState, decode, encode
+
+
+def w(event_id: str, item: str, ts: int) -> WatchEvent:
+    return WatchEvent(event_id, "u1", item, 600.0, ts, 1200.0)
+
+
+def test_apply_drops_a_repeated_event_id() -> None:
+    state = UserState()
+    assert state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
+    assert not state.apply(w("e1", "a", 10), history_length=10, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["a"]
+
+
+def test_history_keeps_the_newest_by_event_time_even_out_of_order() -> None:
+    state = UserState()
+    for n, ts in enumerate([50, 10, 40, 20, 30]):
+        state.apply(w(f"e{n}", f"i{ts}", ts), history_length=3, dedupe_window=10)
+    assert [i.ts for i in state.history] == [30, 40, 50]
+    assert state.newest_ts == 50
+
+
+def test_event_ids_are_bounded_and_forget_the_oldest() -> None:
+    state = UserState()
+    for n in range(5):
+        state.apply(w(f"e{n}", "a", n), history_length=10, dedupe_window=3)
+    assert state.event_ids == ["e2", "e3", "e4"]
+    # e0 fell out of the window: a repeat that late is taken as new (documented bound)
+    assert state.apply(w("e0", "a", 0), history_length=10, dedupe_window=3)
+
+
+def test_items_the_cap_drops_become_seen_items_sorted_and_unique() -> None:
+    state = UserState()
+    for n, item in enumerate(["c", "a", "c", "b", "d", "e"]):
+        state.apply(w(f"e{n}", item, n), history_length=2, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["d", "e"]
+    assert state.seen_items == ["a", "b", "c"]
+    assert state.items() == {"a", "b", "c", "d", "e"}
+
+
+def test_an_item_still_in_the_kept_history_is_not_a_seen_item() -> None:
+    state = UserState()
+    for n, item in enumerate(["a", "b", "a"]):
+        state.apply(w(f"e{n}", item, n), history_length=2, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["b", "a"]
+    assert state.seen_items == []
+
+
+def test_an_event_older_than_a_full_history_goes_straight_to_seen_items() -> None:
+    state = UserState()
+    for n, item in enumerate(["a", "b"]):
+        state.apply(w(f"e{n}", item, 100 + n), history_length=2, dedupe_window=10)
+    assert state.apply(w("late", "z", 1), history_length=2, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["a", "b"]
+    assert state.seen_items == ["z"]
+
+
+def test_an_item_back_in_the_history_leaves_seen_items() -> None:
+    state = UserState()
+    for n, item in enumerate(["a", "b", "c", "a"]):
+        state.apply(w(f"e{n}", item, n), history_length=2, dedupe_window=10)
+    assert [i.item_id for i in state.history] == ["c", "a"]
+    assert state.seen_items == ["b"]
+
+
+def test_encode_round_trips_watch_and_rate() -> None:
+    state = UserState(seen_items=["old"], forgotten_at=7)
+    state.apply(w("e1", "a", 1), 10, 10)
+    state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
+    state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
+    assert decode(encode(state)) == state
+    assert orjson.loads(encode(state))["v"] == FORMAT == 2
+
+
+ids = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+values = st.floats(allow_nan=False, allow_infinity=False)
+interactions = st.builds(
+    Interaction,
+    ids,
+    st.sampled_from(["watch", "rate"]),
+    values,
+    st.none() | values,
+    st.integers(min_value=0, max_value=2**53),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    history=st.lists(interactions, max_size=20),
+    event_ids=st.lists(ids, max_size=20),
+    seen_items=st.lists(ids, max_size=20, unique=True).map(sorted),
+    forgotten_at=st.integers(min_value=0, max_value=2**53),
+)
+def test_decode_inverts_encode_for_any_state(
+    history: list[Interaction], event_ids: list[str], seen_items: list[str], forgotten_at: int
+) -> None:
+    state = UserState(history, event_ids, seen_items, forgotten_at)
+    assert decode(encode(state)) == state
+
+
+def test_a_format_1_record_still_decodes() -> None:
+    # what workers wrote before format 2, as existing changelogs hold it
+    raw = b'{"v":1,"h":[["a","watch",600.0,1200.0,10],["b","rate",4.5,null,20]],"s":["e1","e2"]}'
+    assert decode(raw) == UserState(
+        [Interaction("a", "watch", 600.0, 1200.0, 10), Interaction("b", "rate", 4.5, None, 20)],
+        ["e1", "e2"],
+        [],
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "not JSON"),
+        (b"[]", "a JSON list, not an object"),
+        (b'{"v": 99, "h": [], "s": []}', "unknown format 99"),
+        (b'{"h": [], "s": []}', "unknown format None"),
+        (b'{"v": 1}', "field 'h' is None"),
+        (b'{"v": 2, "h": {}, "s": []}', "field 'h' is {}"),
+        (b'{"v": 2, "h": [], "s": [], "x": "a"}', "field 'x' is 'a'"),
+        (b'{"v": 2, "h": [], "s": [], "f": 1.5}', "field 'f' is 1.5"),
+        (b'{"v": 2, "h": [["a", "watch", 1.0]], "s": []}', "bad history row"),
+        (b'{"v": 2, "h": [7], "s": []}', "bad history row"),
+    ],
+)
+def test_decode_refuses_a_bad_record_saying_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match="unreadable user state") as info:
+        decode(raw)
+    assert reason in str(info.value)
