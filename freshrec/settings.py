@@ -155,6 +155,15 @@ class Settings:
             "Newest event ids remembered per user; a repeat of any of them is dropped.", min=1
         ),
     )
+    forget_retention_s: float = field(
+        default=604800.0,
+        metadata=_doc(
+            "How long a forget marker keeps dropping the forgotten user's events at or "
+            "before the forget (replays, redeliveries); then it becomes a tombstone. Keep "
+            "it at least the event topics' retention (Kafka's default: 7 days).",
+            min=1.0,
+        ),
+    )
     stall_timeout_s: float = field(
         default=30.0,
         metadata=_doc(

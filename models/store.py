@@ -141,8 +141,11 @@ class ModelStore:
                 f"model version {version.version_id} already exists in {self.root}"
             )
         factors = io.BytesIO()
-        np.save(factors, np.ascontiguousarray(version.item_factors, dtype=np.float32),
-                allow_pickle=False)
+        np.save(
+            factors,
+            np.ascontiguousarray(version.item_factors, dtype=np.float32),
+            allow_pickle=False,
+        )
         meta = {
             "format": FORMAT,
             "version_id": version.version_id,

@@ -122,8 +122,11 @@ def create_app(settings: Settings) -> faust.App:
         STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     source = app.topic(
-        settings.topic_watch, settings.topic_rate, settings.topic_forget,
-        key_serializer="raw", value_serializer="raw",
+        settings.topic_watch,
+        settings.topic_rate,
+        settings.topic_forget,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     dead_letter_topic = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
@@ -149,8 +152,13 @@ def create_app(settings: Settings) -> faust.App:
         writes reach Redis, and offsets are acked, in batch order.
         """
         batch = [
-            Inbound(e.message.topic, e.message.partition, e.message.offset,
-                    e.message.key, e.message.value)
+            Inbound(
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value,
+            )
             for e in events
         ]
         try:
@@ -186,8 +194,9 @@ def create_app(settings: Settings) -> faust.App:
                 await before_last
             watch.batch_started()
             prepared = asyncio.Event()
-            before_last, last = last, asyncio.create_task(
-                complete(stream, list(events), prepared, last)
+            before_last, last = (
+                last,
+                asyncio.create_task(complete(stream, list(events), prepared, last)),
             )
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")
@@ -198,6 +207,16 @@ def create_app(settings: Settings) -> faust.App:
             # Only lists are written here (no offsets): the next tick tries again.
             log.exception("model check or refresh failed; retrying at the next poll")
 
+    @app.timer(max(1.0, min(3600.0, settings.forget_retention_s / 10)), name="expire-markers")
+    async def expire_markers() -> None:
+        try:
+            expired = await processor.expire_forget_markers()
+        except Exception:
+            log.exception("expiring forget markers failed; retrying at the next tick")
+            return
+        if expired:
+            log.info("%d forget marker(s) past their retention became tombstones", expired)
+
     @app.timer(min(1.0, settings.stall_timeout_s / 4), name="watch-progress")
     async def watch_progress() -> None:
         assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
@@ -206,7 +225,8 @@ def create_app(settings: Settings) -> faust.App:
             _die(f"worker stuck: {verdict.stalled}")
 
     @app.on_partitions_revoked.connect
-    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", args[0] if args else ())
         watch.revoked((tp.topic, tp.partition) for tp in revoked)
 
     @app.page("/metrics")

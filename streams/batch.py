@@ -36,7 +36,7 @@ class Touched:
     """What a batch did to one user."""
 
     state: UserState | None
-    """The user's state after the batch; None when the batch forgot them."""
+    """The user's state after the batch (a forget marker when the batch forgot them)."""
     partition: int
     """The partition of the user's last message: where their changelog record goes."""
     changed: bool = False
@@ -53,6 +53,8 @@ class Tallies:
     valid: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     duplicate: Counter[str] = field(default_factory=Counter)
+    forgotten: Counter[str] = field(default_factory=Counter)
+    """Events dropped because their user was forgotten at or after their ``ts``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +100,11 @@ def step(
 
     ``get_state`` reads a user's state before the batch (None for an unknown
     user); the states it returns may be changed in place. ``kinds`` maps a
-    topic to the event type its messages must be. A ``forget`` leaves the
-    user's state None (and clears their new events' timestamps); a later
-    event of the same batch starts them afresh.
+    topic to the event type its messages must be. A ``forget`` turns the
+    user's state into a forget marker (:meth:`UserState.forget`): every event
+    of theirs at or before the forget's ``ts`` is dropped from then on, in this
+    batch or a later one, and counted as ``forgotten``; a newer one starts a
+    new history.
     """
     touched: dict[str, Touched] = {}
     letters: list[DeadLetter] = []
@@ -128,13 +132,17 @@ def step(
         if t is None:
             t = touched[user] = Touched(get_state(user), msg.partition)
         t.partition = msg.partition
-        if isinstance(result, ForgetEvent):
-            t.state, t.changed = None, True
-            t.event_ts.clear()
-            valid[msg.topic] += 1
-            continue
         if t.state is None:
             t.state = UserState()
+        if isinstance(result, ForgetEvent):
+            t.state.forget(result.ts)
+            t.changed = True
+            t.event_ts = [ts for ts in t.event_ts if ts > t.state.forgotten_at]
+            valid[msg.topic] += 1
+            continue
+        if result.ts <= t.state.forgotten_at:
+            tallies.forgotten[msg.topic] += 1
+            continue
         is_new = track_new_items and all(i.item_id != result.item_id for i in t.state.history)
         if t.state.apply(result, history_length, dedupe_window):
             t.changed = True

@@ -144,7 +144,9 @@ class ProgressWatch:
                     "topic %s has %d partitions, %d when this worker started: keys now map "
                     "to other partitions, so a user's events and state may reach different "
                     "workers; restore the count or migrate the state",
-                    topic, shape.partitions, first.partitions,
+                    topic,
+                    shape.partitions,
+                    first.partitions,
                 )
         for key in sorted(assigned):
             end = ends.get(key)
@@ -163,7 +165,8 @@ class ProgressWatch:
         if self._in_flight or quiet < self._settings.stall_timeout_s:
             return Verdict(None)
         behind = [
-            key for key in sorted(assigned)
+            key
+            for key in sorted(assigned)
             if key in self._next and ends.get(key, 0) > self._next[key]
         ]
         if behind:
@@ -181,9 +184,7 @@ class ProgressWatch:
             0.0 if self._in_flight else self._clock() - self._last_progress
         )
         try:
-            ends, shapes = await asyncio.wait_for(
-                self._query(held), self._settings.stall_timeout_s
-            )
+            ends, shapes = await asyncio.wait_for(self._query(held), self._settings.stall_timeout_s)
         except (KafkaError, TransientError, OSError, TimeoutError) as exc:
             log.warning("progress check: broker did not answer (%r)", exc)
             return Verdict(None)
@@ -199,8 +200,7 @@ class ProgressWatch:
         shapes = await self._shapes()
         # A held partition the broker does not know (topic gone) ends at 0.
         gone = {
-            key: 0 for key in held
-            if key[0] not in shapes or key[1] >= shapes[key[0]].partitions
+            key: 0 for key in held if key[0] not in shapes or key[1] >= shapes[key[0]].partitions
         }
         known = [TopicPartition(t, p) for t, p in held if (t, p) not in gone]
         if not known:
@@ -258,4 +258,3 @@ class ProgressWatch:
         if self._probe is not None:
             await self._probe.stop()
             self._probe = None
-

@@ -109,8 +109,8 @@ class BatchProcessor:
                 await asyncio.gather(
                     self._state.persist(writes), self._dead_letters.send(result.dead_letters)
                 )
-            keep = [(u, t.state) for u, t in touched.items() if t.state is not None]
-            forget = [u for u, t in touched.items() if t.state is None]
+            keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
+            forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             self._metrics.users_held.set(len(self._state))
         return PreparedBatch(lists, forget, result.event_ts)
@@ -127,6 +127,20 @@ class BatchProcessor:
         """Called every ``model_poll_interval_s``: see :meth:`ListRefresher.follow_model`."""
         await self._refresher.follow_model()
 
+    async def expire_forget_markers(self) -> int:
+        """Turn forget markers older than ``forget_retention_s`` into tombstones.
+
+        A marker drops a forgotten user's old events for as long as they may
+        come back (a replay, a redelivery); past the retention, the record goes,
+        and the compacted changelog forgets the user for good.
+        """
+        cutoff = int(time.time() * 1000 - self._settings.forget_retention_s * 1000)
+        async with self._lock:
+            writes = self._state.expired_markers(cutoff)
+            await self._state.persist(writes)
+        self._metrics.markers_expired.inc(len(writes))
+        return len(writes)
+
     def _count(self, result: StepResult) -> None:
         """The batch's per-topic tallies, added to the metrics once per batch (a labelled
         counter costs microseconds per call, which adds up at 10k events/s)."""
@@ -136,6 +150,7 @@ class BatchProcessor:
             (m.valid, t.valid),
             (m.invalid, t.invalid),
             (m.duplicate, t.duplicate),
+            (m.forgotten, t.forgotten),
         ):
             for topic, n in tally.items():
                 metric.labels(topic).inc(n)
