@@ -225,7 +225,7 @@ def create_app(settings: Settings) -> faust.App:
             _die(f"worker stuck: {verdict.stalled}")
 
     @app.on_partitions_revoked.connect
-    async def forget_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else ())
         watch.revoked((tp.topic, tp.partition) for tp in revoked)
 
