@@ -164,6 +164,14 @@ class Settings:
             min=1.0,
         ),
     )
+    fault_item_id: str = field(
+        default="",
+        metadata=_doc(
+            "Test hook for chaos tests: events of this item id make the worker raise, as a "
+            "bug on one record would. Empty (the default) turns it off; never set it in "
+            "production."
+        ),
+    )
     stall_timeout_s: float = field(
         default=30.0,
         metadata=_doc(

@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> faust.App:
             for e in events
         ]
         try:
-            ready = await processor.prepare(batch)
+            ready = await processor.prepare_isolating(batch)
             prepared.set()
             if previous is not None:
                 await previous

@@ -61,6 +61,12 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.batch_splits = Counter(
+            "freshrec_worker_batch_splits",
+            "Batches split in two because they failed for a reason no retry fixes; the "
+            "message that fails alone is dead-lettered with the error.",
+            registry=r,
+        )
         self.forgotten = Counter(
             "freshrec_worker_events_forgotten",
             "Events dropped because their user was forgotten at or after the event's ts "
