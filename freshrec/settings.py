@@ -182,14 +182,16 @@ class Settings:
         ),
     )
     broker_session_timeout_s: float = field(
-        default=30.0,
+        default=10.0,
         metadata=_doc(
-            "Consumer-group session timeout: how long a dead worker keeps its partitions.",
+            "Consumer-group session timeout: how long a SIGKILLed worker keeps its "
+            "partitions (a SIGTERMed one leaves the group at once). Heartbeats come from "
+            "the consumer's own thread, so a long batch does not miss them.",
             min=1.0,
         ),
     )
     broker_heartbeat_interval_s: float = field(
-        default=3.0,
+        default=1.0,
         metadata=_doc(
             "Consumer-group heartbeat interval; keep it under a third of the session timeout.",
             min=0.1,
