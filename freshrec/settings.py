@@ -248,15 +248,43 @@ class Settings:
             "Newest event ids remembered per user; a repeat of any of them is dropped.", min=1
         ),
     )
-    broker_session_timeout_s: float = field(
+    forget_retention_s: float = field(
+        default=604800.0,
+        metadata=_doc(
+            "How long a forget marker keeps dropping the forgotten user's events at or "
+            "before the forget (replays, redeliveries); then it becomes a tombstone. Keep "
+            "it at least the event topics' retention (Kafka's default: 7 days).",
+            min=1.0,
+        ),
+    )
+    fault_item_id: str = field(
+        default="",
+        metadata=_doc(
+            "Test hook for chaos tests: events of this item id make the worker raise, as a "
+            "bug on one record would. Empty (the default) turns it off; never set it in "
+            "production."
+        ),
+    )
+    stall_timeout_s: float = field(
         default=30.0,
         metadata=_doc(
-            "Consumer-group session timeout: how long a dead worker keeps its partitions.",
+            "A worker that holds partitions with records waiting, has no batch in flight "
+            "and received nothing for this long exits with status 75 for its supervisor "
+            "to restart it (so does one that finds the broker lost records it read).",
+            min=1.0,
+        ),
+    )
+    broker_session_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Consumer-group session timeout: how long a SIGKILLed worker keeps its "
+            "partitions (a SIGTERMed one leaves the group at once). Heartbeats come from "
+            "the consumer's own thread, so a long batch does not miss them.",
             min=1.0,
         ),
     )
     broker_heartbeat_interval_s: float = field(
-        default=3.0,
+        default=1.0,
         metadata=_doc(
             "Consumer-group heartbeat interval; keep it under a third of the session timeout.",
             min=0.1,
@@ -298,6 +326,23 @@ class Settings:
             "Seconds an API process keeps the popular fallback in memory, so a user "
             "without a list costs one Redis round trip; 0 reads it on every miss.",
             min=0.0,
+        ),
+    )
+
+    api_header_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a client has to send a request's headers, from their first byte or "
+            "the connection's opening; a slower client is disconnected (0 turns it off).",
+            min=0.0,
+        ),
+    )
+    api_keepalive_timeout_s: float = field(
+        default=75.0,
+        metadata=_doc(
+            "Seconds an idle keep-alive connection stays open between requests; keep it "
+            "above the idle timeout of the load balancer in front (often 60 s).",
+            min=0.1,
         ),
     )
 

@@ -4,8 +4,10 @@ Each line is validated with :func:`schemas.validator.validate`, exactly as the
 worker validates a Kafka message, so training sees the same events the worker
 accepted: invalid lines are skipped and counted (with the first reasons kept
 for the report), duplicate ``event_id`` s are dropped, and a ``forget`` event
-removes every earlier event of its user, as it removes the user's state in the
-worker.
+removes every event of its user at or before the forget's ``ts``, wherever the
+line stands in the file, as the worker's forget marker does (an event that
+arrives after the forget but carries an older ``ts`` is a redelivery or a
+replay, not new history).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def load(path: str | os.PathLike[str]) -> EventFile:
     events: list[WatchEvent | RateEvent] = []
     alive: list[bool] = []
     by_user: dict[str, list[int]] = {}  # positions in ``events`` per user, for forget
+    forgotten_at: dict[str, int] = {}  # newest forget ``ts`` per user
     seen: set[str] = set()
     rejected = duplicates = forgotten = lines = 0
     reasons: list[str] = []
@@ -67,9 +70,15 @@ def load(path: str | os.PathLike[str]) -> EventFile:
             continue
         seen.add(event.event_id)
         if isinstance(event, ForgetEvent):
-            for pos in by_user.pop(event.user_id, []):
-                alive[pos] = False
-                forgotten += 1
+            cutoff = max(event.ts, forgotten_at.get(event.user_id, 0))
+            forgotten_at[event.user_id] = cutoff
+            for pos in by_user.get(event.user_id, []):
+                if alive[pos] and events[pos].ts <= cutoff:
+                    alive[pos] = False
+                    forgotten += 1
+            continue
+        if event.ts <= forgotten_at.get(event.user_id, -1):
+            forgotten += 1
             continue
         by_user.setdefault(event.user_id, []).append(len(events))
         events.append(event)

@@ -88,12 +88,33 @@ class UserState:
     seen_items: list[str] = field(default_factory=list)
     """Sorted, unique; grows with the user's lifetime (an id per item, not per event)."""
     forgotten_at: int = 0
-    """Epoch ms of the user's last forget, 0 for never (carried, not yet used by the worker)."""
+    """Epoch ms of the user's newest forget, 0 for never: every event of the user at or
+    before it is dropped, in whatever order it arrives. A state with an empty history
+    and ``forgotten_at`` set is a forget marker: no user, as far as lists and the
+    retrain snapshot go."""
 
     @property
     def newest_ts(self) -> int:
         """Timestamp (epoch ms) of the newest interaction kept; 0 when there is none."""
         return self.history[-1].ts if self.history else 0
+
+    @property
+    def is_marker(self) -> bool:
+        """Whether this is a forget marker (no history left): a user that does not exist."""
+        return not self.history
+
+    def forget(self, ts: int) -> None:
+        """Forget everything at or before ``ts`` (epoch ms), and remember that time.
+
+        A forget that arrives after newer events (topics are not ordered among
+        themselves) keeps those newer interactions: they started a new history.
+        """
+        self.forgotten_at = max(self.forgotten_at, ts)
+        cutoff = self.forgotten_at
+        self.history = [i for i in self.history if i.ts > cutoff]
+        self.seen_items = []
+        if not self.history:
+            self.event_ids = []
 
     def items(self) -> set[str]:
         """Every item the user interacted with since their last forget."""

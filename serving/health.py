@@ -4,7 +4,9 @@ Liveness touches nothing outside the process, so a Redis outage makes pods
 unready (taken out of the load balancer) rather than dead (restarted in a loop).
 Readiness needs Redis to answer and the popular fallback to be present and
 readable: the retrain job writes it with every model, so without it there is no
-model yet and every new user would get an empty list.
+model yet and every new user would get an empty list. When an API token is set,
+a request without it learns ready or not and nothing else (no reason, no model
+version): the probe needs no more, and the details are for operators.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from aiohttp import web
 
 from freshrec.errors import TransientError
 from schemas.recs import decode, popular_key
-from serving.context import API
+from serving.auth import has_token
+from serving.context import API, ApiContext
 from serving.store import CorruptList
 
 _OK = orjson.dumps({"status": "ok"})
@@ -26,25 +29,29 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     api = request.app[API]
+    ready, reason, version = await _readiness(api)
+    body: dict[str, object] = {"ready": ready}
+    if has_token(request, api.settings.api_token):
+        body.update(reason=reason, model_version=version)
+    return web.Response(
+        status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
+    )
+
+
+async def _readiness(api: ApiContext) -> tuple[bool, str, str | None]:
+    """Whether the API can serve useful lists, why (not), and the popular list's model version."""
     key = popular_key(api.settings.key_prefix)
     try:
         data = await api.store.popular(fresh=True)
     except TransientError as exc:
-        return _readiness(False, str(exc))
+        return False, str(exc), None
     except CorruptList:
-        return _readiness(False, f"{key} is not a hash")
+        return False, f"{key} is not a hash", None
     if data is None:
-        return _readiness(False, f"no popular list at {key}: no model has been published yet")
+        return False, f"no popular list at {key}: no model has been published yet", None
     try:
         popular = decode(data)
     except ValueError as exc:
-        return _readiness(False, f"the popular list at {key} is unreadable: {exc}")
+        return False, f"the popular list at {key} is unreadable: {exc}", None
     version = popular.model_version
-    return _readiness(True, f"popular list of model {version} present", version)
-
-
-def _readiness(ready: bool, reason: str, model_version: str | None = None) -> web.Response:
-    body = {"ready": ready, "reason": reason, "model_version": model_version}
-    return web.Response(
-        status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
-    )
+    return True, f"popular list of model {version} present", version

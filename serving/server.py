@@ -22,6 +22,7 @@ after the variable is set, whatever the parent imported before.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -34,9 +35,13 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from freshrec.errors import ConfigError
 from freshrec.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +68,36 @@ def serve(settings: Settings) -> int:
 def run_worker(settings: Settings) -> None:
     """Serve in this process until SIGTERM or SIGINT, then finish in-flight requests and return."""
     import uvloop
-    from aiohttp import web
 
     from serving.app import create_app
-    from serving.redis_client import read_deadline_s
 
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)
-    web.run_app(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        reuse_port=True,
-        shutdown_timeout=2 * read_deadline_s(settings),
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        loop=uvloop.new_event_loop(),
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve_until_signalled(app, settings))
+
+
+async def _serve_until_signalled(app: web.Application, settings: Settings) -> None:
+    """What ``web.run_app`` does, with :class:`~serving.protocol.GuardedRunner`'s connections."""
+    from aiohttp import web
+
+    from serving.protocol import GuardedRunner
+    from serving.redis_client import read_deadline_s
+
+    runner = GuardedRunner(
+        app, settings, access_log=None, shutdown_timeout=2 * read_deadline_s(settings)
     )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.api_host, settings.api_port, reuse_port=True)
+        await site.start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 async def _freeze_startup_objects(app: object) -> None:

@@ -36,6 +36,7 @@ from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
 from streams.batch import Inbound
 from streams.dead_letter import DeadLetterWriter
+from streams.liveness import ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 from streams.pipeline import BatchProcessor
@@ -135,6 +136,9 @@ def create_app(settings: Settings) -> faust.App:
     dead_letter_topic = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
     )
+    watch = ProgressWatch(
+        settings, (settings.topic_watch, settings.topic_rate, settings.topic_forget), metrics
+    )
     processor = BatchProcessor(
         settings,
         StateTable(table, retry("changelog write")),
@@ -163,7 +167,7 @@ def create_app(settings: Settings) -> faust.App:
             for e in events
         ]
         try:
-            ready = await processor.prepare(batch)
+            ready = await processor.prepare_isolating(batch)
             prepared.set()
             if previous is not None:
                 await previous
@@ -173,6 +177,7 @@ def create_app(settings: Settings) -> faust.App:
             _die(f"batch failed: {exc!r}")
         for event in events:
             await stream.ack(event)
+        watch.batch_done()
 
     @app.agent(source, name="fold-in")
     async def fold_in(stream: Any) -> None:
@@ -187,10 +192,12 @@ def create_app(settings: Settings) -> faust.App:
         last: asyncio.Task[None] | None = None
         prepared: asyncio.Event | None = None
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            watch.received((e.message.topic, e.message.partition, e.message.offset) for e in events)
             if prepared is not None:
                 await prepared.wait()
             if before_last is not None:
                 await before_last
+            watch.batch_started()
             prepared = asyncio.Event()
             before_last, last = (
                 last,
@@ -204,6 +211,28 @@ def create_app(settings: Settings) -> faust.App:
         except Exception:
             # Only lists are written here (no offsets): the next tick tries again.
             log.exception("model check or refresh failed; retrying at the next poll")
+
+    @app.timer(max(1.0, min(3600.0, settings.forget_retention_s / 10)), name="expire-markers")
+    async def expire_markers() -> None:
+        try:
+            expired = await processor.expire_forget_markers()
+        except Exception:
+            log.exception("expiring forget markers failed; retrying at the next tick")
+            return
+        if expired:
+            log.info("%d forget marker(s) past their retention became tombstones", expired)
+
+    @app.timer(min(1.0, settings.stall_timeout_s / 4), name="watch-progress")
+    async def watch_progress() -> None:
+        assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        verdict = await watch.check(assigned)
+        if verdict.stalled is not None:
+            _die(f"worker stuck: {verdict.stalled}")
+
+    @app.on_partitions_revoked.connect
+    def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", args[0] if args else ())
+        watch.revoked((tp.topic, tp.partition) for tp in revoked)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

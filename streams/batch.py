@@ -36,7 +36,7 @@ class Touched:
     """What a batch did to one user."""
 
     state: UserState | None
-    """The user's state after the batch; None when the batch forgot them."""
+    """The user's state after the batch (a forget marker when the batch forgot them)."""
     partition: int
     """The partition of the user's last message: where their changelog record goes."""
     changed: bool = False
@@ -53,6 +53,8 @@ class Tallies:
     valid: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     duplicate: Counter[str] = field(default_factory=Counter)
+    forgotten: Counter[str] = field(default_factory=Counter)
+    """Events dropped because their user was forgotten at or after their ``ts``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,20 @@ def key_rejection(key: bytes | None) -> Rejection:
     )
 
 
+def failure_rejection(exc: BaseException) -> Rejection:
+    """Why a message the worker failed on (a bug, not bad input) was dead-lettered."""
+    return Rejection(
+        "payload",
+        "processing",
+        f"the worker failed on this message ({type(exc).__name__}: {str(exc)[:120]}); "
+        "fix the worker, then replay it with 'freshrec dlq replay'",
+    )
+
+
+class InjectedFault(RuntimeError):
+    """The fault the test hook ``fault_item_id`` raises: stands for a bug on one record."""
+
+
 def step(
     messages: Sequence[Inbound],
     get_state: Callable[[str], UserState | None],
@@ -93,55 +109,95 @@ def step(
     history_length: int,
     dedupe_window: int,
     track_new_items: bool = False,
+    fault_item_id: str = "",
 ) -> StepResult:
     """Validate ``messages`` and apply them to their users' states, in message order.
 
     ``get_state`` reads a user's state before the batch (None for an unknown
     user); the states it returns may be changed in place. ``kinds`` maps a
-    topic to the event type its messages must be. A ``forget`` leaves the
-    user's state None (and clears their new events' timestamps); a later
-    event of the same batch starts them afresh.
+    topic to the event type its messages must be. A ``forget`` turns the
+    user's state into a forget marker (:meth:`UserState.forget`): every event
+    of theirs at or before the forget's ``ts`` is dropped from then on, in this
+    batch or a later one, and counted as ``forgotten``; a newer one starts a
+    new history.
+
+    An exception while handling one message (a bug, not bad input) makes that
+    message a dead letter with the error as its reason; the batch goes on.
+    ``fault_item_id`` is a test hook: events of that item raise
+    :class:`InjectedFault`, as such a bug would.
     """
-    touched: dict[str, Touched] = {}
-    letters: list[DeadLetter] = []
-    tallies = Tallies()
-    consumed, valid, invalid, duplicate = (
-        tallies.consumed,
-        tallies.valid,
-        tallies.invalid,
-        tallies.duplicate,
-    )
-    new_items: list[str] = []
+    run = _Step(get_state, kinds, history_length, dedupe_window, track_new_items, fault_item_id)
     for msg in messages:
-        consumed[msg.topic] += 1
-        result = validate(msg.value, kinds.get(msg.topic))
+        run.tallies.consumed[msg.topic] += 1
+        try:
+            run.one(msg)
+        except Exception as exc:  # a bug on one record must not stop every partition
+            run.tallies.invalid[msg.topic] += 1
+            run.letters.append(
+                DeadLetter.of(
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    msg.key,
+                    msg.value,
+                    failure_rejection(exc),
+                )
+            )
+    return StepResult(run.touched, run.letters, run.tallies, run.new_items)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One :func:`step` in progress: its inputs, and what it produced so far."""
+
+    get_state: Callable[[str], UserState | None]
+    kinds: Mapping[str, EventType]
+    history_length: int
+    dedupe_window: int
+    track_new_items: bool
+    fault_item_id: str
+    touched: dict[str, Touched] = field(default_factory=dict)
+    letters: list[DeadLetter] = field(default_factory=list)
+    tallies: Tallies = field(default_factory=Tallies)
+    new_items: list[str] = field(default_factory=list)
+
+    def one(self, msg: Inbound) -> None:
+        """Apply one message (its ``consumed`` count is the caller's)."""
+        tallies = self.tallies
+        result = validate(msg.value, self.kinds.get(msg.topic))
         if not isinstance(result, Rejection) and msg.key != result.user_id.encode():
             result = key_rejection(msg.key)
         if isinstance(result, Rejection):
-            invalid[msg.topic] += 1
-            letters.append(
+            tallies.invalid[msg.topic] += 1
+            self.letters.append(
                 DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, result)
             )
-            continue
+            return
         user = result.user_id
-        t = touched.get(user)
+        t = self.touched.get(user)
         if t is None:
-            t = touched[user] = Touched(get_state(user), msg.partition)
+            t = self.touched[user] = Touched(self.get_state(user), msg.partition)
         t.partition = msg.partition
-        if isinstance(result, ForgetEvent):
-            t.state, t.changed = None, True
-            t.event_ts.clear()
-            valid[msg.topic] += 1
-            continue
         if t.state is None:
             t.state = UserState()
-        is_new = track_new_items and all(i.item_id != result.item_id for i in t.state.history)
-        if t.state.apply(result, history_length, dedupe_window):
+        if isinstance(result, ForgetEvent):
+            t.state.forget(result.ts)
+            t.changed = True
+            t.event_ts = [ts for ts in t.event_ts if ts > t.state.forgotten_at]
+            tallies.valid[msg.topic] += 1
+            return
+        if self.fault_item_id and result.item_id == self.fault_item_id:
+            raise InjectedFault(f"injected fault on item {result.item_id!r}")
+        if result.ts <= t.state.forgotten_at:
+            tallies.forgotten[msg.topic] += 1
+            return
+        state = t.state
+        is_new = self.track_new_items and all(i.item_id != result.item_id for i in state.history)
+        if state.apply(result, self.history_length, self.dedupe_window):
             t.changed = True
             t.event_ts.append(result.ts)
-            valid[msg.topic] += 1
+            tallies.valid[msg.topic] += 1
             if is_new:
-                new_items.append(result.item_id)
+                self.new_items.append(result.item_id)
         else:
-            duplicate[msg.topic] += 1
-    return StepResult(touched, letters, tallies, new_items)
+            tallies.duplicate[msg.topic] += 1

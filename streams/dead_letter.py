@@ -2,7 +2,15 @@
 
 The record's key and value are the rejected message's own key and bytes (an
 empty value stands for a missing one), so a fixed event can be replayed
-byte for byte. Everything else rides in headers, named ``freshrec.dlq.*`` (the
+byte for byte, up to a bound: a dead letter must always fit the producer's
+request limit, or one oversized message would stop the worker (issue 10:
+a 1 MB value the broker accepted was refused when dead-lettered, the batch
+failed, and every restart died on it). A value over :data:`MAX_VALUE_BYTES`
+or a key over :data:`MAX_KEY_BYTES` keeps its prefix, and the headers
+``size``/``sha256`` (and ``key_size``) name the original; such a value is over
+the validator's size limit anyway, so nothing replayable is lost.
+
+Everything else rides in headers, named ``freshrec.dlq.*`` (the
 same convention as Kafka Connect's ``__connect.errors.*``): the reason as a
 sentence, the validator's field and rule, and the source topic, partition and
 offset. The offset is what makes the topic readable despite at-least-once
@@ -12,6 +20,7 @@ readers (``freshrec dlq``) keep one record per source offset.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +31,12 @@ from schemas.validator import Rejection
 from streams.delivery import send_all
 
 HEADER_PREFIX = "freshrec.dlq."
+
+#: Bytes of a rejected value kept in its dead letter: twice the largest valid
+#: event (``schemas.validator.MAX_EVENT_BYTES``), so every replayable value is whole.
+MAX_VALUE_BYTES = 8192
+#: Bytes of a rejected key kept in its dead letter.
+MAX_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,12 @@ class DeadLetter:
     rule: str
     reason: str
     dead_lettered_at: int = 0
+    size: int = -1
+    """Bytes of the original value; -1 when ``value`` is whole."""
+    sha256: str = ""
+    """SHA-256 of the original value (hex) when ``value`` is a prefix."""
+    key_size: int = -1
+    """Bytes of the original key; -1 when ``key`` is whole."""
 
     @classmethod
     def of(
@@ -48,17 +69,33 @@ class DeadLetter:
         value: bytes | None,
         rejection: Rejection,
     ) -> DeadLetter:
+        raw = value or b""
+        size, digest = -1, ""
+        if len(raw) > MAX_VALUE_BYTES:
+            size, digest = len(raw), hashlib.sha256(raw).hexdigest()
+            raw = raw[:MAX_VALUE_BYTES]
+        key_size = -1
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            key_size, key = len(key), key[:MAX_KEY_BYTES]
         return cls(
             topic,
             partition,
             offset,
             key,
-            value or b"",
+            raw,
             rejection.field,
             rejection.rule,
             str(rejection),
             int(time.time() * 1000),
+            size,
+            digest,
+            key_size,
         )
+
+    @property
+    def truncated(self) -> bool:
+        """Whether ``value`` or ``key`` is a prefix of the original."""
+        return self.size >= 0 or self.key_size >= 0
 
     @property
     def source(self) -> tuple[str, int, int]:
@@ -75,6 +112,10 @@ class DeadLetter:
             "offset": str(self.offset),
             "at": str(self.dead_lettered_at),
         }
+        if self.size >= 0:
+            values |= {"size": str(self.size), "sha256": self.sha256}
+        if self.key_size >= 0:
+            values["key_size"] = str(self.key_size)
         return [(HEADER_PREFIX + name, value.encode()) for name, value in values.items()]
 
     @classmethod
@@ -103,6 +144,9 @@ class DeadLetter:
                 found["rule"],
                 found["reason"],
                 int(found.get("at", "0")),
+                int(found.get("size", "-1")),
+                found.get("sha256", ""),
+                int(found.get("key_size", "-1")),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"not a freshrec dead letter (missing or bad header {exc})") from exc

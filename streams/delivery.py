@@ -16,9 +16,14 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
-from freshrec.errors import TransientError
+from freshrec.errors import FreshrecError, TransientError
 
 
 async def send_all(what: str, sends: Iterable[Awaitable[Awaitable[Any]]]) -> None:
@@ -32,4 +37,17 @@ async def send_all(what: str, sends: Iterable[Awaitable[Awaitable[Any]]]) -> Non
         futures = [await send for send in sends]
         await asyncio.gather(*futures)
     except KafkaError as exc:
+        if isinstance(exc, _REFUSED):
+            # No retry changes the answer: the batch is split down to the
+            # record that causes it (streams.pipeline). Other errors, even the
+            # ones aiokafka calls not retriable, may be an outage: retried.
+            raise RecordRefusedError(f"{what} write refused: {exc!r}") from exc
         raise TransientError(f"{what} write failed: {exc!r}") from exc
+
+
+#: Errors that refuse a record for what it is, not for the broker's state.
+_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
+
+class RecordRefusedError(FreshrecError):
+    """The broker (or the producer) refused a record for good: retrying cannot help."""

@@ -30,14 +30,16 @@ writes a list computed from a state that a batch is changing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from schemas.state import UserState
-from streams.batch import Inbound, StepResult, step
-from streams.dead_letter import DeadLetterWriter
+from streams.batch import Inbound, StepResult, failure_rejection, step
+from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -48,6 +50,8 @@ from streams.state import StateTable, Write
 from streams.topics import event_types
 
 __all__ = ["BatchProcessor", "Inbound", "PreparedBatch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,13 @@ class BatchProcessor:
             s = self._settings
             counting = self._refresher.counting_popularity
             result = step(
-                batch, self._state.get, self._kinds, s.history_length, s.dedupe_window, counting
+                batch,
+                self._state.get,
+                self._kinds,
+                s.history_length,
+                s.dedupe_window,
+                counting,
+                s.fault_item_id,
             )
             self._popularity.add(result.new_items)
             self._count(result)
@@ -109,11 +119,55 @@ class BatchProcessor:
                 await asyncio.gather(
                     self._state.persist(writes), self._dead_letters.send(result.dead_letters)
                 )
-            keep = [(u, t.state) for u, t in touched.items() if t.state is not None]
-            forget = [u for u, t in touched.items() if t.state is None]
+            keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
+            forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             self._metrics.users_held.set(len(self._state))
         return PreparedBatch(lists, forget, result.event_ts)
+
+    async def prepare_isolating(self, batch: Sequence[Inbound]) -> PreparedBatch:
+        """:meth:`prepare`, with a batch that fails for a reason no retry fixes split in two,
+        down to the message that fails alone, which is dead-lettered with the error.
+
+        A transient fault that outlasted its retries (:class:`TransientError`)
+        is raised as it is: the process exits and a restart tries again. Any
+        other exception is permanent for some message of the batch (a bug, a
+        record the broker refuses); left alone it would fail every restart the
+        same way and stop every partition. Halves are prepared in order, and
+        what a failed attempt already made durable is idempotent to redo.
+        """
+        try:
+            return await self.prepare(batch)
+        except TransientError:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                return await self._dead_letter_alone(batch[0], exc)
+            log.warning("batch of %d failed (%r); splitting it", len(batch), exc)
+            self._metrics.batch_splits.inc()
+            middle = len(batch) // 2
+            first = await self.prepare_isolating(batch[:middle])
+            second = await self.prepare_isolating(batch[middle:])
+            return PreparedBatch(
+                first.lists + second.lists,
+                first.forget + second.forget,
+                first.event_ts + second.event_ts,
+            )
+
+    async def _dead_letter_alone(self, msg: Inbound, exc: Exception) -> PreparedBatch:
+        log.error(
+            "message %s[%d]@%d fails alone (%r); dead-lettering it",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            exc,
+        )
+        letter = DeadLetter.of(
+            msg.topic, msg.partition, msg.offset, msg.key, msg.value, failure_rejection(exc)
+        )
+        await self._dead_letters.send([letter])
+        self._metrics.invalid.labels(msg.topic).inc()
+        return PreparedBatch([], [], [])
 
     async def write(self, prepared: PreparedBatch) -> None:
         """Step 4's Redis write; returns when the lists are stored (or refused as older)."""
@@ -127,6 +181,20 @@ class BatchProcessor:
         """Called every ``model_poll_interval_s``: see :meth:`ListRefresher.follow_model`."""
         await self._refresher.follow_model()
 
+    async def expire_forget_markers(self) -> int:
+        """Turn forget markers older than ``forget_retention_s`` into tombstones.
+
+        A marker drops a forgotten user's old events for as long as they may
+        come back (a replay, a redelivery); past the retention, the record goes,
+        and the compacted changelog forgets the user for good.
+        """
+        cutoff = int(time.time() * 1000 - self._settings.forget_retention_s * 1000)
+        async with self._lock:
+            writes = self._state.expired_markers(cutoff)
+            await self._state.persist(writes)
+        self._metrics.markers_expired.inc(len(writes))
+        return len(writes)
+
     def _count(self, result: StepResult) -> None:
         """The batch's per-topic tallies, added to the metrics once per batch (a labelled
         counter costs microseconds per call, which adds up at 10k events/s)."""
@@ -136,6 +204,7 @@ class BatchProcessor:
             (m.valid, t.valid),
             (m.invalid, t.invalid),
             (m.duplicate, t.duplicate),
+            (m.forgotten, t.forgotten),
         ):
             for topic, n in tally.items():
                 metric.labels(topic).inc(n)

@@ -103,7 +103,7 @@ class ListRefresher:
     def _histories(self) -> Iterator[list[Interaction]]:
         for user in self._state.users():
             state = self._state.get(user)
-            if state is not None:
+            if state is not None and not state.is_marker:
                 yield state.history
 
     async def follow_model(self) -> None:
@@ -199,7 +199,7 @@ class ListRefresher:
                 held = [
                     (user, state)
                     for user in users[start : start + size]
-                    if (state := self._state.get(user)) is not None
+                    if (state := self._state.get(user)) is not None and not state.is_marker
                 ]
                 stored = await self._sink.stored_orders([user for user, _ in held])
                 chunk = [

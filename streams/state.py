@@ -60,11 +60,35 @@ class StateTable:
         }
         await self._retry.call_async(lambda: self._send(encoded))
         data = self._table.data
-        for key, (_, value) in encoded.items():
+        partitions = self._key_partitions()
+        for key, (partition, value) in encoded.items():
             if value is None:
                 data.pop(key, None)
+                partitions.pop(key, None)
             else:
                 data[key] = value
+                partitions[key] = partition
+
+    def _key_partitions(self) -> dict[bytes, int]:
+        """The changelog partition of every held key, as Faust's memory store keeps it.
+
+        The store fills it while recovering a partition and drops the keys of
+        partitions this worker no longer holds after a rebalance; keys written
+        by :meth:`persist` are entered too, or a revoked partition's users
+        would stay behind (and expiring a forget marker needs the partition).
+        """
+        partitions: dict[bytes, int] = self._table.data._key_partition
+        return partitions
+
+    def expired_markers(self, before_ms: int) -> dict[str, Write]:
+        """Tombstones for the forget markers older than ``before_ms`` (epoch ms)."""
+        partitions = self._key_partitions()
+        out: dict[str, Write] = {}
+        for key, raw in list(self._table.data.items()):
+            state = decode(raw)
+            if state.is_marker and state.forgotten_at < before_ms and key in partitions:
+                out[key.decode()] = (partitions[key], None)
+        return out
 
     async def _send(self, encoded: Mapping[bytes, tuple[int, bytes | None]]) -> None:
         # Straight to the app's producer rather than through ``send_changelog``

@@ -40,6 +40,27 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+async def fetched_highwaters(
+    probe: aiokafka.AIOKafkaConsumer, listed: Mapping[TP, int], wait_ms: int
+) -> dict[TP, int]:
+    """The high watermark of one Fetch response per partition, from offset ``h - 1``.
+
+    ``listed`` holds each partition's ListOffsets answer ``h`` (above 0);
+    ``probe`` is a started consumer without a group. It is left assigned to
+    these partitions.
+    """
+    probe.assign(list(listed))
+    for tp, high in listed.items():
+        probe.seek(tp, high - 1)
+    pending = set(listed)
+    while pending:
+        # The probe's fetcher fetches in the background; getmany returns once
+        # records are in (at once here, as h - 1 exists) or after one fetch wait.
+        await probe.getmany(*pending, timeout_ms=wait_ms)
+        pending = {tp for tp in pending if probe.highwater(tp) is None}
+    return {tp: probe.highwater(tp) for tp in listed}
+
+
 def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
     """A ``faust`` Kafka transport whose worker consumer waits at most ``fetch_max_wait_s``
     and whose changelog highwaters are the ones Fetch responses report (see module doc)."""
@@ -66,7 +87,9 @@ def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
             except TimeoutError:
                 log.warning(
                     "no Fetch high watermark for %d changelog partition(s) within %.0fs; "
-                    "recovering up to the ListOffsets answer", len(behind), timeout_s,
+                    "recovering up to the ListOffsets answer",
+                    len(behind),
+                    timeout_s,
                 )
                 return listed
             corrected = dict(listed)
@@ -74,7 +97,10 @@ def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
                 if high > corrected[tp]:
                     log.info(
                         "highwater of %s:%d is %d (ListOffsets said %d)",
-                        tp.topic, tp.partition, high, corrected[tp],
+                        tp.topic,
+                        tp.partition,
+                        high,
+                        corrected[tp],
                     )
                     corrected[tp] = high
             return corrected
@@ -97,17 +123,7 @@ def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
             )
             await probe.start()
             try:
-                probe.assign(list(listed))
-                for tp, high in listed.items():
-                    probe.seek(tp, high - 1)
-                pending = set(listed)
-                while pending:
-                    # The probe's fetcher fetches in the background; getmany
-                    # returns once records are in (at once here, as h - 1
-                    # exists) or after one fetch wait.
-                    await probe.getmany(*pending, timeout_ms=wait_ms)
-                    pending = {tp for tp in pending if probe.highwater(tp) is None}
-                return {tp: probe.highwater(tp) for tp in listed}
+                return await fetched_highwaters(probe, listed, wait_ms)
             finally:
                 await probe.stop()
 

@@ -99,3 +99,19 @@ def test_event_file_with_nothing_valid(tmp_path: Path) -> None:
 def test_example_events_load() -> None:
     read = eventlog.load(Path(__file__).parents[2] / "examples" / "events.jsonl")
     assert len(read.log) > 0
+
+
+def test_event_file_honours_a_forget_for_events_after_it_with_older_ts(tmp_path: Path) -> None:
+    """Issue 10, item 3: the snapshot, like the worker, drops a forgotten user's events at or
+    before the forget's ts wherever they stand in the file; newer ones are a new history."""
+    path = tmp_path / "events.jsonl"
+    lines = [
+        '{"type":"watch","event_id":"e1","user_id":"u1","item_id":"m1","watched_s":9,"ts":1763870000001}',
+        '{"type":"forget","event_id":"f1","user_id":"u1","ts":1763870000005}',
+        '{"type":"watch","event_id":"e2","user_id":"u1","item_id":"m2","watched_s":9,"ts":1763870000004}',
+        '{"type":"watch","event_id":"e3","user_id":"u1","item_id":"m3","watched_s":9,"ts":1763870000009}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    read = eventlog.load(path)
+    assert read.forgotten == 2
+    assert [read.log.items.ids[i] for i in read.log.item] == ["m3"]

@@ -151,6 +151,28 @@ BAD: list[tuple[str, bytes | str | None, str | None, str, str]] = [
     ("rating off-step", with_(RATE, rating=3.3), None, "rating", "enum"),
     ("rating string", with_(RATE, rating="4"), None, "rating", "type"),
     ("rating huge exponent", with_(RATE).replace(b"4.5", b"1e400"), None, "payload", "json"),
+    # Regression (issue 10, item 5): a key given twice was read as its last value.
+    (
+        "user_id twice",
+        with_(WATCH)[:-1] + b', "user_id": "other"}',
+        None,
+        "user_id",
+        "duplicateKey",
+    ),
+    (
+        "duplicate in a nested object",
+        with_(WATCH)[:-1] + b', "x": {"a": 1, "a": 2}}',
+        None,
+        "a",
+        "duplicateKey",
+    ),
+    (
+        "duplicate with colons in values",
+        with_(WATCH, item_id="m:1")[:-1] + b', "item_id": "m:2"}',
+        "watch",
+        "item_id",
+        "duplicateKey",
+    ),
 ]
 
 
@@ -170,6 +192,10 @@ def test_bad_input_gets_its_specific_reason(
 
 def test_there_are_at_least_30_bad_cases() -> None:
     assert len(BAD) >= 30
+
+
+def test_colons_inside_values_are_no_duplicate() -> None:
+    assert isinstance(validate(with_(WATCH, event_id="e:1:2:3:4:5:6:7:8")), WatchEvent)
 
 
 def test_rejection_shows_the_offending_value_truncated() -> None:

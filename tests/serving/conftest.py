@@ -28,6 +28,7 @@ from freshrec.settings import Settings
 from freshrec.stack import RedisProcess, free_port
 from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
 from serving.app import create_app
+from serving.protocol import GuardedRunner
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -133,10 +134,11 @@ class LiveApi:
 
 @contextmanager
 def live_api(settings: Settings, **changes: Any) -> Iterator[LiveApi]:
-    """The app on a free loopback port in a thread of its own (schemathesis calls it by HTTP)."""
+    """The app on a free loopback port in a thread of its own, served as ``freshrec api``
+    serves it (:class:`~serving.protocol.GuardedRunner`); schemathesis calls it by HTTP."""
     live_settings = settings.replace(api_port=free_port(), **changes)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(live_settings), access_log=None)
+    runner = GuardedRunner(create_app(live_settings), live_settings, access_log=None)
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, live_settings.api_host, live_settings.api_port)
     loop.run_until_complete(site.start())

@@ -57,3 +57,26 @@ async def test_not_ready_when_redis_cannot_be_reached(api_client: ApiClient) -> 
         body = await resp.json()
     assert resp.status == 503
     assert "Redis cannot be reached" in body["reason"]
+
+
+async def test_readiness_without_the_token_says_ready_or_not_and_nothing_else(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    """Issue 10, item 5: /readyz without a token revealed the model version and Redis errors."""
+    write_list(None, ["p"], model_version="v7")
+    async with api_client(api_token="t0ken") as client:
+        bare = await client.get("/readyz")
+        bare_body = await bare.json()
+        wrong = await client.get("/readyz", headers={"Authorization": "Bearer nope"})
+        wrong_body = await wrong.json()
+        full = await client.get("/readyz", headers={"Authorization": "Bearer t0ken"})
+        full_body = await full.json()
+    assert (bare.status, bare_body) == (200, {"ready": True})
+    assert (wrong.status, wrong_body) == (200, {"ready": True})
+    assert full.status == 200 and full_body["model_version"] == "v7" and full_body["reason"]
+
+
+async def test_unready_without_the_token_hides_the_reason(api_client: ApiClient) -> None:
+    async with api_client(api_token="t0ken", redis_url="redis://127.0.0.1:1/0") as client:
+        resp = await client.get("/readyz")
+        assert (resp.status, await resp.json()) == (503, {"ready": False})

@@ -101,21 +101,49 @@ def test_a_duplicate_is_dropped_but_its_user_is_still_touched() -> None:
     assert again.tallies.duplicate == {"watch": 1} and not again.tallies.valid
 
 
-def test_forget_empties_the_user_and_a_later_event_of_the_batch_starts_afresh() -> None:
+def test_forget_leaves_a_marker_and_a_newer_event_of_the_batch_starts_afresh() -> None:
     held = {"u1": UserState([Interaction("old", "watch", 1500.0, 1800.0, BASE_TS)], ["e0"])}
     result = run(
         [msg(watch("e1", "u1", "a", BASE_TS + 1)), msg(forget("f1", "u1", BASE_TS + 2))], held
     )
     touched = result.touched["u1"]
-    assert touched.state is None and touched.changed and touched.event_ts == []
+    assert touched.state == UserState(forgotten_at=BASE_TS + 2)
+    assert touched.state.is_marker and touched.changed and touched.event_ts == []
     assert result.tallies.valid == {"watch": 1, "forget": 1}
 
+    held = {"u1": UserState([Interaction("old", "watch", 1500.0, 1800.0, BASE_TS)], ["e0"])}
     result = run(
         [msg(forget("f1", "u1", BASE_TS + 2)), msg(watch("e2", "u1", "b", BASE_TS + 3))], held
     )
     state = result.touched["u1"].state
     assert state is not None and [i.item_id for i in state.history] == ["b"]
     assert state.event_ids == ["e2"] and result.touched["u1"].event_ts == [BASE_TS + 3]
+    assert state.forgotten_at == BASE_TS + 2
+
+
+def test_events_at_or_before_a_forget_are_dropped_in_any_order() -> None:
+    """Issue 10, item 3: re-sending the ids of a forgotten history brought it back, because
+    the forget dropped the remembered event ids with the state."""
+    held: dict[str, UserState] = {}
+    first = run([msg(watch("e1", "u1", "a", BASE_TS)), msg(forget("f1", "u1", BASE_TS + 5))], held)
+    held["u1"] = first.touched["u1"].state  # type: ignore[assignment]
+    again = run(
+        [
+            msg(watch("e1", "u1", "a", BASE_TS)),  # the same id, replayed
+            msg(watch("e9", "u1", "z", BASE_TS + 5)),  # an older event redelivered late
+        ],
+        held,
+    )
+    state = again.touched["u1"].state
+    assert state is not None and state.is_marker and not again.touched["u1"].changed
+    assert again.tallies.forgotten == {"watch": 2} and not again.tallies.valid
+
+    late_forget = run(
+        [msg(watch("n1", "u2", "new", BASE_TS + 9)), msg(forget("f2", "u2", BASE_TS + 5))], {}
+    )
+    kept = late_forget.touched["u2"].state
+    assert kept is not None and [i.item_id for i in kept.history] == ["new"]
+    assert late_forget.touched["u2"].event_ts == [BASE_TS + 9]
 
 
 def test_a_key_other_than_the_user_id_is_a_dead_letter() -> None:

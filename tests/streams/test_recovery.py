@@ -44,7 +44,8 @@ def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
     first = start_worker(s.replace(batch_max_wait_s=1.0))
     publish(s, old)
     first.wait_for(
-        lambda: lists_caught_up(s, redis_client, old), 60,
+        lambda: lists_caught_up(s, redis_client, old),
+        60,
         "every user's first list",
     )
     offsets = newest_offsets(s)
@@ -60,7 +61,8 @@ def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
     new = [watch(f"new-{u}", u, "item-2", BASE_TS + 1000 + n) for n, u in enumerate(USERS)]
     publish(s, new)
     second.wait_for(
-        lambda: lists_caught_up(s, redis_client, new), 60,
+        lambda: lists_caught_up(s, redis_client, new),
+        60,
         "every user's list after the new events",
     )
     # Only the new events are new. (Faust may deliver some of the repeats
@@ -78,7 +80,8 @@ def test_a_restarted_worker_holds_every_user_written_in_one_changelog_batch(
     assert metrics["freshrec_worker_users{}"] == len(USERS)
     states = changelog_states(s)
     lost = [
-        u for n, u in enumerate(USERS)
+        u
+        for n, u in enumerate(USERS)
         if (state := states.get(u)) is None
         or Counter((i.item_id, i.ts) for i in state.history)
         != Counter({("item-1", BASE_TS + n): 1, ("item-2", BASE_TS + 1000 + n): 1})

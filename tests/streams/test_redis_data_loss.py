@@ -31,6 +31,7 @@ from tests.streams.worker import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+
 def second_worker_settings(s: Settings, tmp_path: Path) -> Settings:
     """Another worker of the same deployment: same Redis prefix and model store, own users."""
     b = s.replace(

@@ -26,10 +26,15 @@ from tests.streams.worker import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+
 def good_watch(n: int, user: str = "mallory", **changes: object) -> dict:
     event = {
-        "type": "watch", "event_id": f"bad{n}", "user_id": user, "item_id": f"item-{n}",
-        "watched_s": 100.0, "ts": BASE_TS + n,
+        "type": "watch",
+        "event_id": f"bad{n}",
+        "user_id": user,
+        "item_id": f"item-{n}",
+        "watched_s": 100.0,
+        "ts": BASE_TS + n,
     }
     event.update(changes)
     return event
@@ -68,10 +73,29 @@ BAD: list[tuple[str, bytes | None, bytes | None, str, str]] = [
     ("watch", b"mallory", j(good_watch(14, item_id="has space")), "item_id", "pattern"),
     ("watch", b"mallory", j(good_watch(15, duration_s=0)), "duration_s", "exclusiveMinimum"),
     ("watch", b"mallory", j(good_watch(16, item_id="x" * 5000)), "payload", "maxBytes"),
-    ("rate", b"mallory", j({"type": "rate", "event_id": "bad17", "user_id": "mallory",
-                            "item_id": "item-1", "rating": 7, "ts": BASE_TS}), "rating", "enum"),
-    ("forget", b"mallory", j({"type": "forget", "event_id": "bad18", "ts": BASE_TS}),
-     "user_id", "required"),
+    (
+        "rate",
+        b"mallory",
+        j(
+            {
+                "type": "rate",
+                "event_id": "bad17",
+                "user_id": "mallory",
+                "item_id": "item-1",
+                "rating": 7,
+                "ts": BASE_TS,
+            }
+        ),
+        "rating",
+        "enum",
+    ),
+    (
+        "forget",
+        b"mallory",
+        j({"type": "forget", "event_id": "bad18", "ts": BASE_TS}),
+        "user_id",
+        "required",
+    ),
     ("watch", b"someone-else", j(good_watch(19)), "key", "partitioning"),
     ("watch", None, j(good_watch(20)), "key", "partitioning"),
 ]
@@ -90,13 +114,14 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_valid_ones_all_c
         event = valid[n] if n < len(valid) else None
         if event is not None:
             messages.append((s.topic_watch, event["user_id"].encode(), j(event)))
-    messages += [(s.topic_watch, e["user_id"].encode(), j(e)) for e in valid[len(BAD):]]
+    messages += [(s.topic_watch, e["user_id"].encode(), j(e)) for e in valid[len(BAD) :]]
     for name in {t for t, _, _ in messages}:
         send_raw(s, name, [(k, v) for t, k, v in messages if t == name])
 
     worker.wait_for(
         lambda: worker.metric_total("freshrec_worker_events_consumed_total") == len(messages),
-        60, "every message consumed",
+        60,
+        "every message consumed",
     )
     assert worker.metric_total("freshrec_worker_events_invalid_total") == len(BAD)
     assert worker.metric_total("freshrec_worker_events_valid_total") == len(valid)
@@ -129,13 +154,20 @@ def test_dlq_cli_lists_counts_and_replays_the_fixed_ones(
     s = worker_settings
     worker = start_worker()
     wrong_key = good_watch(1, user="trent")
-    send_raw(s, s.topic_watch, [
-        (b"trent", b"not json"),
-        (b"other", j(wrong_key)),  # valid but keyed wrong: replay re-keys it
-        (b"trent", j(good_watch(2, user="trent", watched_s=-1))),
-    ])
-    worker.wait_for(lambda: worker.metric_total("freshrec_worker_events_invalid_total") == 3,
-                    30, "three dead letters")
+    send_raw(
+        s,
+        s.topic_watch,
+        [
+            (b"trent", b"not json"),
+            (b"other", j(wrong_key)),  # valid but keyed wrong: replay re-keys it
+            (b"trent", j(good_watch(2, user="trent", watched_s=-1))),
+        ],
+    )
+    worker.wait_for(
+        lambda: worker.metric_total("freshrec_worker_events_invalid_total") == 3,
+        30,
+        "three dead letters",
+    )
 
     env = {**os.environ, **s.as_env()}
     listing = subprocess.run(
@@ -155,7 +187,8 @@ def test_dlq_cli_lists_counts_and_replays_the_fixed_ones(
     assert again.returncode == 1  # two are still invalid
     assert "replayed 1 of 3" in again.stdout
     assert "1  still invalid: payload/json" in again.stdout
-    worker.wait_for(lambda: read_list(redis_client, s, "trent") is not None, 30,
-                    "the replayed event's list")
+    worker.wait_for(
+        lambda: read_list(redis_client, s, "trent") is not None, 30, "the replayed event's list"
+    )
     recs = read_list(redis_client, s, "trent")
     assert recs is not None and recs.updated_at == wrong_key["ts"]

@@ -32,6 +32,7 @@ from tests.streams.worker import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+
 def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
     """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""
     return [
@@ -71,7 +72,8 @@ def test_sigkill_mid_stream_of_10000_events_loses_nothing_and_counts_nothing_twi
     worker = start_worker(s)
     publish(s, first_half)
     worker.wait_for(
-        lambda: worker.metric_total("freshrec_worker_events_consumed_total") >= 2500, 60,
+        lambda: worker.metric_total("freshrec_worker_events_consumed_total") >= 2500,
+        60,
         "the worker halfway through the first 5,000 events",
     )
     consumed_before = worker.metric_total("freshrec_worker_events_consumed_total")
@@ -88,9 +90,11 @@ def test_sigkill_mid_stream_of_10000_events_loses_nothing_and_counts_nothing_twi
     consumed_after = again.metric_total("freshrec_worker_events_consumed_total")
     assert consumed_before + consumed_after > len(events)
     assert again.metric_total("freshrec_worker_events_duplicate_total") > 0
-    assert again.metric_total("freshrec_worker_events_valid_total") + again.metric_total(
-        "freshrec_worker_events_duplicate_total"
-    ) == consumed_after
+    assert (
+        again.metric_total("freshrec_worker_events_valid_total")
+        + again.metric_total("freshrec_worker_events_duplicate_total")
+        == consumed_after
+    )
 
 
 def test_redis_down_for_seconds_is_retried_and_nothing_is_lost(
@@ -113,7 +117,8 @@ def test_redis_down_for_seconds_is_retried_and_nothing_is_lost(
         during = stream(users=20, per_user=5, start=len(before))
         publish(s, during)
         worker.wait_for(
-            lambda: worker.metric_total("freshrec_worker_retries_total") >= 3, 30,
+            lambda: worker.metric_total("freshrec_worker_retries_total") >= 3,
+            30,
             "the worker retrying Redis",
         )
     finally:
@@ -139,15 +144,20 @@ def test_duplicates_and_a_late_replay_of_an_old_batch_change_nothing(
     publish(s, events)  # every event delivered twice
     publish(s, old_batch)  # and an old batch replayed late
     worker.wait_for(
-        lambda: worker.metric_total("freshrec_worker_events_duplicate_total")
-        == len(events) + len(old_batch),
-        30, "every repeat seen",
+        lambda: (
+            worker.metric_total("freshrec_worker_events_duplicate_total")
+            == len(events) + len(old_batch)
+        ),
+        30,
+        "every repeat seen",
     )
     for user, first in clean.items():
         now = read_list(redis_client, s, user)
         assert first is not None and now is not None
         assert (now.updated_at, now.model_version, now.source) == (
-            first.updated_at, first.model_version, first.source,
+            first.updated_at,
+            first.model_version,
+            first.source,
         ), user
         # The same history gives the same list, up to float noise: the batched
         # solve pads each batch differently, which can swap near-tied items.
@@ -169,7 +179,8 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
     chunks = [events[i : i + 200] for i in range(0, len(events), 200)]
     publish(s, chunks[0])
     worker.wait_for(
-        lambda: worker.metric_total("freshrec_worker_events_valid_total") >= 100, 30,
+        lambda: worker.metric_total("freshrec_worker_events_valid_total") >= 100,
+        30,
         "events flowing",
     )
     def publish_the_rest() -> None:

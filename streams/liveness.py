@@ -1,0 +1,260 @@
+"""The worker's progress watch: a worker that holds work it does not do ends itself.
+
+Two faults left a worker up, "ready" and idle while events waited:
+
+* **A broker that lost its log** (restarted without its data). Faust keeps
+  each partition's last read offset in memory and silently drops every record
+  below it, so the new log's first records (offsets from 0 again) never reach
+  the agent. Every second the watch reads each event topic's id and every
+  held partition's end offset. A topic id other than the first one seen (the
+  topic was created again), a topic gone, or an end below one seen before or
+  below the next offset the agent expects, means the broker lost records. The
+  topic id is the robust signal: a log refilled past its old end between two
+  checks hides the loss from end offsets, not from the id.
+* **No progress with lag.** Whatever the cause, a worker that holds
+  partitions with records past what it processed, has no batch in flight,
+  and received nothing for ``stall_timeout_s`` is stuck.
+
+Either way the watch logs why, counts it (``freshrec_worker_stalls_total``)
+and ends the process with exit status 75, without acking anything: a
+supervisor restarts it, and a fresh process reads from the committed offsets
+(Faust's in-memory offsets die with it). A batch in flight is never a stall:
+its own retry deadline bounds it.
+
+The watch also reports an event topic whose partition count differs from the
+one seen at the first check (``freshrec_worker_topic_partitions_changed``):
+keys then map to other partitions, and a user's events and state no longer
+meet in one worker. A restart does not fix that, so it is reported, not acted on.
+
+The checks use clients of their own (an admin client for topic ids and
+partition counts, a consumer without a group for end offsets, read as the
+Fetch high watermark, see :mod:`streams.transport`), so they work while the
+worker's own consumer is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import aiokafka
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from confluent_kafka import KafkaError as KafkaErrorCode
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
+
+from freshrec.errors import TransientError
+from freshrec.settings import Settings
+from streams.metrics import WorkerMetrics
+from streams.transport import fetched_highwaters
+
+log = logging.getLogger(__name__)
+
+#: Longest wait of the probe's fetches: they start at an offset that exists.
+_FETCH_WAIT_MS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TopicShape:
+    """What identifies a topic's log: its id (new when the topic is created again) and size."""
+
+    topic_id: str
+    partitions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one check found: a reason to exit, or None."""
+
+    stalled: str | None
+
+
+class ProgressWatch:
+    """Tracks what the agent received and decides, at each :meth:`check`, whether it is stuck."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Collection[str],
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._topics = frozenset(topics)
+        self._metrics = metrics
+        self._clock = clock
+        self._last_progress = clock()
+        self._in_flight = 0
+        #: Next offset the agent expects per partition (last received + 1).
+        self._next: dict[tuple[str, int], int] = {}
+        #: Highest end offset a check saw per held partition.
+        self._ends: dict[tuple[str, int], int] = {}
+        #: Each event topic's id and partition count at the first check that saw it.
+        self._first: dict[str, TopicShape] = {}
+        self._partitions: dict[str, int] = {}
+        self._probe: aiokafka.AIOKafkaConsumer | None = None
+        self._admin: AdminClient | None = None
+
+    def received(self, messages: Iterable[tuple[str, int, int]]) -> None:
+        """The agent got a batch of ``(topic, partition, offset)``: progress."""
+        nxt = self._next
+        for topic, partition, offset in messages:
+            key = (topic, partition)
+            if offset + 1 > nxt.get(key, 0):
+                nxt[key] = offset + 1
+        self._last_progress = self._clock()
+
+    def batch_started(self) -> None:
+        self._in_flight += 1
+
+    def batch_done(self) -> None:
+        self._in_flight -= 1
+        self._last_progress = self._clock()
+
+    def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Forget what was expected of partitions this worker no longer holds."""
+        for key in partitions:
+            self._next.pop(key, None)
+            self._ends.pop(key, None)
+
+    def judge(
+        self,
+        assigned: Collection[tuple[str, int]],
+        ends: Mapping[tuple[str, int], int],
+        shapes: Mapping[str, TopicShape],
+    ) -> Verdict:
+        """The decision, from the held partitions, their end offsets and the event
+        topics' ids and partition counts (pure but for what it remembers)."""
+        for topic, shape in sorted(shapes.items()):
+            first = self._first.setdefault(topic, shape)
+            if shape.topic_id != first.topic_id:
+                return Verdict(
+                    f"topic {topic} was created again (id {shape.topic_id}, was "
+                    f"{first.topic_id}): the broker lost its data (restarted without it?), "
+                    "and this process would drop new records below the offsets it read"
+                )
+            changed = shape.partitions != first.partitions
+            self._metrics.partitions_changed.labels(topic).set(1 if changed else 0)
+            if changed:
+                log.error(
+                    "topic %s has %d partitions, %d when this worker started: keys now map "
+                    "to other partitions, so a user's events and state may reach different "
+                    "workers; restore the count or migrate the state",
+                    topic,
+                    shape.partitions,
+                    first.partitions,
+                )
+        for key in sorted(assigned):
+            end = ends.get(key)
+            if end is None:
+                continue
+            known = max(self._next.get(key, 0), self._ends.get(key, 0))
+            if end < known:
+                return Verdict(
+                    f"partition {key[0]}[{key[1]}] ends at offset {end}, below offset "
+                    f"{known} that it reached before: the broker lost records (restarted "
+                    "without its data?), and this process would drop new records below that "
+                    "offset"
+                )
+            self._ends[key] = end
+        quiet = self._clock() - self._last_progress
+        if self._in_flight or quiet < self._settings.stall_timeout_s:
+            return Verdict(None)
+        behind = [
+            key
+            for key in sorted(assigned)
+            if key in self._next and ends.get(key, 0) > self._next[key]
+        ]
+        if behind:
+            lag = sum(ends[k] - self._next[k] for k in behind)
+            return Verdict(
+                f"no progress for {quiet:.0f}s while {len(behind)} held partition(s) have "
+                f"{lag} record(s) waiting"
+            )
+        return Verdict(None)
+
+    async def check(self, assigned: Collection[tuple[str, int]]) -> Verdict:
+        """One check against the broker; a broker that does not answer is no verdict."""
+        held = [key for key in assigned if key[0] in self._topics]
+        self._metrics.seconds_since_progress.set(
+            0.0 if self._in_flight else self._clock() - self._last_progress
+        )
+        try:
+            ends, shapes = await asyncio.wait_for(self._query(held), self._settings.stall_timeout_s)
+        except (KafkaError, TransientError, OSError, TimeoutError) as exc:
+            log.warning("progress check: broker did not answer (%r)", exc)
+            return Verdict(None)
+        verdict = self.judge(held, ends, shapes)
+        self._metrics.progress_checks.inc()
+        if verdict.stalled is not None:
+            self._metrics.stalls.inc()
+        return verdict
+
+    async def _query(
+        self, held: list[tuple[str, int]]
+    ) -> tuple[dict[tuple[str, int], int], dict[str, TopicShape]]:
+        shapes = await self._shapes()
+        # A held partition the broker does not know (topic gone) ends at 0.
+        gone = {
+            key: 0 for key in held if key[0] not in shapes or key[1] >= shapes[key[0]].partitions
+        }
+        known = [TopicPartition(t, p) for t, p in held if (t, p) not in gone]
+        if not known:
+            return gone, shapes
+        probe = await self._probe_client()
+        listed = await probe.end_offsets(known)
+        # ListOffsets on Tansu names the last record *batch*, which can be
+        # below offsets this worker read: the Fetch high watermark decides.
+        behind = {tp: end for tp, end in listed.items() if end}
+        fetched = await fetched_highwaters(probe, behind, _FETCH_WAIT_MS) if behind else {}
+        ends = {
+            (tp.topic, tp.partition): max(end, fetched.get(tp, 0)) for tp, end in listed.items()
+        }
+        return ends | gone, shapes
+
+    async def _shapes(self) -> dict[str, TopicShape]:
+        """Id and partition count of each event topic that exists (one DescribeTopics)."""
+        if self._admin is None:
+            self._admin = AdminClient(
+                {
+                    "bootstrap.servers": self._settings.bootstrap_servers,
+                    "socket.timeout.ms": int(self._settings.stall_timeout_s * 1000),
+                }
+            )
+        timeout_s = self._settings.stall_timeout_s
+        futures = self._admin.describe_topics(
+            TopicCollection(sorted(self._topics)), request_timeout=timeout_s
+        )
+        shapes: dict[str, TopicShape] = {}
+        for topic, future in futures.items():
+            try:
+                found = await asyncio.wrap_future(future)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaErrorCode.UNKNOWN_TOPIC_OR_PART:
+                    continue
+                raise TransientError(f"describe {topic}: {exc}") from exc
+            shapes[topic] = TopicShape(str(found.topic_id), len(found.partitions))
+        return shapes
+
+    async def _probe_client(self) -> aiokafka.AIOKafkaConsumer:
+        if self._probe is None:
+            probe = aiokafka.AIOKafkaConsumer(
+                bootstrap_servers=self._settings.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=_FETCH_WAIT_MS,
+                request_timeout_ms=int(self._settings.stall_timeout_s * 1000),
+            )
+            await probe.start()
+            self._probe = probe
+        return self._probe
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None

@@ -1,0 +1,219 @@
+"""Chaos: faults that stopped or fooled the worker (issue 10), each on real services.
+
+Each scenario prints one line of figures (events sent, valid, reflected, lost,
+doubled, dead-lettered, seconds to resume) and asserts that nothing valid was
+lost or doubled. The worker runs as its own process (tests/streams/worker.py),
+as faust's ``killer.py`` runs its workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from freshrec.settings import Settings
+from freshrec.stack import BrokerProcess, free_port
+from streams.dlq import read_dead_letters
+from streams.topics import ensure_topics
+from tests.streams.worker import (
+    BASE_TS,
+    StartWorker,
+    WorkerProcess,
+    changelog_states,
+    lists_caught_up,
+    publish,
+    publish_model,
+    read_list,
+    send_raw,
+    synthetic,
+    watch,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass
+class Figures:
+    """What a scenario counts, printed as one line."""
+
+    name: str
+    sent: int
+    valid: int
+    reflected: int
+    doubled: int
+    dead_lettered: int
+    resume_s: float = 0.0
+
+    @property
+    def lost(self) -> int:
+        return self.valid - self.reflected
+
+    def report(self) -> None:
+        print(
+            f"\nchaos {self.name}: sent={self.sent} valid={self.valid} "
+            f"reflected={self.reflected} lost={self.lost} doubled={self.doubled} "
+            f"dead_lettered={self.dead_lettered} resume_s={self.resume_s:.1f}"
+        )
+
+
+def reflected(settings: Settings, events: Sequence[dict]) -> tuple[int, int]:
+    """How many of ``events`` the durable histories hold, and how many they hold twice."""
+    states = changelog_states(settings)
+    held: Counter[tuple[str, str, int]] = Counter()
+    for user, state in states.items():
+        if state is not None:
+            held.update((user, i.item_id, i.ts) for i in state.history)
+    wanted = {(e["user_id"], e["item_id"], e["ts"]) for e in events}
+    return sum(1 for w in wanted if held[w] >= 1), sum(1 for w in wanted if held[w] > 1)
+
+
+def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
+    return [
+        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
+        for n in range(start, start + users * per_user)
+    ]
+
+
+def test_chaos_poison_messages_are_dead_lettered_and_the_worker_stays_up(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """Regression: a 1 MB value was refused by the worker's own producer when dead-lettered,
+    and every restart died on it; a bug on one record stopped every partition."""
+    s = worker_settings.replace(fault_item_id="item-poison")
+    publish_model(s, synthetic())
+    worker = start_worker(s)
+    before, after = stream(20, 5), stream(20, 5, start=100)
+    publish(s, before)
+    huge = b'{"type": "watch", "pad": "' + b"x" * 990_000 + b'"}'  # ~1 MB: the client limit
+    send_raw(s, s.topic_watch, [(b"u1", huge)])
+    bug = watch("bug-1", "u2", "item-poison", BASE_TS + 50)
+    send_raw(s, s.topic_watch, [(b"u2", orjson.dumps(bug))])
+    publish(s, after)
+    events = before + after
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "every valid event")
+    letters = {(lt.rule, lt.truncated) for lt in read_dead_letters(s)}
+    assert worker.alive
+    got, doubled = reflected(s, events)
+    figures = Figures("poison", len(events) + 2, len(events), got, doubled, len(letters))
+    figures.report()
+    assert ("maxBytes", True) in letters and ("processing", False) in letters
+    assert figures.lost == 0 and figures.doubled == 0
+
+
+def test_chaos_forget_then_replay_and_racing_redeliveries_keep_the_user_forgotten(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """Regression: re-sending the ids of a forgotten history brought it back."""
+    s = worker_settings
+    publish_model(s, synthetic())
+    worker = start_worker(s)
+    history = [watch(f"h{n}", "gone", f"item-{n}", BASE_TS + n) for n in range(10)]
+    publish(s, history)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, history), 30, "the history")
+    publish(s, [{"type": "forget", "event_id": "f1", "user_id": "gone", "ts": BASE_TS + 100}])
+    worker.wait_for(lambda: read_list(redis_client, s, "gone") is None, 30, "the forget")
+    publish(s, history)  # the same ids again: a replay, a producer retry
+    publish(s, [watch("late", "gone", "item-50", BASE_TS + 99)])  # an older one, redelivered
+    worker.wait_for(
+        lambda: worker.metric_total("freshrec_worker_events_forgotten_total") >= 11,
+        30,
+        "the replayed events dropped",
+    )
+    assert read_list(redis_client, s, "gone") is None
+    state = changelog_states(s)["gone"]
+    assert state is not None and state.is_marker and state.forgotten_at == BASE_TS + 100
+    fresh = [watch("new", "gone", "item-60", BASE_TS + 200)]
+    publish(s, fresh)
+    worker.wait_for(lambda: lists_caught_up(s, redis_client, fresh), 30, "a fresh history")
+    state = changelog_states(s)["gone"]
+    assert state is not None and [i.item_id for i in state.history] == ["item-60"]
+    Figures("forget", 22, 1, 1, 0, 0).report()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A broker for this test alone, to restart on the same port."""
+    broker = BrokerProcess(log_path=tmp_path / "own-broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
+    worker_settings: Settings,
+    own_broker: BrokerProcess,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Regression: after the broker came back empty, the worker said "ready" and consumed
+    nothing for over 70 s (Faust drops records below the offsets it read before)."""
+    s = worker_settings.replace(bootstrap_servers=own_broker.bootstrap_servers)
+    ensure_topics(s)
+    publish_model(s, synthetic())
+    worker = WorkerProcess(s, tmp_path / "w1.log").start()
+    try:
+        before = stream(10, 200)  # offsets past what the refilled log will reach
+        publish(s, before)
+        worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 60, "before")
+        worker.wait_for(
+            lambda: worker.metric_total("freshrec_worker_progress_checks_total") >= 1,
+            30,
+            "a progress check",
+        )
+        own_broker.kill()
+        own_broker.start()
+        restarted = time.monotonic()
+        ensure_topics(s)
+        after = stream(10, 10, start=5000, prefix="a")
+        publish(s, after)
+        assert worker.proc is not None
+        assert worker.proc.wait(30) == 75  # EXIT_UNPROCESSED: the supervisor restarts it
+        again = WorkerProcess(s, tmp_path / "w2.log").start()
+        try:
+            again.wait_for(lambda: lists_caught_up(s, redis_client, after), 60, "after")
+            resume_s = time.monotonic() - restarted
+            got, doubled = reflected(s, after)
+        finally:
+            again.stop()
+    finally:
+        worker.stop()
+    figures = Figures("broker-restart-empty", len(after), len(after), got, doubled, 0, resume_s)
+    figures.report()
+    assert figures.lost == 0 and figures.doubled == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 item 4 not done: the hand-over after SIGTERM took 14 s with a 10 s "
+    "session timeout (the worker does not leave the group before Faust's slow shutdown)",
+)
+def test_chaos_sigterm_hands_partitions_over_within_5s(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """A worker stopped with SIGTERM leaves the group at once: the other resumes in seconds."""
+    s = worker_settings.replace(broker_session_timeout_s=10.0, broker_heartbeat_interval_s=1.0)
+    publish_model(s, synthetic())
+    first, second = start_worker(s), start_worker(s.replace(worker_web_port=free_port()))
+    warmup = stream(20, 5)
+    publish(s, warmup)
+    first.wait_for(lambda: lists_caught_up(s, redis_client, warmup), 60, "both workers")
+    first.stop()
+    stopped = time.monotonic()
+    after = stream(20, 2, start=1000, prefix="t")
+    publish(s, after)
+    second.wait_for(lambda: lists_caught_up(s, redis_client, after), 30, "the hand-over")
+    resume_s = time.monotonic() - stopped
+    got, doubled = reflected(s, warmup + after)
+    figures = Figures("sigterm-handover", 140, 140, got, doubled, 0, resume_s)
+    figures.report()
+    assert figures.lost == 0 and figures.doubled == 0
+    assert resume_s < 5.0 + 2.0, resume_s  # + the test's own polling and publishing
