@@ -169,7 +169,9 @@ def test_forget_removes_history_and_list_and_a_later_event_starts_afresh(
     worker.wait_for(
         lambda: read_list(redis_client, worker_settings, "bob") is None, 30, "bob's list deleted"
     )
-    assert changelog_states(worker_settings)["bob"] is None  # tombstone: gone after recovery too
+    # a forget marker (issue 10): no history, the time of the forget; gone after recovery too
+    marker = changelog_states(worker_settings)["bob"]
+    assert marker is not None and marker.is_marker and marker.forgotten_at == BASE_TS + 100
 
     publish(worker_settings, [watch("e9", "bob", "item-9", BASE_TS + 200)])
     worker.wait_for(
