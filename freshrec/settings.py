@@ -343,6 +343,7 @@ class Settings:
     api_default_k: int = field(default=10, metadata=_doc("`k` when the client gives none.", min=1))
     api_token: str = field(
         default="",
+        repr=False,
         metadata=_doc(
             "Bearer token required on every route but health; empty turns the check off."
         ),
