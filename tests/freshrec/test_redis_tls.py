@@ -137,7 +137,7 @@ def test_blocking_client_connects_over_tls_with_the_password(tls_redis: tuple[st
 def test_asyncio_client_connects_over_tls_with_the_password(tls_redis: tuple[str, str]) -> None:
     url, ca = tls_redis
 
-    async def roundtrip() -> bytes | None:
+    async def roundtrip() -> bytes | str | None:
         client = redis_client(
             Settings(redis_url=url, redis_ssl_ca_file=ca, redis_password=PASSWORD),
             "freshrec-api",
