@@ -1,14 +1,17 @@
-"""The one factory of freshrec's Redis clients (the worker's sink and the API's store).
+"""The one factory of freshrec's Redis clients: worker sink, API store, retrain lock.
 
 redis-py's defaults differ between versions (and its asyncio client does not
 retry connection errors unless told to), so every knob is set here from
-:class:`~freshrec.settings.Settings`, for both sides alike:
+:class:`~freshrec.settings.Settings`, for every side alike:
 
 * connect and socket (read/write) timeouts, so a dead or hung Redis fails fast;
 * the per-command retry of :func:`freshrec.redis_retry.redis_retry`, which
-  reconnects between attempts;
+  reconnects between attempts (the asyncio clients; the retrain's blocking
+  client keeps redis-py's own);
 * a name (``CLIENT SETNAME``), so ``CLIENT LIST`` on the server tells the
   worker's connections from the API's;
+* the password (``FRESHREC_REDIS_PASSWORD``, from a secret) and, for a
+  ``rediss://`` URL, TLS with ``FRESHREC_REDIS_SSL_CA_FILE`` (or the system's CAs);
 * with ``max_connections``, a :class:`~redis.asyncio.BlockingConnectionPool`:
   under a Redis slowdown callers queue for a connection (up to the connect
   timeout) instead of opening thousands.
@@ -18,10 +21,27 @@ hiredis parses replies when installed (a dependency of ``redis[hiredis]``).
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 
 from freshrec.redis_retry import redis_retry
 from freshrec.settings import Settings
+
+
+def _connection_options(settings: Settings, name: str) -> dict[str, Any]:
+    """What every connection of either client gets: timeouts, name, password, TLS."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "client_name": name,
+    }
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ssl_ca_file
+    return options
 
 
 def redis_client(settings: Settings, name: str, max_connections: int | None = None) -> Redis:
@@ -30,12 +50,7 @@ def redis_client(settings: Settings, name: str, max_connections: int | None = No
     ``max_connections=None`` leaves the pool unbounded (the worker holds one or
     two connections); a number bounds it and makes callers wait for a free one.
     """
-    options = {
-        "socket_connect_timeout": settings.redis_connect_timeout_s,
-        "socket_timeout": settings.redis_socket_timeout_s,
-        "retry": redis_retry(settings),
-        "client_name": name,
-    }
+    options = _connection_options(settings, name) | {"retry": redis_retry(settings)}
     if max_connections is None:
         pool = ConnectionPool.from_url(settings.redis_url, **options)
     else:
@@ -46,3 +61,8 @@ def redis_client(settings: Settings, name: str, max_connections: int | None = No
             **options,
         )
     return Redis.from_pool(pool)
+
+
+def sync_redis_client(settings: Settings, name: str) -> redis.Redis:
+    """A blocking client with the same connection options, for jobs without an event loop."""
+    return redis.Redis.from_url(settings.redis_url, **_connection_options(settings, name))

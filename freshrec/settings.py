@@ -16,10 +16,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from freshrec.errors import ConfigError
 
 ENV_PREFIX = "FRESHREC_"
+
+#: librdkafka's ``security.protocol`` values (aiokafka takes the same names).
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: SASL mechanisms both client libraries speak.
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _doc(text: str, **meta: Any) -> dict[str, Any]:
@@ -84,6 +90,41 @@ class Settings:
         ),
     )
 
+    # --- Kafka security (production clusters; secrets come from the environment) --
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata=_doc(
+            "How every Kafka client connects: PLAINTEXT (the local stack), SSL, "
+            "SASL_PLAINTEXT or SASL_SSL.",
+            choices=KAFKA_SECURITY_PROTOCOLS,
+        ),
+    )
+    kafka_sasl_mechanism: str = field(
+        default="PLAIN",
+        metadata=_doc(
+            "SASL mechanism with a SASL_* protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+            choices=KAFKA_SASL_MECHANISMS,
+        ),
+    )
+    kafka_sasl_username: str = field(
+        default="", metadata=_doc("SASL user name; required with a SASL_* protocol.")
+    )
+    kafka_sasl_password: str = field(
+        default="",
+        repr=False,
+        metadata=_doc(
+            "SASL password; required with a SASL_* protocol. Set it from a secret, "
+            "never in a file in the repository."
+        ),
+    )
+    kafka_ssl_ca_file: str = field(
+        default="",
+        metadata=_doc(
+            "PEM file of the CA that signed the brokers' certificates, with an SSL or "
+            "SASL_SSL protocol; empty trusts the system's CAs."
+        ),
+    )
+
     # --- Redis ---------------------------------------------------------------
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0", metadata=_doc("Redis URL for the lists.")
@@ -100,6 +141,22 @@ class Settings:
     redis_retries: int = field(
         default=2,
         metadata=_doc("Retries of one Redis command on a connection error or timeout.", min=0),
+    )
+
+    redis_password: str = field(
+        default="",
+        repr=False,
+        metadata=_doc(
+            "Redis password (AUTH), so that the URL can live in a ConfigMap and the password "
+            "in a secret; set this or a password in the URL, not both."
+        ),
+    )
+    redis_ssl_ca_file: str = field(
+        default="",
+        metadata=_doc(
+            "PEM file of the CA that signed Redis's certificate, with a rediss:// URL; "
+            "empty trusts the system's CAs."
+        ),
     )
 
     # --- Retry policy for transient faults ------------------------------------
@@ -235,6 +292,12 @@ class Settings:
             min=0.1,
         ),
     )
+    worker_web_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc(
+            "Address the worker's web server (`/metrics`, probes) listens on; 0.0.0.0 in a pod."
+        ),
+    )
     worker_web_port: int = field(
         default=6066,
         metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", min=0),
@@ -308,6 +371,7 @@ class Settings:
     api_default_k: int = field(default=10, metadata=_doc("`k` when the client gives none.", min=1))
     api_token: str = field(
         default="",
+        repr=False,
         metadata=_doc(
             "Bearer token required on every route but health; empty turns the check off."
         ),
@@ -441,6 +505,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"FRESHREC_REDIS_URL={s.redis_url!r} must start with redis://, rediss:// or unix://"
         )
+    _validate_security(s)
     if s.api_default_k > s.api_max_k:
         raise ConfigError(
             f"FRESHREC_API_DEFAULT_K={s.api_default_k} is larger than "
@@ -463,6 +528,48 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             "FRESHREC_RETRY_BACKOFF_CAP_S must be at least FRESHREC_RETRY_BACKOFF_BASE_S"
         )
+
+
+def _validate_security(s: Settings) -> None:
+    """Credentials and CA files only where the protocol uses them, and complete where it does.
+
+    A password set for a PLAINTEXT connection or a CA file for a plain
+    ``redis://`` URL would be ignored without a word; an error says so at start.
+    """
+    sasl = s.kafka_security_protocol.startswith("SASL_")
+    tls = s.kafka_security_protocol.endswith("SSL")
+    if sasl and not (s.kafka_sasl_username and s.kafka_sasl_password):
+        raise ConfigError(
+            f"FRESHREC_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+            "FRESHREC_KAFKA_SASL_USERNAME and FRESHREC_KAFKA_SASL_PASSWORD"
+        )
+    if not sasl and (s.kafka_sasl_username or s.kafka_sasl_password):
+        raise ConfigError(
+            "FRESHREC_KAFKA_SASL_USERNAME/PASSWORD are set but "
+            f"FRESHREC_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} does not use SASL "
+            "(SASL_SSL or SASL_PLAINTEXT)"
+        )
+    if s.kafka_ssl_ca_file and not tls:
+        raise ConfigError(
+            "FRESHREC_KAFKA_SSL_CA_FILE is set but "
+            f"FRESHREC_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} does not use TLS "
+            "(SSL or SASL_SSL)"
+        )
+    if s.redis_ssl_ca_file and not s.redis_url.startswith("rediss://"):
+        raise ConfigError(
+            "FRESHREC_REDIS_SSL_CA_FILE is set but FRESHREC_REDIS_URL is not rediss://"
+        )
+    if s.redis_password and urlsplit(s.redis_url).password:
+        raise ConfigError(
+            "FRESHREC_REDIS_PASSWORD is set and FRESHREC_REDIS_URL carries a password too; "
+            "keep one (the setting, from a secret)"
+        )
+    for var, path in (
+        ("FRESHREC_KAFKA_SSL_CA_FILE", s.kafka_ssl_ca_file),
+        ("FRESHREC_REDIS_SSL_CA_FILE", s.redis_ssl_ca_file),
+    ):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{var}={path!r}: no such file (mount the CA bundle there)")
 
 
 def settings_table() -> str:

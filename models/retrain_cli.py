@@ -28,6 +28,8 @@ from typing import Any
 import redis
 
 from freshrec.errors import BadInputError, ConfigError, TransientError
+from freshrec.kafka_config import client_config
+from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.als import ALSConfig
 from models.lock import LockedError, RetrainLock
@@ -129,11 +131,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         plan = _plan(args, settings)
         if args.data and not args.format:
             raise BadInputError("--data needs --format (see `freshrec train --help`)")
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.redis_connect_timeout_s,
-            socket_timeout=settings.redis_socket_timeout_s,
-        )
+        client = sync_redis_client(settings, "freshrec-retrain")
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
             summary |= _run(args, settings, plan, lock, bar)
@@ -174,6 +172,7 @@ def _run(
             settings.bootstrap_servers,
             topic,
             settings.retrain_snapshot_timeout_s,
+            config=client_config(settings),
             progress=bar.advance,
         )
         data, snapshot = snap.log, snap.describe()

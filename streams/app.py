@@ -29,8 +29,10 @@ from functools import cache
 from typing import Any
 
 import faust
+from faust.types import TP
 from threadpoolctl import threadpool_limits
 
+from freshrec.kafka_config import faust_credentials
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
@@ -90,8 +92,9 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         producer_acks=-1,
         producer_linger=PRODUCER_LINGER_S,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
+        broker_credentials=faust_credentials(settings),
         web_port=settings.worker_web_port,
-        web_bind="0.0.0.0",
+        web_bind=settings.worker_web_host,
         web_in_thread=False,
     )
     # Before anything touches app.transport (declaring a topic does). A fetch
@@ -148,6 +151,38 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
     )
 
+    #: Next offset to process per event partition, for the consumer-lag gauge.
+    processed: dict[TP, int] = {}
+    lag_series: set[tuple[str, str]] = set()
+
+    async def observe_lag() -> None:
+        """Set ``freshrec_worker_consumer_lag`` for every assigned event partition.
+
+        The lag counts from what this worker has processed (acked), not from
+        what it has fetched, so a stuck batch shows as growing lag; a partition
+        nothing was processed on yet counts from the consumer's position.
+        Series of partitions no longer assigned are removed.
+        """
+        consumer = app.consumer
+        event_topics = {settings.topic_watch, settings.topic_rate, settings.topic_forget}
+        current: set[tuple[str, str]] = set()
+        for tp in consumer.assignment():
+            if tp.topic not in event_topics:
+                continue
+            high = consumer.highwater(tp)
+            done = processed.get(tp)
+            if done is None:
+                done = await consumer.position(tp)
+            if high is None or done is None:
+                continue
+            labels = (tp.topic, str(tp.partition))
+            metrics.consumer_lag.labels(*labels).set(max(0, high - done))
+            current.add(labels)
+        for labels in lag_series - current:
+            metrics.consumer_lag.remove(*labels)
+        lag_series.clear()
+        lag_series.update(current)
+
     async def complete(
         stream: Any, events: list[Any], prepared: asyncio.Event, previous: asyncio.Task[None] | None
     ) -> None:
@@ -177,6 +212,8 @@ def create_app(settings: Settings) -> faust.App:
             _die(f"batch failed: {exc!r}")
         for event in events:
             await stream.ack(event)
+            tp = event.message.tp
+            processed[tp] = max(processed.get(tp, 0), event.message.offset + 1)
         watch.batch_done()
 
     @app.agent(source, name="fold-in")
@@ -236,6 +273,12 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        try:
+            await observe_lag()
+        except Exception:
+            # Before the first assignment (or mid-rebalance) there is no lag to
+            # tell; the other metrics are still worth a scrape.
+            log.debug("consumer lag not measured", exc_info=True)
         # aiohttp refuses a charset inside content_type; the format is ASCII anyway.
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 

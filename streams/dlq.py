@@ -29,6 +29,7 @@ from confluent_kafka import (
 )
 
 from freshrec.errors import TransientError
+from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter, unique
@@ -56,8 +57,8 @@ def read_topic(settings: Settings, topic: str, timeout_s: float | None = None) -
     + 1, short of the records after it (docs/worker.md, "Restarts on Tansu").
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
+        client_config(settings)
+        | {
             "group.id": f"{settings.app_id}-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

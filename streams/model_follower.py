@@ -30,6 +30,8 @@ class Candidate:
     """A version loaded by :meth:`ModelFollower.fetch`, not yet in use."""
 
     recommender: Recommender
+    created_at_ms: int
+    """When the version was trained (its ``created_at``), for the model-age metric."""
     ticket: int
     """Order of the fetch that loaded it: a slower, older fetch never replaces a newer one."""
 
@@ -63,14 +65,14 @@ class ModelFollower:
         if current is None or current == self.version or current == self._failed:
             return None
         try:
-            recommender = await asyncio.to_thread(self._load, current)
+            recommender, created_at_ms = await asyncio.to_thread(self._load, current)
         except Exception:
             # A broken version must not stop the worker; the next version the
             # pointer names is tried.
             log.exception("could not load model version %s; keeping %s", current, self.version)
             self._failed = current
             return None
-        return Candidate(recommender, ticket)
+        return Candidate(recommender, created_at_ms, ticket)
 
     def adopt(self, candidate: Candidate | None) -> bool:
         """Use ``candidate`` from now on; False (and no change) when there is none, it is
@@ -85,9 +87,11 @@ class ModelFollower:
         self._adopted_ticket = candidate.ticket
         self._failed = None
         self._metrics.model_loaded.set(time.time())
+        self._metrics.model_created.set(candidate.created_at_ms / 1000)
         self._metrics.model_switches.inc()
         log.info("now using model version %s", self.version)
         return True
 
-    def _load(self, version_id: str) -> Recommender:
-        return recommender_from_version(self._store.load(version_id))
+    def _load(self, version_id: str) -> tuple[Recommender, int]:
+        version = self._store.load(version_id)
+        return recommender_from_version(version), version.created_at

@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.errors import TransientError
+from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from schemas.events import EventType
 
@@ -38,7 +39,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     Each request to the broker waits at most ``settings.topic_admin_timeout_s``.
     """
     timeout_s = settings.topic_admin_timeout_s
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings))
     wanted = list(names) if names is not None else event_topics(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)

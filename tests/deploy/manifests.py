@@ -1,0 +1,65 @@
+"""Render the kustomize overlays and walk what they hold (for tests/deploy)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+#: Every kustomization ops may apply.
+TARGETS = ("base", "overlays/dev", "overlays/prod")
+#: The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
+KUBERNETES_VERSION = "1.31.0"
+#: Kinds whose pods run until stopped (probes are required there).
+LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("kubectl not found: tests/deploy render the manifests with it")
+    return found
+
+
+def render(target: str) -> list[dict[str, Any]]:
+    """``kubectl kustomize k8s/<target>``, parsed."""
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / target)], check=True, capture_output=True, text=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod template's spec of a workload, None for other kinds."""
+    kind = obj["kind"]
+    if kind in (*LONG_RUNNING, "Job"):
+        return dict(obj["spec"]["template"]["spec"])
+    if kind == "CronJob":
+        return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return None
+
+
+def containers(objs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, container) for every container of every workload, init containers too."""
+    for obj in objs:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            yield obj, c
+
+
+def settings_configmap(objs: list[dict[str, Any]]) -> dict[str, str]:
+    maps = [
+        o
+        for o in objs
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("freshrec-settings")
+    ]
+    assert len(maps) == 1, [m["metadata"]["name"] for m in maps]
+    return dict(maps[0]["data"])

@@ -1,0 +1,82 @@
+"""The alerting rules load in Prometheus, and each alert fires on series that break its objective.
+
+``promtool check rules`` parses them; ``promtool test rules`` runs
+tests/deploy/alerts_test.yaml, which feeds each alert synthetic series and
+pins when it fires, with which labels, summary and runbook. promtool comes
+with Debian's ``prometheus`` package (``./dev setup`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.deploy.manifests import K8S
+
+RULES = K8S / "observability" / "alerts.yaml"
+UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
+DASHBOARD = K8S / "observability" / "dashboard.json"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool not found: ./dev setup installs it (apt-get install prometheus)"
+    return found
+
+
+def alert_names() -> list[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule["alert"] for group in groups for rule in group["rules"]]
+
+
+def test_rules_pass_promtool_check() -> None:
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(alert_names())} rules found" in done.stdout
+
+
+def test_each_alert_fires_in_the_promtool_unit_tests() -> None:
+    done = subprocess.run(
+        [promtool(), "test", "rules", str(UNIT_TESTS)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    tested = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
+    fired = {
+        case["alertname"]
+        for test in tested
+        for case in test.get("alert_rule_test", [])
+        if case["exp_alerts"]
+    }
+    assert fired == set(alert_names())
+
+
+def test_every_alert_has_a_runbook_and_a_severity() -> None:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        assert rule["annotations"]["runbook"].strip(), rule["alert"]
+        assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
+
+
+def test_the_dashboard_queries_parse() -> None:
+    """Each panel's query is valid PromQL (promtool parses it as a recording rule)."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    assert exprs
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+    ]}]}  # fmt: skip
+    path = Path(__file__).parent / ".dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    try:
+        done = subprocess.run(
+            [promtool(), "check", "rules", str(path)], capture_output=True, text=True
+        )
+    finally:
+        path.unlink()
+    assert done.returncode == 0, done.stdout + done.stderr

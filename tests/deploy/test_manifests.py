@@ -1,0 +1,222 @@
+"""The Kubernetes manifests: every overlay renders, validates offline, and keeps its promises.
+
+Each target under k8s/ is rendered with ``kubectl kustomize`` and every object
+is validated against the Kubernetes API schemas (kubernetes-validate, strict,
+a pinned version), then the invariants ops rely on are checked: probes and
+resources on long-running containers, restricted security contexts, a
+CronJob that never overlaps itself, no secret value anywhere, no more worker
+replicas than partitions, pinned images, and only the API reachable from
+outside the namespace. The settings ConfigMap, with the secrets it refers to,
+must make a valid :class:`~freshrec.settings.Settings`, and every container's
+command must be one the installed CLI knows.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from freshrec.settings import ENV_PREFIX, Settings
+from tests.deploy.manifests import (
+    KUBERNETES_VERSION,
+    LONG_RUNNING,
+    ROOT,
+    TARGETS,
+    containers,
+    pod_spec,
+    render,
+    settings_configmap,
+)
+
+#: Settings that hold secrets (hidden from the settings' repr): never a literal value.
+SECRET_SETTINGS = {ENV_PREFIX + f.name.upper() for f in fields(Settings) if not f.repr}
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY|PRIVATE", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(request.param)
+
+
+def test_every_object_validates_against_the_kubernetes_schemas(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    target, objs = rendered
+    assert objs, target
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{target}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+
+
+def test_the_expected_objects_are_there(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, objs = rendered
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for expected in [
+        ("Namespace", "freshrec"),
+        ("Deployment", "freshrec-worker"),
+        ("Deployment", "freshrec-api"),
+        ("Service", "freshrec-api"),
+        ("HorizontalPodAutoscaler", "freshrec-api"),
+        ("PodDisruptionBudget", "freshrec-api"),
+        ("CronJob", "freshrec-retrain"),
+        ("ConfigMap", "freshrec-prometheus-rules"),
+        ("ConfigMap", "freshrec-grafana-dashboard"),
+    ]:
+        assert expected in kinds
+    assert any(k == "NetworkPolicy" for k, _ in kinds)
+    namespaced = [o for o in objs if o["kind"] != "Namespace"]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {"freshrec"}
+
+
+def test_long_running_containers_have_probes_and_resources(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    target, objs = rendered
+    for obj, c in containers(objs):
+        where = f"{target}: {obj['kind']}/{obj['metadata']['name']}/{c['name']}"
+        if obj["kind"] in LONG_RUNNING:
+            assert "livenessProbe" in c and "readinessProbe" in c, where
+        for bound in ("requests", "limits"):
+            assert set(c.get("resources", {}).get(bound, {})) >= {"cpu", "memory"}, where
+
+
+def test_pods_run_restricted(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    target, objs = rendered
+    for obj in objs:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        where = f"{target}: {obj['kind']}/{obj['metadata']['name']}"
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, where
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec.get("automountServiceAccountToken") is False, where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+
+
+def test_the_retrain_cronjob_never_overlaps_and_is_bounded(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, objs = rendered
+    (cron,) = [o for o in objs if o["kind"] == "CronJob"]
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_no_secret_value_anywhere(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    target, objs = rendered
+    assert not [o for o in objs if o["kind"] == "Secret"], f"{target} carries a Secret"
+    data = settings_configmap(objs)
+    leaked = sorted(k for k in data if k in SECRET_SETTINGS or SECRET_NAME.search(k))
+    assert not leaked, f"{target}: secrets in the ConfigMap: {leaked}"
+    for obj, c in containers(objs):
+        for env in c.get("env", []):
+            if env["name"] in SECRET_SETTINGS or SECRET_NAME.search(env["name"]):
+                assert "value" not in env and "secretKeyRef" in env["valueFrom"], (
+                    f"{target}: {obj['metadata']['name']}/{c['name']} sets {env['name']} "
+                    "to a literal; it must come from a Secret"
+                )
+
+
+def test_the_settings_with_their_secrets_are_valid(
+    rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A typo in a variable name, or a SASL protocol without its credentials, fails here."""
+    target, objs = rendered
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    for obj, c in containers(objs):
+        env = settings_configmap(objs)
+        for e in c.get("env", []):
+            env[e["name"]] = "from-a-secret" if "valueFrom" in e else e["value"]
+        env = {k: str(ca) if k.endswith("_CA_FILE") else v for k, v in env.items()}
+        try:
+            settings = Settings.from_env(
+                {k: v for k, v in env.items() if k.startswith("FRESHREC_")}
+            )
+        except Exception as exc:
+            pytest.fail(f"{target}: {obj['metadata']['name']}/{c['name']}: {exc}")
+        assert settings.api_host == "0.0.0.0" and settings.worker_web_host == "0.0.0.0"
+
+
+def test_worker_replicas_do_not_exceed_partitions(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    target, objs = rendered
+    partitions = int(settings_configmap(objs)["FRESHREC_TOPIC_PARTITIONS"])
+    (worker,) = [o for o in objs if o["metadata"]["name"] == "freshrec-worker" and "spec" in o
+                 and o["kind"] in LONG_RUNNING]  # fmt: skip
+    assert 1 <= worker["spec"]["replicas"] <= partitions, target
+    surge = worker["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", 0)
+    assert surge == 0, f"{target}: a surge pod would be a worker without a partition"
+
+
+def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    target, objs = rendered
+    for _, c in containers(objs):
+        image = c["image"]
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag and tag not in ("", "latest"), f"{target}: {image}"
+
+
+def test_only_the_api_is_reachable_from_outside_the_namespace(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    target, objs = rendered
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    assert any(
+        p["spec"]["podSelector"] == {} and "Ingress" in p["spec"]["policyTypes"] for p in policies
+    ), f"{target}: no policy selects every pod"
+    for p in policies:
+        selected = p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for rule in p["spec"].get("ingress", []):
+            sources = rule.get("from")
+            if sources and all(set(s) == {"podSelector"} for s in sources):
+                continue  # same namespace only
+            ports = {port["port"] for port in rule.get("ports", [])}
+            if selected == "freshrec-api":
+                continue
+            # the one exception: the monitoring namespace scrapes the worker's web port
+            assert selected == "freshrec-worker" and ports == {6066}, (target, p["metadata"])
+            assert sources == [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ], (target, p["metadata"])
+
+
+def test_every_container_command_is_one_the_cli_knows(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """`freshrec <args> --help` for each container: manifests and CLI cannot drift apart."""
+    target, objs = rendered
+    for _, c in containers(objs):
+        assert "command" not in c, "the image's entrypoint is freshrec; manifests give args"
+        args = c["args"]
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *args, "--help"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{target}: freshrec {' '.join(args)}: {done.stderr}"
+        assert "usage: freshrec" in done.stdout

@@ -1,0 +1,50 @@
+"""Spark MLlib ALS (local[*]) against implicit on the same data: the parameter mapping holds."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from models.als import ALSConfig, train
+from models.evaluate import Holdout, split_log
+from models.spark_als import spark_params
+from models.synthetic import generate_ratings
+from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
+
+pytest.importorskip("pyspark")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java"),
+]
+
+
+def test_spark_params_match_implicit_at_the_typical_user() -> None:
+    log = generate_ratings(n_users=200, n_items=300, n_ratings=8000, seed=3).log
+    matrix = confidence_matrix(log, DEFAULT_WEIGHTING)
+    cfg = ALSConfig(regularization=30.0, alpha=2.0)
+    params = spark_params(cfg, matrix)
+    positives = np.diff((matrix > 0).tocsr().indptr)
+    # Spark's penalty regParam·n equals implicit's λ for a user of mean activity
+    assert params.reg_param * positives[positives > 0].mean() == pytest.approx(30.0)
+    # 1 + alpha_spark·c̄ == alpha·c̄: the same weight at the mean confidence
+    mean_conf = np.abs(matrix.data).mean()
+    assert 1 + params.alpha * mean_conf == pytest.approx(2.0 * mean_conf)
+
+
+def test_spark_and_implicit_rank_within_5_percent_of_each_other() -> None:
+    from models.spark_als import train_spark
+
+    log = generate_ratings(n_users=500, n_items=900, n_ratings=32_000, seed=101).log
+    train_log, test_log = split_log(log, "stratified-item", 0.75, 42)
+    matrix = confidence_matrix(train_log, DEFAULT_WEIGHTING)
+    cfg = ALSConfig(num_threads=1, use_gpu=False)
+    holdout = Holdout.of(train_log, test_log)
+    ours = train(matrix, cfg)
+    theirs = train_spark(matrix, cfg, master="local[2]")
+    assert theirs.device == "spark" and theirs.item_factors.shape == ours.item_factors.shape
+    ndcg_implicit = holdout.score(ours.user_factors, ours.item_factors, 10)["ndcg@10"]
+    ndcg_spark = holdout.score(theirs.user_factors, theirs.item_factors, 10)["ndcg@10"]
+    print(f"nDCG@10 implicit {ndcg_implicit:.4f}, spark {ndcg_spark:.4f}")
+    assert abs(ndcg_spark - ndcg_implicit) <= 0.05 * ndcg_implicit
