@@ -90,7 +90,7 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         producer_linger=PRODUCER_LINGER_S,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         web_port=settings.worker_web_port,
-        web_bind="0.0.0.0",
+        web_bind=settings.worker_web_host,
         web_in_thread=False,
     )
     # Before anything touches app.transport (declaring a topic does). A fetch
