@@ -11,7 +11,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 #: Freshness buckets, in seconds: fine below the 0.5 s goal for p99, so quantiles read well.
 _FRESHNESS_BUCKETS = (
-    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
     30.0,
 )
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -28,58 +44,74 @@ class WorkerMetrics:
             "freshrec_worker_events_consumed", "Messages read, per topic.", ["topic"], registry=r
         )
         self.valid = Counter(
-            "freshrec_worker_events_valid", "Valid new events applied, per topic.", ["topic"],
+            "freshrec_worker_events_valid",
+            "Valid new events applied, per topic.",
+            ["topic"],
             registry=r,
         )
         self.invalid = Counter(
-            "freshrec_worker_events_invalid", "Messages dead-lettered, per topic.", ["topic"],
+            "freshrec_worker_events_invalid",
+            "Messages dead-lettered, per topic.",
+            ["topic"],
             registry=r,
         )
         self.duplicate = Counter(
             "freshrec_worker_events_duplicate",
-            "Events dropped because their event_id was already applied, per topic.", ["topic"],
+            "Events dropped because their event_id was already applied, per topic.",
+            ["topic"],
             registry=r,
         )
         self.batch_size = Histogram(
-            "freshrec_worker_batch_size", "Messages per micro-batch.", buckets=_SIZE_BUCKETS,
+            "freshrec_worker_batch_size",
+            "Messages per micro-batch.",
+            buckets=_SIZE_BUCKETS,
             registry=r,
         )
         self.foldin_seconds = Histogram(
             "freshrec_worker_foldin_seconds",
-            "Time to fold in and score all users of one batch.", buckets=_TIME_BUCKETS, registry=r,
+            "Time to fold in and score all users of one batch.",
+            buckets=_TIME_BUCKETS,
+            registry=r,
         )
         self.redis_write_seconds = Histogram(
             "freshrec_worker_redis_write_seconds",
-            "Time to write one batch's lists to Redis, retries included.", buckets=_TIME_BUCKETS,
+            "Time to write one batch's lists to Redis, retries included.",
+            buckets=_TIME_BUCKETS,
             registry=r,
         )
         self.durable_write_seconds = Histogram(
             "freshrec_worker_durable_write_seconds",
             "Time to make one batch's state changes and dead letters durable in Kafka.",
-            buckets=_TIME_BUCKETS, registry=r,
+            buckets=_TIME_BUCKETS,
+            registry=r,
         )
         self.freshness_seconds = Histogram(
             "freshrec_worker_freshness_seconds",
             "From an event's timestamp to the Redis write of the list that includes it.",
-            buckets=_FRESHNESS_BUCKETS, registry=r,
+            buckets=_FRESHNESS_BUCKETS,
+            registry=r,
         )
         self.lists_written = Counter(
             "freshrec_worker_lists_written", "User lists written to Redis.", registry=r
         )
         self.lists_stale = Counter(
             "freshrec_worker_lists_stale",
-            "User lists not written because Redis held a newer one.", registry=r,
+            "User lists not written because Redis held a newer one.",
+            registry=r,
         )
         self.retries = Counter(
-            "freshrec_worker_retries", "Retries of transient faults, per operation.",
-            ["operation"], registry=r,
+            "freshrec_worker_retries",
+            "Retries of transient faults, per operation.",
+            ["operation"],
+            registry=r,
         )
         self.users_held = Gauge(
             "freshrec_worker_users", "Users whose state this worker holds.", registry=r
         )
         self.model_loaded = Gauge(
             "freshrec_worker_model_loaded_timestamp_seconds",
-            "When the current model version was loaded (0: no model yet).", registry=r,
+            "When the current model version was loaded (0: no model yet).",
+            registry=r,
         )
         self.model_switches = Counter(
             "freshrec_worker_model_switches", "Model versions picked up.", registry=r
@@ -87,7 +119,8 @@ class WorkerMetrics:
         self.redis_data_lost = Counter(
             "freshrec_worker_redis_data_lost",
             "Times Redis lost its data while the worker ran (its epoch token changed); "
-            "each is followed by a refresh of every held list.", registry=r,
+            "each is followed by a refresh of every held list.",
+            registry=r,
         )
 
     def exposition(self) -> bytes:

@@ -26,6 +26,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from freshrec.errors import BadInputError, DeliveryError
+from freshrec.kafka_client import client_config
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
@@ -52,7 +53,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """The confluent-kafka settings every freshrec producer uses."""
     timeout_ms = int(settings.publish_timeout_s * 1000)
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "message.timeout.ms": timeout_ms,

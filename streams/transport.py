@@ -66,7 +66,9 @@ def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
             except TimeoutError:
                 log.warning(
                     "no Fetch high watermark for %d changelog partition(s) within %.0fs; "
-                    "recovering up to the ListOffsets answer", len(behind), timeout_s,
+                    "recovering up to the ListOffsets answer",
+                    len(behind),
+                    timeout_s,
                 )
                 return listed
             corrected = dict(listed)
@@ -74,7 +76,10 @@ def transport_class(fetch_max_wait_s: float) -> type[driver.Transport]:
                 if high > corrected[tp]:
                     log.info(
                         "highwater of %s:%d is %d (ListOffsets said %d)",
-                        tp.topic, tp.partition, high, corrected[tp],
+                        tp.topic,
+                        tp.partition,
+                        high,
+                        corrected[tp],
                     )
                     corrected[tp] = high
             return corrected
