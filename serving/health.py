@@ -1,13 +1,18 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (it can serve useful lists).
+"""``/healthz`` (the process answers) and ``/readyz`` (it can serve: Redis answers).
 
 Liveness touches nothing outside the process, so a Redis outage makes pods
 unready (taken out of the load balancer) rather than dead (restarted in a loop).
-Readiness needs Redis to answer and the popular fallback to be present and
-readable: the retrain job writes it with every model, so without it there is no
-model yet and every new user would get an empty list.
+Readiness is Redis answering, nothing more: with Redis the API serves every
+request, a user without a list gets the popular fallback (empty before any
+model exists), and holding a pod out of the load balancer until a model is
+published would turn that into connection errors. The model's state is
+reported beside it (``model``: ``present``, ``none`` or ``unreadable``, and the
+popular list's ``model_version``), for operators and the demo to watch.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import orjson
 from aiohttp import web
@@ -18,6 +23,8 @@ from serving.context import API
 from serving.store import CorruptList
 
 _OK = orjson.dumps({"status": "ok"})
+
+ModelState = Literal["present", "none", "unreadable"]
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -30,21 +37,30 @@ async def handle_readyz(request: web.Request) -> web.Response:
     try:
         data = await api.store.popular(fresh=True)
     except TransientError as exc:
-        return _readiness(False, str(exc))
+        return _readiness(False, str(exc), None, None)
     except CorruptList:
-        return _readiness(False, f"{key} is not a hash")
+        return _readiness(True, f"Redis answers; {key} is not a hash", "unreadable")
     if data is None:
-        return _readiness(False, f"no popular list at {key}: no model has been published yet")
+        return _readiness(
+            True,
+            f"Redis answers; no popular list at {key}: no model has been published yet",
+            "none",
+        )
     try:
-        popular = decode(data)
+        version = decode(data).model_version
     except ValueError as exc:
-        return _readiness(False, f"the popular list at {key} is unreadable: {exc}")
-    version = popular.model_version
-    return _readiness(True, f"popular list of model {version} present", version)
+        return _readiness(
+            True, f"Redis answers; the popular list at {key} is unreadable: {exc}", "unreadable"
+        )
+    if version is None:
+        return _readiness(True, "Redis answers; no model has been published yet", "none")
+    return _readiness(True, f"Redis answers; model {version} is serving", "present", version)
 
 
-def _readiness(ready: bool, reason: str, model_version: str | None = None) -> web.Response:
-    body = {"ready": ready, "reason": reason, "model_version": model_version}
+def _readiness(
+    ready: bool, reason: str, model: ModelState | None, model_version: str | None = None
+) -> web.Response:
+    body = {"ready": ready, "reason": reason, "model": model, "model_version": model_version}
     return web.Response(
         status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
     )
