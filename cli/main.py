@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from freshrec import __version__, stack_cli
+from freshrec import __version__, demo, stack_cli
 from freshrec.errors import ConfigError, FreshrecError, TransientError
 from freshrec.settings import Settings
 from models import cli as models_cli
@@ -29,6 +29,7 @@ from streams import cli as streams_cli
 #: Each part's ``register(subparsers)``, in the order of ``freshrec --help``.
 PARTS = (
     stack_cli.register,
+    demo.register,
     streams_cli.register,
     serving_cli.register,
     models_cli.register,
