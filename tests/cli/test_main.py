@@ -106,3 +106,30 @@ def test_stack_subcommands_are_described_and_status_exists() -> None:
     status = freshrec("stack", "status", "--state-dir", "/nonexistent-freshrec-state")
     assert status.returncode == 1
     assert "no stack is running" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["models", "show", "nope"], EXIT_FAILED, "no model version nope"),
+        (
+            ["train", "--format", "movielens1m", "--data", "/nonexistent"],
+            EXIT_FAILED,
+            "cannot read",
+        ),
+        (["worker"], EXIT_TRANSIENT, "no answer from the broker"),
+        (["dlq", "replay"], EXIT_TRANSIENT, "no answer from the broker"),
+        (["stack", "env", "--state-dir", "/nonexistent-freshrec-state"], EXIT_FAILED, "no stack"),
+    ],
+)
+def test_subcommand_failures_are_one_line_with_a_documented_exit_code(
+    tmp_path: Path, argv: list[str], code: int, text: str
+) -> None:
+    """Issue 13.5: the audit of every subcommand: no traceback, one line, a known code."""
+    env = {
+        "FRESHREC_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "FRESHREC_MODEL_STORE": str(tmp_path / "store"),
+    }
+    result = freshrec(*argv, env=env)
+    assert result.returncode == code
+    assert text in one_line(result.stderr)
