@@ -6,6 +6,10 @@ adds its subcommands; each subcommand sets ``func(args, settings) -> exit
 code``. This module only assembles them, which is why it lives above the parts
 rather than in ``freshrec/``. Settings are read from the environment once,
 here, so every command fails early on a bad ``FRESHREC_*`` value.
+
+Every failure a user can cause or meet ends in one line on stderr that says
+what to do, and one of the exit codes of :data:`EXIT_CODES` (commands add
+their own, documented in their ``--help``); a traceback is left for bugs.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from freshrec import stack_cli
-from freshrec.errors import ConfigError, FreshrecError
+from freshrec import __version__, demo, stack_cli
+from freshrec.errors import ConfigError, FreshrecError, TransientError
 from freshrec.settings import Settings
 from models import cli as models_cli
 from serving import cli as serving_cli
@@ -25,17 +29,41 @@ from streams import cli as streams_cli
 #: Each part's ``register(subparsers)``, in the order of ``freshrec --help``.
 PARTS = (
     stack_cli.register,
+    demo.register,
     streams_cli.register,
     serving_cli.register,
     models_cli.register,
 )
 
 
+EXIT_OK = 0
+#: The command failed for the reason its message gives (bad input, a missing file, a conflict).
+EXIT_FAILED = 1
+#: Bad arguments or ``FRESHREC_*`` settings (argparse uses 2 for usage errors too).
+EXIT_USAGE = 2
+#: A transient fault (broker or Redis unreachable, no acknowledgement): run it again.
+EXIT_TRANSIENT = 75
+EXIT_INTERRUPTED = 130
+
+#: The exit codes every subcommand shares, as ``freshrec --help`` and the README list them.
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_FAILED: "the command failed; the message says why (bad input, missing file, conflict)",
+    EXIT_USAGE: "bad arguments or FRESHREC_* settings",
+    EXIT_TRANSIENT: "broker or Redis unreachable or not acknowledging: run it again",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freshrec",
         description="Real-time recommender: events in Kafka, ALS fold-in, top-k lists in Redis.",
+        epilog="exit codes: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
+        + ". Some commands add their own (see their --help).",
     )
+    parser.add_argument("--version", action="version", version=f"freshrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in PARTS:
         register(sub)
@@ -49,17 +77,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"freshrec: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         code: int = args.func(args, settings)
+    except TransientError as exc:
+        print(f"freshrec {args.command}: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
     except FreshrecError as exc:
         print(f"freshrec {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except OSError as exc:
+        # a file the user named, or a directory a setting names, is missing or unreadable
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"freshrec {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -10,6 +10,7 @@ from the environment (a Kubernetes secret), never from a file in the repository.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,29 @@ if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
 
+#: The logger librdkafka's own messages go through (they would go straight to stderr).
+LIBRDKAFKA_LOG = logging.getLogger("freshrec.kafka.librdkafka")
+
+#: librdkafka's ``log_level`` (syslog severities) for each ``FRESHREC_LOG_LEVEL``, so that it
+#: does not format messages the Python logger would drop.
+_SYSLOG_LEVEL = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3}
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings for the brokers and how to reach them: add a client's own to it."""
+    """librdkafka settings for the brokers, how to reach them and where its log lines go:
+    add a client's own to it.
+
+    librdkafka writes ``%3|...|FAIL|...`` lines straight to stderr unless a
+    client is given a Python logger; these clients log through
+    ``freshrec.kafka.librdkafka`` at ``FRESHREC_LOG_LEVEL``, so a command's
+    output stays its own.
+    """
     protocol = settings.kafka_security_protocol
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": protocol.lower(),
+        "logger": LIBRDKAFKA_LOG,
+        "log_level": _SYSLOG_LEVEL[settings.log_level],
     }
     if protocol.startswith("SASL_"):
         config |= {

@@ -11,6 +11,7 @@ it in sync.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ ENV_PREFIX = "FRESHREC_"
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 #: SASL mechanisms both client libraries speak.
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: The bounds of a TCP port setting; 0 asks the system for any free port.
+PORT_BOUNDS: dict[str, int] = {"min": 0, "max": 65535}
 
 
 def _doc(text: str, **meta: Any) -> dict[str, Any]:
@@ -79,6 +82,14 @@ class Settings:
         metadata=_doc(
             "Seconds listing or creating topics may wait for the broker before "
             "`publish` or `worker` gives up at start.",
+            min=0.1,
+        ),
+    )
+    broker_connect_timeout_s: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds a command (`publish`, `worker`, `dlq`, `retrain`) waits for the broker's "
+            "first answer before it reports the broker unreachable.",
             min=0.1,
         ),
     )
@@ -300,7 +311,7 @@ class Settings:
     )
     worker_web_port: int = field(
         default=6066,
-        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", min=0),
+        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", **PORT_BOUNDS),
     )
     data_dir: str = field(
         default="./var/worker", metadata=_doc("Directory for the worker's local state.")
@@ -363,7 +374,7 @@ class Settings:
 
     # --- API -----------------------------------------------------------------
     api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API listens on."))
-    api_port: int = field(default=8080, metadata=_doc("Port the API listens on.", min=0))
+    api_port: int = field(default=8080, metadata=_doc("Port the API listens on.", **PORT_BOUNDS))
     api_workers: int = field(
         default=1, metadata=_doc("API processes sharing the port (SO_REUSEPORT).", min=1)
     )
@@ -484,14 +495,19 @@ def _validate(s: Settings) -> None:
         value = getattr(s, f.name)
         var = ENV_PREFIX + f.name.upper()
         typ = hints[f.name]
-        if typ is float and isinstance(value, int):
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(s, f.name, float(value))
             value = float(value)
-        if not isinstance(value, typ):
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ConfigError(f"{var} must be a {typ.__name__}, got {value!r}")
+        if typ is float and not math.isfinite(value):
+            raise ConfigError(f"{var}={value!r} must be a finite number")
         lo = f.metadata.get("min")
         if lo is not None and value < lo:
             raise ConfigError(f"{var}={value!r} is below its minimum {lo}")
+        hi = f.metadata.get("max")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{var}={value!r} is above its maximum {hi}")
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(f"{var}={value!r} is not one of {', '.join(choices)}")

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from freshrec.errors import ConfigError, TransientError
 
@@ -174,7 +175,11 @@ class BrokerProcess(ChildService):
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        from freshrec.kafka_config import LIBRDKAFKA_LOG
+
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        config["logger"] = LIBRDKAFKA_LOG  # not librdkafka's raw lines on stderr while it starts
+        admin = AdminClient(config)
         admin.list_topics(timeout=2)
         return True
 
@@ -260,6 +265,18 @@ def read_state(state_dir: Path) -> StackState | None:
     if not path.exists():
         return None
     return StackState(**json.loads(path.read_text()))
+
+
+def running(state_dir: Path) -> StackState | None:
+    """The recorded stack when both its processes still run (not a recycled pid), else None."""
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    if _identity(state.broker_pid) != state.broker_id or _identity(state.redis_pid) != (
+        state.redis_id
+    ):
+        return None
+    return state
 
 
 def up(state_dir: Path, timeout_s: float = 30.0) -> StackState:

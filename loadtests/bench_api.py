@@ -25,8 +25,8 @@ from the API workers it measures. redis-benchmark is single-threaded too.
 ``api_cpu_us_per_request`` is the CPU time (user + system) the API workers
 used during the wrk run divided by the requests answered: unlike requests/s
 it hardly depends on what else the machine is doing, so it is the figure to
-compare between changes. Last stdout line: one JSON object (DESIGN.md,
-Benchmarks).
+compare between changes. Last stdout line: one JSON object
+(docs/ENGINEERING.md, Benchmarks).
 """
 
 from __future__ import annotations

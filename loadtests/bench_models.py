@@ -24,7 +24,7 @@ One run, all on one core (BLAS and implicit limited to one thread):
 
 Each figure is the best of ``--repeats`` timed passes, a candidate and its
 baselines taking turns within each pass. Last line: one JSON
-object (see DESIGN.md, Benchmarks).
+object (see docs/ENGINEERING.md, Benchmarks).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ kind of rejection), and ``json.loads`` over the valid bytes as the baseline.
 ``cost_ratio`` = json_loads rate / valid rate: how many times dearer full
 validation into a typed event is than merely parsing the JSON. Goal: <= 2.
 Each figure is the best of ``--repeats`` timed passes (least disturbed by
-other load). Last line: one JSON object (see DESIGN.md, Benchmarks).
+other load). Last line: one JSON object (see docs/ENGINEERING.md, Benchmarks).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
     python loadtests/run_all.py --render [--only api --note "..."]  # re-render (and re-note) only
 
 Each benchmark prints, as its last stdout line, one JSON object
-``{"bench": NAME, ...}`` (DESIGN.md, Benchmarks). This script runs each with its
+``{"bench": NAME, ...}`` (docs/ENGINEERING.md, Benchmarks). This script runs each with its
 recorded command, keeps the newest result per benchmark in
 ``loadtests/results.json`` (with the command, date and machine), and renders
 BENCHMARKS.md from it.
@@ -89,7 +89,7 @@ def render(results: dict[str, dict[str, object]]) -> str:
         "# Benchmarks",
         "",
         "Measured by the scripts in `loadtests/`, each beside a baseline measured in the same",
-        "run (DESIGN.md, Benchmarks). Regenerate with `python loadtests/run_all.py`",
+        "run (docs/ENGINEERING.md, Benchmarks). Regenerate with `python loadtests/run_all.py`",
         "(or `--only NAME`).",
         "Figures from a shared 2-core machine are noisy; compare ratios, not absolute rates.",
         "",

@@ -23,10 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from freshrec.argtypes import finite_float, non_negative_float, positive_int
 from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models import eventlog, movielens, retrain_cli, synthetic, versions_cli
 from models.als import ALSConfig
+from models.als_flags import add_als_flags
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
 from models.publish import train_and_publish
@@ -35,7 +37,6 @@ from models.tuning import TuneResult, tune
 from models.weighting import WeightingConfig
 
 FORMATS = (*movielens.FORMATS, "synthetic", "events")
-_DEFAULT = ALSConfig()
 _WEIGHTS = WeightingConfig()
 
 
@@ -48,7 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Microsoft Recommenders' MovieLens benchmark: stratified by item, ratio 0.75, seed 42.",
     )
     _data_args(ev)
-    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (the model's metrics, and the popular baseline's "
+        "under 'popular') instead of a table",
+    )
     ev.set_defaults(func=run_evaluate)
 
     tr = sub.add_parser(
@@ -61,7 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--publish", action="store_true", help="make the new version current")
     tr.add_argument(
         "--half-life-days",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="recency decay of the popular fallback (default: no decay)",
     )
@@ -79,28 +85,23 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
     )
-    p.add_argument("--k", type=int, default=10, help="list length scored (default: %(default)s)")
+    p.add_argument(
+        "--k", type=positive_int, default=10, help="list length scored (default: %(default)s)"
+    )
     p.add_argument(
         "--split", choices=SPLITS, default="stratified-item", help="default: %(default)s"
     )
     p.add_argument(
-        "--ratio", type=float, default=0.75, help="training share (default: %(default)s)"
+        "--ratio", type=finite_float, default=0.75, help="training share (default: %(default)s)"
     )
-    p.add_argument("--last-n", type=int, default=1, help="test events per user for --split last-n")
+    p.add_argument(
+        "--last-n",
+        type=positive_int,
+        default=1,
+        help="test events per user for --split last-n (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=42, help="split and training seed (default: 42)")
-    p.add_argument("--factors", type=int, default=_DEFAULT.factors)
-    p.add_argument("--regularization", type=float, default=_DEFAULT.regularization)
-    p.add_argument("--alpha", type=float, default=_DEFAULT.alpha)
-    p.add_argument("--iterations", type=int, default=_DEFAULT.iterations)
-    p.add_argument(
-        "--threads", type=int, default=_DEFAULT.num_threads, help="training threads; 0 = all cores"
-    )
-    p.add_argument(
-        "--negative-below",
-        type=float,
-        default=_WEIGHTS.negative_below,
-        help="ratings below this are dislikes; 0 turns dislikes off (default: %(default)s)",
-    )
+    add_als_flags(p)
     p.add_argument(
         "--no-tune",
         action="store_true",
@@ -108,7 +109,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tune-budget-s",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="seconds of hyperparameter search on a validation split of the training part "
         "(default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
@@ -223,7 +224,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     data, _ = load_data(args)
     ev, _, tuned = _holdout(args, data, settings)
     if args.json:
-        print(json.dumps(ev.metrics))
+        print(json.dumps(ev.metrics | {"popular": ev.popular_metrics}))
         return 0
     print(f"{len(data)} events, {ev.users} users ranked, split {args.split}, k {args.k}")
     if tuned is not None:

@@ -27,11 +27,13 @@ from typing import Any
 
 import redis
 
+from freshrec.argtypes import non_negative_float
 from freshrec.errors import BadInputError, ConfigError, TransientError
 from freshrec.kafka_config import client_config
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.als import ALSConfig
+from models.als_flags import add_als_flags
 from models.lock import LockedError, RetrainLock
 from models.progress import StageProgress
 from models.retrain import RetrainPlan, RetrainResult, retrain
@@ -67,25 +69,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-tune", action="store_true", help="train the given values, no search")
     p.add_argument(
         "--tune-budget-s",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="seconds the search may take (default: FRESHREC_RETRAIN_TUNE_BUDGET_S)",
     )
-    p.add_argument("--seed", type=int, default=42, help="hold-out, search and training seed")
-    defaults = ALSConfig()
-    p.add_argument("--factors", type=int, default=defaults.factors)
-    p.add_argument("--regularization", type=float, default=defaults.regularization)
-    p.add_argument("--alpha", type=float, default=defaults.alpha)
-    p.add_argument("--iterations", type=int, default=defaults.iterations)
     p.add_argument(
-        "--negative-below",
-        type=float,
-        default=WeightingConfig().negative_below,
-        help="ratings below this are dislikes; 0 turns dislikes off",
+        "--seed", type=int, default=42, help="hold-out, search and training seed (default: 42)"
     )
-    p.add_argument(
-        "--threads", type=int, default=0, help="training threads (default: one per core)"
-    )
+    add_als_flags(p, threads_default=0)
     # test hooks: a model the gate must refuse, and a job frozen where a test kills it
     p.add_argument("--debug-permute-items", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-stall-at", choices=STALL_POINTS, help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from freshrec.argtypes import positive_int
 from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models.store import ModelStore, ModelStoreError
@@ -36,7 +37,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     back.set_defaults(func=run_rollback)
     prune = actions.add_parser("prune", help="delete all but the newest versions and the current")
     prune.add_argument(
-        "--keep", type=int, default=None, help="versions to keep (default: FRESHREC_MODEL_KEEP)"
+        "--keep",
+        type=positive_int,
+        default=None,
+        help="versions to keep (default: FRESHREC_MODEL_KEEP)",
     )
     prune.set_defaults(func=run_prune)
 
@@ -111,8 +115,6 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.model_keep if args.keep is None else args.keep
-    if keep < 1:
-        raise BadInputError("--keep must be at least 1")
     deleted = ModelStore(settings.model_store).prune(keep)
     print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
     return 0

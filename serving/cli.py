@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from freshrec.argtypes import port, positive_int
 from freshrec.settings import Settings
 
 
@@ -16,10 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Flags override the FRESHREC_API_* settings.",
     )
     parser.add_argument("--host", help="address to listen on (FRESHREC_API_HOST)")
-    parser.add_argument("--port", type=int, help="port to listen on, 0 for any (FRESHREC_API_PORT)")
+    parser.add_argument(
+        "--port", type=port, help="port to listen on, 0 for any (FRESHREC_API_PORT)"
+    )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         help="processes sharing the port; one per core uses them all (FRESHREC_API_WORKERS)",
     )
     parser.set_defaults(func=run)

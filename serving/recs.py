@@ -7,6 +7,10 @@ the first ``k + len(exclude)`` stored items are parsed (the contract's
 and the first ``k`` that survive the exclusions are served, so a request
 costs one Redis round trip and a few tens of microseconds of JSON work.
 
+``source`` is what the writer stored, never assumed: a user's list is
+``popular`` when no model ranked it (no model yet, or none of the user's items
+known to the model), and only a list the model ranked says ``personal``.
+
 A list that does not parse (or a key of the wrong type) is counted, logged
 and skipped in favour of the popular fallback: one user's bad record never
 turns into an error page. Without any list at all the answer is an empty
@@ -62,8 +66,8 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     try:
         data = await store.user_list(user)
         if data is not None:
-            body = render(user, data, "personal", k, exclude)
-            TALLY.served("personal")
+            body, source = render(user, data, k, exclude)
+            TALLY.served(source)
             return body
     except CorruptList as exc:
         _skip_corrupt(f"list of user {user!r}", exc)
@@ -71,17 +75,22 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     try:
         popular = await store.popular()
         if popular is not None:
-            return render(user, popular, "popular", k, exclude)
+            return render(user, popular, k, exclude, "popular")[0]
     except CorruptList as exc:
         _skip_corrupt("popular list", exc)
     return orjson.dumps(envelope(user, "popular", None, None, None, []))
 
 
-def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[str]) -> bytes:
-    """The JSON body for one stored ``data`` field; raises :class:`CorruptList` on garbage.
+def render(
+    user: str, data: bytes, k: int, exclude: frozenset[str], source: Source | None = None
+) -> tuple[bytes, Source]:
+    """The JSON body for one stored ``data`` field and its source; raises
+    :class:`CorruptList` on garbage.
 
-    Only the first ``k + len(exclude)`` stored items can be served (each
-    excluded id removes at most one), so only those are parsed.
+    ``source`` is the stored one unless given (the popular key's list is
+    ``popular`` whatever it says). Only the first ``k + len(exclude)`` stored
+    items can be served (each excluded id removes at most one), so only those
+    are parsed.
     """
     try:
         doc = parse_head(data, k + len(exclude))
@@ -107,9 +116,15 @@ def render(user: str, data: bytes, source: Source, k: int, exclude: frozenset[st
             raise TypeError("timestamps are not integers")
         if version is not None and type(version) is not str:
             raise TypeError("model_version is not a string")
+        if source is None:
+            source = _SOURCES[doc["source"]]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptList(str(exc)) from exc
-    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked))
+    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked)), source
+
+
+#: The stored ``source`` values, each to itself (a lookup that refuses any other value).
+_SOURCES: dict[str, Source] = {"personal": "personal", "popular": "popular"}
 
 
 def _skip_corrupt(what: str, exc: CorruptList) -> None:

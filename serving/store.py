@@ -11,7 +11,8 @@ does not parse, and counts it there).
 
 The popular fallback is the same for every user, so each process keeps it in
 memory for ``api_popular_cache_s`` seconds: a user without a list then also
-costs one round trip, and the fallback is at most that stale.
+costs one round trip, and the fallback is at most that stale. Its absence is
+never kept: right after the first worker writes it, the next request sees it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class RecsStore:
         now = asyncio.get_running_loop().time()
         if fresh or now >= self._popular_expires:
             self._popular = await self._hget(popular_key(self.prefix))
-            self._popular_expires = now + self.popular_cache_s
+            # a missing list is asked for again at the next miss, not kept for the period
+            self._popular_expires = now + self.popular_cache_s if self._popular else now
         return self._popular
 
     async def _hget(self, key: str) -> bytes | None:

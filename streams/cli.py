@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
+from freshrec.argtypes import non_negative_int
+from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 
 
@@ -15,9 +20,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="validate and send events from a JSON-lines file ('-' for stdin)",
         description="Each line is one event object with a 'type' of watch, rate or forget. "
         "Bad lines are reported with their reason and skipped; every valid line is sent. "
-        "Exit code 0: all sent; 1: some lines rejected; 2: the broker did not acknowledge.",
+        "Exit code 0: all sent; 1: some lines rejected, or the file cannot be read; "
+        "75: the broker cannot be reached or did not acknowledge (run it again).",
     )
     parser.add_argument("file", help="JSON-lines file of events, or - for standard input")
+    parser.add_argument(
+        "--rebase-ts",
+        action="store_true",
+        help="shift every event's ts by the same amount so that the newest is now "
+        "(for recorded example files; order and gaps are kept)",
+    )
     parser.set_defaults(func=run_publish)
 
     worker = sub.add_parser(
@@ -25,7 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the streaming worker (Faust): events in, users' lists in Redis",
         description="Consumes the watch, rate and forget topics, folds each touched user into "
         "the current model in micro-batches and writes their lists to Redis. Creates the "
-        "topics when missing. Metrics at http://HOST:FRESHREC_WORKER_WEB_PORT/metrics. "
+        "topics when missing. Metrics at "
+        "http://FRESHREC_WORKER_WEB_HOST:FRESHREC_WORKER_WEB_PORT/metrics. "
         "Exit code 75: a batch could not be completed within FRESHREC_RETRY_DEADLINE_S; "
         "restart it, it resumes from the last committed offsets.",
     )
@@ -40,7 +53,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = dlq_sub.add_parser("list", help="print dead letters and counts per reason")
     listing.add_argument(
-        "--limit", type=int, default=20, help="dead letters to print (the counts cover all)"
+        "--limit",
+        type=non_negative_int,
+        default=20,
+        help="dead letters to print, 0 for none (the counts cover all; default: %(default)s)",
     )
     listing.set_defaults(func=run_dlq_list)
     again = dlq_sub.add_parser(
@@ -54,20 +70,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     again.set_defaults(func=run_dlq_replay)
 
 
+def _open_events(name: str) -> BinaryIO:
+    """The events file (``-``: stdin), or a ``BadInputError`` that says what to give instead."""
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return Path(name).open("rb")
+    except OSError as exc:
+        raise BadInputError(
+            f"cannot read {name}: {exc.strerror or exc}; give a JSON-lines file of events, "
+            "or - for standard input"
+        ) from None
+
+
 def run_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from freshrec.errors import DeliveryError
     from streams.publisher import Publisher
+    from streams.rebase import rebase
     from streams.topics import ensure_topics
 
-    source = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-    ensure_topics(settings)
-    with source, Publisher(settings) as publisher:
-        lines = (line.rstrip(b"\r\n") for line in source)
-        try:
+    with _open_events(args.file) as source:
+        ensure_topics(settings)
+        lines: Iterable[bytes] = (line.rstrip(b"\r\n") for line in source)
+        if args.rebase_ts:
+            lines = rebase(lines, now_ms=int(time.time() * 1000))
+        with Publisher(settings) as publisher:
             report = publisher.publish_many(lines)
-        except DeliveryError as exc:
-            print(f"freshrec publish: {exc}", file=sys.stderr)
-            return 2
     for line_no, reason in report.rejected:
         print(f"{args.file}:{line_no}: rejected: {reason}", file=sys.stderr)
     print(f"sent {report.sent} event(s), rejected {len(report.rejected)}")
@@ -100,7 +127,7 @@ def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from streams.dlq import read_dead_letters
 
     letters = read_dead_letters(settings)
-    for letter in letters[: max(0, args.limit)]:
+    for letter in letters[: args.limit]:
         print(
             f"{letter.topic}[{letter.partition}]@{letter.offset} {letter.reason} "
             f"value={letter.value[:80]!r}"

@@ -29,6 +29,7 @@ from confluent_kafka import (
 )
 
 from freshrec.errors import TransientError
+from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from schemas.validator import Rejection, validate
@@ -48,7 +49,8 @@ def read_topic(settings: Settings, topic: str, timeout_s: float | None = None) -
     """Every record of ``topic`` now, partition by partition, without a consumer group.
 
     Gives up with a :class:`~freshrec.errors.TransientError` after ``timeout_s``
-    (``settings.topic_read_timeout_s`` by default).
+    (``settings.topic_read_timeout_s`` by default), or within
+    ``settings.broker_connect_timeout_s`` when the broker does not answer at all.
 
     Reads each partition that holds records until the broker says its end is
     reached (librdkafka's partition-EOF event, which follows the high watermark
@@ -56,6 +58,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float | None = None) -
     brokers (Tansu among them) put it at the last record batch's first offset
     + 1, short of the records after it (docs/worker.md, "Restarts on Tansu").
     """
+    check_broker(settings)
     consumer = Consumer(
         client_config(settings)
         | {

@@ -7,8 +7,10 @@ worker. A message that the broker has not acknowledged within
 ``FRESHREC_PUBLISH_TIMEOUT_S`` raises :class:`~freshrec.errors.DeliveryError`
 (sync) or fails the returned future (async); nothing is dropped quietly.
 
-Both forms take typed events (``schemas.events``), dicts or raw JSON bytes; the
-latter two are validated first and refused with a
+Both forms take typed events (``schemas.events``), dicts or raw JSON bytes, and
+validate every one of them the same way, against the schema files: a typed
+event is a plain dataclass anyone can build with any values, so it is turned
+into its JSON object and checked like a dict. A bad one is refused with a
 :class:`~freshrec.errors.BadInputError` naming the field and rule.
 """
 
@@ -87,13 +89,21 @@ def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) 
 
 
 def prepare(event: EventLike) -> Event:
-    """Turn any accepted input into a validated event, or raise ``BadInputError``."""
+    """Turn any accepted input into a validated event, or raise ``BadInputError``.
+
+    Typed events are validated too: ``RateEvent(..., rating=7)`` is as wrong as
+    the dict it stands for, and would otherwise end in the dead-letter topic.
+    """
     if isinstance(event, (bytes, str)):
         result = validate(event)
     elif isinstance(event, Mapping):
         result = validate(orjson.dumps(dict(event)))
     else:
-        return event
+        try:
+            raw = orjson.dumps(to_dict(event))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise BadInputError(f"payload: is not a freshrec event ({exc})") from None
+        result = validate(raw)
     if isinstance(result, Rejection):
         raise BadInputError(str(result))
     return result

@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.errors import TransientError
+from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from schemas.events import EventType
@@ -36,8 +37,11 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     """Create the topics that do not exist yet; returns the names it created.
 
     Idempotent: an existing topic is left as it is, whatever its partition count.
-    Each request to the broker waits at most ``settings.topic_admin_timeout_s``.
+    A broker that does not answer at all fails it within
+    ``settings.broker_connect_timeout_s``; past that first contact, each request
+    waits at most ``settings.topic_admin_timeout_s``.
     """
+    check_broker(settings)
     timeout_s = settings.topic_admin_timeout_s
     admin = AdminClient(client_config(settings))
     wanted = list(names) if names is not None else event_topics(settings)

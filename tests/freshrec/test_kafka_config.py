@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from freshrec.errors import ConfigError
-from freshrec.kafka_config import client_config, faust_credentials, ssl_context
+from freshrec.kafka_config import LIBRDKAFKA_LOG, client_config, faust_credentials, ssl_context
 from freshrec.settings import Settings
 
 
@@ -78,6 +78,8 @@ def test_plaintext_is_the_default_and_adds_nothing() -> None:
     assert client_config(Settings()) == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "plaintext",
+        "logger": LIBRDKAFKA_LOG,
+        "log_level": 6,
     }
     assert faust_credentials(Settings()) is None
     assert ssl_context(Settings()) is None
@@ -88,6 +90,8 @@ def test_sasl_ssl_reaches_librdkafka_as_one_config(ca_file: str) -> None:
     assert config == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "sasl_ssl",
+        "logger": LIBRDKAFKA_LOG,
+        "log_level": 6,
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "freshrec",
         "sasl.password": "from-a-secret",

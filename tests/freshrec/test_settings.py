@@ -70,3 +70,30 @@ def test_readme_settings_table_is_current() -> None:
 def test_every_setting_is_documented() -> None:
     for line in settings_table().splitlines()[2:]:
         assert re.match(r"^\| `FRESHREC_[A-Z0-9_]+` \| .+ \| .{10,} \|$", line), line
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRESHREC_API_PORT": "99999"}, r"FRESHREC_API_PORT=99999 is above its maximum 65535"),
+        ({"FRESHREC_API_PORT": "-1"}, r"FRESHREC_API_PORT=-1 is below its minimum 0"),
+        ({"FRESHREC_WORKER_WEB_PORT": "70000"}, r"FRESHREC_WORKER_WEB_PORT=70000 is above"),
+        ({"FRESHREC_PUBLISH_TIMEOUT_S": "nan"}, r"FRESHREC_PUBLISH_TIMEOUT_S=nan must be a finite"),
+        ({"FRESHREC_RETRY_DEADLINE_S": "inf"}, r"FRESHREC_RETRY_DEADLINE_S=inf must be a finite"),
+        ({"FRESHREC_BATCH_MAX_WAIT_S": "-inf"}, r"must be a finite number"),
+    ],
+)
+def test_port_out_of_range_and_nan_or_inf_are_config_errors_not_overflow(
+    env: dict[str, str], message: str
+) -> None:
+    """Issue 13.5: FRESHREC_API_PORT=99999 ended in an OverflowError traceback at bind time,
+    and nan/inf passed every minimum (nan < x is False)."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_worker_and_api_bind_loopback_by_default() -> None:
+    """Issue 13.4: the worker's web server bound 0.0.0.0 with no setting to change it."""
+    s = Settings.from_env({})
+    assert (s.worker_web_host, s.api_host) == ("127.0.0.1", "127.0.0.1")
+    assert Settings.from_env({"FRESHREC_WORKER_WEB_HOST": "0.0.0.0"}).worker_web_host == "0.0.0.0"

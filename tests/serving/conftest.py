@@ -26,7 +26,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from freshrec.settings import Settings
 from freshrec.stack import RedisProcess, free_port
-from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
+from schemas.recs import (
+    DATA_FIELD,
+    ORDER_FIELD,
+    RecItem,
+    RecList,
+    Source,
+    encode,
+    popular_key,
+    user_key,
+)
 from serving.app import create_app
 from serving.protocol import GuardedRunner
 
@@ -48,12 +57,16 @@ def make_list(
     model_version: str | None = "v1",
     updated_at: int = 1_700_000_000_000,
     because: dict[str, str] | None = None,
+    source: Source | None = None,
 ) -> RecList:
-    """A list whose scores fall with rank, so the expected order is the given order."""
+    """A list whose scores fall with rank, so the expected order is the given order.
+
+    ``source`` defaults to ``personal`` for a user's list, ``popular`` for the fallback.
+    """
     n = len(items)
     return RecList(
         user=user,
-        source="personal" if user is not None else "popular",
+        source=source or ("personal" if user is not None else "popular"),
         model_version=model_version,
         updated_at=updated_at,
         written_at=updated_at + 250,

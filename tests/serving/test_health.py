@@ -1,4 +1,4 @@
-"""/healthz says the process is up; /readyz says Redis answers and a fallback list is there."""
+"""/healthz says the process is up; /readyz says Redis answers, and the model's state apart."""
 
 from __future__ import annotations
 
@@ -28,26 +28,34 @@ async def test_ready_when_the_popular_list_is_present(
         resp = await client.get("/readyz")
         body = await resp.json()
     assert resp.status == 200
-    assert (body["ready"], body["model_version"]) == (True, "v7")
+    assert (body["ready"], body["model"], body["model_version"]) == (True, "present", "v7")
 
 
-async def test_not_ready_before_any_model(api_client: ApiClient, settings: Settings) -> None:
+async def test_ready_before_any_model_with_the_model_state_reported_apart(
+    api_client: ApiClient, write_list: ListWriter, settings: Settings
+) -> None:
+    """Issue 13.6: /readyz said 503 until a model existed, though the API serves every
+    request as soon as Redis answers (popular lists, empty at first)."""
     async with api_client() as client:
         resp = await client.get("/readyz")
         body = await resp.json()
-    assert resp.status == 503
-    assert body["ready"] is False
-    assert popular_key(settings.key_prefix) in body["reason"]
+        assert resp.status == 200
+        assert (body["ready"], body["model"], body["model_version"]) == (True, "none", None)
+        assert popular_key(settings.key_prefix) in body["reason"]
+        write_list(None, ["p"], model_version=None)  # a worker's popularity, no model yet
+        body = await (await client.get("/readyz")).json()
+        assert (body["ready"], body["model"], body["model_version"]) == (True, "none", None)
 
 
-async def test_not_ready_with_an_unreadable_popular_list(
+async def test_unreadable_popular_list_is_ready_with_the_model_unreadable(
     api_client: ApiClient, redis_client: Any, settings: Settings
 ) -> None:
     redis_client.hset(popular_key(settings.key_prefix), DATA_FIELD, b"{broken")
     async with api_client() as client:
         resp = await client.get("/readyz")
         body = await resp.json()
-    assert resp.status == 503
+    assert resp.status == 200
+    assert (body["ready"], body["model"]) == (True, "unreadable")
     assert "unreadable" in body["reason"]
 
 
@@ -56,6 +64,7 @@ async def test_not_ready_when_redis_cannot_be_reached(api_client: ApiClient) -> 
         resp = await client.get("/readyz")
         body = await resp.json()
     assert resp.status == 503
+    assert (body["ready"], body["model"]) == (False, None)
     assert "Redis cannot be reached" in body["reason"]
 
 

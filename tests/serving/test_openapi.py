@@ -80,6 +80,28 @@ async def test_served_document_states_this_deployments_bounds_and_auth(
     assert with_token == checked_in_document()
 
 
+async def test_served_document_with_a_token_describes_the_bearer_scheme_and_401(
+    api_client: ApiClient,
+) -> None:
+    """Issue 13.9: the document a token-protected API serves must say so: the bearer scheme,
+    the requirement, and a 401 on every route but the probes."""
+    async with api_client(api_token="s3cret") as client:
+        assert (await client.get("/openapi.json")).status == 401
+        resp = await client.get("/openapi.json", headers={"Authorization": "Bearer s3cret"})
+        doc = await resp.json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    assert doc["security"] == [{"bearer": []}]
+    for path, item in doc["paths"].items():
+        for operation in item.values():
+            probe = path in ("/healthz", "/readyz")
+            assert ("401" in operation["responses"]) is not probe, path
+            assert (operation.get("security") == []) is probe, path
+
+
 @pytest.fixture
 def fuzzed_api(settings: Settings, write_list: ListWriter) -> Iterator[LiveApi]:
     """The live API with a token, a personal list for "alice" and a popular fallback."""

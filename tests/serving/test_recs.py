@@ -81,6 +81,35 @@ async def test_user_without_list_gets_popular_fallback(
     assert item_ids(body) == ["p1", "p2"]
 
 
+async def test_a_users_popular_list_is_served_as_popular_not_personal(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    """Issue 13.6: the API labelled every stored user list ``personal``, also the popularity
+    lists the worker writes before any model exists or for a user the model does not know."""
+    write_list("alice", ["p1", "p2"], source="popular", model_version=None)
+    write_list("carol", ["p2", "p1"], source="popular", model_version="v3")
+    async with api_client() as client:
+        alice = await (await client.get("/recs/alice")).json()
+        carol = await (await client.get("/recs/carol")).json()
+    assert (alice["source"], alice["model_version"], item_ids(alice)) == (
+        "popular",
+        None,
+        ["p1", "p2"],
+    )
+    assert (carol["source"], carol["model_version"]) == ("popular", "v3")
+
+
+async def test_missing_popular_list_is_not_cached(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    """Issue 13.11: right after the worker started, the API kept answering an empty list for
+    FRESHREC_API_POPULAR_CACHE_S because it had cached the popular list's absence."""
+    async with api_client(api_popular_cache_s=3600.0) as client:
+        assert item_ids(await (await client.get("/recs/bob")).json()) == []
+        write_list(None, ["p1"])
+        assert item_ids(await (await client.get("/recs/bob")).json()) == ["p1"]
+
+
 async def test_no_list_at_all_is_an_empty_popular_answer_not_an_error(
     api_client: ApiClient,
 ) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -108,6 +111,69 @@ def test_publish_many_reports_bad_inputs_and_sends_the_rest(
 def test_send_refuses_bad_input_with_reason(settings: Settings) -> None:
     with Publisher(settings) as publisher, pytest.raises(BadInputError, match="user_id"):
         publisher.send({"type": "forget", "event_id": "x", "user_id": "", "ts": 1_763_870_000_000})
+
+
+#: Typed events the README's own example let through to the dead-letter topic (issue 13.1),
+#: each with the field and rule the refusal must name.
+BAD_TYPED_EVENTS = [
+    (
+        RateEvent("ev-1", "user-1", "movie-9", rating=7, ts=1_763_870_000_000),
+        r"rating: must be one of",
+    ),
+    (
+        WatchEvent("ev-2", "user 1", "movie-9", watched_s=1800, ts=1_763_870_000_000),
+        r"user_id: must match pattern",
+    ),
+    (
+        WatchEvent("ev-3", "user-1", "movie-9", watched_s=-5, ts=1_763_870_000_000),
+        r"watched_s: must be bigger than or equal to 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "reason"), BAD_TYPED_EVENTS)
+def test_typed_events_are_validated_like_dicts_not_sent_to_the_dead_letter_topic(
+    settings: Settings, event: EventLike, reason: str
+) -> None:
+    """Issue 13.1: ``Publisher.publish(RateEvent(..., rating=7))`` returned without error."""
+    with Publisher(settings) as publisher, pytest.raises(BadInputError, match=reason):
+        publisher.publish(event)
+
+    async def go() -> None:
+        async with AsyncPublisher(settings) as publisher:
+            with pytest.raises(BadInputError, match=reason):
+                await publisher.publish(event)
+
+    asyncio.run(go())
+
+
+def readme_python_example() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    match = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert match is not None, "the README has no Python example"
+    return match.group(1)
+
+
+def test_readme_example_publishes_and_refuses_rating_7(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13.1, from the README itself: its example runs as written, and the same
+    example with ``rating=7`` raises ``BadInputError`` naming the field and the rule."""
+    for key in [k for k in os.environ if k.startswith("FRESHREC_")]:
+        monkeypatch.delenv(key)
+    for key, value in settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    code = readme_python_example()
+    exec(compile(code, "README.md", "exec"), {})
+    bad = re.sub(
+        r"WatchEvent\(.*?\)\n",
+        'RateEvent("ev-2", "user-1", "movie-9", rating=7, ts=1763870000000)\n',
+        code,
+        flags=re.S,
+    )
+    assert "rating=7" in bad
+    with pytest.raises(BadInputError, match=r"rating: must be one of \[0\.5, .*\] \(got 7\)"):
+        exec(compile(bad, "README.md", "exec"), {})
 
 
 def test_unreachable_broker_is_a_delivery_error_within_the_timeout() -> None:

@@ -1,0 +1,287 @@
+"""``freshrec demo`` (what ``./dev run`` runs): the whole system on one machine, supervised.
+
+It starts the local stack, trains and publishes a model, starts ``freshrec
+worker`` and ``freshrec api`` as child processes, publishes the example events
+(rebased to now) and waits for a visitor's personal list. Then it watches the
+children until Ctrl-C (or SIGTERM) and stops what it started, and only that.
+
+What a new user met before this was a bash script, and each of these fixes one
+of the ways it failed them:
+
+* **A child that dies is noticed at once.** Every wait polls the children;
+  when one exits, the demo says which, with its exit code and the last lines
+  of its log, stops the others and the stack, and exits 1. Before the children
+  start, the API's and the worker's web ports are tried, so a taken port fails
+  within a second or two, naming the process and the port.
+* **One run per state directory.** The demo holds an exclusive lock on
+  ``STATE_DIR/run.lock`` for its lifetime (the kernel drops it when the process
+  dies, however it dies). A second run in the same directory refuses with the
+  first one's pid and touches nothing; a run in another ``--state-dir`` gets its
+  own stack, ports and logs. A stack left behind by a run that was killed is
+  stopped before a new one starts, which is safe only because the lock is held.
+* **Each run has its own logs**: ``worker.log`` and ``api.log`` in the state
+  directory are started afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from freshrec import stack
+from freshrec.errors import FreshrecError
+from freshrec.settings import Settings
+
+LOCK_FILE = "run.lock"
+#: Lines of a dead child's log shown with the message.
+LOG_TAIL_LINES = 15
+#: How long the demo waits for the visitor's personal list once the events are published.
+PERSONAL_LIST_TIMEOUT_S = 60.0
+#: How often waits look at the children and the API.
+POLL_INTERVAL_S = 0.2
+#: How long a child may take to stop on SIGTERM before it is killed.
+STOP_TIMEOUT_S = 10.0
+#: The short search ``./dev run`` trains with: the demo should start in seconds.
+TRAIN_ARGS = ("train", "--format", "synthetic", "--publish", "--tune-budget-s", "10")
+
+
+class DemoError(FreshrecError):
+    """The demo cannot go on; the message says what failed and what to do."""
+
+
+class ChildDied(DemoError):
+    """A supervised child exited on its own."""
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``path`` (empty when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Child:
+    """One supervised process and the log its output goes to."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Supervisor:
+    """Starts children in their own sessions (so Ctrl-C reaches only the demo, which stops
+    them in order), notices when one exits, and stops them all."""
+
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], log: Path, env: Mapping[str, str]) -> Child:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                start_new_session=True,
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        """Raise :class:`ChildDied` naming the first child that exited, with its log's tail."""
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                raise ChildDied(
+                    f"the {child.name} exited with code {code}; last lines of {child.log}:\n"
+                    + (tail(child.log) or "(empty)")
+                )
+
+    def stop_all(self) -> None:
+        """SIGTERM every child still running, then SIGKILL the ones that outlive the timeout."""
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        for child in self.children:
+            try:
+                child.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir/run.lock`` or raise :class:`DemoError` naming the run that holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILE
+    fh: IO[str] = open(path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise DemoError(
+                f"another run (pid {holder}) is using {state_dir}; stop it (Ctrl-C in its "
+                "terminal) first, or give this one its own --state-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def check_port_free(what: str, host: str, port: int, setting: str) -> None:
+    """Raise :class:`DemoError` when ``host:port`` cannot be bound now (port 0 always can)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DemoError(
+                f"the {what} cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                f"free the port or set {setting} to another one"
+            ) from None
+
+
+def _freshrec(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", *args]
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return json.load(resp)
+
+
+def wait_personal(url: str, supervisor: Supervisor, timeout_s: float) -> Any:
+    """The answer at ``url`` once its source is ``personal``; the children are checked meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    body: Any = None
+    while time.monotonic() < deadline:
+        supervisor.check()
+        with contextlib.suppress(OSError, ValueError):
+            body = _get_json(url)
+            if body.get("source") == "personal":
+                return body
+        time.sleep(POLL_INTERVAL_S)
+    raise DemoError(
+        f"no personal list at {url} within {timeout_s:.0f}s (last answer: {body}); "
+        "see the worker's and the API's logs"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    state_dir: Path = args.state_dir
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        with run_lock(state_dir):
+            check_port_free("API", settings.api_host, settings.api_port, "FRESHREC_API_PORT")
+            check_port_free(
+                "worker's web server",
+                settings.worker_web_host,
+                settings.worker_web_port,
+                "FRESHREC_WORKER_WEB_PORT",
+            )
+            stack.down(state_dir)  # a stack a killed run left behind: ours, we hold the lock
+            supervisor = Supervisor()
+            try:
+                _run(args, settings, state_dir, supervisor)
+            except KeyboardInterrupt:
+                print("stopping the worker, the API and the stack", file=sys.stderr)
+            finally:
+                supervisor.stop_all()
+                stack.down(state_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Supervisor) -> None:
+    state = stack.up(state_dir)
+    env = {
+        **os.environ,
+        **state.env,
+        "FRESHREC_MODEL_STORE": os.environ.get("FRESHREC_MODEL_STORE", str(state_dir / "models")),
+        "FRESHREC_DATA_DIR": os.environ.get("FRESHREC_DATA_DIR", str(state_dir / "worker")),
+        "FRESHREC_API_PORT": str(settings.api_port),
+    }
+    trained = subprocess.run(_freshrec(*TRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
+    if trained.returncode != 0:
+        raise DemoError(f"training the first model failed (exit code {trained.returncode})")
+    sup.start("worker", _freshrec("worker"), state_dir / "worker.log", env)
+    sup.start("API", _freshrec("api"), state_dir / "api.log", env)
+    published = subprocess.run(
+        _freshrec("publish", "--rebase-ts", str(args.events)), env=env, stdin=subprocess.DEVNULL
+    )
+    sup.check()
+    if published.returncode != 0:
+        raise DemoError(f"publishing {args.events} failed (exit code {published.returncode})")
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
+    url = f"http://{host}:{settings.api_port}/recs/{args.user}?k=5"
+    body = wait_personal(url, sup, PERSONAL_LIST_TIMEOUT_S)
+    print(f"GET {url}\n{json.dumps(body, indent=2)}")
+    print(
+        f"worker and API are running (logs in {state_dir}/); Ctrl-C stops them and the stack",
+        flush=True,
+    )
+    while True:
+        sup.check()
+        time.sleep(POLL_INTERVAL_S)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="run everything locally (what ./dev run runs): stack, model, worker, API",
+        description="Starts the local stack, trains and publishes a model on synthetic data, "
+        "starts the worker and the API, publishes the example events (rebased to now) and "
+        "prints a visitor's personal list; runs until Ctrl-C, then stops what it started. "
+        "One run per state directory. Exit codes: 0 stopped by Ctrl-C; 1 a process died or "
+        "could not start (the message names it and shows its log), a port is taken, or "
+        "another run holds the state directory.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".freshrec"),
+        help="the run's stack, model store, worker state and logs (default: .freshrec)",
+    )
+    parser.add_argument(
+        "--events",
+        type=Path,
+        default=Path("examples/events.jsonl"),
+        help="events to publish (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--user", default="visitor-1", help="whose list to show (default: %(default)s)"
+    )
+    parser.set_defaults(func=run)

@@ -1,0 +1,56 @@
+"""The ALS and weighting flags shared by ``train``, ``evaluate`` and ``retrain``.
+
+One definition, so the three commands take the same flags with the same help
+and defaults (each shown in ``--help``), and a bad value (a negative factor
+count, nan) is refused by the parser naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from freshrec.argtypes import finite_float, non_negative_float, non_negative_int, positive_int
+from models.als import ALSConfig
+from models.weighting import WeightingConfig
+
+
+def add_als_flags(parser: argparse.ArgumentParser, *, threads_default: int | None = None) -> None:
+    """Add ``--factors --regularization --alpha --iterations --threads --negative-below``."""
+    als = ALSConfig()
+    parser.add_argument(
+        "--factors",
+        type=positive_int,
+        default=als.factors,
+        help="dimension of the user and item vectors (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--regularization",
+        type=non_negative_float,
+        default=als.regularization,
+        help="L2 penalty on every vector; much higher collapses to popularity "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=non_negative_float,
+        default=als.alpha,
+        help="multiplier of the interaction confidences (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=positive_int,
+        default=als.iterations,
+        help="full ALS alternations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=als.num_threads if threads_default is None else threads_default,
+        help="training threads, 0 for one per core (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--negative-below",
+        type=finite_float,
+        default=WeightingConfig().negative_below,
+        help="ratings below this are dislikes; 0 turns dislikes off (default: %(default)s)",
+    )

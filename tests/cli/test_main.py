@@ -1,0 +1,135 @@
+"""The ``freshrec`` command as a new user meets it: one line per failure, documented exit codes.
+
+Each test runs the real entry point in a child process (as ``freshrec`` would
+run), so what is checked is exactly what the user sees on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.main import EXIT_FAILED, EXIT_TRANSIENT, EXIT_USAGE
+from freshrec import __version__
+from freshrec.stack import free_port
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def freshrec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")},
+            **(env or {}),
+        },
+    )
+
+
+def one_line(stderr: str) -> str:
+    """The only line of ``stderr``; fails on a traceback or on raw librdkafka lines."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_version() -> None:
+    """Issue 13.8: there was no ``freshrec --version``."""
+    result = freshrec("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"freshrec {__version__}"
+
+
+def test_publish_missing_file_is_one_line_not_a_file_not_found_traceback() -> None:
+    """Issue 13.5: ``freshrec publish <missing file>`` printed a FileNotFoundError traceback."""
+    result = freshrec("publish", "no-such-events.jsonl")
+    assert result.returncode == EXIT_FAILED
+    line = one_line(result.stderr)
+    assert "cannot read no-such-events.jsonl: No such file or directory" in line
+    assert "JSON-lines file" in line
+
+
+def test_api_port_out_of_range_is_a_config_error_not_an_overflow_traceback() -> None:
+    """Issue 13.5: ``FRESHREC_API_PORT=99999 freshrec api`` died in an OverflowError."""
+    result = freshrec("api", env={"FRESHREC_API_PORT": "99999"})
+    assert result.returncode == EXIT_USAGE
+    assert "FRESHREC_API_PORT=99999 is above its maximum 65535" in one_line(result.stderr)
+
+
+def test_api_workers_zero_names_the_flag_not_the_variable() -> None:
+    """Issue 13.8: ``api --workers 0`` blamed FRESHREC_API_WORKERS, which the user never set."""
+    result = freshrec("api", "--workers", "0")
+    assert result.returncode == EXIT_USAGE
+    assert "argument --workers: must be at least 1 (got 0)" in result.stderr
+    assert "FRESHREC_API_WORKERS" not in result.stderr
+
+
+def test_dlq_list_negative_limit_is_refused() -> None:
+    """Issue 13.8: ``dlq list --limit -5`` was taken as 0."""
+    result = freshrec("dlq", "list", "--limit", "-5")
+    assert result.returncode == EXIT_USAGE
+    assert "argument --limit: must not be negative (got -5)" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("publish", str(EXAMPLES / "events.jsonl")), ("dlq", "list")])
+def test_no_broker_fails_within_seconds_with_one_clean_line(command: tuple[str, ...]) -> None:
+    """Issue 13.7: with no broker, ``publish`` took 10 s and ``dlq list`` 30 s to fail, and
+    printed librdkafka's raw ``%3|...|FAIL|`` lines first."""
+    env = {"FRESHREC_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    result = freshrec(*command, env=env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == EXIT_TRANSIENT
+    line = one_line(result.stderr)
+    assert (
+        "no answer from the broker at 127.0.0.1:" in line and "FRESHREC_BOOTSTRAP_SERVERS" in line
+    )
+    assert "%3|" not in result.stderr and "rdkafka" not in result.stderr
+    assert elapsed < 6, f"took {elapsed:.1f}s"
+
+
+def test_stack_subcommands_are_described_and_status_exists() -> None:
+    """Issue 13.8: ``stack up/down/env`` had no descriptions, and there was no ``stack status``."""
+    top = freshrec("stack", "--help").stdout
+    for action in ("up", "down", "env", "status"):
+        assert action in top
+        assert len(freshrec("stack", action, "--help").stdout.split("\n\n")[1]) > 20
+    status = freshrec("stack", "status", "--state-dir", "/nonexistent-freshrec-state")
+    assert status.returncode == 1
+    assert "no stack is running" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["models", "show", "nope"], EXIT_FAILED, "no model version nope"),
+        (
+            ["train", "--format", "movielens1m", "--data", "/nonexistent"],
+            EXIT_FAILED,
+            "cannot read",
+        ),
+        (["worker"], EXIT_TRANSIENT, "no answer from the broker"),
+        (["dlq", "replay"], EXIT_TRANSIENT, "no answer from the broker"),
+        (["stack", "env", "--state-dir", "/nonexistent-freshrec-state"], EXIT_FAILED, "no stack"),
+    ],
+)
+def test_subcommand_failures_are_one_line_with_a_documented_exit_code(
+    tmp_path: Path, argv: list[str], code: int, text: str
+) -> None:
+    """Issue 13.5: the audit of every subcommand: no traceback, one line, a known code."""
+    env = {
+        "FRESHREC_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "FRESHREC_MODEL_STORE": str(tmp_path / "store"),
+    }
+    result = freshrec(*argv, env=env)
+    assert result.returncode == code
+    assert text in one_line(result.stderr)

@@ -1,0 +1,119 @@
+"""``./dev run`` (``freshrec demo``) as a new user meets it: fails fast, one run per state dir.
+
+The slow path (a model trained, the worker and the API up) is what a developer
+runs by hand; these tests pin the failures of issue 13 items 2 and 3, each
+bounded in time, in a state directory of their own, leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from freshrec import stack
+from freshrec.demo import ChildDied, DemoError, Supervisor, run_lock
+from freshrec.stack import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A loopback port some other program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def dev_run(state_dir: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(REPO / "dev"), "run", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")},
+            "VENV": str(Path(sys.executable).parents[1]),
+            **env,
+        },
+    )
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("setting", "what"),
+    [("FRESHREC_API_PORT", "the API"), ("FRESHREC_WORKER_WEB_PORT", "the worker's web server")],
+)
+def test_dev_run_with_a_port_taken_fails_fast_naming_the_process_and_the_port(
+    tmp_path: Path, held_port: int, setting: str, what: str
+) -> None:
+    """Issue 13.2: with port 8080 taken ``./dev run`` waited 60 s and printed an HTTP 404
+    traceback; with the worker's port taken it said "worker and API are running"."""
+    other = "FRESHREC_WORKER_WEB_PORT" if setting == "FRESHREC_API_PORT" else "FRESHREC_API_PORT"
+    result, elapsed = dev_run(tmp_path, {setting: str(held_port), other: str(free_port())})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert elapsed < 15, f"took {elapsed:.1f}s"
+    assert f"{what} cannot listen on 127.0.0.1:{held_port}" in result.stderr
+    assert setting in result.stderr and "Traceback" not in result.stderr
+    assert stack.read_state(tmp_path) is None  # nothing was started, nothing is left
+
+
+def test_second_run_in_the_same_state_dir_refuses_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """Issue 13.3: a second ``./dev run`` tore down the first run's broker and Redis and
+    wrote into its logs."""
+    first = stack.up(tmp_path)
+    try:
+        with run_lock(tmp_path):
+            (tmp_path / "worker.log").write_text("the first run's log\n")
+            result, elapsed = dev_run(tmp_path, {"FRESHREC_API_PORT": str(free_port())})
+            assert result.returncode == 1
+            assert f"another run (pid {os.getpid()}) is using {tmp_path}" in result.stderr
+            assert "--state-dir" in result.stderr
+            assert elapsed < 15
+            assert stack.running(tmp_path) == first
+            assert (tmp_path / "worker.log").read_text() == "the first run's log\n"
+        with run_lock(tmp_path):  # released with the first run
+            pass
+    finally:
+        stack.down(tmp_path)
+
+
+def test_supervisor_names_the_child_that_died_with_its_last_log_lines(tmp_path: Path) -> None:
+    """Issue 13.2: a child that died was not noticed; the demo must say which, and why."""
+    supervisor = Supervisor()
+    env = dict(os.environ)
+    sleeper = supervisor.start(
+        "API", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "api.log", env
+    )
+    dying = supervisor.start(
+        "worker",
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('starting'); print('boom: port in use'); sys.exit(3)",
+        ],
+        tmp_path / "worker.log",
+        env,
+    )
+    try:
+        wait_until(lambda: dying.proc.poll() is not None, 10, "the worker to exit")
+        with pytest.raises(ChildDied, match=r"the worker exited with code 3") as died:
+            supervisor.check()
+        assert "boom: port in use" in str(died.value)
+        assert isinstance(died.value, DemoError)
+    finally:
+        supervisor.stop_all()
+    assert sleeper.proc.poll() is not None
