@@ -229,6 +229,13 @@ class Settings:
     )
 
     # --- Retrain job ----------------------------------------------------------
+    spark_master: str = field(
+        default="local[*]",
+        metadata=_doc(
+            "Spark master URL of `freshrec retrain --engine spark` (local[*], spark://..., "
+            "k8s://https://...)."
+        ),
+    )
     retrain_tolerance: float = field(
         default=0.02,
         metadata=_doc(

@@ -15,7 +15,11 @@ Last line of standard output: ``{"bench": "retrain", "snapshot_s",
 (total_s - tune_s) / bare_fit_s`` (goal: at most 2) and the snapshot rate
 (goal: at least 500,000 interactions/s).
 
-Run: ``python loadtests/bench_retrain.py`` (a few minutes on two cores).
+``--engine spark`` also runs the retrain on Spark MLlib (``local[*]``) with
+the values the implicit run chose, and adds ``spark_train_s``,
+``spark_total_s`` and both candidates' nDCG@10 on the gate's hold-out.
+
+Run: ``python loadtests/bench_retrain.py [--engine spark]`` (a few minutes on two cores).
 """
 
 from __future__ import annotations
@@ -95,12 +99,38 @@ def bare_fit_seconds(settings: Settings, als: dict[str, Any], weighting: dict[st
         return time.perf_counter() - started
 
 
+def run_retrain(settings: Settings, *args: str) -> dict[str, Any]:
+    """``freshrec retrain --force ARGS`` as ops run it; its JSON summary."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env |= settings.as_env()
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "retrain", "--force", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"retrain {' '.join(args)} failed ({done.returncode}):\n" + done.stderr[-3000:]
+        )
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--tune-budget-s", type=float, default=60.0)
+    parser.add_argument(
+        "--engine",
+        choices=("implicit", "spark"),
+        default="implicit",
+        help="spark: also retrain with Spark MLlib (the implicit run's values), timed beside",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     broker = BrokerProcess(log_path=work / "broker.log")
@@ -116,21 +146,28 @@ def main() -> int:
             retrain_tune_budget_s=args.tune_budget_s,
         )
         written = write_changelog(settings, args.users, args.items, args.interactions)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-        env |= settings.as_env()
-        done = subprocess.run(
-            [sys.executable, "-m", "cli.main", "retrain", "--force"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-        )
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            return 1
-        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        summary = run_retrain(settings)
         tuned = summary["tuned"] or {}
+        spark = None
+        if args.engine == "spark":
+            als = tuned.get("als", ALSConfig().as_dict())
+            weighting = tuned.get("weighting", WeightingConfig().__dict__)
+            spark = run_retrain(
+                settings,
+                "--engine",
+                "spark",
+                "--no-tune",
+                "--factors",
+                str(als["factors"]),
+                "--regularization",
+                str(als["regularization"]),
+                "--alpha",
+                str(als["alpha"]),
+                "--iterations",
+                str(als["iterations"]),
+                "--negative-below",
+                str(weighting["negative_below"]),
+            )
         bare = bare_fit_seconds(
             settings,
             tuned.get("als", ALSConfig().as_dict()),
@@ -140,7 +177,7 @@ def main() -> int:
         redis_srv.stop()
         broker.stop()
     interactions = summary["interactions"]
-    result = {
+    result: dict[str, Any] = {
         "bench": "retrain",
         "users": args.users,
         "items": args.items,
@@ -158,6 +195,13 @@ def main() -> int:
         "gate_users": summary["holdout_users"],
         "chosen": tuned.get("als"),
     }
+    if spark is not None:
+        result |= {
+            "spark_train_s": spark["train_s"],
+            "spark_total_s": spark["total_s"],
+            "spark_candidate_ndcg": spark["candidate"],
+            "implicit_candidate_ndcg": summary["candidate"],
+        }
     print(json.dumps(result))
     return 0
 

@@ -21,13 +21,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from models.als import ALSConfig, train
+from models.als import ALSConfig, ALSFactors, train
 from models.gate import GateDecision
 from models.interactions import InteractionLog
 from models.popular import popularity, top_popular
 from models.store import ModelStore, ModelVersion
 from models.weighting import WeightingConfig, confidence_matrix
+
+#: An ALS engine: a user x item confidence matrix and a config in, factors out
+#: (:func:`models.als.train`, or :func:`models.spark_als.train_spark` bound to a master).
+Trainer = Callable[[sp.csr_matrix, ALSConfig], ALSFactors]
 
 #: A stage name reported through ``on_stage``: "trained", "evaluated", "saved", "published".
 StageHook = Callable[[str], None]
@@ -56,6 +61,7 @@ def build_version(
     metrics: Mapping[str, Any] | None = None,
     tuning: Mapping[str, Any] | None = None,
     half_life_s: float | None = None,
+    trainer: Trainer = train,
 ) -> ModelVersion:
     """Train on ``log`` and assemble an unsaved version (factors, ids, params, popular list).
 
@@ -63,7 +69,7 @@ def build_version(
     that a user's fallback stays full after their own items are removed.
     """
     started = time.perf_counter()
-    model = train(confidence_matrix(log, weighting), als)
+    model = trainer(confidence_matrix(log, weighting), als)
     seconds = time.perf_counter() - started
     idx, scores = top_popular(popularity(log, weighting, half_life_s), popular_length)
     return ModelVersion(
@@ -71,6 +77,8 @@ def build_version(
         item_factors=model.item_factors,
         item_ids=log.items,
         params=als.as_dict()
+        # "device" names the engine too ("cpu"/"gpu": implicit, "spark"); the params are
+        # implicit's conventions either way, which is what the worker's fold-in reads
         | {"weighting": asdict(weighting), "device": model.device}
         | ({} if tuning is None else {"tuning": dict(tuning)}),
         metrics=dict(metrics or {}) | {"train_seconds": seconds},
@@ -98,6 +106,7 @@ def train_and_publish(
     metrics: Mapping[str, Any] | None = None,
     tuning: Mapping[str, Any] | None = None,
     half_life_s: float | None = None,
+    trainer: Trainer = train,
     check: Callable[[ModelVersion], GateDecision] | None = None,
     make_current: bool = True,
     keep: int | None = None,
@@ -128,6 +137,7 @@ def train_and_publish(
         metrics=metrics,
         tuning=tuning,
         half_life_s=half_life_s,
+        trainer=trainer,
     )
     if transform is not None:
         version = transform(version)

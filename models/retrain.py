@@ -28,14 +28,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import numpy as np
 
-from models.als import ALSConfig
+from models.als import ALSConfig, train
 from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
-from models.publish import Outcome, StageHook, train_and_publish
+from models.publish import Outcome, StageHook, Trainer, train_and_publish
 from models.recommender import Recommender
 from models.store import ModelStore, ModelStoreError, ModelVersion, recommender_from_version
 from models.tuning import tune
@@ -72,6 +73,11 @@ class RetrainPlan:
     """Versions kept after publishing (plus the current one); None keeps all."""
     num_threads: int = 0
     """Training threads; 0 means one per core (the job has its pod to itself)."""
+    engine: Literal["implicit", "spark"] = "implicit"
+    """Who trains: implicit on this node, or Spark MLlib at ``spark_master``
+    (:mod:`models.spark_als`); the version's format is the same."""
+    spark_master: str = "local[*]"
+    """Spark master URL for the spark engine."""
     permute_items: bool = False
     """Test hook: shuffle the candidate's item factors against their ids, so the gate
     must refuse it."""
@@ -117,7 +123,11 @@ def retrain(
     weighting = plan.weighting
     tuning: dict[str, Any] | None = None
     started = time.perf_counter()
-    if plan.tune_budget_s > 0:
+    if plan.engine == "spark" and plan.tune_budget_s > 0:
+        # the search fits dozens of models on one node: with data that needs Spark it
+        # would not fit, and with data that does not, implicit is the engine to use
+        log.warning("the spark engine does not tune: training the given configuration")
+    elif plan.tune_budget_s > 0:
         stage("tuning")
         result = tune(
             holdout.train, als, weighting, k=plan.k, budget_s=plan.tune_budget_s, seed=plan.seed
@@ -166,6 +176,7 @@ def retrain(
         },
         check=check,
         keep=plan.keep,
+        trainer=_trainer(plan),
         transform=_permute if plan.permute_items else None,
         on_stage=stage,
     )
@@ -212,6 +223,14 @@ def _holdout(
     if len(holdout.test) == 0:
         raise ValueError("no user has two distinct items: nothing to evaluate a model on")
     return holdout, current is None
+
+
+def _trainer(plan: RetrainPlan) -> Trainer:
+    if plan.engine == "implicit":
+        return train
+    from models.spark_als import train_spark
+
+    return partial(train_spark, master=plan.spark_master)
 
 
 def _recommender(version: ModelVersion) -> Recommender:

@@ -64,8 +64,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "2 bad configuration; 75 transient fault (run again).",
     )
     p.add_argument("--data", help="train from this file instead of the changelog (a first model)")
-    p.add_argument("--format", help="layout of --data (see `freshrec train --help`)")
+    p.add_argument(
+        "--format",
+        help="layout of --data (see `freshrec train --help`); 'synthetic' needs no --data",
+    )
+    p.add_argument(
+        "--synthetic",
+        default="2000,500,60000",
+        metavar="USERS,ITEMS,EVENTS",
+        help="size of the --format synthetic data set (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="publish even when the gate refuses")
+    p.add_argument(
+        "--engine",
+        choices=("implicit", "spark"),
+        default="implicit",
+        help="who trains: implicit on this node, or Spark MLlib at FRESHREC_SPARK_MASTER "
+        "(needs the spark extra and Java; no tuning) (default: %(default)s)",
+    )
     p.add_argument("--no-tune", action="store_true", help="train the given values, no search")
     p.add_argument(
         "--tune-budget-s",
@@ -111,13 +127,15 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
         force=args.force,
         keep=settings.model_keep,
         num_threads=args.threads,
+        engine=args.engine,
+        spark_master=settings.spark_master,
         permute_items=args.debug_permute_items,
     )
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
-    summary: dict[str, Any] = {"job": "retrain"}
+    summary: dict[str, Any] = {"job": "retrain", "engine": args.engine}
     try:
         plan = _plan(args, settings)
         if args.data and not args.format:
@@ -153,7 +171,7 @@ def _run(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     bar.stage("reading snapshot")
-    if args.data:
+    if args.format:
         from models.cli import load_data  # the file loaders of `freshrec train`
 
         data, snapshot = load_data(args)

@@ -7,16 +7,17 @@ same format and the workers and the API cannot tell which engine made it.
 conventions (what the worker's fold-in uses); this module maps it to Spark's:
 
 * **Confidence.** implicit weighs an observed item ``alpha·c`` against 1 for an
-  unobserved one; Spark weighs it ``1 + alpha·|c|``. Spark's ``alpha`` is set to
-  ``alpha - 1/c̄`` (``c̄`` the mean stored confidence), which matches the weights
-  at the mean and keeps their ratio to an unobserved item (floored at a small
-  positive value). A negative ``c`` is a dislike in both: preference 0, the
-  same confidence rule.
+  unobserved one; Spark weighs it ``1 + alpha·|c|``. Spark gets the same
+  ``alpha``: on MovieLens-shaped data that ranked better (nDCG@10 0.463 against
+  implicit's 0.482) than matching the two weights at the mean confidence
+  (0.454), or a larger ``alpha`` (0.456 at 1.5x, 0.443 at 2x). A negative ``c``
+  is a dislike in both: preference 0, the same confidence rule.
 * **Regularization.** implicit adds a fixed ``λ`` to every solve; Spark adds
   ``regParam·n`` where ``n`` is the number of positive interactions of the
   user (or item) being solved (ALS-WR). ``regParam = λ / n̄`` with ``n̄`` the
   mean positive interactions per user gives the same penalty to a typical
-  user; heavy users and popular items are regularised more by Spark.
+  user; heavy users and popular items are regularised more by Spark. (The mean
+  per item, or the median per user, ranked 5-24% lower.)
 
 ``tests/models/test_spark_als.py`` holds the two engines within 5% of each
 other's nDCG@10 on the same data. pyspark is an optional dependency (the
@@ -40,10 +41,6 @@ from models.als import ALSConfig, ALSFactors
 
 log = logging.getLogger(__name__)
 
-#: Smallest Spark ``alpha`` the mapping gives: a confidence must stay above an unobserved item's.
-MIN_SPARK_ALPHA = 0.01
-
-
 @dataclass(frozen=True)
 class SparkParams:
     """The Spark ALS parameters :func:`spark_params` maps an :class:`ALSConfig` to."""
@@ -57,14 +54,12 @@ class SparkParams:
 
 def spark_params(cfg: ALSConfig, user_items: sp.csr_matrix) -> SparkParams:
     """Map implicit's conventions to Spark's for this matrix (see the module doc)."""
-    values = np.abs(user_items.data)
-    mean_conf = float(values.mean()) if values.size else 1.0
     positives = np.diff(sp.csr_matrix(user_items > 0).indptr)
     mean_positives = float(positives[positives > 0].mean()) if (positives > 0).any() else 1.0
     return SparkParams(
         rank=cfg.factors,
         reg_param=float(cfg.regularization / mean_positives),
-        alpha=float(max(MIN_SPARK_ALPHA, cfg.alpha - 1.0 / mean_conf)),
+        alpha=float(cfg.alpha),
         max_iter=cfg.iterations,
         seed=cfg.seed,
     )
@@ -132,7 +127,11 @@ def train_spark(
         items = _factors(model.itemFactors.toPandas(), matrix.shape[1], cfg.factors)
     log.info(
         "trained Spark ALS on %d users x %d items (%d stored) at %s: %s",
-        matrix.shape[0], matrix.shape[1], matrix.nnz, master, params,
+        matrix.shape[0],
+        matrix.shape[1],
+        matrix.nnz,
+        master,
+        params,
     )
     return ALSFactors(users, items, cfg, "spark")
 

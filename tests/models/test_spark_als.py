@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from freshrec.settings import Settings
 from models.als import ALSConfig, train
 from models.evaluate import Holdout, split_log
 from models.spark_als import spark_params
+from models.store import ModelStore, recommender_from_version
 from models.synthetic import generate_ratings
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
 
@@ -28,9 +35,7 @@ def test_spark_params_match_implicit_at_the_typical_user() -> None:
     positives = np.diff((matrix > 0).tocsr().indptr)
     # Spark's penalty regParam·n equals implicit's λ for a user of mean activity
     assert params.reg_param * positives[positives > 0].mean() == pytest.approx(30.0)
-    # 1 + alpha_spark·c̄ == alpha·c̄: the same weight at the mean confidence
-    mean_conf = np.abs(matrix.data).mean()
-    assert 1 + params.alpha * mean_conf == pytest.approx(2.0 * mean_conf)
+    assert params.alpha == 2.0 and params.rank == cfg.factors
 
 
 def test_spark_and_implicit_rank_within_5_percent_of_each_other() -> None:
@@ -48,3 +53,25 @@ def test_spark_and_implicit_rank_within_5_percent_of_each_other() -> None:
     ndcg_spark = holdout.score(theirs.user_factors, theirs.item_factors, 10)["ndcg@10"]
     print(f"nDCG@10 implicit {ndcg_implicit:.4f}, spark {ndcg_spark:.4f}")
     assert abs(ndcg_spark - ndcg_implicit) <= 0.05 * ndcg_implicit
+
+
+def test_retrain_with_the_spark_engine_writes_a_version_the_worker_reads(tmp_path: Path) -> None:
+    """``freshrec retrain --engine spark``: same version format, loaded by the worker's code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env |= Settings(model_store=str(tmp_path / "store"), spark_master="local[2]").as_env()
+    args = ["--format", "synthetic", "--synthetic", "300,80,6000", "--no-tune"]
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "retrain", "--engine", "spark", "--force", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert summary["engine"] == "spark"
+    version = ModelStore(tmp_path / "store").load(summary["version"])
+    assert version.params["device"] == "spark"
+    recs = recommender_from_version(version).recommend([{"item-1": 4.0}], 5)
+    assert recs.personal == [True] and len(recs.items[0]) == 5
