@@ -8,8 +8,10 @@ count, nan) is refused by the parser naming the flag.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from freshrec.argtypes import finite_float, non_negative_float, non_negative_int, positive_int
+from freshrec.errors import BadInputError
 from models.als import ALSConfig
 from models.weighting import WeightingConfig
 
@@ -54,3 +56,20 @@ def add_als_flags(parser: argparse.ArgumentParser, *, threads_default: int | Non
         default=WeightingConfig().negative_below,
         help="ratings below this are dislikes; 0 turns dislikes off (default: %(default)s)",
     )
+
+
+def configs_from_flags(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
+    """The :class:`ALSConfig` and :class:`WeightingConfig` the flags of :func:`add_als_flags`
+    (and ``--seed``) name; :class:`BadInputError` for values the configs refuse."""
+    try:
+        als = ALSConfig(
+            factors=args.factors,
+            regularization=args.regularization,
+            alpha=args.alpha,
+            iterations=args.iterations,
+            seed=args.seed,
+            num_threads=args.threads,
+        )
+        return als, replace(WeightingConfig(), negative_below=args.negative_below)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from freshrec.errors import BadInputError
 from freshrec.settings import Settings
 from models import eventlog, movielens, retrain_cli, synthetic, versions_cli
 from models.als import ALSConfig
-from models.als_flags import add_als_flags
+from models.als_flags import add_als_flags, configs_from_flags
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
 from models.publish import train_and_publish
@@ -37,7 +36,6 @@ from models.tuning import TuneResult, tune
 from models.weighting import WeightingConfig
 
 FORMATS = (*movielens.FORMATS, "synthetic", "events")
-_WEIGHTS = WeightingConfig()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -163,18 +161,7 @@ def _sha256(path: Path) -> str:
 def _configs(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
     if args.k < 1:
         raise BadInputError("--k must be at least 1")
-    try:
-        als = ALSConfig(
-            factors=args.factors,
-            regularization=args.regularization,
-            alpha=args.alpha,
-            iterations=args.iterations,
-            seed=args.seed,
-            num_threads=args.threads,
-        )
-        return als, replace(_WEIGHTS, negative_below=args.negative_below)
-    except ValueError as exc:
-        raise BadInputError(str(exc)) from None
+    return configs_from_flags(args)
 
 
 def _holdout(

@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 import redis
@@ -32,14 +31,12 @@ from freshrec.errors import BadInputError, ConfigError, TransientError
 from freshrec.kafka_config import client_config
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
-from models.als import ALSConfig
-from models.als_flags import add_als_flags
+from models.als_flags import add_als_flags, configs_from_flags
 from models.lock import LockedError, RetrainLock
 from models.progress import StageProgress
 from models.retrain import RetrainPlan, RetrainResult, retrain
 from models.snapshot import read_changelog
 from models.store import ModelStore, ModelStoreError
-from models.weighting import WeightingConfig
 from schemas.state import changelog_topic
 
 EXIT_PUBLISHED = 0
@@ -101,18 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
     budget = settings.retrain_tune_budget_s if args.tune_budget_s is None else args.tune_budget_s
-    try:
-        als = ALSConfig(
-            factors=args.factors,
-            regularization=args.regularization,
-            alpha=args.alpha,
-            iterations=args.iterations,
-            seed=args.seed,
-            num_threads=args.threads,
-        )
-        weighting = replace(WeightingConfig(), negative_below=args.negative_below)
-    except ValueError as exc:
-        raise BadInputError(str(exc)) from None
+    als, weighting = configs_from_flags(args)
     if budget < 0:
         raise BadInputError("--tune-budget-s must not be negative")
     return RetrainPlan(
