@@ -4,16 +4,19 @@ Ops run the retrain by hand too, and a silent minute of reading or tuning looks
 like a hang. On a terminal each stage shows as a line with a spinner and its
 time when done, and reading the changelog shows a bar with records per
 second (rich's progress display). Anywhere else (a CronJob's log, a pipe) it
-prints nothing: the job's one JSON summary line is what machines read.
+prints nothing: the job's one JSON summary line is what machines read. While
+the display is live, log records go through it (rich's handler), above the lines.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,9 +44,17 @@ class StageProgress:
             disable=not self.enabled,
         )
         self._task: TaskID | None = None
+        self._handlers: list[logging.Handler] | None = None
 
     def __enter__(self) -> StageProgress:
         self._progress.start()
+        if self.enabled:
+            # log records print above the live lines instead of through them
+            root = logging.getLogger()
+            self._handlers = root.handlers[:]
+            handler = RichHandler(console=self._progress.console, show_path=False)
+            handler.setLevel(min((h.level for h in self._handlers), default=logging.NOTSET))
+            root.handlers = [handler]
         return self
 
     def __exit__(
@@ -54,6 +65,8 @@ class StageProgress:
     ) -> None:
         self._finish()
         self._progress.stop()
+        if self._handlers is not None:
+            logging.getLogger().handlers = self._handlers
 
     def _finish(self) -> None:
         if self._task is not None:
