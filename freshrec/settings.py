@@ -356,26 +356,42 @@ class Settings:
         ),
     )
     broker_session_timeout_s: float = field(
-        default=10.0,
+        default=6.0,
         metadata=_doc(
             "Consumer-group session timeout: how long a SIGKILLed worker keeps its "
-            "partitions (a SIGTERMed one leaves the group at once). Heartbeats come from "
-            "the consumer's own thread, so a long batch does not miss them.",
+            "partitions (a SIGTERMed one leaves the group at once). 6 s is the least a "
+            "Kafka broker accepts by default (group.min.session.timeout.ms); heartbeats "
+            "come from the consumer's own thread, so a long batch does not miss them. On "
+            "Tansu every rebalance also takes half of it.",
             min=1.0,
         ),
     )
     broker_heartbeat_interval_s: float = field(
-        default=1.0,
+        default=0.5,
         metadata=_doc(
-            "Consumer-group heartbeat interval; keep it under a third of the session timeout.",
+            "Consumer-group heartbeat interval: a worker learns of a rebalance (another "
+            "worker leaving or joining) at its next heartbeat, so this bounds the start of "
+            "a hand-over; keep it under a third of the session timeout.",
             min=0.1,
         ),
     )
     broker_commit_interval_s: float = field(
-        default=2.8,
+        default=1.0,
         metadata=_doc(
-            "How often the worker commits processed offsets; a crash redelivers at most this much.",
+            "How often the worker commits the offsets of processed batches; a SIGKILL "
+            "redelivers at most this much plus the batches in flight. One small request "
+            "per interval.",
             min=0.1,
+        ),
+    )
+    broker_rebalance_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "How long a rebalance waits for each worker to rejoin. A worker rejoins once "
+            "the batches it already made durable are in Redis (the others are left to the "
+            "partitions' next owner), in milliseconds unless Redis is down; one slower than "
+            "this is left out of the rebalance and rejoins after it.",
+            min=1.0,
         ),
     )
 

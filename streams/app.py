@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -41,6 +42,7 @@ from streams.dead_letter import DeadLetterWriter
 from streams.liveness import ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
+from streams.ownership import Ownership
 from streams.pipeline import BatchProcessor
 from streams.sink import RedisSink
 from streams.state import StateTable
@@ -70,11 +72,16 @@ def _die(reason: str) -> None:
     os._exit(EXIT_UNPROCESSED)
 
 
-def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
+def faust_app(
+    settings: Settings,
+    app_id: str | None = None,
+    on_revoking: Callable[[set[TP]], None] | None = None,
+) -> faust.App:
     """A Faust app with the worker's broker, consumer and producer settings, and no agents.
 
     The worker is built on it, and so is the benchmark's baseline (a bare agent
     that only counts), so that both read the stream the same way.
+    ``on_revoking`` is called as each revoke starts (``streams.transport``).
     """
     app = faust.App(
         app_id or settings.app_id,
@@ -88,6 +95,7 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_interval=settings.broker_commit_interval_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=PRODUCER_LINGER_S,
@@ -99,7 +107,8 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
     )
     # Before anything touches app.transport (declaring a topic does). A fetch
     # never waits on the broker longer than a batch waits to fill.
-    app.transport = transport_class(settings.batch_max_wait_s)(app.conf.broker_consumer, app)
+    transport = transport_class(settings.batch_max_wait_s, on_revoking)
+    app.transport = transport(app.conf.broker_consumer, app)
     return app
 
 
@@ -112,8 +121,14 @@ def create_app(settings: Settings) -> faust.App:
     three times slower than on one thread (threadpoolctl comes with implicit).
     """
     threadpool_limits(limits=1, user_api="blas")
-    app = faust_app(settings)
     metrics = WorkerMetrics()
+    ownership = Ownership((settings.topic_watch, settings.topic_rate, settings.topic_forget))
+
+    def revoking(revoked: set[TP]) -> None:
+        ownership.revoking((tp.topic, tp.partition) for tp in revoked)
+        metrics.partitions_held.set(ownership.held)
+
+    app = faust_app(settings, on_revoking=revoking)
 
     def retry(operation: str) -> RetryPolicy:
         counter = metrics.retries.labels(operation)
@@ -149,6 +164,7 @@ def create_app(settings: Settings) -> faust.App:
         RedisSink(settings, retry("redis write")),
         ModelFollower(settings.model_store, metrics),
         metrics,
+        ownership,
     )
 
     #: Next offset to process per event partition, for the consumer-lag gauge.
@@ -210,10 +226,15 @@ def create_app(settings: Settings) -> faust.App:
         except Exception as exc:
             log.exception("batch of %d failed", len(batch))
             _die(f"batch failed: {exc!r}")
+        if ready.fenced:
+            # Not acked: the partitions' next owner processes them.
+            forget = app.consumer.forget  # type: ignore[attr-defined]  # streams.transport's
+            forget(e.message for e in events if e.message.partition in ready.fenced)
         for event in events:
-            await stream.ack(event)
-            tp = event.message.tp
-            processed[tp] = max(processed.get(tp, 0), event.message.offset + 1)
+            if event.message.partition not in ready.fenced:
+                await stream.ack(event)
+                tp = event.message.tp
+                processed[tp] = max(processed.get(tp, 0), event.message.offset + 1)
         watch.batch_done()
 
     @app.agent(source, name="fold-in")
@@ -270,6 +291,12 @@ def create_app(settings: Settings) -> faust.App:
     def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else ())
         watch.revoked((tp.topic, tp.partition) for tp in revoked)
+
+    @app.on_partitions_assigned.connect
+    def take_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = kwargs.get("assigned", args[0] if args else ())
+        ownership.assigned((tp.topic, tp.partition) for tp in assigned)
+        metrics.partitions_held.set(ownership.held)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -175,6 +175,17 @@ class WorkerMetrics:
             "(high watermark minus the next offset to process), set at each scrape.",
             ["topic", "partition"], registry=r,
         )
+        self.partitions_held = Gauge(
+            "freshrec_worker_partitions_held",
+            "Event-topic partitions this worker holds (0 while a rebalance is under way).",
+            registry=r,
+        )
+        self.events_fenced = Counter(
+            "freshrec_worker_events_fenced",
+            "Events of partitions revoked while their batch was in flight: nothing of theirs "
+            "was written or acked, and their next owner processes them.",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -43,6 +43,7 @@ from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
+from streams.ownership import Ownership
 from streams.popularity import Popularity
 from streams.refresh import ListRefresher
 from streams.sink import RedisSink
@@ -62,6 +63,9 @@ class PreparedBatch:
     forget: list[str]
     event_ts: list[int]
     """Timestamps of the batch's new events, for the freshness metric."""
+    fenced: frozenset[int] = frozenset()
+    """Partitions revoked before the batch's records were written: nothing of
+    theirs was written, and their events must not be acked (streams.ownership)."""
 
 
 class BatchProcessor:
@@ -75,8 +79,10 @@ class BatchProcessor:
         sink: RedisSink,
         follower: ModelFollower,
         metrics: WorkerMetrics,
+        ownership: Ownership,
     ) -> None:
         self._settings = settings
+        self._ownership = ownership
         self._kinds = event_types(settings)
         self._state = state
         self._dead_letters = dead_letters
@@ -111,19 +117,27 @@ class BatchProcessor:
             )
             self._popularity.add(result.new_items)
             self._count(result)
-            touched = result.touched
+            # No await between this check and the sends below: a revoke that
+            # starts later finds the records on their way, written while owned.
+            fenced = self._ownership.fenced({m.partition for m in batch})
+            if fenced:
+                self._metrics.events_fenced.inc(sum(1 for m in batch if m.partition in fenced))
+                log.info(
+                    "partitions %s were revoked under a batch; left to their next owner",
+                    sorted(fenced),
+                )
+            touched = {u: t for u, t in result.touched.items() if t.partition not in fenced}
             writes: dict[str, Write] = {
                 user: (t.partition, t.state) for user, t in touched.items() if t.changed
             }
+            letters = [d for d in result.dead_letters if d.partition not in fenced]
             with self._metrics.durable_write_seconds.time():
-                await asyncio.gather(
-                    self._state.persist(writes), self._dead_letters.send(result.dead_letters)
-                )
+                await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
             keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             self._metrics.users_held.set(len(self._state))
-        return PreparedBatch(lists, forget, result.event_ts)
+        return PreparedBatch(lists, forget, result.event_ts, fenced)
 
     async def prepare_isolating(self, batch: Sequence[Inbound]) -> PreparedBatch:
         """:meth:`prepare`, with a batch that fails for a reason no retry fixes split in two,
@@ -152,6 +166,7 @@ class BatchProcessor:
                 first.lists + second.lists,
                 first.forget + second.forget,
                 first.event_ts + second.event_ts,
+                first.fenced | second.fenced,
             )
 
     async def _dead_letter_alone(self, msg: Inbound, exc: Exception) -> PreparedBatch:
@@ -162,6 +177,9 @@ class BatchProcessor:
             msg.offset,
             exc,
         )
+        fenced = self._ownership.fenced([msg.partition])
+        if fenced:
+            return PreparedBatch([], [], [], fenced)
         letter = DeadLetter.of(
             msg.topic, msg.partition, msg.offset, msg.key, msg.value, failure_rejection(exc)
         )
@@ -190,7 +208,9 @@ class BatchProcessor:
         """
         cutoff = int(time.time() * 1000 - self._settings.forget_retention_s * 1000)
         async with self._lock:
-            writes = self._state.expired_markers(cutoff)
+            expired = self._state.expired_markers(cutoff)
+            fenced = self._ownership.fenced(p for p, _ in expired.values())
+            writes = {u: w for u, w in expired.items() if w[0] not in fenced}
             await self._state.persist(writes)
         self._metrics.markers_expired.inc(len(writes))
         return len(writes)

@@ -8,6 +8,7 @@ as faust's ``killer.py`` runs its workers.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -18,16 +19,22 @@ import orjson
 import pytest
 import redis
 
+from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from freshrec.stack import BrokerProcess, free_port
 from streams.dlq import read_dead_letters
+from streams.publisher import Publisher
 from streams.topics import ensure_topics
 from tests.streams.worker import (
     BASE_TS,
     StartWorker,
     WorkerProcess,
     changelog_states,
+    commits_behind,
+    committed_past,
+    list_updated_at,
     lists_caught_up,
+    newest_offsets,
     publish,
     publish_model,
     read_list,
@@ -191,29 +198,154 @@ def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
     assert figures.lost == 0 and figures.doubled == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 4 not done: the hand-over after SIGTERM took 14 s with a 10 s "
-    "session timeout (the worker does not leave the group before Faust's slow shutdown)",
-)
+def production_timings(settings: Settings) -> Settings:
+    """``settings`` with the group and commit timings of the defaults: what a deployment gets."""
+    defaults = Settings()
+    return settings.replace(
+        broker_session_timeout_s=defaults.broker_session_timeout_s,
+        broker_heartbeat_interval_s=defaults.broker_heartbeat_interval_s,
+        broker_commit_interval_s=defaults.broker_commit_interval_s,
+        broker_rebalance_timeout_s=defaults.broker_rebalance_timeout_s,
+    )
+
+
+class Load:
+    """Publishes one event per user per second, for ``users`` users, until stopped."""
+
+    def __init__(self, settings: Settings, users: int, prefix: str) -> None:
+        self.settings, self.users, self.prefix = settings, users, prefix
+        self.sent: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        tick = 0.1
+        per_tick = max(1, int(self.users * tick))
+        with Publisher(self.settings) as publisher:
+            while not self._stop.wait(tick):
+                start = len(self.sent)
+                batch: list[dict] = []
+                for n in range(start, start + per_tick):
+                    user = f"u{n % self.users}"
+                    item = f"item-{(n // self.users) % 96}"
+                    batch.append(watch(f"{self.prefix}{n}", user, item, BASE_TS + n))
+                report = publisher.publish_many(batch)
+                assert not report.rejected, report.rejected
+                self.sent.extend(batch)
+
+
+def holding(workers: Sequence[WorkerProcess], partitions: int) -> bool:
+    """Whether every worker holds event partitions, and together all ``partitions`` of them."""
+    held = [w.metric_total("freshrec_worker_partitions_held") for w in workers]
+    return all(h > 0 for h in held) and sum(held) == partitions
+
+
+def list_times(settings: Settings, client: redis.Redis, users: int) -> dict[str, int]:
+    """Every user's newest event time in Redis now (0: no list yet)."""
+    return {f"u{n}": list_updated_at(client, settings, f"u{n}") or 0 for n in range(users)}
+
+
+def moved_past(settings: Settings, client: redis.Redis, before: dict[str, int]) -> bool:
+    """Whether every user's list includes an event newer than at ``before``: all partitions flow."""
+    now = list_times(settings, client, len(before))
+    return all(now[u] > t for u, t in before.items())
+
+
+def two_workers_under_load(
+    s: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> tuple[WorkerProcess, WorkerProcess]:
+    """Two workers sharing the event partitions, both with lists written."""
+    publish_model(s, synthetic())
+    first, second = start_worker(s), start_worker(s.replace(worker_web_port=free_port()))
+    partitions = 3 * s.topic_partitions
+    first.wait_for(lambda: holding([first, second], partitions), 40, "both workers hold partitions")
+    return first, second
+
+
+def commits_reach_processed(s: Settings, worker: WorkerProcess) -> None:
+    """Once every event is processed, the commits reach them within the commit interval."""
+    newest = newest_offsets(s)
+    try:
+        worker.wait_for(
+            lambda: committed_past(s, newest), s.broker_commit_interval_s + 2.0, "commits"
+        )
+    except TransientError:
+        raise AssertionError(f"commits behind: {commits_behind(s, newest)}") from None
+
+
 def test_chaos_sigterm_hands_partitions_over_within_5s(
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
-    """A worker stopped with SIGTERM leaves the group at once: the other resumes in seconds."""
-    s = worker_settings.replace(broker_session_timeout_s=10.0, broker_heartbeat_interval_s=1.0)
-    publish_model(s, synthetic())
-    first, second = start_worker(s), start_worker(s.replace(worker_web_port=free_port()))
-    warmup = stream(20, 5)
-    publish(s, warmup)
-    first.wait_for(lambda: lists_caught_up(s, redis_client, warmup), 60, "both workers")
-    first.stop()
-    stopped = time.monotonic()
-    after = stream(20, 2, start=1000, prefix="t")
-    publish(s, after)
-    second.wait_for(lambda: lists_caught_up(s, redis_client, after), 30, "the hand-over")
-    resume_s = time.monotonic() - stopped
-    got, doubled = reflected(s, warmup + after)
-    figures = Figures("sigterm-handover", 140, 140, got, doubled, 0, resume_s)
+    """Regression: the survivor of a SIGTERM resumed after 14 s. Tansu numbers a group's
+    first generation 0 and aiokafka left the group only above 0, so the stopped worker
+    never left: the survivor waited for its session timeout, then a rebalance."""
+    s = production_timings(worker_settings)
+    users = 100
+    first, second = two_workers_under_load(s, start_worker, redis_client)
+    with Load(s, users, "t") as load:
+        second.wait_for(
+            lambda: moved_past(
+                s, redis_client, dict.fromkeys(list_times(s, redis_client, users), 0)
+            ),
+            30,
+            "every user's first list",
+        )
+        time.sleep(1.0)  # a second of load on both workers: batches in flight at the stop
+        stopped = time.monotonic()
+        before = list_times(s, redis_client, users)
+        first.stop()
+        second.wait_for(lambda: moved_past(s, redis_client, before), 30, "the hand-over")
+        resume_s = time.monotonic() - stopped
+    sent = load.sent
+    second.wait_for(lambda: lists_caught_up(s, redis_client, sent), 30, "the last events")
+    commits_reach_processed(s, second)
+    # What the stopped worker processed and committed is not redelivered; a few events
+    # of batches in flight at the rebalance may be (dropped as duplicates): printed.
+    redelivered = second.metric_total("freshrec_worker_events_duplicate_total")
+    print(f"redelivered to the survivor: {redelivered:.0f}")
+    got, doubled = reflected(s, sent)
+    figures = Figures("sigterm-handover", len(sent), len(sent), got, doubled, 0, resume_s)
     figures.report()
     assert figures.lost == 0 and figures.doubled == 0
-    assert resume_s < 5.0 + 2.0, resume_s  # + the test's own polling and publishing
+    assert resume_s < 5.0, resume_s
+
+
+def test_chaos_sigkill_under_load_the_survivor_resumes_within_the_session_timeout(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """Regression: the survivor of a SIGKILL resumed after 47-60 s, and its committed
+    offsets stayed behind what it had processed once the stream went idle."""
+    s = production_timings(worker_settings)
+    users = 100
+    first, second = two_workers_under_load(s, start_worker, redis_client)
+    with Load(s, users, "k") as load:
+        second.wait_for(
+            lambda: moved_past(
+                s, redis_client, dict.fromkeys(list_times(s, redis_client, users), 0)
+            ),
+            30,
+            "every user's first list",
+        )
+        time.sleep(1.0)
+        killed = time.monotonic()
+        before = list_times(s, redis_client, users)
+        first.kill()
+        bound = s.broker_session_timeout_s + 10.0
+        second.wait_for(lambda: moved_past(s, redis_client, before), bound + 5, "the takeover")
+        resume_s = time.monotonic() - killed
+    sent = load.sent
+    second.wait_for(lambda: lists_caught_up(s, redis_client, sent), 30, "the last events")
+    commits_reach_processed(s, second)
+    got, doubled = reflected(s, sent)
+    figures = Figures("sigkill-takeover", len(sent), len(sent), got, doubled, 0, resume_s)
+    figures.report()
+    assert figures.lost == 0 and figures.doubled == 0
+    assert resume_s < bound, resume_s

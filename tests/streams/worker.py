@@ -219,22 +219,39 @@ def newest_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     return newest
 
 
-def committed_past(settings: Settings, offsets: dict[tuple[str, int], int]) -> bool:
-    """Whether the worker group committed past every offset in ``offsets``.
-
-    A worker stopped once this holds redelivers none of those records to the
-    next one: how a test gets a clean handover between two workers.
-    """
+def committed_offsets(
+    settings: Settings, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The worker group's committed offset of each of ``partitions`` (negative: none)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id}
     )
     try:
-        committed = consumer.committed([TopicPartition(t, p) for t, p in offsets], timeout=5)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=5)
     finally:
         consumer.close()
-    return all(tp.offset > offsets[(tp.topic, tp.partition)] for tp in committed)
+    return {(tp.topic, tp.partition): tp.offset for tp in committed}
+
+
+def commits_behind(settings: Settings, offsets: dict[tuple[str, int], int]) -> dict[str, int]:
+    """For each partition whose commit is not past its offset in ``offsets``: how far behind."""
+    committed = committed_offsets(settings, offsets)
+    return {
+        f"{t}[{p}]": offsets[(t, p)] + 1 - max(committed[(t, p)], 0)
+        for t, p in offsets
+        if committed[(t, p)] <= offsets[(t, p)]
+    }
+
+
+def committed_past(settings: Settings, offsets: dict[tuple[str, int], int]) -> bool:
+    """Whether the worker group committed past every offset in ``offsets``.
+
+    A worker stopped once this holds redelivers none of those records to the
+    next one: how a test gets a clean handover between two workers.
+    """
+    return not commits_behind(settings, offsets)
 
 
 def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, UserState | None]:
