@@ -200,9 +200,16 @@ def create_app(settings: Settings) -> faust.App:
         lag_series.update(current)
 
     async def complete(
-        stream: Any, events: list[Any], prepared: asyncio.Event, previous: asyncio.Task[None] | None
+        stream: Any,
+        events: list[Any],
+        received_at: int,
+        prepared: asyncio.Event,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         """Process one batch, then ack its events: only now may their offsets be committed.
+
+        ``received_at`` is the revoke count when the batch arrived: a batch that
+        a rebalance overtook is fenced whole (:mod:`streams.ownership`).
 
         The batch's Redis write and acks wait for the previous batch's, so
         writes reach Redis, and offsets are acked, in batch order.
@@ -218,7 +225,7 @@ def create_app(settings: Settings) -> faust.App:
             for e in events
         ]
         try:
-            ready = await processor.prepare_isolating(batch)
+            ready = await processor.prepare_isolating(batch, received_at)
             prepared.set()
             if previous is not None:
                 await previous
@@ -250,6 +257,7 @@ def create_app(settings: Settings) -> faust.App:
         last: asyncio.Task[None] | None = None
         prepared: asyncio.Event | None = None
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            received_at = ownership.revokes
             watch.received((e.message.topic, e.message.partition, e.message.offset) for e in events)
             if prepared is not None:
                 await prepared.wait()
@@ -259,7 +267,7 @@ def create_app(settings: Settings) -> faust.App:
             prepared = asyncio.Event()
             before_last, last = (
                 last,
-                asyncio.create_task(complete(stream, list(events), prepared, last)),
+                asyncio.create_task(complete(stream, list(events), received_at, prepared, last)),
             )
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")

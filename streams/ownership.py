@@ -27,9 +27,13 @@ class Ownership:
     def __init__(self, topics: Collection[str]) -> None:
         self._topics = frozenset(topics)
         self._held: set[tuple[str, int]] = set()
+        #: Revokes so far: a batch received at one count and prepared at another
+        #: saw a rebalance in between.
+        self.revokes = 0
 
     def revoking(self, partitions: Iterable[tuple[str, int]]) -> None:
         """A revoke started: from now on nothing may be written for these partitions."""
+        self.revokes += 1
         self._held.difference_update(partitions)
 
     def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -41,7 +45,10 @@ class Ownership:
         """Event-topic partitions held (a gauge: 0 while rebalancing)."""
         return len(self._held)
 
-    def fenced(self, partitions: Iterable[int]) -> frozenset[int]:
-        """Those of ``partitions`` (numbers) that no event topic of this worker holds."""
+    def fenced(self, partitions: Iterable[int], received_at: int | None = None) -> frozenset[int]:
+        """Those of ``partitions`` (numbers) that no event topic of this worker holds; all of
+        them when a revoke began since the batch arrived (``received_at``: :attr:`revokes` then)."""
+        if received_at is not None and received_at != self.revokes:
+            return frozenset(partitions)
         owned = {p for _, p in self._held}
         return frozenset(p for p in partitions if p not in owned)

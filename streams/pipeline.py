@@ -99,8 +99,13 @@ class BatchProcessor:
         """Process one batch; returns only when its results are durable (see module doc)."""
         await self.write(await self.prepare(batch))
 
-    async def prepare(self, batch: Sequence[Inbound]) -> PreparedBatch:
-        """Steps 1 to 3 and the fold-in: returns once the batch's state changes are durable."""
+    async def prepare(
+        self, batch: Sequence[Inbound], received_at: int | None = None
+    ) -> PreparedBatch:
+        """Steps 1 to 3 and the fold-in: returns once the batch's state changes are durable.
+
+        ``received_at`` is :attr:`Ownership.revokes` when the batch arrived
+        (:meth:`Ownership.fenced`)."""
         async with self._lock:
             await self._refresher.start()
             self._metrics.batch_size.observe(len(batch))
@@ -119,7 +124,7 @@ class BatchProcessor:
             self._count(result)
             # No await between this check and the sends below: a revoke that
             # starts later finds the records on their way, written while owned.
-            fenced = self._ownership.fenced({m.partition for m in batch})
+            fenced = self._ownership.fenced({m.partition for m in batch}, received_at)
             if fenced:
                 self._metrics.events_fenced.inc(sum(1 for m in batch if m.partition in fenced))
                 log.info(
@@ -139,7 +144,9 @@ class BatchProcessor:
             self._metrics.users_held.set(len(self._state))
         return PreparedBatch(lists, forget, result.event_ts, fenced)
 
-    async def prepare_isolating(self, batch: Sequence[Inbound]) -> PreparedBatch:
+    async def prepare_isolating(
+        self, batch: Sequence[Inbound], received_at: int | None = None
+    ) -> PreparedBatch:
         """:meth:`prepare`, with a batch that fails for a reason no retry fixes split in two,
         down to the message that fails alone, which is dead-lettered with the error.
 
@@ -151,17 +158,17 @@ class BatchProcessor:
         what a failed attempt already made durable is idempotent to redo.
         """
         try:
-            return await self.prepare(batch)
+            return await self.prepare(batch, received_at)
         except TransientError:
             raise
         except Exception as exc:
             if len(batch) == 1:
-                return await self._dead_letter_alone(batch[0], exc)
+                return await self._dead_letter_alone(batch[0], exc, received_at)
             log.warning("batch of %d failed (%r); splitting it", len(batch), exc)
             self._metrics.batch_splits.inc()
             middle = len(batch) // 2
-            first = await self.prepare_isolating(batch[:middle])
-            second = await self.prepare_isolating(batch[middle:])
+            first = await self.prepare_isolating(batch[:middle], received_at)
+            second = await self.prepare_isolating(batch[middle:], received_at)
             return PreparedBatch(
                 first.lists + second.lists,
                 first.forget + second.forget,
@@ -169,7 +176,9 @@ class BatchProcessor:
                 first.fenced | second.fenced,
             )
 
-    async def _dead_letter_alone(self, msg: Inbound, exc: Exception) -> PreparedBatch:
+    async def _dead_letter_alone(
+        self, msg: Inbound, exc: Exception, received_at: int | None
+    ) -> PreparedBatch:
         log.error(
             "message %s[%d]@%d fails alone (%r); dead-lettering it",
             msg.topic,
@@ -177,7 +186,7 @@ class BatchProcessor:
             msg.offset,
             exc,
         )
-        fenced = self._ownership.fenced([msg.partition])
+        fenced = self._ownership.fenced([msg.partition], received_at)
         if fenced:
             return PreparedBatch([], [], [], fenced)
         letter = DeadLetter.of(
