@@ -13,6 +13,23 @@ server ``SCRIPT EXISTS`` before every pipeline and packs each call through
 several layers. A server that lost its script cache (a restart) answers
 ``NOSCRIPT``; the script is then loaded and the pipeline resent.
 
+On a Redis Cluster (``FRESHREC_REDIS_CLUSTER``) the same pipeline goes
+through redis-py's cluster pipeline, which splits it by the node that owns
+each key's slot and sends every node its part at once, on one connection
+each: a batch costs one round trip per node it touches. Each node runs the
+script for its own keys (scripts are loaded on every primary after a
+``NOSCRIPT``, which a promoted replica answers too). A node that stops
+answering mid-batch fails the pipeline; the client reads the slot map again
+and the whole pipeline is resent (every call is idempotent), under the
+client's retries and then the worker's policy, until the failover is done.
+
+With ``FRESHREC_REDIS_WAIT_REPLICAS`` = n > 0 the pipeline ends, on every node
+it wrote to, with ``WAIT n`` on the same connection: the batch counts as
+written (and its events are acked) only once n replicas hold its lists, so a
+primary killed right after answering cannot take acknowledged lists with it
+(Redis replicates asynchronously). Fewer replicas within the wait is a
+transient fault, retried like a dropped connection.
+
 The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
 storing a fresh one when it is missing, by which the worker notices a Redis
 that lost its data.
@@ -28,10 +45,10 @@ import uuid
 from collections.abc import Sequence
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from freshrec.errors import TransientError
-from freshrec.redis_client import redis_client
+from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.recs import (
@@ -69,14 +86,17 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
-_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
 
 class RedisSink:
     """Writes and deletes users' lists under the configured key prefix."""
 
-    def __init__(self, settings: Settings, retry: RetryPolicy, client: Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, retry: RetryPolicy, client: AsyncRedis | None = None
+    ) -> None:
         self._prefix = settings.key_prefix
+        self._wait_replicas = settings.redis_wait_replicas
+        # WAIT blocks the connection: keep it well inside the socket timeout
+        self._wait_ms = max(1, int(settings.redis_socket_timeout_s * 1000 / 2))
         # The client's own retry rides over a dropped connection in one command;
         # longer outages are the worker's RetryPolicy's job.
         self._client = client or redis_client(settings, "freshrec-worker")
@@ -102,21 +122,52 @@ class RedisSink:
                 except redis.exceptions.NoScriptError:
                     await self._client.script_load(_COMPARE_AND_SET)
                     results = await send()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
+            waited = results[len(payload) + len(deletes) :]
+            if any(int(n) < self._wait_replicas for n in waited):
+                raise TransientError(
+                    f"redis write reached {min(map(int, waited))} of "
+                    f"{self._wait_replicas} replicas within {self._wait_ms} ms"
+                )
             return sum(int(r) for r in results[: len(payload)])
 
         async def send() -> list[int]:
+            targets = await self._wait_targets([key for key, _, _ in payload] + deletes)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
-                if deletes:
-                    pipe.delete(*deletes)
+                for key in deletes:  # one key per command: a cluster has them on several nodes
+                    command("DEL", key)
+                for node in targets:
+                    if node is None:
+                        command("WAIT", self._wait_replicas, self._wait_ms)
+                    else:
+                        command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
                 results: list[int] = await pipe.execute()
                 return results
 
         return await self._retry.call_async(attempt)
+
+    async def _wait_targets(self, keys: list[str]) -> list[ClusterNode | None]:
+        """Where a ``WAIT`` goes after writing ``keys``: nowhere when no replica is awaited,
+        the one connection (None) on one server, each node owning one of them on a cluster.
+
+        The cluster pipeline sends a node's commands in order on one connection,
+        so the ``WAIT`` there covers that node's writes.
+        """
+        if not self._wait_replicas:
+            return []
+        if not isinstance(self._client, RedisCluster):
+            return [None]
+        await self._client.initialize()  # the slot map (a no-op once known)
+        nodes: dict[str, ClusterNode] = {}
+        for key in keys:
+            node = self._client.get_node_from_key(key)
+            if node is not None:
+                nodes[node.name] = node
+        return list(nodes.values())
 
     async def stored_orders(self, users: Sequence[str]) -> list[str | None]:
         """The ``order`` token of each user's stored list (None where there is none), in one
@@ -131,7 +182,7 @@ class RedisSink:
                     for key in keys:
                         pipe.hget(key, ORDER_FIELD)
                     results: list[bytes | None] = await pipe.execute()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis read failed: {exc}") from exc
             return [None if r is None else r.decode() for r in results]
 
@@ -145,7 +196,7 @@ class RedisSink:
                 written = await self._script(
                     keys=[popular_key(self._prefix)], args=[recs.order, encode(recs)]
                 )
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return bool(written)
 
@@ -162,7 +213,7 @@ class RedisSink:
         async def attempt() -> str:
             try:
                 stored: bytes = await self._epoch(keys=[epoch_key(self._prefix)], args=[fresh])
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis epoch check failed: {exc}") from exc
             return stored.decode()
 
