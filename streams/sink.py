@@ -27,8 +27,11 @@ With ``FRESHREC_REDIS_WAIT_REPLICAS`` = n > 0 the pipeline ends, on every node
 it wrote to, with ``WAIT n`` on the same connection: the batch counts as
 written (and its events are acked) only once n replicas hold its lists, so a
 primary killed right after answering cannot take acknowledged lists with it
-(Redis replicates asynchronously). Fewer replicas within the wait is a
-transient fault, retried like a dropped connection.
+(Redis replicates asynchronously). Fewer replicas within the wait than the
+node has connected is a transient fault, retried like a dropped connection; a
+node with fewer replicas than n (a replica promoted after its primary died) is
+held to those it has, and each batch waits the whole timeout there until a
+replica is back.
 
 The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
 storing a fresh one when it is missing, by which the worker notices a Redis
@@ -118,21 +121,18 @@ class RedisSink:
         async def attempt() -> int:
             try:
                 try:
-                    results = await send()
+                    results, targets = await send()
                 except redis.exceptions.NoScriptError:
                     await self._client.script_load(_COMPARE_AND_SET)
-                    results = await send()
+                    results, targets = await send()
+                waited = results[len(payload) + len(deletes) :]
+                for node, reached in zip(targets, waited, strict=True):
+                    await self._check_replicas(node, int(reached))
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
-            waited = results[len(payload) + len(deletes) :]
-            if any(int(n) < self._wait_replicas for n in waited):
-                raise TransientError(
-                    f"redis write reached {min(map(int, waited))} of "
-                    f"{self._wait_replicas} replicas within {self._wait_ms} ms"
-                )
             return sum(int(r) for r in results[: len(payload)])
 
-        async def send() -> list[int]:
+        async def send() -> tuple[list[int], list[ClusterNode | None]]:
             targets = await self._wait_targets([key for key, _, _ in payload] + deletes)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
@@ -146,7 +146,7 @@ class RedisSink:
                     else:
                         command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
                 results: list[int] = await pipe.execute()
-                return results
+                return results, targets
 
         return await self._retry.call_async(attempt)
 
@@ -168,6 +168,28 @@ class RedisSink:
             if node is not None:
                 nodes[node.name] = node
         return list(nodes.values())
+
+    async def _check_replicas(self, node: ClusterNode | None, reached: int) -> None:
+        """Raise :class:`TransientError` when fewer replicas than wanted, and than the node
+        has, acknowledged the write.
+
+        A primary with fewer connected replicas than ``redis_wait_replicas`` (its
+        replica died, or it is a replica just promoted) is held to those it has:
+        waiting for a replica that is not there would stop the worker until one
+        is, while the lists are as safe as that primary can make them.
+        """
+        if reached >= self._wait_replicas:
+            return
+        if node is None:
+            info = await self._client.info("replication")
+        else:
+            info = await self._client.info("replication", target_nodes=node)
+        connected = int(info.get("connected_slaves", 0))
+        if reached < min(self._wait_replicas, connected):
+            raise TransientError(
+                f"redis write reached {reached} of {connected} connected replicas "
+                f"within {self._wait_ms} ms"
+            )
 
     async def stored_orders(self, users: Sequence[str]) -> list[str | None]:
         """The ``order`` token of each user's stored list (None where there is none), in one
