@@ -9,13 +9,17 @@ several nodes, and the retrain lock lives on the primary of its slot.
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 import redis.cluster
 
+from freshrec.backoff import NoBackoff
+from freshrec.errors import TransientError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from freshrec.stack import RedisClusterProcesses
 from models.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
@@ -117,3 +121,34 @@ def test_one_retrain_at_a_time_on_a_cluster(cluster_settings: Settings) -> None:
         held.ensure_held()
     with RetrainLock(second, key, ttl_s=5.0):  # released at exit
         pass
+
+
+def test_a_batch_no_replica_acknowledged_is_not_written(
+    cluster_settings: Settings,
+    cluster_client: redis.cluster.RedisCluster,
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """With FRESHREC_REDIS_WAIT_REPLICAS=1 a batch counts as written only once a replica holds
+    it: a replica that stops acknowledging (SIGSTOP, as a hung host) fails the write as
+    transient, so its events are not acked; once it answers again the batch goes through."""
+    key = user_key(cluster_settings.key_prefix, "paused")
+    primary = cluster_client.get_node_from_key(key)
+    replica_port = int(cluster_client.info("replication", target_nodes=primary)["slave0"]["port"])
+    (replica,) = [n for n in redis_cluster.nodes if n.port == replica_port]
+    assert replica.proc is not None
+    once = RetryPolicy(NoBackoff(), max_attempts=1)
+
+    async def write_one() -> int:
+        sink = RedisSink(cluster_settings.replace(redis_socket_timeout_s=0.4), once)
+        try:
+            return await sink.write([user_list("paused", 10, b"x")])
+        finally:
+            await sink.close()
+
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(TransientError, match="reached 0 of 1 connected replicas"):
+            asyncio.run(write_one())
+    finally:
+        replica.proc.send_signal(signal.SIGCONT)
+    assert asyncio.run(write_one()) == 1
