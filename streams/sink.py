@@ -35,7 +35,8 @@ replica is back.
 
 The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
 storing a fresh one when it is missing, by which the worker notices a Redis
-that lost its data.
+that lost its data; on a cluster, one token per primary, since one node can
+lose its data alone.
 
 Connection faults and timeouts become :class:`~freshrec.errors.TransientError`
 and are retried here with the worker's policy; the whole pipeline is resent,
@@ -228,19 +229,46 @@ class RedisSink:
         """The token naming the data Redis holds now, and whether this call stored it.
 
         One script call (``GET``, and ``SET`` when the key is missing), retried
-        like the writes. See ``P epoch`` in :mod:`schemas.recs`.
+        like the writes. See ``P epoch`` in :mod:`schemas.recs`. On a cluster,
+        one call per primary, each on that primary's own token; the tokens
+        joined are the epoch, so a single node that restarted empty changes it.
         """
         fresh = uuid.uuid4().hex
 
-        async def attempt() -> str:
+        async def attempt() -> list[str]:
             try:
-                stored: bytes = await self._epoch(keys=[epoch_key(self._prefix)], args=[fresh])
+                keys = await self._epoch_keys()
+                stored: list[bytes] = [await self._epoch(keys=[key], args=[fresh]) for key in keys]
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis epoch check failed: {exc}") from exc
-            return stored.decode()
+            return [token.decode() for token in stored]
 
-        token = await self._retry.call_async(attempt)
-        return token, token == fresh
+        tokens = await self._retry.call_async(attempt)
+        return ",".join(tokens), fresh in tokens
+
+    async def _epoch_keys(self) -> list[str]:
+        """The epoch key, or on a cluster each primary's: the first tag whose slot it serves.
+
+        The tag follows the slot map: a failover keeps it (the promoted
+        replica serves the same slots, and holds the token), a reshard that
+        moves a primary's first tagged slot away makes that primary's token new
+        once, and the workers write their lists again, as after a loss.
+        """
+        if not isinstance(self._client, RedisCluster):
+            return [epoch_key(self._prefix)]
+        await self._client.initialize()
+        # the primaries that serve slots (a node just added serves none yet)
+        slots = self._client.nodes_manager.slots_cache.values()
+        primaries = {nodes[0].name for nodes in slots if nodes}
+        keys: dict[str, str] = {}
+        tag = 0
+        while len(keys) < len(primaries):
+            key = epoch_key(self._prefix, str(tag))
+            node = self._client.get_node_from_key(key)
+            if node is not None and node.name in primaries:
+                keys.setdefault(node.name, key)
+            tag += 1
+        return sorted(keys.values())
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -152,3 +152,27 @@ def test_a_batch_no_replica_acknowledged_is_not_written(
     finally:
         replica.proc.send_signal(signal.SIGCONT)
     assert asyncio.run(write_one()) == 1
+
+
+def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
+    cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
+) -> None:
+    """Each primary holds a token of its own: one node restarted empty (here: flushed) while
+    the others kept theirs, and the one cluster-wide key lived elsewhere, went unnoticed."""
+
+    async def epoch() -> tuple[str, bool]:
+        sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
+        try:
+            return await sink.epoch()
+        finally:
+            await sink.close()
+
+    first, stored = asyncio.run(epoch())
+    assert stored and len(first.split(",")) == 3  # one token per primary
+    assert asyncio.run(epoch()) == (first, False)
+    lost = cluster_client.get_primaries()[1]
+    cluster_client.flushall(target_nodes=lost)
+    after, stored = asyncio.run(epoch())
+    assert stored and after != first
+    # the first call stored one fresh token on every node; the two untouched ones keep it
+    assert after.split(",").count(first.split(",")[0]) == 2
