@@ -16,6 +16,18 @@ retry connection errors unless told to), so every knob is set here from
   under a Redis slowdown callers queue for a connection (up to the connect
   timeout) instead of opening thousands.
 
+With ``FRESHREC_REDIS_CLUSTER=true`` the URL names any node of a Redis Cluster
+and both factories return redis-py's cluster clients
+(:class:`~redis.asyncio.cluster.RedisCluster`, :class:`redis.cluster.RedisCluster`)
+with the same options: they learn the slot map from that node, send each
+command to the primary of its key's slot, follow ``MOVED``/``ASK`` and, when a
+node stops answering, read the map again (a failover's promoted replica) and
+retry, ``redis_retries`` times. Every key freshrec touches in one command is a
+single key (``schemas.recs``), so nothing needs hash tags. The cluster's pool
+is per node and does not queue: past ``max_connections`` on one node a
+command fails with ``MaxConnectionsError`` (a connection error, so a 503 in
+the API) instead of waiting.
+
 hiredis parses replies when installed (a dependency of ``redis[hiredis]``).
 """
 
@@ -24,10 +36,31 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.cluster
+import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 
 from freshrec.redis_retry import redis_retry
 from freshrec.settings import Settings
+
+#: What :func:`redis_client` returns: one server's client or a cluster's.
+AsyncRedis = Redis | RedisCluster
+#: What :func:`sync_redis_client` returns.
+SyncRedis = redis.Redis | redis.cluster.RedisCluster
+#: The faults that pass: a connection refused or dropped, a timeout, and a
+#: cluster between a primary's death and its replica's promotion (``CLUSTERDOWN``,
+#: ``TRYAGAIN``, a slot no known node serves). Callers retry these (the
+#: worker's policy) or answer "try again" (the API's 503).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
+#: A cluster client's connections per node when the caller sets no bound (redis-py's default).
+CLUSTER_MAX_CONNECTIONS = 100
 
 
 def _connection_options(settings: Settings, name: str) -> dict[str, Any]:
@@ -44,13 +77,20 @@ def _connection_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
-def redis_client(settings: Settings, name: str, max_connections: int | None = None) -> Redis:
+def redis_client(settings: Settings, name: str, max_connections: int | None = None) -> AsyncRedis:
     """An asyncio client for ``settings.redis_url`` that owns its pool; connects lazily.
 
     ``max_connections=None`` leaves the pool unbounded (the worker holds one or
-    two connections); a number bounds it and makes callers wait for a free one.
+    two connections); a number bounds it and makes callers wait for a free one
+    (on a cluster: bounds each node's pool, see the module doc).
     """
     options = _connection_options(settings, name) | {"retry": redis_retry(settings)}
+    if settings.redis_cluster:
+        return RedisCluster.from_url(
+            settings.redis_url,
+            max_connections=max_connections or CLUSTER_MAX_CONNECTIONS,
+            **options,
+        )
     if max_connections is None:
         pool = ConnectionPool.from_url(settings.redis_url, **options)
     else:
@@ -63,6 +103,9 @@ def redis_client(settings: Settings, name: str, max_connections: int | None = No
     return Redis.from_pool(pool)
 
 
-def sync_redis_client(settings: Settings, name: str) -> redis.Redis:
+def sync_redis_client(settings: Settings, name: str) -> SyncRedis:
     """A blocking client with the same connection options, for jobs without an event loop."""
-    return redis.Redis.from_url(settings.redis_url, **_connection_options(settings, name))
+    options = _connection_options(settings, name)
+    if settings.redis_cluster:
+        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)

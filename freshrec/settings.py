@@ -140,6 +140,22 @@ class Settings:
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0", metadata=_doc("Redis URL for the lists.")
     )
+    redis_cluster: bool = field(
+        default=False,
+        metadata=_doc(
+            "Whether FRESHREC_REDIS_URL names a node of a Redis Cluster (any node: the "
+            "client finds the rest and follows slot moves and failovers); database 0 only."
+        ),
+    )
+    redis_wait_replicas: int = field(
+        default=0,
+        metadata=_doc(
+            "Replicas that must hold a batch's lists before the worker acks its events "
+            "(WAIT on each node written to): 1 with one replica per primary keeps every "
+            "list through a failover; 0 trusts the primary's answer.",
+            min=0,
+        ),
+    )
     key_prefix: str = field(
         default="freshrec:", metadata=_doc("Prefix of every Redis key freshrec writes.")
     )
@@ -544,6 +560,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"FRESHREC_REDIS_URL={s.redis_url!r} must start with redis://, rediss:// or unix://"
         )
+    if s.redis_cluster:
+        url = urlsplit(s.redis_url)
+        if url.scheme == "unix" or url.path.strip("/") not in ("", "0"):
+            raise ConfigError(
+                f"FRESHREC_REDIS_CLUSTER=true needs a redis:// or rediss:// URL of a node "
+                f"with database 0 (a cluster has no other); got {s.redis_url!r}"
+            )
     _validate_security(s)
     if s.api_default_k > s.api_max_k:
         raise ConfigError(

@@ -218,6 +218,113 @@ class RedisProcess(ChildService):
             client.close()
 
 
+class RedisClusterNode(RedisProcess):
+    """One redis-server of a cluster: cluster mode on, its node file in ``directory``."""
+
+    name = "redis cluster node"
+
+    def __init__(self, directory: Path, node_timeout_ms: int, port: int | None = None) -> None:
+        super().__init__(port=port, log_path=directory / "redis.log")
+        self.directory = directory
+        self.node_timeout_ms = node_timeout_ms
+        # the bus port defaults to port + 10000, past 65535 for a high free port
+        self.bus_port = free_port()
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(self.directory / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            "--cluster-port",
+            str(self.bus_port),
+            "--dir",
+            str(self.directory),
+        ]
+
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO section`` (or ``CLUSTER INFO`` for ``cluster``) as a dict."""
+        import redis
+
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=2)
+        try:
+            if section == "cluster":
+                raw = client.execute_command("CLUSTER INFO")
+                if isinstance(raw, dict):
+                    return {str(k): str(v) for k, v in raw.items()}
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            return {k: str(v) for k, v in client.info(section).items()}
+        finally:
+            client.close()
+
+
+class RedisClusterProcesses:
+    """A Redis Cluster on loopback: ``primaries`` primaries with one replica each.
+
+    Started with ``redis-cli --cluster create`` (slots spread evenly), ready
+    once every node reports ``cluster_state:ok``. Tests and benchmarks use it;
+    persistence is off, as for :class:`RedisProcess`. ``node_timeout_ms`` is
+    how long a silent primary takes to be failed over to its replica.
+    """
+
+    def __init__(self, directory: Path, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
+        self.nodes: list[RedisClusterNode] = []
+        for i in range(primaries * 2):
+            node_dir = directory / f"node-{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisClusterNode(node_dir, node_timeout_ms))
+
+    @property
+    def url(self) -> str:
+        """A URL of one node: the cluster client finds the others from it."""
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        try:
+            for node in self.nodes:
+                node.start(timeout_s)
+            redis_cli = shutil.which("redis-cli")
+            if redis_cli is None:
+                raise ConfigError("redis-cli not found: install it (apt-get install redis-tools)")
+            addresses = [f"{n.host}:{n.port}" for n in self.nodes]
+            done = subprocess.run(
+                [redis_cli, "--cluster", "create", *addresses,
+                 "--cluster-replicas", "1", "--cluster-yes"],
+                capture_output=True, text=True, timeout=timeout_s,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise ConfigError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+            wait_until(self.healthy, timeout_s, "the Redis Cluster's state ok on every node")
+        except BaseException:
+            self.stop()
+            raise
+
+    def alive(self) -> list[RedisClusterNode]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def healthy(self) -> bool:
+        """Every live node says ``cluster_state:ok``: all slots served, a failover done."""
+        import redis
+
+        try:
+            infos = [n.info("cluster") for n in self.alive()]
+        except redis.RedisError:  # a node still loading, or restarting: not ready yet
+            return False
+        return all(i.get("cluster_state") == "ok" for i in infos)
+
+    def primaries(self) -> list[RedisClusterNode]:
+        """The live nodes that are primaries now (a failover changes this)."""
+        return [n for n in self.alive() if n.info("replication").get("role") == "master"]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 # --- freshrec stack up / down ------------------------------------------------
 
 

@@ -17,12 +17,21 @@ stamped with the time it was produced, and reads the worker's
 write of the list that includes it) before and after, interpolating quantiles
 within buckets the way Prometheus' ``histogram_quantile`` does.
 
+Scaling out: a third phase runs two bare agents, then two workers, each pair
+in one consumer group of its own over the same backlog (the topics' partitions
+split between the two processes), timed the same way over the sum of the two
+counts. ``scale_ratio`` is two workers' events/s over one worker's, and
+``two_bare_scale_ratio`` the same for the bare agent: on a machine whose
+cores also run the broker and redis-server, the bare pair is the ceiling the
+worker pair can reach.
+
 The model is trained here on synthetic data (64 factors) so that
 the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
-"freshness_p50_ms", "freshness_p99_ms", ...}``.
+"freshness_p50_ms", "freshness_p99_ms", "two_workers_events_per_s", "scale_ratio",
+"two_bare_events_per_s", "two_bare_scale_ratio", ...}``.
 
-Run: ``python loadtests/bench_stream.py`` (about two minutes on two cores).
+Run: ``python loadtests/bench_stream.py`` (about three minutes on two cores).
 """
 
 from __future__ import annotations
@@ -128,7 +137,10 @@ def worker_metrics(port: int) -> dict[str, float]:
 
 
 def rate_to_count(
-    count: Callable[[], float], total: int, timeout_s: float, proc: subprocess.Popen[bytes]
+    count: Callable[[], float],
+    total: int,
+    timeout_s: float,
+    *procs: subprocess.Popen[bytes],
 ) -> float:
     """Events/s from the first poll that sees any events to the first that sees ``total``.
 
@@ -138,8 +150,9 @@ def rate_to_count(
     first: float | None = None
     first_seen = 0.0
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode}")
         try:
             seen = count()
         except OSError:
@@ -343,6 +356,33 @@ def main() -> int:
             args.timeout, "paced events processed",
         )
         after = worker_metrics(port)
+        worker.terminate()
+        worker.wait(30)
+
+        # Two processes in one group, on the same backlog: first the bare agent's
+        # pair (the ceiling), then the worker's. Each pair's group is new, so it
+        # reads the backlog from the start; the pair is started together so
+        # that both join the group's first generation.
+        def pair_rate(cmd: list[str], group: str, count_of: Callable[[Settings], float]) -> float:
+            pair = [settings.replace(app_id=group, worker_web_port=free_port()) for _ in range(2)]
+            started = [spawn(cmd, s, f"{group}-{i}.log") for i, s in enumerate(pair)]
+            per_s = rate_to_count(
+                lambda: sum(count_of(s) for s in pair), args.events, args.timeout, *started
+            )
+            for proc in started:
+                proc.terminate()
+            for proc in started:
+                proc.wait(30)
+            return per_s
+
+        def bare_count(s: Settings) -> float:
+            return float(json.loads(get(f"http://127.0.0.1:{s.worker_web_port}/count"))["count"])
+
+        def worker_count(s: Settings) -> float:
+            return worker_metrics(s.worker_web_port).get(f"{name}_count", 0.0)
+
+        two_bare_per_s = pair_rate([sys.executable, __file__, "--bare"], "bench-two", bare_count)
+        two_per_s = pair_rate([sys.executable, "-m", "cli", "worker"], "bench-two", worker_count)
         result = {
             "bench": "stream",
             "events": args.events,
@@ -353,6 +393,10 @@ def main() -> int:
             "freshness_p99_ms": round(quantile(0.99, before, after, name) * 1000, 1),
             "freshness_rate_per_s": rate,
             "freshness_events": sent,
+            "two_workers_events_per_s": round(two_per_s),
+            "scale_ratio": round(two_per_s / events_per_s, 3),
+            "two_bare_events_per_s": round(two_bare_per_s),
+            "two_bare_scale_ratio": round(two_bare_per_s / bare_per_s, 3),
             "users": args.users,
             "items": args.items,
             "batch_size": settings.batch_size,
@@ -362,7 +406,9 @@ def main() -> int:
         print(
             f"worker {events_per_s:,.0f} events/s, bare agent {bare_per_s:,.0f} events/s; "
             f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
-            f"p99 {result['freshness_p99_ms']} ms (logs in {work})"
+            f"p99 {result['freshness_p99_ms']} ms; two workers {two_per_s:,.0f} events/s "
+            f"(x{result['scale_ratio']}), two bare agents {two_bare_per_s:,.0f} events/s "
+            f"(x{result['two_bare_scale_ratio']}) (logs in {work})"
         )
         print(json.dumps(result))
     finally:

@@ -11,6 +11,11 @@ A thread renews the expiry every third of it. A job killed with SIGKILL frees
 the lock when the expiry runs out; a job that loses the lock (Redis flushed,
 or a pause longer than the expiry) learns so at :meth:`RetrainLock.ensure_held`,
 which the job calls before it publishes, and stops there.
+
+On a Redis Cluster the lock is one key, so every call goes to the primary of
+its slot; a failover of that primary within the expiry keeps the lock (the
+replica holds the key once replicated), and a renewal that meets the failover is retried at the
+next third of the expiry.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import threading
 import time
 from types import TracebackType
 
-import redis
 from redis.exceptions import LockError, RedisError
 
 from freshrec.errors import FreshrecError, TransientError
+from freshrec.redis_client import SyncRedis
 
 
 class LockedError(FreshrecError):
@@ -42,7 +47,7 @@ class LockedError(FreshrecError):
 class RetrainLock:
     """Context manager: acquire at enter (or raise :class:`LockedError`), renew, release."""
 
-    def __init__(self, client: redis.Redis, key: str, ttl_s: float) -> None:
+    def __init__(self, client: SyncRedis, key: str, ttl_s: float) -> None:
         self._client = client
         self.key = key
         self.ttl_s = ttl_s

@@ -137,7 +137,13 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     except (BadInputError, ConfigError, ValueError) as exc:
         summary |= {"outcome": "bad configuration", "message": str(exc)}
         code = EXIT_CONFIG
-    except (TransientError, ModelStoreError, OSError, redis.RedisError) as exc:
+    except (
+        TransientError,
+        ModelStoreError,
+        OSError,
+        redis.RedisError,
+        redis.exceptions.RedisClusterException,  # a cluster none of whose nodes answer
+    ) as exc:
         summary |= {"outcome": "transient fault", "message": str(exc)}
         code = EXIT_TRANSIENT
     summary["total_s"] = round(time.perf_counter() - started, 3)

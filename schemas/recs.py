@@ -22,6 +22,12 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     flushed loses it with the lists, so a worker that finds a token other than
     the one it saw last knows its lists are gone and writes them again. The
     API never reads it.
+``P epoch:{<tag>}``
+    On a Redis Cluster, one such token per primary: the lists are spread over
+    the primaries and one node can restart empty alone, so each primary holds
+    a token of its own, under the first hash tag (``0``, ``1``, ...) whose slot
+    it serves (:func:`epoch_key` with ``tag``). The worker's epoch is all of
+    them together.
 
 Model version ids sort lexicographically in creation order, which is what makes
 the ``order`` comparison mean "newer".
@@ -63,9 +69,10 @@ def popular_key(prefix: str) -> str:
     return f"{prefix}popular"
 
 
-def epoch_key(prefix: str) -> str:
-    """Redis key of the token that names the data Redis holds now (see the module doc)."""
-    return f"{prefix}epoch"
+def epoch_key(prefix: str, tag: str | None = None) -> str:
+    """Redis key of the token that names the data Redis holds now (see the module doc);
+    with ``tag``, one primary's token on a Redis Cluster."""
+    return f"{prefix}epoch" if tag is None else f"{prefix}epoch:{{{tag}}}"
 
 
 def order_token(newest_event_ts: int, model_version: str | None) -> str:

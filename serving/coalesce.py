@@ -16,15 +16,25 @@ A batch either succeeds command by command (a wrong-type key fails only its
 own request) or, on a connection error after the client's retries or when
 ``deadline_s`` passes (a builtin :class:`TimeoutError`), fails every request
 in it with that error. The deadline is one timer per batch, not per request.
+
+On a Redis Cluster the batch goes through redis-py's cluster pipeline instead,
+which splits it by the node owning each key's slot and sends every node its
+part at once: still one round trip per request (to the one node holding its
+user's key), and one per node per batch. A command that fails there fails its
+own request only (a node being failed over answers 503 for its users while
+the others are served); ``MOVED``/``ASK`` are followed by the pipeline, and a
+connection lost while sending makes it read the slot map again and resend.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
+
+from freshrec.redis_client import AsyncRedis
 
 #: ``HGET <key> <field>`` in RESP, the key's length and bytes and the packed field filled in.
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n%b"
@@ -33,7 +43,7 @@ _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n%b"
 class HgetCoalescer:
     """``await hget(key)`` for one field, batched with the other calls of the same loop turn."""
 
-    def __init__(self, client: aioredis.Redis, field: str, deadline_s: float) -> None:
+    def __init__(self, client: AsyncRedis, field: str, deadline_s: float) -> None:
         self.client = client
         self.field = field
         self._field = b"$%d\r\n%b\r\n" % (len(field.encode()), field.encode())
@@ -76,7 +86,7 @@ class HgetCoalescer:
             else:
                 future.set_result(reply)
 
-    async def _exchange(self, keys: list[str]) -> list[bytes | ResponseError | None]:
+    async def _exchange(self, keys: list[str]) -> list[bytes | RedisError | None]:
         """One ``HGET key field`` per key on one pooled connection, under the client's retry.
 
         What ``pipeline(transaction=False).execute(raise_on_error=False)`` does
@@ -87,23 +97,35 @@ class HgetCoalescer:
         the whole batch again), every reply read before the connection goes
         back, and an error reply (``WRONGTYPE``) is that command's result.
         """
+        if isinstance(self.client, RedisCluster):
+            return await self._cluster_exchange(self.client, keys)
         packed = b"".join([_HGET % (len(key), key, self._field) for key in map(str.encode, keys)])
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
-            replies: list[bytes | ResponseError | None] = await conn.retry.call_with_retry(
+            replies: list[bytes | RedisError | None] = await conn.retry.call_with_retry(
                 lambda: _roundtrip(conn, packed, len(keys)), lambda _error: conn.disconnect()
             )
             return replies
         finally:
             await pool.release(conn)
 
+    async def _cluster_exchange(
+        self, client: RedisCluster, keys: list[str]
+    ) -> list[bytes | RedisError | None]:
+        """The batch on a cluster: one pipeline, split by node, each command's error its own."""
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.execute_command("HGET", key, self.field)
+            replies: list[bytes | RedisError | None] = await pipe.execute(raise_on_error=False)
+        return replies
+
 
 async def _roundtrip(
     conn: AbstractConnection, packed: bytes, count: int
-) -> list[bytes | ResponseError | None]:
+) -> list[bytes | RedisError | None]:
     await conn.send_packed_command(packed)
-    replies: list[bytes | ResponseError | None] = []
+    replies: list[bytes | RedisError | None] = []
     for _ in range(count):
         try:
             replies.append(await conn.read_response())

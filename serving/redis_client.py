@@ -14,9 +14,7 @@ user has no list and the cached fallback has expired).
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
-from freshrec.redis_client import redis_client
+from freshrec.redis_client import AsyncRedis, redis_client
 from freshrec.redis_retry import backoff_delays
 from freshrec.settings import Settings
 
@@ -29,7 +27,7 @@ def read_deadline_s(settings: Settings) -> float:
     return pool_wait + attempts * per_attempt + sum(backoff_delays(settings))
 
 
-def make_redis(settings: Settings) -> aioredis.Redis:
+def make_redis(settings: Settings) -> AsyncRedis:
     """An asyncio client for ``settings.redis_url`` that owns its bounded pool; connects lazily."""
     return redis_client(
         settings, "freshrec-api", max_connections=settings.api_redis_max_connections

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from freshrec.errors import TransientError
+from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis
 from freshrec.settings import Settings
 from schemas.recs import DATA_FIELD, popular_key, user_key
 from serving.coalesce import HgetCoalescer
@@ -38,7 +36,7 @@ class CorruptList(Exception):
 class RecsStore:
     """The lists of one key prefix, read through one client."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings, deadline_s: float) -> None:
+    def __init__(self, client: AsyncRedis, settings: Settings, deadline_s: float) -> None:
         self.deadline_s = deadline_s
         self.reader = HgetCoalescer(client, DATA_FIELD, deadline_s)
         self.prefix = settings.key_prefix
@@ -65,7 +63,7 @@ class RecsStore:
         except TimeoutError as exc:
             REDIS_ERRORS.labels("deadline").inc()
             raise TransientError(f"Redis did not answer within {self.deadline_s:.2f}s") from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except TRANSIENT_ERRORS as exc:  # down, or a cluster failing a node over
             REDIS_ERRORS.labels("unavailable").inc()
             raise TransientError(f"Redis cannot be reached: {type(exc).__name__}") from exc
         except ResponseError as exc:

@@ -167,13 +167,15 @@ class WorkerMetrics:
         self.model_created = Gauge(
             "freshrec_model_created_timestamp_seconds",
             "When the model version this worker uses was trained (0: no model yet); "
-            "its age is what the model-age alert watches.", registry=r,
+            "its age is what the model-age alert watches.",
+            registry=r,
         )
         self.consumer_lag = Gauge(
             "freshrec_worker_consumer_lag",
             "Messages on an assigned event partition that this worker has not processed yet "
             "(high watermark minus the next offset to process), set at each scrape.",
-            ["topic", "partition"], registry=r,
+            ["topic", "partition"],
+            registry=r,
         )
         self.partitions_held = Gauge(
             "freshrec_worker_partitions_held",

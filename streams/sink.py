@@ -13,9 +13,30 @@ server ``SCRIPT EXISTS`` before every pipeline and packs each call through
 several layers. A server that lost its script cache (a restart) answers
 ``NOSCRIPT``; the script is then loaded and the pipeline resent.
 
+On a Redis Cluster (``FRESHREC_REDIS_CLUSTER``) the same pipeline goes
+through redis-py's cluster pipeline, which splits it by the node that owns
+each key's slot and sends every node its part at once, on one connection
+each: a batch costs one round trip per node it touches. Each node runs the
+script for its own keys (scripts are loaded on every primary after a
+``NOSCRIPT``, which a promoted replica answers too). A node that stops
+answering mid-batch fails the pipeline; the client reads the slot map again
+and the whole pipeline is resent (every call is idempotent), under the
+client's retries and then the worker's policy, until the failover is done.
+
+With ``FRESHREC_REDIS_WAIT_REPLICAS`` = n > 0 the pipeline ends, on every node
+it wrote to, with ``WAIT n`` on the same connection: the batch counts as
+written (and its events are acked) only once n replicas hold its lists, so a
+primary killed right after answering cannot take acknowledged lists with it
+(Redis replicates asynchronously). Fewer replicas within the wait than the
+node has connected is a transient fault, retried like a dropped connection; a
+node with fewer replicas than n (a replica promoted after its primary died) is
+held to those it has, and each batch waits the whole timeout there until a
+replica is back.
+
 The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
 storing a fresh one when it is missing, by which the worker notices a Redis
-that lost its data.
+that lost its data; on a cluster, one token per primary, since one node can
+lose its data alone.
 
 Connection faults and timeouts become :class:`~freshrec.errors.TransientError`
 and are retried here with the worker's policy; the whole pipeline is resent,
@@ -28,10 +49,10 @@ import uuid
 from collections.abc import Sequence
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from freshrec.errors import TransientError
-from freshrec.redis_client import redis_client
+from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.recs import (
@@ -69,14 +90,17 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
-_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
 
 class RedisSink:
     """Writes and deletes users' lists under the configured key prefix."""
 
-    def __init__(self, settings: Settings, retry: RetryPolicy, client: Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, retry: RetryPolicy, client: AsyncRedis | None = None
+    ) -> None:
         self._prefix = settings.key_prefix
+        self._wait_replicas = settings.redis_wait_replicas
+        # WAIT blocks the connection: keep it well inside the socket timeout
+        self._wait_ms = max(1, int(settings.redis_socket_timeout_s * 1000 / 2))
         # The client's own retry rides over a dropped connection in one command;
         # longer outages are the worker's RetryPolicy's job.
         self._client = client or redis_client(settings, "freshrec-worker")
@@ -98,25 +122,75 @@ class RedisSink:
         async def attempt() -> int:
             try:
                 try:
-                    results = await send()
+                    results, targets = await send()
                 except redis.exceptions.NoScriptError:
                     await self._client.script_load(_COMPARE_AND_SET)
-                    results = await send()
-            except _TRANSIENT as exc:
+                    results, targets = await send()
+                waited = results[len(payload) + len(deletes) :]
+                for node, reached in zip(targets, waited, strict=True):
+                    await self._check_replicas(node, int(reached))
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return sum(int(r) for r in results[: len(payload)])
 
-        async def send() -> list[int]:
+        async def send() -> tuple[list[int], list[ClusterNode | None]]:
+            targets = await self._wait_targets([key for key, _, _ in payload] + deletes)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
-                if deletes:
-                    pipe.delete(*deletes)
+                for key in deletes:  # one key per command: a cluster has them on several nodes
+                    command("DEL", key)
+                for node in targets:
+                    if node is None:
+                        command("WAIT", self._wait_replicas, self._wait_ms)
+                    else:
+                        command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
                 results: list[int] = await pipe.execute()
-                return results
+                return results, targets
 
         return await self._retry.call_async(attempt)
+
+    async def _wait_targets(self, keys: list[str]) -> list[ClusterNode | None]:
+        """Where a ``WAIT`` goes after writing ``keys``: nowhere when no replica is awaited,
+        the one connection (None) on one server, each node owning one of them on a cluster.
+
+        The cluster pipeline sends a node's commands in order on one connection,
+        so the ``WAIT`` there covers that node's writes.
+        """
+        if not self._wait_replicas:
+            return []
+        if not isinstance(self._client, RedisCluster):
+            return [None]
+        await self._client.initialize()  # the slot map (a no-op once known)
+        nodes: dict[str, ClusterNode] = {}
+        for key in keys:
+            node = self._client.get_node_from_key(key)
+            if node is not None:
+                nodes[node.name] = node
+        return list(nodes.values())
+
+    async def _check_replicas(self, node: ClusterNode | None, reached: int) -> None:
+        """Raise :class:`TransientError` when fewer replicas than wanted, and than the node
+        has, acknowledged the write.
+
+        A primary with fewer connected replicas than ``redis_wait_replicas`` (its
+        replica died, or it is a replica just promoted) is held to those it has:
+        waiting for a replica that is not there would stop the worker until one
+        is, while the lists are as safe as that primary can make them.
+        """
+        if reached >= self._wait_replicas:
+            return
+        if node is None:
+            info = await self._client.info("replication")
+        else:
+            info = await self._client.info("replication", target_nodes=node)
+        connected = int(info.get("connected_slaves", 0))
+        if reached < min(self._wait_replicas, connected):
+            raise TransientError(
+                f"redis write reached {reached} of {connected} connected replicas "
+                f"within {self._wait_ms} ms"
+            )
 
     async def stored_orders(self, users: Sequence[str]) -> list[str | None]:
         """The ``order`` token of each user's stored list (None where there is none), in one
@@ -131,7 +205,7 @@ class RedisSink:
                     for key in keys:
                         pipe.hget(key, ORDER_FIELD)
                     results: list[bytes | None] = await pipe.execute()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis read failed: {exc}") from exc
             return [None if r is None else r.decode() for r in results]
 
@@ -145,7 +219,7 @@ class RedisSink:
                 written = await self._script(
                     keys=[popular_key(self._prefix)], args=[recs.order, encode(recs)]
                 )
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return bool(written)
 
@@ -155,19 +229,46 @@ class RedisSink:
         """The token naming the data Redis holds now, and whether this call stored it.
 
         One script call (``GET``, and ``SET`` when the key is missing), retried
-        like the writes. See ``P epoch`` in :mod:`schemas.recs`.
+        like the writes. See ``P epoch`` in :mod:`schemas.recs`. On a cluster,
+        one call per primary, each on that primary's own token; the tokens
+        joined are the epoch, so a single node that restarted empty changes it.
         """
         fresh = uuid.uuid4().hex
 
-        async def attempt() -> str:
+        async def attempt() -> list[str]:
             try:
-                stored: bytes = await self._epoch(keys=[epoch_key(self._prefix)], args=[fresh])
-            except _TRANSIENT as exc:
+                keys = await self._epoch_keys()
+                stored: list[bytes] = [await self._epoch(keys=[key], args=[fresh]) for key in keys]
+            except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis epoch check failed: {exc}") from exc
-            return stored.decode()
+            return [token.decode() for token in stored]
 
-        token = await self._retry.call_async(attempt)
-        return token, token == fresh
+        tokens = await self._retry.call_async(attempt)
+        return ",".join(tokens), fresh in tokens
+
+    async def _epoch_keys(self) -> list[str]:
+        """The epoch key, or on a cluster each primary's: the first tag whose slot it serves.
+
+        The tag follows the slot map: a failover keeps it (the promoted
+        replica serves the same slots, and holds the token), a reshard that
+        moves a primary's first tagged slot away makes that primary's token new
+        once, and the workers write their lists again, as after a loss.
+        """
+        if not isinstance(self._client, RedisCluster):
+            return [epoch_key(self._prefix)]
+        await self._client.initialize()
+        # the primaries that serve slots (a node just added serves none yet)
+        slots = self._client.nodes_manager.slots_cache.values()
+        primaries = {nodes[0].name for nodes in slots if nodes}
+        keys: dict[str, str] = {}
+        tag = 0
+        while len(keys) < len(primaries):
+            key = epoch_key(self._prefix, str(tag))
+            node = self._client.get_node_from_key(key)
+            if node is not None and node.name in primaries:
+                keys.setdefault(node.name, key)
+            tag += 1
+        return sorted(keys.values())
 
     async def close(self) -> None:
         await self._client.aclose()

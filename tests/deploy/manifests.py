@@ -12,8 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-#: Every kustomization ops may apply.
-TARGETS = ("base", "overlays/dev", "overlays/prod")
+#: Every kustomization ops may apply (the examples too).
+TARGETS = ("base", "overlays/dev", "overlays/prod", "examples/retrain-spark")
 #: The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
 KUBERNETES_VERSION = "1.31.0"
 #: Kinds whose pods run until stopped (probes are required there).

@@ -97,3 +97,12 @@ def test_worker_and_api_bind_loopback_by_default() -> None:
     s = Settings.from_env({})
     assert (s.worker_web_host, s.api_host) == ("127.0.0.1", "127.0.0.1")
     assert Settings.from_env({"FRESHREC_WORKER_WEB_HOST": "0.0.0.0"}).worker_web_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:7000/1", "unix:///run/redis.sock"])
+def test_a_cluster_url_names_a_node_with_database_zero(url: str) -> None:
+    """redis-py refuses another database on a cluster, late and in its own words."""
+    with pytest.raises(ConfigError, match="database 0"):
+        Settings.from_env({"FRESHREC_REDIS_URL": url, "FRESHREC_REDIS_CLUSTER": "true"})
+    cluster = {"FRESHREC_REDIS_URL": "redis://10.0.0.5:7000", "FRESHREC_REDIS_CLUSTER": "1"}
+    assert Settings.from_env(cluster).redis_cluster

@@ -156,3 +156,14 @@ def test_unreachable_redis_is_a_transient_error_after_the_policy_gives_up(
     dead = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_retries=0)
     with pytest.raises(TransientError, match="redis write failed"):
         write(dead, [recs("u1", 1, None)])
+
+
+def test_waiting_for_replicas_holds_a_primary_to_those_it_has(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A replica promoted after its primary's death has no replica of its own: the worker
+    stopped with exit 75 there (``WAIT 1`` answered 0 at every retry) until the first
+    cluster test's primary came back. The session's Redis has no replica either."""
+    waiting = settings.replace(redis_wait_replicas=1, redis_socket_timeout_s=0.2)
+    assert write(waiting, [recs("u1", 200, "v1", "new")], forget=("gone",)) == 1
+    assert stored(redis_client, settings, "u1").items[0].item == "new"

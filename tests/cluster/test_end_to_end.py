@@ -1,0 +1,120 @@
+"""A real worker and a real API on a real Redis Cluster, through a primary's SIGKILL.
+
+``freshrec worker`` writes the lists of users spread over every primary,
+``freshrec api`` serves each of them; then one primary is killed with SIGKILL
+while events keep coming, its replica is promoted, and afterwards every user's
+list holds every event and the API serves them all: no list lost. The batch
+pipelines wait for one replica (``FRESHREC_REDIS_WAIT_REPLICAS=1``), so what
+the killed primary had acknowledged was already on the replica that took over.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.cluster
+
+from freshrec.redis_client import sync_redis_client
+from freshrec.settings import Settings
+from freshrec.stack import RedisClusterProcesses, free_port, wait_until
+from schemas.recs import decode, user_key
+from tests.streams.worker import BASE_TS, WorkerProcess, publish, publish_model, synthetic, watch
+from tests.test_end_to_end import get_json
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+USERS = [f"viewer-{i}" for i in range(40)]
+
+
+@pytest.fixture
+def e2e_settings(cluster_settings: Settings, topics: list[str]) -> Settings:
+    return cluster_settings.replace(
+        worker_web_port=free_port(),
+        api_port=free_port(),
+        broker_session_timeout_s=2.0,
+        broker_heartbeat_interval_s=0.3,
+        broker_commit_interval_s=0.5,
+        model_poll_interval_s=0.3,
+        batch_max_wait_s=0.05,
+    )
+
+
+@pytest.fixture
+def api(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env.update(e2e_settings.as_env())
+    with open(tmp_path / "api.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "api"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://{e2e_settings.api_host}:{e2e_settings.api_port}"
+    try:
+        wait_until(lambda: get_json(base + "/healthz")[0] == 200, 30, "the API")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def stored_ts(client: redis.cluster.RedisCluster, settings: Settings) -> dict[str, int | None]:
+    """Each user's newest event time in the list the cluster holds (None: no list)."""
+    out: dict[str, int | None] = {}
+    for user in USERS:
+        raw = client.hget(user_key(settings.key_prefix, user), "data")
+        out[user] = None if raw is None else decode(raw).updated_at
+    return out
+
+
+def served_ts(api: str) -> dict[str, object]:
+    """Each user's ``updated_at`` as the API serves it (the status when not 200)."""
+    out: dict[str, object] = {}
+    for user in USERS:
+        status, body = get_json(f"{api}/recs/{user}?k=5")
+        out[user] = body["updated_at"] if status == 200 and body["source"] == "personal" else status
+    return out
+
+
+def test_lists_survive_a_primary_killed_mid_run(
+    e2e_settings: Settings, api: str, redis_cluster: RedisClusterProcesses, tmp_path: Path
+) -> None:
+    s = e2e_settings
+    client = sync_redis_client(s, "test-reader")
+    assert isinstance(client, redis.cluster.RedisCluster)
+    keys = [user_key(s.key_prefix, u) for u in USERS]
+    owners = {client.get_node_from_key(k).port for k in keys}
+    assert len(owners) == 3, "the users' lists should be spread over every primary"
+
+    publish_model(s, synthetic())
+    worker = WorkerProcess(s, tmp_path / "worker.log").start()
+    try:
+        first = [watch(f"a-{u}", u, "item-3", BASE_TS + 1) for u in USERS]
+        publish(s, first)
+        want = {u: BASE_TS + 1 for u in USERS}
+        worker.wait_for(lambda: stored_ts(client, s) == want, 60, "every list in the cluster")
+        wait_until(lambda: served_ts(api) == want, 30, "the API serving every list")
+
+        victim = next(n for n in redis_cluster.primaries() if n.port in owners)
+        victim.kill()  # SIGKILL: no shutdown, no goodbye to the cluster
+        # events keep coming while its slots have no primary
+        for step in range(2, 5):
+            publish(s, [watch(f"{step}-{u}", u, f"item-{step + 3}", BASE_TS + step) for u in USERS])
+        want = {u: BASE_TS + 4 for u in USERS}
+        wait_until(redis_cluster.healthy, 30, "the replica promoted (cluster_state ok)")
+        assert victim.port not in {n.port for n in redis_cluster.primaries()}
+        worker.wait_for(lambda: stored_ts(client, s) == want, 60, "every list after the failover")
+        wait_until(lambda: served_ts(api) == want, 30, "the API serving every list again")
+        assert worker.alive, worker.log_tail()
+    finally:
+        worker.stop()
+        client.close()
+        # the killed node rejoins as a replica, so the next test finds a whole cluster
+        if dead := [n for n in redis_cluster.nodes if n not in redis_cluster.alive()]:
+            for node in dead:
+                node.start()
+            wait_until(redis_cluster.healthy, 30, "the killed node back as a replica")

@@ -1,0 +1,178 @@
+"""The Redis layer against a real Redis Cluster: the sink, the API's coalesced reads, the lock.
+
+Keys of many users land on every primary, so each test crosses nodes: the
+sink's one pipeline per batch is split by node, the compare-and-set script
+runs on each node for its own keys, the coalesced ``HGET`` batch is answered by
+several nodes, and the retrain lock lives on the primary of its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+import redis.cluster
+
+from freshrec.backoff import NoBackoff
+from freshrec.errors import TransientError
+from freshrec.redis_client import redis_client, sync_redis_client
+from freshrec.retry import RetryPolicy
+from freshrec.settings import Settings
+from freshrec.stack import RedisClusterProcesses
+from models.lock import LockedError, RetrainLock
+from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
+from serving.coalesce import HgetCoalescer
+from streams.lists import UserList
+from streams.sink import RedisSink
+
+pytestmark = pytest.mark.integration
+
+USERS = [f"user-{i}" for i in range(60)]
+
+
+def user_list(user: str, ts: int, data: bytes) -> UserList:
+    return UserList(user=user, order=order_token(ts, "v1"), data=data)
+
+
+@pytest.fixture
+def cluster_client(cluster_settings: Settings) -> redis.cluster.RedisCluster:
+    client = sync_redis_client(cluster_settings, "test")
+    assert isinstance(client, redis.cluster.RedisCluster)
+    return client
+
+
+def nodes_holding(client: redis.cluster.RedisCluster, keys: list[str]) -> set[str]:
+    return {client.get_node_from_key(key).name for key in keys}
+
+
+def test_a_batch_is_written_per_node_and_never_rolled_back(
+    cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
+) -> None:
+    keys = [user_key(cluster_settings.key_prefix, u) for u in USERS]
+    assert len(nodes_holding(cluster_client, keys)) == 3  # the batch crosses every primary
+
+    async def scenario() -> tuple[int, int, int]:
+        sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
+        try:
+            first = await sink.write([user_list(u, 10, b"new-" + u.encode()) for u in USERS])
+            # an older batch (a replay, a zombie) changes nothing, on any node
+            stale = await sink.write([user_list(u, 5, b"old") for u in USERS])
+            # a script cache lost on every node (restarts): loaded again, then written
+            cluster_client.script_flush()  # every primary
+            again = await sink.write([user_list(u, 11, b"newer") for u in USERS[:30]],
+                                     forget=USERS[30:])  # fmt: skip
+            return first, stale, again
+        finally:
+            await sink.close()
+
+    assert asyncio.run(scenario()) == (60, 0, 30)
+    for user in USERS[:30]:
+        stored = cluster_client.hmget(user_key(cluster_settings.key_prefix, user),
+                                      [ORDER_FIELD, DATA_FIELD])  # fmt: skip
+        assert stored == [order_token(11, "v1").encode(), b"newer"]
+    assert not any(cluster_client.exists(key) for key in keys[30:])
+
+
+def test_the_epoch_token_is_one_key_on_a_cluster(cluster_settings: Settings) -> None:
+    async def scenario() -> tuple[tuple[str, bool], tuple[str, bool]]:
+        sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
+        try:
+            return await sink.epoch(), await sink.epoch()
+        finally:
+            await sink.close()
+
+    (first, stored), (second, stored_again) = asyncio.run(scenario())
+    assert stored and not stored_again and first == second
+
+
+def test_the_coalesced_reads_of_one_loop_turn_are_answered_by_every_node(
+    cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
+) -> None:
+    """The API's batch of HGETs (serving/coalesce.py) on a cluster: each request its own list."""
+    for user in USERS:
+        cluster_client.hset(user_key(cluster_settings.key_prefix, user), DATA_FIELD, user)
+    cluster_client.set(user_key(cluster_settings.key_prefix, "wrong-type"), "a string")
+
+    async def scenario() -> list[object]:
+        client = redis_client(cluster_settings, "test-api", max_connections=8)
+        reader = HgetCoalescer(client, DATA_FIELD, deadline_s=5.0)
+        try:
+            keys = [user_key(cluster_settings.key_prefix, u) for u in [*USERS, "nobody"]]
+            keys.append(user_key(cluster_settings.key_prefix, "wrong-type"))
+            return await asyncio.gather(*(reader.hget(k) for k in keys), return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    *lists, missing, wrong = asyncio.run(scenario())
+    assert lists == [u.encode() for u in USERS]
+    assert missing is None
+    assert isinstance(wrong, redis.exceptions.ResponseError) and "WRONGTYPE" in str(wrong)
+
+
+def test_one_retrain_at_a_time_on_a_cluster(cluster_settings: Settings) -> None:
+    key = f"{cluster_settings.key_prefix}retrain-lock"
+    first = sync_redis_client(cluster_settings, "retrain-a")
+    second = sync_redis_client(cluster_settings, "retrain-b")
+    with RetrainLock(first, key, ttl_s=5.0) as held:
+        with pytest.raises(LockedError) as refused, RetrainLock(second, key, ttl_s=5.0):
+            pass
+        assert refused.value.holder == held.holder
+        held.ensure_held()
+    with RetrainLock(second, key, ttl_s=5.0):  # released at exit
+        pass
+
+
+def test_a_batch_no_replica_acknowledged_is_not_written(
+    cluster_settings: Settings,
+    cluster_client: redis.cluster.RedisCluster,
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """With FRESHREC_REDIS_WAIT_REPLICAS=1 a batch counts as written only once a replica holds
+    it: a replica that stops acknowledging (SIGSTOP, as a hung host) fails the write as
+    transient, so its events are not acked; once it answers again the batch goes through."""
+    key = user_key(cluster_settings.key_prefix, "paused")
+    primary = cluster_client.get_node_from_key(key)
+    replica_port = int(cluster_client.info("replication", target_nodes=primary)["slave0"]["port"])
+    (replica,) = [n for n in redis_cluster.nodes if n.port == replica_port]
+    assert replica.proc is not None
+    once = RetryPolicy(NoBackoff(), max_attempts=1)
+
+    async def write_one() -> int:
+        sink = RedisSink(cluster_settings.replace(redis_socket_timeout_s=0.4), once)
+        try:
+            return await sink.write([user_list("paused", 10, b"x")])
+        finally:
+            await sink.close()
+
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(TransientError, match="reached 0 of 1 connected replicas"):
+            asyncio.run(write_one())
+    finally:
+        replica.proc.send_signal(signal.SIGCONT)
+    assert asyncio.run(write_one()) == 1
+
+
+def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
+    cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
+) -> None:
+    """Each primary holds a token of its own: one node restarted empty (here: flushed) while
+    the others kept theirs, and the one cluster-wide key lived elsewhere, went unnoticed."""
+
+    async def epoch() -> tuple[str, bool]:
+        sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
+        try:
+            return await sink.epoch()
+        finally:
+            await sink.close()
+
+    first, stored = asyncio.run(epoch())
+    assert stored and len(first.split(",")) == 3  # one token per primary
+    assert asyncio.run(epoch()) == (first, False)
+    lost = cluster_client.get_primaries()[1]
+    cluster_client.flushall(target_nodes=lost)
+    after, stored = asyncio.run(epoch())
+    assert stored and after != first
+    # the first call stored one fresh token on every node; the two untouched ones keep it
+    assert after.split(",").count(first.split(",")[0]) == 2
