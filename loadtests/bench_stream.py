@@ -47,9 +47,9 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from freshrec.kafka_producer import producer_config  # noqa: E402
 from freshrec.settings import Settings  # noqa: E402
 from freshrec.stack import BrokerProcess, RedisProcess, free_port, wait_until  # noqa: E402
-from streams.publisher import producer_config  # noqa: E402
 
 #: Event timestamps of the backlog start here (2025-01-01); the paced phase uses the clock.
 BASE_TS = 1_735_689_600_000
@@ -201,8 +201,12 @@ def publish_model(settings: Settings, n_items: int) -> None:
 def event(n: int, users: int, items: int, rng: np.random.Generator, ts: int) -> tuple[bytes, bytes]:
     user = f"u{int(rng.integers(users))}"
     doc = {
-        "type": "watch", "event_id": f"e{n}", "user_id": user,
-        "item_id": f"item-{int(rng.integers(items))}", "watched_s": 900.0, "duration_s": 1800.0,
+        "type": "watch",
+        "event_id": f"e{n}",
+        "user_id": user,
+        "item_id": f"item-{int(rng.integers(items))}",
+        "watched_s": 900.0,
+        "duration_s": 1800.0,
         "ts": ts,
     }
     return user.encode(), orjson.dumps(doc)
@@ -251,7 +255,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument(
-        "--rate", type=int, default=0,
+        "--rate",
+        type=int,
+        default=0,
         help="events/s of the freshness phase; 0 (default): half the measured worker throughput",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness phase")
@@ -316,7 +322,9 @@ def main() -> int:
         port = settings.worker_web_port
         worker = spawn([sys.executable, "-m", "cli", "worker"], settings, "worker.log")
         events_per_s = rate_to_count(
-            lambda: worker_metrics(port).get(f"{name}_count", 0.0), args.events, args.timeout,
+            lambda: worker_metrics(port).get(f"{name}_count", 0.0),
+            args.events,
+            args.timeout,
             worker,
         )
 
@@ -333,14 +341,16 @@ def main() -> int:
         total += paced(WARM_UP_S, args.users, args.items, total)
         wait_until(
             lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout, "warm-up processed",
+            args.timeout,
+            "warm-up processed",
         )
         before = worker_metrics(port)
         sent = paced(args.seconds, args.users, args.items, total)
         total += sent
         wait_until(
             lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout, "paced events processed",
+            args.timeout,
+            "paced events processed",
         )
         after = worker_metrics(port)
         result = {
