@@ -20,7 +20,8 @@ within buckets the way Prometheus' ``histogram_quantile`` does.
 The model is trained here on synthetic data (64 factors) so that
 the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
-"freshness_p50_ms", "freshness_p99_ms", ...}``.
+"freshness_p50_ms", "freshness_p99_ms", ...}``; the raw series the plots are
+drawn from go to ``loadtests/results/stream.series.json``.
 
 Run: ``python loadtests/bench_stream.py`` (about two minutes on two cores).
 """
@@ -45,6 +46,9 @@ import orjson
 from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The raw series the plots are drawn from: events counted over time, and the freshness
+#: histogram's buckets (cumulative counts, from its Prometheus scrapes) of the paced phase.
+SERIES = ROOT / "loadtests" / "results" / "stream.series.json"
 sys.path.insert(0, str(ROOT))
 
 from freshrec.kafka_producer import producer_config  # noqa: E402
@@ -128,11 +132,17 @@ def worker_metrics(port: int) -> dict[str, float]:
 
 
 def rate_to_count(
-    count: Callable[[], float], total: int, timeout_s: float, proc: subprocess.Popen[bytes]
+    count: Callable[[], float],
+    total: int,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes],
+    samples: list[list[float]] | None = None,
 ) -> float:
     """Events/s from the first poll that sees any events to the first that sees ``total``.
 
     The events already counted at the first poll are left out with its time.
+    Each poll's ``[seconds since the first count, events counted]`` goes into
+    ``samples`` when given (the events/s-over-time plot).
     """
     deadline = time.monotonic() + timeout_s
     first: float | None = None
@@ -147,6 +157,8 @@ def rate_to_count(
         now = time.monotonic()
         if seen > 0 and first is None:
             first, first_seen = now, seen
+        if samples is not None and first is not None:
+            samples.append([round(now - first, 3), seen])
         if seen >= total:
             assert first is not None
             if now - first < 0.5:
@@ -321,11 +333,13 @@ def main() -> int:
         name = "freshrec_worker_freshness_seconds"
         port = settings.worker_web_port
         worker = spawn([sys.executable, "-m", "cli", "worker"], settings, "worker.log")
+        counted: list[list[float]] = []
         events_per_s = rate_to_count(
             lambda: worker_metrics(port).get(f"{name}_count", 0.0),
             args.events,
             args.timeout,
             worker,
+            counted,
         )
 
         # Freshness is a property of a worker that keeps up: by default the
@@ -373,6 +387,20 @@ def main() -> int:
             f"worker {events_per_s:,.0f} events/s, bare agent {bare_per_s:,.0f} events/s; "
             f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
             f"p99 {result['freshness_p99_ms']} ms (logs in {work})"
+        )
+        prefix = f"{name}_bucket|"
+        SERIES.parent.mkdir(parents=True, exist_ok=True)
+        SERIES.write_text(
+            json.dumps(
+                {
+                    "events_counted_over_time": counted,
+                    "freshness_buckets_s": sorted(
+                        [float(k[len(prefix) :]), after[k] - before.get(k, 0.0)]
+                        for k in after
+                        if k.startswith(prefix)
+                    ),
+                }
+            )
         )
         print(json.dumps(result))
     finally:
