@@ -164,6 +164,9 @@ def only_queries_that_serialise_apart(context: Any, query: dict[str, Any] | None
 
 
 @schema.parametrize()
+# POST /events's newline-delimited body is documented as a string, which no schema can say is
+# lines of events; the fuzz covers the JSON array body, tests/serving/test_events.py the lines.
+@pytest.mark.filterwarnings("ignore:Skipped test cases with unsupported payload media types")
 @hypothesis.settings(
     max_examples=40, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
 )
