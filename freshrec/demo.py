@@ -21,6 +21,13 @@ of the ways it failed them:
   stopped before a new one starts, which is safe only because the lock is held.
 * **Each run has its own logs**: ``worker.log`` and ``api.log`` in the state
   directory are started afresh.
+
+Once the visitor's list is shown, the demo says where the page is (``/`` on
+the API) and keeps a gentle stream of synthetic ``watch`` events going through
+``POST /events`` (one every ``--live-interval-s``; ``--no-live-events`` turns
+it off), so the page moves by itself. The synthetic items get readable names:
+the demo writes ``catalog.jsonl`` in the state directory and the API shows
+titles from it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,6 +51,7 @@ from types import FrameType
 from typing import IO, Any
 
 from freshrec import stack
+from freshrec.argtypes import positive_float
 from freshrec.errors import FreshrecError
 from freshrec.settings import Settings
 
@@ -57,6 +66,77 @@ POLL_INTERVAL_S = 0.2
 STOP_TIMEOUT_S = 10.0
 #: The short search ``./dev run`` trains with: the demo should start in seconds.
 TRAIN_ARGS = ("train", "--format", "synthetic", "--publish", "--tune-budget-s", "10")
+#: The synthetic data set's items and planted clusters (``freshrec train``'s defaults): item
+#: ``item-<i>`` is in cluster ``i % CLUSTERS``, and ``item-<c>`` is its cluster's most popular.
+SYNTHETIC_ITEMS = 500
+CLUSTERS = 8
+#: What each cluster is called in the catalog, and the words the titles are made of.
+GENRES = (
+    "space opera",
+    "film noir",
+    "comedy",
+    "nature documentary",
+    "horror",
+    "romance",
+    "western",
+    "animation",
+)
+_ADJECTIVES = [
+    "Silent",
+    "Crimson",
+    "Hidden",
+    "Last",
+    "Golden",
+    "Broken",
+    "Distant",
+    "Burning",
+    "Frozen",
+    "Midnight",
+    "Electric",
+    "Lonely",
+    "Wild",
+    "Secret",
+    "Falling",
+    "Iron",
+    "Velvet",
+    "Quiet",
+    "Restless",
+    "Paper",
+    "Hollow",
+    "Bright",
+    "Endless",
+    "Northern",
+    "Lucky",
+]
+_NOUNS = [
+    "Harbor",
+    "Orbit",
+    "Garden",
+    "Signal",
+    "Empire",
+    "Highway",
+    "Lantern",
+    "Canyon",
+    "Echo",
+    "Station",
+    "Meadow",
+    "Frontier",
+    "Mirror",
+    "Voyage",
+    "Island",
+    "Circus",
+    "Horizon",
+    "Citadel",
+    "Orchard",
+    "Reef",
+    "Summit",
+    "Tide",
+    "Carnival",
+    "Archive",
+    "Comet",
+]
+#: The users of ``examples/events.jsonl``, whom the live events keep busy.
+VISITORS = tuple(f"visitor-{n}" for n in range(1, 9))
 
 
 class DemoError(FreshrecError):
@@ -169,6 +249,61 @@ def check_port_free(what: str, host: str, port: int, setting: str) -> None:
             ) from None
 
 
+def write_catalog(path: Path, n_items: int = SYNTHETIC_ITEMS) -> None:
+    """A JSON-lines catalog naming the synthetic items: a title each, the cluster's genre as tag."""
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(n_items):
+            adjective = _ADJECTIVES[i % len(_ADJECTIVES)]
+            noun = _NOUNS[i // len(_ADJECTIVES) % len(_NOUNS)]
+            title = f"The {adjective} {noun}"
+            entry = {"id": f"item-{i}", "title": title, "tags": [GENRES[i % CLUSTERS]]}
+            out.write(json.dumps(entry) + "\n")
+
+
+@dataclass
+class LiveEvents:
+    """A gentle stream of plausible ``watch`` events through ``POST /events``.
+
+    Each visitor has a favourite cluster; an event is one of that cluster's
+    items, popular ones more often, and now and then another cluster's, so the
+    visitors' lists drift the way a person's would.
+    """
+
+    url: str
+    rng: random.Random = field(default_factory=lambda: random.Random(15))
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self.favourite = {v: self.rng.randrange(CLUSTERS) for v in VISITORS}
+
+    def next_event(self) -> dict[str, Any]:
+        user = self.rng.choice(VISITORS)
+        cluster = self.favourite[user] if self.rng.random() < 0.8 else self.rng.randrange(CLUSTERS)
+        rank = min(int(self.rng.paretovariate(1.2)) - 1, SYNTHETIC_ITEMS // CLUSTERS - 1)
+        self.sent += 1
+        return {
+            "type": "watch",
+            "event_id": f"demo-{os.getpid()}-{self.sent}",
+            "user_id": user,
+            "item_id": f"item-{cluster + CLUSTERS * rank}",
+            "watched_s": round(self.rng.uniform(600, 5400), 1),
+            "duration_s": 5400,
+            "ts": int(time.time() * 1000),
+        }
+
+    def send_one(self) -> None:
+        """POST one event; a failure is reported on standard error and the stream goes on."""
+        body = json.dumps([self.next_event()]).encode()
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15):
+                pass
+        except OSError as exc:
+            print(f"freshrec demo: a live event was not taken ({exc})", file=sys.stderr)
+
+
 def _freshrec(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
@@ -234,6 +369,9 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
         "FRESHREC_DATA_DIR": os.environ.get("FRESHREC_DATA_DIR", str(state_dir / "worker")),
         "FRESHREC_API_PORT": str(settings.api_port),
     }
+    catalog = state_dir / "catalog.jsonl"
+    write_catalog(catalog)
+    env.setdefault("FRESHREC_API_CATALOG", str(catalog))
     trained = subprocess.run(_freshrec(*TRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
     if trained.returncode != 0:
         raise DemoError(f"training the first model failed (exit code {trained.returncode})")
@@ -246,15 +384,27 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     if published.returncode != 0:
         raise DemoError(f"publishing {args.events} failed (exit code {published.returncode})")
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
-    url = f"http://{host}:{settings.api_port}/recs/{args.user}?k=5"
+    url = f"http://{host}:{settings.api_port}/recs/{args.user}?k=5&fields=title"
     body = wait_personal(url, sup, PERSONAL_LIST_TIMEOUT_S)
     print(f"GET {url}\n{json.dumps(body, indent=2)}")
+    base = f"http://{host}:{settings.api_port}"
+    print(f"\nthe page: {base}/#{args.user}  (pick a user, click an item to watch it)")
+    live = None if args.no_live_events else LiveEvents(f"{base}/events")
+    if live is not None:
+        print(
+            f"sending a synthetic watch event every {args.live_interval_s:g}s to {base}/events "
+            "so the page moves by itself (--no-live-events turns it off)"
+        )
     print(
         f"worker and API are running (logs in {state_dir}/); Ctrl-C stops them and the stack",
         flush=True,
     )
+    next_event = time.monotonic() + args.live_interval_s
     while True:
         sup.check()
+        if live is not None and time.monotonic() >= next_event:
+            live.send_one()
+            next_event = time.monotonic() + args.live_interval_s
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -283,5 +433,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--user", default="visitor-1", help="whose list to show (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-live-events",
+        action="store_true",
+        help="do not send the gentle stream of synthetic watch events once the list is shown",
+    )
+    parser.add_argument(
+        "--live-interval-s",
+        type=positive_float,
+        default=1.5,
+        help="seconds between two synthetic watch events (default: %(default)s)",
     )
     parser.set_defaults(func=run)

@@ -460,6 +460,35 @@ class Settings:
         ),
     )
 
+    api_events_max_bytes: int = field(
+        default=1_048_576,
+        metadata=_doc(
+            "Largest body `POST /events` accepts, in bytes; a larger one is a 413.",
+            min=4096,
+        ),
+    )
+    api_events_max_count: int = field(
+        default=1000,
+        metadata=_doc(
+            "Most events one `POST /events` may carry; more is a 413 (send several requests).",
+            min=1,
+        ),
+    )
+    api_catalog: str = field(
+        default="",
+        metadata=_doc(
+            "Item catalog the API shows titles from (`?fields=title`, the page at `/`): "
+            "MovieLens `u.item`, or CSV or JSON lines of `id,title,tags`; empty: ids only.",
+        ),
+    )
+    api_page_poll_s: float = field(
+        default=1.0,
+        metadata=_doc(
+            "How often the page at `/` asks for the shown user's list again, in seconds.",
+            min=0.1,
+        ),
+    )
+
     log_level: str = field(
         default="INFO",
         metadata=_doc(

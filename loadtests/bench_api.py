@@ -25,13 +25,27 @@ from the API workers it measures. redis-benchmark is single-threaded too.
 ``api_cpu_us_per_request`` is the CPU time (user + system) the API workers
 used during the wrk run divided by the requests answered: unlike requests/s
 it hardly depends on what else the machine is doing, so it is the figure to
-compare between changes. Last stdout line: one JSON object
-(docs/ENGINEERING.md, Benchmarks).
+compare between changes.
+
+3. Events over HTTP, after the reads (so the read figures are measured before
+   any producer exists): a broker is started (``freshrec stack``'s), and the
+   same ``--events`` valid ``watch`` events are sent twice, each way measured
+   until the broker acknowledged the last one: ``POST /events`` in batches of
+   ``--batch`` (100) over ``--post-connections`` connections
+   (``events_post_per_s``), and the Python publisher straight to the broker
+   (``Publisher.publish_many``, ``publisher_events_per_s``). Goal:
+   ``events_post_ratio`` = events_post_per_s / publisher_events_per_s >= 0.5.
+
+Last stdout line: one JSON object (docs/ENGINEERING.md, Benchmarks). The raw
+series the plots are drawn from (wrk's latency percentiles, the API's requests
+counted each second) go to ``loadtests/results/api.series.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import random
@@ -40,14 +54,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from freshrec.stack import LOOPBACK, RedisProcess, free_port, wait_until
+from freshrec.settings import Settings
+from freshrec.stack import LOOPBACK, BrokerProcess, RedisProcess, free_port, wait_until
 from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SERIES = ROOT / "loadtests" / "results" / "api.series.json"
 
 PREFIX = "bench:"
 CATALOG = 20_000
@@ -71,11 +92,14 @@ function request()
 end
 function done(summary, latency, requests)
   local e = summary.errors
+  local p = {}
+  for i = 1, 199 do p[#p + 1] = string.format("%%d", latency:percentile(i / 2)) end
+  p[#p + 1] = string.format("%%d", latency:percentile(99.9))
   io.write(string.format(
     "WRK_JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
-    "\\"p99_us\\": %%d, \\"errors\\": %%d}\\n",
+    "\\"p99_us\\": %%d, \\"errors\\": %%d, \\"percentiles_us\\": [%%s]}\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
+    e.connect + e.read + e.write + e.status + e.timeout, table.concat(p, ",")))
 end
 """
 
@@ -133,10 +157,18 @@ def get_json(url: str) -> dict[str, object]:
         return doc
 
 
-def start_api(redis_url: str, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_api(
+    redis_url: str, port: int, workers: int, log: Path, bootstrap: str
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
     env.update(
-        FRESHREC_REDIS_URL=redis_url, FRESHREC_KEY_PREFIX=PREFIX, FRESHREC_LOG_LEVEL="WARNING"
+        FRESHREC_REDIS_URL=redis_url,
+        FRESHREC_KEY_PREFIX=PREFIX,
+        FRESHREC_LOG_LEVEL="WARNING",
+        FRESHREC_BOOTSTRAP_SERVERS=bootstrap,
+        FRESHREC_TOPIC_WATCH=BENCH_TOPICS["topic_watch"],
+        FRESHREC_TOPIC_RATE=BENCH_TOPICS["topic_rate"],
+        FRESHREC_TOPIC_FORGET=BENCH_TOPICS["topic_forget"],
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log, "wb") as out:
@@ -168,6 +200,126 @@ def start_api(redis_url: str, port: int, workers: int, log: Path) -> subprocess.
     return proc
 
 
+#: The topics the events part produces to (created before the API starts producing).
+BENCH_TOPICS = {
+    "topic_watch": "bench-api-watch",
+    "topic_rate": "bench-api-rate",
+    "topic_forget": "bench-api-forget",
+    "topic_dead_letter": "bench-api-dlq",
+}
+
+
+class RequestCounter:
+    """Samples the API's ``freshrec_api_requests_total`` once a second: throughput over time."""
+
+    def __init__(self, base: str) -> None:
+        self.url = f"{base}/metrics"
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url, timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "freshrec_api_requests"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels.get("route") == "/recs/{user}"
+        )
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.samples.append((round(time.monotonic() - started, 3), self._count()))
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> RequestCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def per_second(self) -> list[list[float]]:
+        """[seconds since start, requests/s over the interval before] per sample."""
+        out = []
+        for (t0, c0), (t1, c1) in pairwise(self.samples):
+            out.append([t1, round((c1 - c0) / max(t1 - t0, 1e-9), 1)])
+        return out
+
+
+def bench_events(
+    base: str, settings: Settings, events: int, batch: int, connections: int
+) -> dict[str, Any]:
+    """events/s through ``POST /events`` and through the publisher, the same events each way."""
+    import aiohttp
+    import orjson
+
+    from streams.publisher import Publisher
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    now = int(time.time() * 1000)
+    docs = [
+        {
+            "type": "watch",
+            "event_id": f"bench-{n}",
+            "user_id": USER_FORMAT.format(n % 10_000),
+            "item_id": f"item-{(n * 7919) % CATALOG}",
+            "watched_s": 1200.0,
+            "duration_s": 3600.0,
+            "ts": now + n,
+        }
+        for n in range(events)
+    ]
+    bodies = [orjson.dumps(docs[i : i + batch]) for i in range(0, events, batch)]
+
+    async def post_all() -> tuple[float, int]:
+        queue = list(reversed(bodies))
+        accepted = 0
+        headers = {"Content-Type": "application/json"}
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections)
+        ) as session:
+            # one warm-up request: the API's producer is made on the first POST
+            async with session.post(f"{base}/events", data=bodies[0], headers=headers) as r:
+                assert r.status == 200, await r.text()
+
+            async def poster() -> None:
+                nonlocal accepted
+                while queue:
+                    body = queue.pop()
+                    async with session.post(f"{base}/events", data=body, headers=headers) as r:
+                        answer = await r.json()
+                        assert r.status == 200, answer
+                        accepted += answer["accepted"]
+
+            started = time.perf_counter()
+            await asyncio.gather(*(poster() for _ in range(connections)))
+            return time.perf_counter() - started, accepted
+
+    post_s, accepted = asyncio.run(post_all())
+    assert accepted == events, (accepted, events)
+
+    with Publisher(settings) as publisher:
+        publisher.publish_many(docs[:batch])  # the same warm-up: connect first
+        started = time.perf_counter()
+        report = publisher.publish_many(docs)
+        publish_s = time.perf_counter() - started
+    assert report.sent == events and not report.rejected
+    return {
+        "events_post_per_s": round(events / post_s),
+        "publisher_events_per_s": round(events / publish_s),
+        "events_post_ratio": round((events / post_s) / (events / publish_s), 3),
+    }
+
+
 def worker_pids(api: subprocess.Popen[bytes]) -> list[int]:
     """The API's worker processes (children running spawn_main, not the resource tracker)."""
     children = Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split()
@@ -187,7 +339,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def run_wrk(
     wrk: str, script: Path, url: str, connections: int, duration: int, threads: int
-) -> dict[str, int]:
+) -> dict[str, Any]:
     done = subprocess.run(
         [
             wrk,
@@ -210,7 +362,7 @@ def run_wrk(
     )
     for line in done.stdout.splitlines():
         if line.startswith("WRK_JSON "):
-            figures: dict[str, int] = json.loads(line.removeprefix("WRK_JSON "))
+            figures: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
             return figures
     sys.exit(f"bench_api: no figures in wrk's output:\n{done.stdout}\n{done.stderr}")
 
@@ -263,6 +415,11 @@ def main() -> None:
     parser.add_argument(
         "--redis-requests", type=int, default=500_000, help="reads redis-benchmark makes"
     )
+    parser.add_argument("--events", type=int, default=50_000, help="events sent each way")
+    parser.add_argument("--batch", type=int, default=100, help="events per POST /events")
+    parser.add_argument(
+        "--post-connections", type=int, default=8, help="concurrent POST /events requests"
+    )
     args = parser.parse_args()
     wrk = require("wrk", "apt-get install wrk")
     redis_benchmark = require("redis-benchmark", "apt-get install redis-tools")
@@ -271,6 +428,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         srv = RedisProcess(log_path=tmp / "redis.log")
         srv.start()
+        broker = BrokerProcess(log_path=tmp / "broker.log")
+        broker.start()
         api: subprocess.Popen[bytes] | None = None
         try:
             client = redis.Redis(host=srv.host, port=srv.port)
@@ -284,7 +443,7 @@ def main() -> None:
             client.close()
 
             port = free_port()
-            api = start_api(srv.url, port, args.workers, tmp / "api.log")
+            api = start_api(srv.url, port, args.workers, tmp / "api.log", broker.bootstrap_servers)
             base = f"http://{LOOPBACK}:{port}"
             probe = get_json(f"{base}/recs/{USER_FORMAT.format(args.users - 1)}?k={args.k}")
             assert probe["source"] == "personal", probe
@@ -295,7 +454,8 @@ def main() -> None:
             run_wrk(wrk, script, base, args.connections, min(2, args.duration), threads)  # warm-up
             workers = worker_pids(api) if args.workers > 1 else [api.pid]
             cpu_before = cpu_seconds(workers)
-            figures = run_wrk(wrk, script, base, args.connections, args.duration, threads)
+            with RequestCounter(base) as counter:
+                figures = run_wrk(wrk, script, base, args.connections, args.duration, threads)
             cpu_us = (cpu_seconds(workers) - cpu_before) * 1e6 / max(1, figures["requests"])
             rps = figures["requests"] / (figures["duration_us"] / 1e6)
             p50_ms, p99_ms = figures["p50_us"] / 1000, figures["p99_us"] / 1000
@@ -303,11 +463,19 @@ def main() -> None:
             redis_rps = run_redis_benchmark(
                 redis_benchmark, srv.port, args.users, args.connections, args.redis_requests
             )
+            events = bench_events(
+                base,
+                Settings(bootstrap_servers=broker.bootstrap_servers).replace(**BENCH_TOPICS),
+                args.events,
+                args.batch,
+                args.post_connections,
+            )
         finally:
             if api is not None and api.poll() is None:
                 api.send_signal(signal.SIGTERM)
                 api.wait(60)
             srv.stop()
+            broker.stop()
 
     print(
         f"API workers           {args.workers}, wrk {threads} thread(s) {args.connections} "
@@ -322,6 +490,24 @@ def main() -> None:
         f"{args.connections} connections)"
     )
     print(
+        f"POST /events          {events['events_post_per_s']:12,.0f} events/s   (batches of "
+        f"{args.batch}, {args.post_connections} connections, acknowledged by the broker)"
+    )
+    print(
+        f"publisher             {events['publisher_events_per_s']:12,.0f} events/s   "
+        f"(Publisher.publish_many, the same {args.events:,} events)"
+    )
+    SERIES.parent.mkdir(parents=True, exist_ok=True)
+    SERIES.write_text(
+        json.dumps(
+            {
+                "latency_percentiles": [i / 2 for i in range(1, 200)] + [99.9],
+                "latency_us": figures["percentiles_us"],
+                "requests_per_s_over_time": counter.per_second(),
+            }
+        )
+    )
+    print(
         json.dumps(
             {
                 "bench": "api",
@@ -331,6 +517,7 @@ def main() -> None:
                 "redis_benchmark_gets_per_s": round(redis_rps),
                 "ratio": round(rps / redis_rps, 3),
                 "api_cpu_us_per_request": round(cpu_us),
+                **events,
             }
         )
     )

@@ -29,7 +29,8 @@ The model is trained here on synthetic data (64 factors) so that
 the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
 "freshness_p50_ms", "freshness_p99_ms", "two_workers_events_per_s", "scale_ratio",
-"two_bare_events_per_s", "two_bare_scale_ratio", ...}``.
+"two_bare_events_per_s", "two_bare_scale_ratio", ...}``; the raw series the plots are
+drawn from go to ``loadtests/results/stream.series.json``.
 
 Run: ``python loadtests/bench_stream.py`` (about three minutes on two cores).
 """
@@ -54,11 +55,14 @@ import orjson
 from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The raw series the plots are drawn from: events counted over time, and the freshness
+#: histogram's buckets (cumulative counts, from its Prometheus scrapes) of the paced phase.
+SERIES = ROOT / "loadtests" / "results" / "stream.series.json"
 sys.path.insert(0, str(ROOT))
 
+from freshrec.kafka_producer import producer_config  # noqa: E402
 from freshrec.settings import Settings  # noqa: E402
 from freshrec.stack import BrokerProcess, RedisProcess, free_port, wait_until  # noqa: E402
-from streams.publisher import producer_config  # noqa: E402
 
 #: Event timestamps of the backlog start here (2025-01-01); the paced phase uses the clock.
 BASE_TS = 1_735_689_600_000
@@ -141,10 +145,13 @@ def rate_to_count(
     total: int,
     timeout_s: float,
     *procs: subprocess.Popen[bytes],
+    samples: list[list[float]] | None = None,
 ) -> float:
     """Events/s from the first poll that sees any events to the first that sees ``total``.
 
     The events already counted at the first poll are left out with its time.
+    Each poll's ``[seconds since the first count, events counted]`` goes into
+    ``samples`` when given (the events/s-over-time plot).
     """
     deadline = time.monotonic() + timeout_s
     first: float | None = None
@@ -160,6 +167,8 @@ def rate_to_count(
         now = time.monotonic()
         if seen > 0 and first is None:
             first, first_seen = now, seen
+        if samples is not None and first is not None:
+            samples.append([round(now - first, 3), seen])
         if seen >= total:
             assert first is not None
             if now - first < 0.5:
@@ -214,8 +223,12 @@ def publish_model(settings: Settings, n_items: int) -> None:
 def event(n: int, users: int, items: int, rng: np.random.Generator, ts: int) -> tuple[bytes, bytes]:
     user = f"u{int(rng.integers(users))}"
     doc = {
-        "type": "watch", "event_id": f"e{n}", "user_id": user,
-        "item_id": f"item-{int(rng.integers(items))}", "watched_s": 900.0, "duration_s": 1800.0,
+        "type": "watch",
+        "event_id": f"e{n}",
+        "user_id": user,
+        "item_id": f"item-{int(rng.integers(items))}",
+        "watched_s": 900.0,
+        "duration_s": 1800.0,
         "ts": ts,
     }
     return user.encode(), orjson.dumps(doc)
@@ -264,7 +277,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument(
-        "--rate", type=int, default=0,
+        "--rate",
+        type=int,
+        default=0,
         help="events/s of the freshness phase; 0 (default): half the measured worker throughput",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness phase")
@@ -328,9 +343,13 @@ def main() -> int:
         name = "freshrec_worker_freshness_seconds"
         port = settings.worker_web_port
         worker = spawn([sys.executable, "-m", "cli", "worker"], settings, "worker.log")
+        counted: list[list[float]] = []
         events_per_s = rate_to_count(
-            lambda: worker_metrics(port).get(f"{name}_count", 0.0), args.events, args.timeout,
+            lambda: worker_metrics(port).get(f"{name}_count", 0.0),
+            args.events,
+            args.timeout,
             worker,
+            samples=counted,
         )
 
         # Freshness is a property of a worker that keeps up: by default the
@@ -346,14 +365,16 @@ def main() -> int:
         total += paced(WARM_UP_S, args.users, args.items, total)
         wait_until(
             lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout, "warm-up processed",
+            args.timeout,
+            "warm-up processed",
         )
         before = worker_metrics(port)
         sent = paced(args.seconds, args.users, args.items, total)
         total += sent
         wait_until(
             lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout, "paced events processed",
+            args.timeout,
+            "paced events processed",
         )
         after = worker_metrics(port)
         worker.terminate()
@@ -409,6 +430,20 @@ def main() -> int:
             f"p99 {result['freshness_p99_ms']} ms; two workers {two_per_s:,.0f} events/s "
             f"(x{result['scale_ratio']}), two bare agents {two_bare_per_s:,.0f} events/s "
             f"(x{result['two_bare_scale_ratio']}) (logs in {work})"
+        )
+        prefix = f"{name}_bucket|"
+        SERIES.parent.mkdir(parents=True, exist_ok=True)
+        SERIES.write_text(
+            json.dumps(
+                {
+                    "events_counted_over_time": counted,
+                    "freshness_buckets_s": sorted(
+                        [float(k[len(prefix) :]), after[k] - before.get(k, 0.0)]
+                        for k in after
+                        if k.startswith(prefix)
+                    ),
+                }
+            )
         )
         print(json.dumps(result))
     finally:

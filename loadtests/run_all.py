@@ -6,10 +6,13 @@
     python loadtests/run_all.py --render [--only api --note "..."]  # re-render (and re-note) only
 
 Each benchmark prints, as its last stdout line, one JSON object
-``{"bench": NAME, ...}`` (docs/ENGINEERING.md, Benchmarks). This script runs each with its
-recorded command, keeps the newest result per benchmark in
-``loadtests/results.json`` (with the command, date and machine), and renders
-BENCHMARKS.md from it.
+``{"bench": NAME, ...}`` (docs/ENGINEERING.md, Benchmarks), and some write the
+raw series behind their figures to ``loadtests/results/NAME.series.json``. This
+script runs each with its recorded command, keeps the newest result per
+benchmark in ``loadtests/results.json`` (with the command, date and machine),
+draws the plots (``loadtests/plots.py``: PNG files in ``loadtests/results/``,
+each from whatever results and series exist) and renders BENCHMARKS.md, which
+embeds them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from plots import draw_all
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results.json"
@@ -46,12 +51,18 @@ BENCHES: dict[str, tuple[list[str], str]] = {
     "api": (
         ["python", "loadtests/bench_api.py"],
         "ratio = API requests/s / redis-benchmark GETs/s; goal >= 0.25, "
-        ">= 5,000 req/s, p99 < 50 ms",
+        ">= 5,000 req/s, p99 < 50 ms; events_post_ratio = POST /events events/s (batches of "
+        "100, broker-acknowledged) / the Python publisher's events/s, same events; goal >= 0.5",
     ),
     "retrain": (
         ["python", "loadtests/bench_retrain.py"],
         "ratio_untuned = (retrain total_s - tune_s) / implicit's own fit on the same matrix; "
         "goal <= 2; snapshot_interactions_per_s goal >= 500,000",
+    ),
+    "quality": (
+        ["python", "loadtests/bench_quality.py"],
+        "ndcg_ratio = the model's nDCG@k / the popular baseline's on the same split "
+        "(freshrec evaluate, Microsoft Recommenders' definitions); goal > 1",
     ),
     "history": (
         ["python", "loadtests/bench_history.py"],
@@ -84,7 +95,9 @@ def run(name: str) -> dict[str, object]:
     }
 
 
-def render(results: dict[str, dict[str, object]]) -> str:
+def render(
+    results: dict[str, dict[str, object]], plots: dict[str, list[tuple[str, Path]]] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -115,6 +128,9 @@ def render(results: dict[str, dict[str, object]]) -> str:
         if notes:
             lines.append("")
             lines.append(str(notes))
+        for title, path in (plots or {}).get(name, []):
+            lines.append("")
+            lines.append(f"![{title}]({path.relative_to(ROOT).as_posix()})")
         lines.append("")
     return "\n".join(lines)
 
@@ -144,7 +160,7 @@ def main() -> None:
                 results[name]["notes"] = args.note
             print(json.dumps(results[name]["figures"]), flush=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    REPORT.write_text(render(results))
+    REPORT.write_text(render(results, draw_all(results)))
 
 
 if __name__ == "__main__":

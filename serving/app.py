@@ -5,6 +5,11 @@ its ``cleanup_ctx`` opens the Redis client when the app starts and closes it
 (with its pool) when the app shuts down, after in-flight requests finished.
 Tests run it in-process; :mod:`serving.server` runs it in worker processes.
 
+``POST /events`` produces through a Kafka producer made on its first use and
+closed by a second ``cleanup_ctx`` (:mod:`serving.events`); the page for people
+is at ``/`` (:mod:`serving.page`). The item catalog, when configured, is read
+here, before the app starts, so a bad file fails ``freshrec api`` at once.
+
 Middlewares, outermost first: :mod:`serving.middleware` (counts and times
 every request with the status the client gets, and turns every failure into a
 JSON body), then the bearer check when a token is set.
@@ -12,27 +17,25 @@ JSON body), then the bearer check when a token is set.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from freshrec.settings import Settings
+from serving import catalog
 from serving.auth import bearer_middleware
 from serving.context import API, ApiContext
+from serving.errors import retry_after_s
+from serving.events import handle_events, producer_lifetime
 from serving.health import handle_healthz, handle_readyz
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
+from serving.page import handle_page
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
 from serving.store import RecsStore
-
-
-def retry_after_s(settings: Settings) -> int:
-    """What a 503 tells clients to wait: our own longest backoff, in whole seconds (at least 1)."""
-    return max(1, math.ceil(settings.retry_backoff_cap_s))
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -40,10 +43,14 @@ def create_app(settings: Settings) -> web.Application:
     middlewares: list[Middleware] = [serving_middleware(retry_after_s(settings))]
     if settings.api_token:
         middlewares.append(bearer_middleware(settings.api_token))
-    app = web.Application(middlewares=middlewares)
-    app[API] = ApiContext(settings=settings)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.api_events_max_bytes)
+    items = catalog.load(settings.api_catalog) if settings.api_catalog else catalog.Catalog()
+    app[API] = ApiContext(settings=settings, catalog=items)
     app.cleanup_ctx.append(_redis_lifetime)
+    app.cleanup_ctx.append(producer_lifetime)
     app.router.add_get("/recs/{user}", handle_recs)
+    app.router.add_post("/events", handle_events)
+    app.router.add_get("/", handle_page)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)

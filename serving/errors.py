@@ -13,12 +13,15 @@ traces and library messages never reach the client.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from freshrec.errors import TransientError
+from freshrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,28 +30,57 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    413: "too_large",
 }
 
 
+def retry_after_s(settings: Settings) -> int:
+    """What a 503 tells clients to wait: our own longest backoff, in whole seconds (at least 1)."""
+    return max(1, math.ceil(settings.retry_backoff_cap_s))
+
+
+def retry_after_header(settings: Settings) -> dict[str, str]:
+    return {"Retry-After": str(retry_after_s(settings))}
+
+
 class ApiError(Exception):
-    """A request the API refuses: ``status`` and a ``message`` the client can act on."""
+    """A request the API refuses: ``status`` and a ``message`` the client can act on.
+
+    ``extra`` goes into the body beside ``error`` (``POST /events`` puts each
+    event's outcome there).
+    """
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> web.Response:
     """The JSON error body every failing route answers with."""
-    body = orjson.dumps({"error": {"status": status, "code": code, "message": message}})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    doc: dict[str, Any] = {"error": {"status": status, "code": code, "message": message}}
+    if extra:
+        doc.update(extra)
+    return web.Response(
+        status=status, body=orjson.dumps(doc), content_type="application/json", headers=headers
+    )
 
 
 def failure_response(
@@ -61,7 +93,7 @@ def failure_response(
     non-error exceptions (redirects, ``status < 400``) are raised again.
     """
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
     if isinstance(exc, TransientError):
         return error_response(503, "unavailable", str(exc), retry_after)
     if isinstance(exc, web.HTTPException):

@@ -79,6 +79,12 @@ SERVED = Counter(
     "Lists answered by GET /recs, by source: personal or popular (the fallback).",
     ["source"],
 )
+EVENTS = Counter(
+    "freshrec_api_events_total",
+    "Events received by POST /events, by outcome: accepted (acknowledged by the broker), "
+    "rejected (invalid, with the reason in the answer), failed (not acknowledged in time).",
+    ["outcome"],
+)
 
 UNMATCHED = "unmatched"
 

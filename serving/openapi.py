@@ -55,3 +55,30 @@ def _served(settings: Settings) -> bytes:
 
 async def handle_openapi(request: web.Request) -> web.Response:
     return web.Response(body=_served(request.app[API].settings), content_type="application/json")
+
+
+def event_component(event_type: str) -> dict[str, Any]:
+    """The event contract's JSON Schema file as an OpenAPI 3.0 schema object.
+
+    OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, and
+    the draft's ``$schema``/``$id`` have no place in it; nothing else changes.
+    A test holds the checked-in document's event schemas equal to this.
+    """
+    from schemas.validator import load_schema
+
+    schema = load_schema(event_type)  # type: ignore[arg-type]
+    out = {k: v for k, v in schema.items() if k not in ("$schema", "$id", "x-version")}
+    props: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        if "const" in prop:
+            prop["type"] = "string"
+            prop["enum"] = [prop.pop("const")]
+        if isinstance(prop.get("exclusiveMinimum"), (int, float)) and not isinstance(
+            prop.get("exclusiveMinimum"), bool
+        ):
+            prop["minimum"] = prop.pop("exclusiveMinimum")
+            prop["exclusiveMinimum"] = True
+        props[name] = prop
+    out["properties"] = props
+    return out

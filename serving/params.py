@@ -70,7 +70,9 @@ def parse_user(user: str) -> str:
 
 
 #: The query parameters of ``GET /recs/{user}``.
-QUERY_PARAMETERS = frozenset({"k", "exclude"})
+QUERY_PARAMETERS = frozenset({"k", "exclude", "fields"})
+#: What ``fields=`` may add to each item, from the item catalog.
+ITEM_FIELDS = ("title", "tags")
 
 
 def check_query(query: MultiMapping[str]) -> None:
@@ -123,6 +125,23 @@ def parse_exclude(values: Iterable[str]) -> frozenset[str]:
                 )
             excluded.add(item)
     return frozenset(excluded)
+
+
+def parse_fields(values: Iterable[str]) -> frozenset[str]:
+    """Catalog fields to add to each item (``fields=title,tags``); empty entries are ignored."""
+    wanted: set[str] = set()
+    for value in values:
+        for name in value.split(","):
+            if not name:
+                continue
+            if name not in ITEM_FIELDS:
+                raise ApiError(
+                    400,
+                    "bad_fields",
+                    f"unknown field {_preview(name)}; known: {', '.join(ITEM_FIELDS)}",
+                )
+            wanted.add(name)
+    return frozenset(wanted)
 
 
 def _preview(value: str, limit: int = 70) -> str:

@@ -27,9 +27,10 @@ import orjson
 from aiohttp import web
 
 from schemas.recs import Source, envelope, parse_head
+from serving.catalog import Catalog
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
-from serving.params import check_query, parse_exclude, parse_k, parse_user
+from serving.params import check_query, parse_exclude, parse_fields, parse_k, parse_user
 from serving.store import CorruptList, RecsStore
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,29 @@ async def handle_recs(request: web.Request) -> web.Response:
             check_query(query)
         k = parse_k(query.get("k"), settings.api_default_k, settings.api_max_k)
         exclude = parse_exclude(query.getall("exclude", ()))
+        fields = parse_fields(query.getall("fields", ()))
+        if fields:
+            body = with_fields(await answer(api.store, user, k, exclude), fields, api.catalog)
+            return web.Response(body=body, content_type="application/json")
     body = await answer(api.store, user, k, exclude)
     return web.Response(body=body, content_type="application/json")
+
+
+def with_fields(body: bytes, fields: frozenset[str], catalog: Catalog) -> bytes:
+    """The answer with each item's catalog ``fields`` (its id as title when the catalog does
+    not know it), and ``because_title`` beside ``because`` when titles are asked for.
+
+    Only requests that ask pay for it: the answer is parsed again and decorated.
+    """
+    doc = orjson.loads(body)
+    for item in doc["items"]:
+        if "title" in fields:
+            item["title"] = catalog.title(item["item"])
+            if "because" in item:
+                item["because_title"] = catalog.title(item["because"])
+        if "tags" in fields:
+            item["tags"] = list(catalog.tags(item["item"]))
+    return orjson.dumps(doc)
 
 
 #: A raw query string that is exactly ``k=<digits>``: parsing it as a whole

@@ -7,6 +7,10 @@ worker. A message that the broker has not acknowledged within
 ``FRESHREC_PUBLISH_TIMEOUT_S`` raises :class:`~freshrec.errors.DeliveryError`
 (sync) or fails the returned future (async); nothing is dropped quietly.
 
+The producer's settings (:func:`freshrec.kafka_producer.producer_config`) and
+the message an event becomes (:func:`schemas.wire.as_message`) are shared with
+the API's ``POST /events``, which may not import this package.
+
 Both forms take typed events (``schemas.events``), dicts or raw JSON bytes, and
 validate every one of them the same way, against the schema files: a typed
 event is a plain dataclass anyone can build with any values, so it is turned
@@ -26,48 +30,17 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from freshrec.errors import BadInputError, DeliveryError
-from freshrec.kafka_config import client_config
+from freshrec.kafka_producer import ACK_GRACE_S, POLL_INTERVAL_S, producer_config
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
-from streams.topics import event_types
+from schemas.wire import as_message
 
 EventLike = Event | Mapping[str, Any] | bytes | str
 
-#: The shortest socket timeout given to librdkafka, whatever ``publish_timeout_s``:
-#: below a second a busy broker's slow answer would drop and redial the connection.
-MIN_SOCKET_TIMEOUT_MS = 1000
-#: How much longer than ``publish_timeout_s`` a flush or an awaited send waits:
-#: librdkafka fails an unacknowledged message at ``message.timeout.ms``, and its
-#: delivery report (which says why) should arrive before our own timeout fires.
-ACK_GRACE_S = 1.0
 #: How long a send waits for room when librdkafka's local queue is full before
 #: trying again; delivery reports served meanwhile free the room.
 QUEUE_FULL_WAIT_S = 0.01
-#: How long the async publisher's poller blocks waiting for delivery reports; it
-#: also bounds how long :meth:`AsyncPublisher.close` waits for the poller to stop.
-POLL_INTERVAL_S = 0.05
-
-
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """The confluent-kafka settings every freshrec producer uses."""
-    timeout_ms = int(settings.publish_timeout_s * 1000)
-    config: dict[str, Any] = client_config(settings) | {
-        "acks": "all",
-        "enable.idempotence": True,
-        "message.timeout.ms": timeout_ms,
-        "socket.timeout.ms": max(timeout_ms, MIN_SOCKET_TIMEOUT_MS),
-        "linger.ms": settings.publish_linger_s * 1000,
-        "compression.type": "lz4",
-    }
-    config.update(extra)
-    return config
-
-
-def topic_for(settings: Settings, event_type: str) -> str:
-    """The topic that carries events of ``event_type`` (the inverse of ``event_types``)."""
-    topics: dict[str, str] = {kind: topic for topic, kind in event_types(settings).items()}
-    return topics[event_type]
 
 
 def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) -> bool:
@@ -76,13 +49,9 @@ def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) 
     The sync and async publishers differ only in how they wait for room (serving
     delivery reports, or yielding to the event loop while the poller does).
     """
+    topic, key, value = as_message(settings, ev)
     try:
-        producer.produce(
-            topic_for(settings, ev.type),
-            key=ev.user_id.encode(),
-            value=orjson.dumps(to_dict(ev)),
-            on_delivery=on_delivery,
-        )
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
     except BufferError:
         return False
     return True

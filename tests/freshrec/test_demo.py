@@ -7,6 +7,7 @@ bounded in time, in a state directory of their own, leaving nothing running.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from freshrec import stack
+from freshrec import demo, stack
 from freshrec.demo import ChildDied, DemoError, Supervisor, run_lock
 from freshrec.stack import free_port, wait_until
 
@@ -117,3 +118,28 @@ def test_supervisor_names_the_child_that_died_with_its_last_log_lines(tmp_path: 
     finally:
         supervisor.stop_all()
     assert sleeper.proc.poll() is not None
+
+
+def test_demo_catalog_names_every_synthetic_item_once(tmp_path: Path) -> None:
+    from serving.catalog import load
+
+    path = tmp_path / "catalog.jsonl"
+    demo.write_catalog(path)
+    catalog = load(path)
+    assert len(catalog) == demo.SYNTHETIC_ITEMS
+    titles = [entry.title for entry in catalog.entries.values()]
+    assert len(set(titles)) == len(titles)
+    assert catalog.tags("item-9") == (demo.GENRES[9 % demo.CLUSTERS],)
+
+
+def test_live_events_are_valid_watches_of_the_synthetic_items() -> None:
+    from schemas.events import WatchEvent
+    from schemas.validator import validate
+
+    live = demo.LiveEvents("http://127.0.0.1:1/events")
+    events = [live.next_event() for _ in range(200)]
+    for event in events:
+        assert isinstance(validate(json.dumps(event)), WatchEvent), event
+        assert 0 <= int(event["item_id"].removeprefix("item-")) < demo.SYNTHETIC_ITEMS
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert {e["user_id"] for e in events} == set(demo.VISITORS)

@@ -164,3 +164,47 @@ def live_api(settings: Settings, **changes: Any) -> Iterator[LiveApi]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+@dataclass
+class RunningSystem:
+    """A worker with a published model and the live API, sharing this test's settings."""
+
+    api: LiveApi
+    worker: Any  # tests.streams.worker.WorkerProcess
+    settings: Settings
+    items: list[str]
+
+
+@pytest.fixture
+def running_system(
+    settings: Settings, topics: list[str], tmp_path: Path
+) -> Iterator[RunningSystem]:
+    """A model published to the store, ``freshrec worker`` running it, and the API (page poll
+    every 0.5 s, a catalog naming the synthetic items): what ``./dev run`` runs, on the
+    session's broker and Redis."""
+    from tests.streams.worker import WorkerProcess, publish_model, synthetic
+
+    fast = settings.replace(
+        worker_web_port=free_port(),
+        broker_session_timeout_s=2.0,
+        broker_heartbeat_interval_s=0.3,
+        broker_commit_interval_s=0.5,
+        model_poll_interval_s=0.3,
+        batch_max_wait_s=0.02,
+        api_page_poll_s=0.5,
+    )
+    data = synthetic()
+    publish_model(fast, data)
+    items = list(data.log.items.ids)
+    catalog = tmp_path / "items.csv"
+    catalog.write_text(
+        "id,title,tags\n"
+        + "".join(f"{item},Film number {n},cluster-{n % 8}\n" for n, item in enumerate(items))
+    )
+    worker = WorkerProcess(fast, tmp_path / "worker.log").start()
+    try:
+        with live_api(fast, api_catalog=str(catalog)) as api:
+            yield RunningSystem(api, worker, api.settings, items)
+    finally:
+        worker.stop()

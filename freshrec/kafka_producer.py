@@ -1,0 +1,146 @@
+"""The producer every freshrec process sends with, and an asyncio form that awaits a batch's acks.
+
+Both the publisher site back-ends use (``streams.publisher``) and the API's
+``POST /events`` (``serving.events``) produce events; ``streams`` and
+``serving`` may not import each other, so what both need lives here, at the
+bottom: :func:`producer_config` (``acks=all``, idempotence, the publish
+timeout, every connection setting from :func:`freshrec.kafka_config.client_config`)
+and :class:`AsyncBatchProducer`. It knows nothing of events: it sends
+``(topic, key, value)`` messages and reports, per message, whether the broker
+acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from freshrec.kafka_config import client_config
+from freshrec.settings import Settings
+
+#: The shortest socket timeout given to librdkafka, whatever ``publish_timeout_s``:
+#: below a second a busy broker's slow answer would drop and redial the connection.
+MIN_SOCKET_TIMEOUT_MS = 1000
+#: How much longer than ``publish_timeout_s`` a flush or an awaited send waits:
+#: librdkafka fails an unacknowledged message at ``message.timeout.ms``, and its
+#: delivery report (which says why) should arrive before our own timeout fires.
+ACK_GRACE_S = 1.0
+#: How long the poller thread blocks waiting for delivery reports; it also bounds
+#: how long :meth:`AsyncBatchProducer.close` waits for the thread to stop.
+POLL_INTERVAL_S = 0.05
+
+#: One message: topic, key, value.
+Message3 = tuple[str, bytes, bytes]
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The confluent-kafka settings every freshrec producer uses."""
+    timeout_ms = int(settings.publish_timeout_s * 1000)
+    config: dict[str, Any] = client_config(settings) | {
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": timeout_ms,
+        "socket.timeout.ms": max(timeout_ms, MIN_SOCKET_TIMEOUT_MS),
+        "linger.ms": settings.publish_linger_s * 1000,
+        "compression.type": "lz4",
+    }
+    config.update(extra)
+    return config
+
+
+class _Batch:
+    """The outcome of one batch, filled in by librdkafka's delivery reports (poller thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.errors: list[str | None] = [None] * size
+        self.reported = [False] * size
+        self.remaining = size
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+
+    def settle(self, index: int, error: str | None) -> None:
+        """Record message ``index``'s outcome; the last one wakes the waiting coroutine once."""
+        with self._lock:
+            if self.reported[index]:
+                return
+            self.reported[index] = True
+            self.errors[index] = error
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def report(self, index: int) -> Any:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            self.settle(index, None if err is None else err.str())
+
+        return on_delivery
+
+
+class AsyncBatchProducer:
+    """Send a batch of messages from asyncio and learn, per message, whether the broker has it.
+
+    A background thread serves librdkafka's delivery reports; a batch wakes its
+    coroutine once, when its last report arrives (not once per message), so a
+    batch of a hundred costs the event loop one wake-up. Creating one does not
+    touch the network: librdkafka connects in the background, and a broker that
+    cannot be reached shows as failed messages after ``publish_timeout_s``.
+    """
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        self.settings = settings
+        self._producer = Producer(producer_config(settings, **config))
+        self._closed = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="freshrec-producer", daemon=True
+        )
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(POLL_INTERVAL_S)
+
+    async def send(self, messages: Sequence[Message3]) -> list[str | None]:
+        """Produce ``messages`` and wait for their acknowledgements.
+
+        Returns one entry per message: None when the broker acknowledged it, or
+        why it did not (librdkafka's reason, a full local queue, or no answer
+        within ``publish_timeout_s``). Never raises for a delivery failure.
+        """
+        if not messages:
+            return []
+        batch = _Batch(asyncio.get_running_loop(), len(messages))
+        for index, (topic, key, value) in enumerate(messages):
+            try:
+                self._producer.produce(topic, key=key, value=value, on_delivery=batch.report(index))
+            except BufferError:
+                batch.settle(index, "the producer's local queue is full")
+            except Exception as exc:  # KafkaException: an unknown topic, a message too large
+                batch.settle(index, str(exc))
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(batch.done), self.settings.publish_timeout_s + ACK_GRACE_S
+            )
+        except TimeoutError:
+            for index in range(len(messages)):
+                batch.settle(
+                    index,
+                    f"no acknowledgement from {self.settings.bootstrap_servers} within "
+                    f"{self.settings.publish_timeout_s:g}s",
+                )
+        return list(batch.errors)
+
+    async def close(self) -> None:
+        """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
+        await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join)

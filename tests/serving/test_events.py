@@ -1,0 +1,210 @@
+"""``POST /events`` against the real broker: per-event answers, only valid events produced.
+
+The app runs in-process (``api_client``); the topics are read back from the
+session's broker with ``streams.dlq.read_topic``, so "nothing invalid reaches
+a topic" is checked where it matters, in the topics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from freshrec.settings import Settings
+from freshrec.stack import free_port
+from schemas.validator import MAX_EVENT_BYTES
+from streams.dlq import read_topic
+from tests.serving.conftest import ApiClient
+from tests.streams.worker import rate, watch
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_763_870_000_000
+JSON = {"Content-Type": "application/json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def topic_messages(settings: Settings) -> dict[str, list[tuple[bytes | None, Any]]]:
+    """Every (key, parsed value) in the three event topics and the dead-letter topic."""
+    out: dict[str, list[tuple[bytes | None, Any]]] = {}
+    for topic in (
+        settings.topic_watch,
+        settings.topic_rate,
+        settings.topic_forget,
+        settings.topic_dead_letter,
+    ):
+        out[topic] = [
+            (m.key(), orjson.loads(m.value() or b"null")) for m in read_topic(settings, topic, 10)
+        ]
+    return out
+
+
+async def test_mixed_batch_gets_an_answer_per_event_and_only_valid_ones_reach_topics(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    batch = [
+        watch("e1", "alice", "m1", NOW),
+        rate("e2", "alice", "m2", NOW + 1, rating=7),  # not a rating
+        rate("e3", "bob", "m3", NOW + 2, rating=4.5),
+        {"type": "forget", "event_id": "e4", "user_id": "carol", "ts": NOW + 3},
+        {"type": "click", "event_id": "e5", "user_id": "dave", "item_id": "m5", "ts": NOW},
+        "not an object",
+    ]
+    async with api_client() as client:
+        resp = await client.post("/events", data=orjson.dumps(batch), headers=JSON)
+        body = await resp.json()
+    assert resp.status == 207
+    assert (body["accepted"], body["rejected"]) == (3, 3)
+    statuses = [(r["index"], r["status"]) for r in body["results"]]
+    assert statuses == [
+        (0, "accepted"),
+        (1, "rejected"),
+        (2, "accepted"),
+        (3, "accepted"),
+        (4, "rejected"),
+        (5, "rejected"),
+    ]
+    assert body["results"][0]["event_id"] == "e1"
+    assert body["results"][1]["field"] == "rating" and "7" in body["results"][1]["reason"]
+    assert body["results"][4]["field"] == "type"
+    assert body["results"][5]["field"] == "payload"
+
+    messages = topic_messages(settings)
+    assert messages[settings.topic_watch] == [(b"alice", batch[0])]
+    assert messages[settings.topic_rate] == [(b"bob", batch[2])]
+    assert messages[settings.topic_forget] == [(b"carol", batch[3])]
+    assert messages[settings.topic_dead_letter] == []
+
+
+async def test_newline_delimited_body_with_blank_and_broken_lines(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    lines = [
+        orjson.dumps(watch("n1", "erin", "m1", NOW)),
+        b"",
+        b'{"type": "watch", "event_id": ',  # cut short
+        orjson.dumps(watch("n2", "erin", "m2", NOW + 5)) + b"\r",
+    ]
+    async with api_client() as client:
+        resp = await client.post("/events", data=b"\n".join(lines), headers=NDJSON)
+        body = await resp.json()
+    assert resp.status == 207
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted"]
+    assert body["results"][1]["rule"] == "json"
+    assert [v["event_id"] for _, v in topic_messages(settings)[settings.topic_watch]] == [
+        "n1",
+        "n2",
+    ]
+
+
+async def test_all_accepted_is_200(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    async with api_client() as client:
+        resp = await client.post(
+            "/events", data=orjson.dumps(watch("a1", "frank", "m1", NOW)), headers=JSON
+        )
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert body == {
+        "accepted": 1,
+        "rejected": 0,
+        "results": [{"index": 0, "status": "accepted", "event_id": "a1"}],
+    }
+
+
+async def test_nothing_valid_is_a_400_with_each_reason_and_nothing_produced(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    bad = [rate("b1", "gina", "m1", NOW, rating=0), watch("b2", "gina", "", NOW)]
+    async with api_client() as client:
+        resp = await client.post("/events", data=orjson.dumps(bad), headers=JSON)
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "no_valid_events"
+    assert [r["field"] for r in body["results"]] == ["rating", "item_id"]
+    assert all(not m for m in topic_messages(settings).values())
+
+
+async def test_a_key_given_twice_is_refused_like_the_validator_refuses_it(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    """A JSON array hides duplicate keys from orjson; the batch parser still finds them."""
+    one = orjson.dumps(watch("d1", "hal", "m1", NOW))
+    twice = one[:-1] + b', "item_id": "m9"}'
+    body_bytes = b"[" + one + b"," + twice + b"]"
+    async with api_client() as client:
+        resp = await client.post("/events", data=body_bytes, headers=JSON)
+        body = await resp.json()
+    assert resp.status == 207
+    assert body["results"][1] == {
+        **body["results"][1],
+        "status": "rejected",
+        "field": "item_id",
+        "rule": "duplicateKey",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "code"),
+    [
+        (b"{not json", JSON, 400, "bad_body"),
+        (b'"a string"', JSON, 400, "bad_body"),
+        (b"[]", JSON, 400, "no_events"),
+        (b"\n\n", NDJSON, 400, "no_events"),
+        (b"[]", {"Content-Type": "text/csv"}, 415, "unsupported_media_type"),
+    ],
+)
+async def test_bodies_that_are_not_a_batch(
+    api_client: ApiClient, data: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    async with api_client() as client:
+        resp = await client.post("/events", data=data, headers=headers)
+        body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (status, code)
+
+
+async def test_size_limits_are_413(api_client: ApiClient) -> None:
+    event = orjson.dumps(watch("s1", "ivan", "m1", NOW))
+    async with api_client(api_events_max_count=2) as client:
+        resp = await client.post("/events", data=b"\n".join([event] * 3), headers=NDJSON)
+        assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
+    async with api_client(api_events_max_bytes=MAX_EVENT_BYTES) as client:
+        resp = await client.post("/events", data=b"\n".join([event] * 40), headers=NDJSON)
+        assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
+
+
+async def test_token_is_required_when_set(api_client: ApiClient) -> None:
+    async with api_client(api_token="s3cret") as client:
+        resp = await client.post("/events", data=b"[]", headers=JSON)
+        assert resp.status == 401
+
+
+async def test_no_broker_reachable_is_a_503_with_retry_after_and_reads_still_work(
+    api_client: ApiClient, settings: Settings, write_list: Any
+) -> None:
+    """The API starts and serves GET /recs with no broker; POST /events answers 503 in
+    about the publish timeout, saying which events were not acknowledged."""
+    write_list("judy", ["m1", "m2"])
+    async with api_client(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0
+    ) as client:
+        assert (await client.get("/recs/judy")).status == 200
+        started = time.monotonic()
+        resp = await client.post(
+            "/events",
+            data=orjson.dumps([watch("x1", "judy", "m1", NOW), rate("x2", "judy", "m1", NOW, 9)]),
+            headers=JSON,
+        )
+        took = time.monotonic() - started
+        body = await resp.json()
+        assert (await client.get("/recs/judy")).status == 200
+    assert resp.status == 503
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert took < 5
+    assert body["error"]["code"] == "unavailable"
+    assert (body["accepted"], body["rejected"], body["failed"]) == (0, 1, 1)
+    assert [r["status"] for r in body["results"]] == ["failed", "rejected"]
