@@ -111,8 +111,10 @@ def test_the_api_read_deadline_counts_the_longest_backoffs() -> None:
 
 
 def worker_client(settings: Settings) -> Redis:
-    """The client the worker's sink opens (streams.sink.RedisSink)."""
-    return redis_client(settings, "freshrec-worker")
+    """The client the worker's sink opens (streams.sink.RedisSink); a single node here."""
+    client = redis_client(settings, "freshrec-worker")
+    assert isinstance(client, Redis)
+    return client
 
 
 @pytest.mark.parametrize("make_client", [worker_client, make_redis], ids=["sink", "api"])
