@@ -82,8 +82,22 @@ def parse_array(body: bytes) -> list[Outcome]:
                 )
             )
         else:
-            out.append(validate(orjson.dumps(element)))
+            out.append(_validate_element(element))
     return out
+
+
+def _validate_element(element: Any) -> Outcome:
+    """One decoded element of the array, validated as its own bytes.
+
+    The stdlib decoder (used when a key may repeat) reads integers of any size;
+    orjson, which writes them back, stops at 64 bits: such a number is refused
+    here with the reason :func:`validate` gives when it meets it in bytes.
+    """
+    try:
+        raw = orjson.dumps(element)
+    except TypeError as exc:
+        return Rejection("payload", "json", f"is not valid JSON: {exc}")
+    return validate(raw)
 
 
 def _may_repeat_keys(body: bytes, doc: list[Any]) -> bool:

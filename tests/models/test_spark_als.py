@@ -55,10 +55,16 @@ def test_spark_and_implicit_rank_within_5_percent_of_each_other() -> None:
     assert abs(ndcg_spark - ndcg_implicit) <= 0.05 * ndcg_implicit
 
 
-def test_retrain_with_the_spark_engine_writes_a_version_the_worker_reads(tmp_path: Path) -> None:
-    """``freshrec retrain --engine spark``: same version format, loaded by the worker's code."""
+@pytest.mark.integration
+def test_retrain_with_the_spark_engine_writes_a_version_the_worker_reads(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``freshrec retrain --engine spark``: same version format, loaded by the worker's code.
+
+    On the session's redis-server with this test's key prefix (the retrain lock): the
+    machine's own Redis may hold another job's lock."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env |= Settings(model_store=str(tmp_path / "store"), spark_master="local[2]").as_env()
+    env |= settings.replace(model_store=str(tmp_path / "store"), spark_master="local[2]").as_env()
     args = ["--format", "synthetic", "--synthetic", "300,80,6000", "--no-tune"]
     done = subprocess.run(
         [sys.executable, "-m", "cli", "retrain", "--engine", "spark", "--force", *args],
