@@ -33,8 +33,8 @@ ACK_GRACE_S = 1.0
 #: how long :meth:`AsyncBatchProducer.close` waits for the thread to stop.
 POLL_INTERVAL_S = 0.05
 
-#: One message: topic, key, value.
-Message3 = tuple[str, bytes, bytes]
+#: One message to produce: topic, key, value.
+OutgoingMessage = tuple[str, bytes, bytes]
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -109,7 +109,7 @@ class AsyncBatchProducer:
         while not self._closed.is_set():
             self._producer.poll(POLL_INTERVAL_S)
 
-    async def send(self, messages: Sequence[Message3]) -> list[str | None]:
+    async def send(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Produce ``messages`` and wait for their acknowledgements.
 
         Returns one entry per message: None when the broker acknowledged it, or

@@ -25,7 +25,7 @@ imports ``streams``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -74,7 +74,7 @@ async def handle_events(request: web.Request) -> web.Response:
             f"none of the {len(outcomes)} events is valid; results say why for each",
             extra={"accepted": 0, "rejected": rejected, "results": results},
         )
-    producer = await _producer(api)
+    producer = _producer(api)
     errors = await producer.send([as_message(settings, ev) for _, ev in valid])
     failed = 0
     for (index, _), error in zip(valid, errors, strict=True):
@@ -99,7 +99,7 @@ async def handle_events(request: web.Request) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(summary), content_type="application/json")
 
 
-def _parser(content_type: str) -> Any:
+def _parser(content_type: str) -> Callable[[bytes], list[Outcome]]:
     if content_type in LINES_TYPES:
         return parse_lines
     if content_type == "application/json":
@@ -128,7 +128,7 @@ def _judged(index: int, outcome: Outcome) -> dict[str, Any]:
     return {"index": index, "status": "accepted", "event_id": outcome.event_id}
 
 
-async def _producer(api: ApiContext) -> AsyncBatchProducer:
+def _producer(api: ApiContext) -> AsyncBatchProducer:
     """The app's producer, made on first use (librdkafka connects in the background)."""
     if api.producer_or_none is None:
         api.producer_or_none = AsyncBatchProducer(api.settings)

@@ -73,6 +73,14 @@ def test_api_workers_zero_names_the_flag_not_the_variable() -> None:
     assert "FRESHREC_API_WORKERS" not in result.stderr
 
 
+def test_api_with_an_unreadable_catalog_fails_at_once_in_one_line() -> None:
+    result = freshrec("api", "--port", "0", "--catalog", "no-such-items.csv")
+    assert result.returncode == EXIT_FAILED  # a missing file, as for publish
+    line = one_line(result.stderr)
+    assert "cannot read the item catalog no-such-items.csv" in line
+    assert "FRESHREC_API_CATALOG" in line
+
+
 def test_dlq_list_negative_limit_is_refused() -> None:
     """Issue 13.8: ``dlq list --limit -5`` was taken as 0."""
     result = freshrec("dlq", "list", "--limit", "-5")

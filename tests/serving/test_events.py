@@ -208,3 +208,21 @@ async def test_no_broker_reachable_is_a_503_with_retry_after_and_reads_still_wor
     assert body["error"]["code"] == "unavailable"
     assert (body["accepted"], body["rejected"], body["failed"]) == (0, 1, 1)
     assert [r["status"] for r in body["results"]] == ["failed", "rejected"]
+
+
+async def test_an_integer_beyond_64_bits_is_rejected_not_a_500(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    """Regression (found by the schemathesis fuzz): a batch whose ids hold colons is parsed a
+    second time with the stdlib decoder, which kept a 29-digit ``ts`` as an int orjson could
+    not write back: POST /events answered 500. Both parses now read it as orjson does."""
+    valid = orjson.dumps(watch("ok-1", "user:1", "m:1", NOW))
+    huge = valid.replace(b'"ok-1"', b'"big-1"').replace(
+        str(NOW).encode(), b"13043382651800062802666717184"
+    )
+    async with api_client() as client:
+        resp = await client.post("/events", data=b"[" + valid + b"," + huge + b"]", headers=JSON)
+        body = await resp.json()
+    assert resp.status == 207, body
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["field"] == "ts"
