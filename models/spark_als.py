@@ -41,6 +41,7 @@ from models.als import ALSConfig, ALSFactors
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class SparkParams:
     """The Spark ALS parameters :func:`spark_params` maps an :class:`ALSConfig` to."""

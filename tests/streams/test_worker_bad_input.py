@@ -171,8 +171,11 @@ def test_dlq_cli_lists_counts_and_replays_the_fixed_ones(
 
     env = {**os.environ, **s.as_env()}
     listing = subprocess.run(
-        [sys.executable, "-m", "cli", "dlq", "list"], env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "cli", "dlq", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert listing.returncode == 0, listing.stderr
     assert "3 dead letter(s)" in listing.stdout
@@ -181,8 +184,11 @@ def test_dlq_cli_lists_counts_and_replays_the_fixed_ones(
 
     assert replay(s, read_dead_letters(s), dry_run=True).replayed == 1
     again = subprocess.run(
-        [sys.executable, "-m", "cli", "dlq", "replay"], env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "cli", "dlq", "replay"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert again.returncode == 1  # two are still invalid
     assert "replayed 1 of 3" in again.stdout

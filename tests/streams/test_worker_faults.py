@@ -183,6 +183,7 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
         30,
         "events flowing",
     )
+
     def publish_the_rest() -> None:
         for chunk in chunks[1:]:
             publish(s, chunk)
@@ -196,7 +197,8 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
     worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 60, "all events")
     worker.wait_for(
         lambda: all(list_model(redis_client, s, f"u{u}") == v2 for u in range(50)),
-        30, "every list on the new model",
+        30,
+        "every list on the new model",
     )
     assert_reflected_once(s, redis_client, events, version=v2)
     assert worker.metric_total("freshrec_worker_model_switches_total") == 2

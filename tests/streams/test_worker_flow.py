@@ -60,7 +60,8 @@ def test_watching_an_item_brings_its_neighbours_and_explains_them(
     )
     worker.wait_for(
         lambda: list_updated_at(redis_client, worker_settings, "alice") == BASE_TS + 12,
-        30, "alice's list after the ratings",
+        30,
+        "alice's list after the ratings",
     )
     second = read_list(redis_client, worker_settings, "alice")
     assert second is not None
@@ -103,8 +104,7 @@ def test_before_any_model_users_get_popular_lists_then_the_model_takes_over(
     # every held user is refreshed with the model, without a new event
     worker.wait_for(
         lambda: all(
-            list_model(redis_client, worker_settings, f"u{u}") == version
-            for u in range(4)
+            list_model(redis_client, worker_settings, f"u{u}") == version for u in range(4)
         ),
         30,
         "lists refreshed with the first model",
