@@ -22,8 +22,8 @@ and both factories return redis-py's cluster clients
 with the same options: they learn the slot map from that node, send each
 command to the primary of its key's slot, follow ``MOVED``/``ASK`` and, when a
 node stops answering, read the map again (a failover's promoted replica) and
-retry, ``redis_retries`` times. Every key freshrec touches in one command is a
-single key (``schemas.recs``), so nothing needs hash tags. The cluster's pool
+retry, ``redis_retries`` times. Every command freshrec sends touches a single
+key (``schemas.recs``), so none crosses slots. The cluster's pool
 is per node and does not queue: past ``max_connections`` on one node a
 command fails with ``MaxConnectionsError`` (a connection error, so a 503 in
 the API) instead of waiting.
