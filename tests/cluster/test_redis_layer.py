@@ -19,7 +19,7 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from freshrec.stack import RedisClusterProcesses
+from freshrec.stack import RedisClusterProcesses, free_port
 from models.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
@@ -176,3 +176,20 @@ def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
     assert stored and after != first
     # the first call stored one fresh token on every node; the two untouched ones keep it
     assert after.split(",").count(first.split(",")[0]) == 2
+
+
+def test_a_cluster_no_node_of_which_answers_is_a_transient_fault(settings: Settings) -> None:
+    """redis-py's cluster client raises its own RedisClusterException when no node answers
+    (or the slots are not all served while a failover is under way): it escaped the sink's
+    retry as an unknown error instead of a transient fault."""
+    unreachable = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}", redis_cluster=True)
+
+    async def epoch() -> None:
+        sink = RedisSink(unreachable, RetryPolicy(NoBackoff(), max_attempts=2))
+        try:
+            await sink.epoch()
+        finally:
+            await sink.close()
+
+    with pytest.raises(TransientError, match="Redis Cluster cannot be connected"):
+        asyncio.run(epoch())
