@@ -135,23 +135,31 @@ def test_a_batch_no_replica_acknowledged_is_not_written(
     primary = cluster_client.get_node_from_key(key)
     replica_port = int(cluster_client.info("replication", target_nodes=primary)["slave0"]["port"])
     (replica,) = [n for n in redis_cluster.nodes if n.port == replica_port]
-    assert replica.proc is not None
+    proc = replica.proc
+    assert proc is not None
     once = RetryPolicy(NoBackoff(), max_attempts=1)
 
-    async def write_one() -> int:
+    async def scenario() -> tuple[int, TransientError | None, int]:
+        # one client throughout: it reads the slot map before the pause (the
+        # paused replica may be the node the URL names)
         sink = RedisSink(cluster_settings.replace(redis_socket_timeout_s=0.4), once)
         try:
-            return await sink.write([user_list("paused", 10, b"x")])
+            before = await sink.write([user_list("paused", 10, b"x")])
+            proc.send_signal(signal.SIGSTOP)
+            refused = None
+            try:
+                await sink.write([user_list("paused", 11, b"y")])
+            except TransientError as exc:
+                refused = exc
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            return before, refused, await sink.write([user_list("paused", 11, b"y")])
         finally:
             await sink.close()
 
-    replica.proc.send_signal(signal.SIGSTOP)
-    try:
-        with pytest.raises(TransientError, match="reached 0 of 1 connected replicas"):
-            asyncio.run(write_one())
-    finally:
-        replica.proc.send_signal(signal.SIGCONT)
-    assert asyncio.run(write_one()) == 1
+    before, refused, after = asyncio.run(scenario())
+    assert before == 1 and after == 1
+    assert refused is not None and "reached 0 of 1 connected replicas" in str(refused)
 
 
 def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
