@@ -22,8 +22,8 @@ and both factories return redis-py's cluster clients
 with the same options: they learn the slot map from that node, send each
 command to the primary of its key's slot, follow ``MOVED``/``ASK`` and, when a
 node stops answering, read the map again (a failover's promoted replica) and
-retry, ``redis_retries`` times. Every key freshrec touches in one command is a
-single key (``schemas.recs``), so nothing needs hash tags. The cluster's pool
+retry, ``redis_retries`` times. Every command freshrec sends touches a single
+key (``schemas.recs``), so none crosses slots. The cluster's pool
 is per node and does not queue: past ``max_connections`` on one node a
 command fails with ``MaxConnectionsError`` (a connection error, so a 503 in
 the API) instead of waiting.
@@ -50,14 +50,16 @@ AsyncRedis = Redis | RedisCluster
 SyncRedis = redis.Redis | redis.cluster.RedisCluster
 #: The faults that pass: a connection refused or dropped, a timeout, and a
 #: cluster between a primary's death and its replica's promotion (``CLUSTERDOWN``,
-#: ``TRYAGAIN``, a slot no known node serves). Callers retry these (the
+#: ``TRYAGAIN``, and the cluster client's own errors: no node reachable, slots
+#: not all served while it reads the map; its other errors are about commands
+#: that span slots, which freshrec never sends). Callers retry these (the
 #: worker's policy) or answer "try again" (the API's 503).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterException,
 )
 #: A cluster client's connections per node when the caller sets no bound (redis-py's default).
 CLUSTER_MAX_CONNECTIONS = 100

@@ -19,7 +19,7 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from freshrec.stack import RedisClusterProcesses
+from freshrec.stack import RedisClusterProcesses, free_port
 from models.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
@@ -135,23 +135,31 @@ def test_a_batch_no_replica_acknowledged_is_not_written(
     primary = cluster_client.get_node_from_key(key)
     replica_port = int(cluster_client.info("replication", target_nodes=primary)["slave0"]["port"])
     (replica,) = [n for n in redis_cluster.nodes if n.port == replica_port]
-    assert replica.proc is not None
+    proc = replica.proc
+    assert proc is not None
     once = RetryPolicy(NoBackoff(), max_attempts=1)
 
-    async def write_one() -> int:
+    async def scenario() -> tuple[int, TransientError | None, int]:
+        # one client throughout: it reads the slot map before the pause (the
+        # paused replica may be the node the URL names)
         sink = RedisSink(cluster_settings.replace(redis_socket_timeout_s=0.4), once)
         try:
-            return await sink.write([user_list("paused", 10, b"x")])
+            before = await sink.write([user_list("paused", 10, b"x")])
+            proc.send_signal(signal.SIGSTOP)
+            refused = None
+            try:
+                await sink.write([user_list("paused", 11, b"y")])
+            except TransientError as exc:
+                refused = exc
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            return before, refused, await sink.write([user_list("paused", 11, b"y")])
         finally:
             await sink.close()
 
-    replica.proc.send_signal(signal.SIGSTOP)
-    try:
-        with pytest.raises(TransientError, match="reached 0 of 1 connected replicas"):
-            asyncio.run(write_one())
-    finally:
-        replica.proc.send_signal(signal.SIGCONT)
-    assert asyncio.run(write_one()) == 1
+    before, refused, after = asyncio.run(scenario())
+    assert before == 1 and after == 1
+    assert refused is not None and "reached 0 of 1 connected replicas" in str(refused)
 
 
 def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
@@ -176,3 +184,20 @@ def test_a_primary_that_lost_its_data_alone_changes_the_epoch(
     assert stored and after != first
     # the first call stored one fresh token on every node; the two untouched ones keep it
     assert after.split(",").count(first.split(",")[0]) == 2
+
+
+def test_a_cluster_no_node_of_which_answers_is_a_transient_fault(settings: Settings) -> None:
+    """redis-py's cluster client raises its own RedisClusterException when no node answers
+    (or the slots are not all served while a failover is under way): it escaped the sink's
+    retry as an unknown error instead of a transient fault."""
+    unreachable = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}", redis_cluster=True)
+
+    async def epoch() -> None:
+        sink = RedisSink(unreachable, RetryPolicy(NoBackoff(), max_attempts=2))
+        try:
+            await sink.epoch()
+        finally:
+            await sink.close()
+
+    with pytest.raises(TransientError, match="Redis Cluster cannot be connected"):
+        asyncio.run(epoch())

@@ -111,7 +111,7 @@ def test_the_api_read_deadline_counts_the_longest_backoffs() -> None:
 
 
 def worker_client(settings: Settings) -> Redis:
-    """The client the worker's sink opens (streams.sink.RedisSink); a single node here."""
+    """The client the worker's sink opens (streams.sink.RedisSink), on one server."""
     client = redis_client(settings, "freshrec-worker")
     assert isinstance(client, Redis)
     return client
@@ -119,7 +119,7 @@ def worker_client(settings: Settings) -> Redis:
 
 @pytest.mark.parametrize("make_client", [worker_client, make_redis], ids=["sink", "api"])
 def test_the_worker_sink_and_the_api_connect_with_the_shared_retry(
-    make_client: Callable[[Settings], Redis],
+    make_client: Callable[[Settings], Any],
 ) -> None:
     settings = CAPPED.replace(redis_retries=5)
 
@@ -134,3 +134,24 @@ def test_the_worker_sink_and_the_api_connect_with_the_shared_retry(
     retry = asyncio.run(connection_retry())
     assert retry == redis_retry(settings)
     assert retry.get_retries() == 5
+
+
+def test_a_cluster_client_retries_by_the_same_policy() -> None:
+    """On a Redis Cluster the retry is the cluster client's (it reads the slot map again
+    between attempts): the same schedule and count as on one server."""
+    from redis.asyncio.cluster import RedisCluster
+
+    settings = CAPPED.replace(
+        redis_retries=4, redis_cluster=True, redis_url="redis://127.0.0.1:7000"
+    )
+
+    async def cluster_retry() -> Any:
+        client = redis_client(settings, "freshrec-worker")  # lazy: nothing is dialled
+        assert isinstance(client, RedisCluster)
+        try:
+            return client.retry
+        finally:
+            await client.aclose()
+
+    retry = asyncio.run(cluster_retry())
+    assert retry == redis_retry(settings) and retry.get_retries() == 4
