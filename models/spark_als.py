@@ -98,6 +98,9 @@ def train_spark(
     )
     spark.sparkContext.setLogLevel("ERROR")
     with tempfile.TemporaryDirectory(prefix="freshrec-spark-") as tmp:
+        # ALS cuts its lineage at checkpoints only when a directory is set; without one,
+        # 30 iterations overflowed the JVM's stack while deserializing the task graph
+        spark.sparkContext.setCheckpointDir(os.path.join(tmp, "checkpoints"))
         path = os.path.join(tmp, "ratings.parquet")
         pq.write_table(
             pa.table(
