@@ -74,7 +74,7 @@ def test_a_batch_is_written_per_node_and_never_rolled_back(
     assert not any(cluster_client.exists(key) for key in keys[30:])
 
 
-def test_the_epoch_token_is_one_key_on_a_cluster(cluster_settings: Settings) -> None:
+def test_the_epoch_is_read_and_kept_on_a_cluster(cluster_settings: Settings) -> None:
     async def scenario() -> tuple[tuple[str, bool], tuple[str, bool]]:
         sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
         try:
