@@ -8,64 +8,27 @@ over HTTP.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from freshrec.settings import Settings
-from freshrec.stack import free_port, wait_until
+from tests.api_process import api_process, get_json, quick_processes
 from tests.streams.worker import BASE_TS, WorkerProcess, publish, publish_model, synthetic, watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def get_json(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.fixture
 def e2e_settings(settings: Settings, topics: list[str]) -> Settings:
-    return settings.replace(
-        worker_web_port=free_port(),
-        api_port=free_port(),
-        broker_session_timeout_s=2.0,
-        broker_heartbeat_interval_s=0.3,
-        broker_commit_interval_s=0.5,
-        model_poll_interval_s=0.3,
-    )
+    return quick_processes(settings)
 
 
 @pytest.fixture
 def api(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env.update(e2e_settings.as_env())
-    with open(tmp_path / "api.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://{e2e_settings.api_host}:{e2e_settings.api_port}"
-    try:
-        wait_until(lambda: get_json(base + "/healthz")[0] == 200, 30, "the API")
+    with api_process(e2e_settings, tmp_path / "api.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def test_published_watch_changes_the_list_the_api_serves(

@@ -10,9 +10,6 @@ the killed primary had acknowledged was already on the replica that took over.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +18,10 @@ import redis.cluster
 
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
-from freshrec.stack import RedisClusterProcesses, free_port, wait_until
+from freshrec.stack import RedisClusterProcesses, wait_until
 from schemas.recs import decode, user_key
+from tests.api_process import api_process, get_json, quick_processes
 from tests.streams.worker import BASE_TS, WorkerProcess, publish, publish_model, synthetic, watch
-from tests.test_end_to_end import get_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,33 +30,15 @@ USERS = [f"viewer-{i}" for i in range(40)]
 
 @pytest.fixture
 def e2e_settings(cluster_settings: Settings, topics: list[str]) -> Settings:
-    return cluster_settings.replace(
-        worker_web_port=free_port(),
-        api_port=free_port(),
-        broker_session_timeout_s=2.0,
-        broker_heartbeat_interval_s=0.3,
-        broker_commit_interval_s=0.5,
-        model_poll_interval_s=0.3,
+    return quick_processes(cluster_settings).replace(
         batch_max_wait_s=0.05,
     )
 
 
 @pytest.fixture
 def api(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env.update(e2e_settings.as_env())
-    with open(tmp_path / "api.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api"], env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://{e2e_settings.api_host}:{e2e_settings.api_port}"
-    try:
-        wait_until(lambda: get_json(base + "/healthz")[0] == 200, 30, "the API")
+    with api_process(e2e_settings, tmp_path / "api.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def stored_ts(client: redis.cluster.RedisCluster, settings: Settings) -> dict[str, int | None]:

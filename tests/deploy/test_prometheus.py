@@ -11,11 +11,9 @@ leave its alert silently unable to fire.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import yaml
 
 from freshrec.settings import Settings
 from freshrec.stack import LOOPBACK, free_port, wait_until
+from tests.api_process import api_process, quick_processes
 from tests.deploy.test_alerts import RULES
 from tests.streams.worker import (
     BASE_TS,
@@ -57,32 +56,13 @@ def alert_metrics() -> set[str]:
 
 @pytest.fixture
 def deploy_settings(settings: Settings, topics: list[str]) -> Settings:
-    return settings.replace(
-        worker_web_port=free_port(),
-        api_port=free_port(),
-        broker_session_timeout_s=2.0,
-        broker_heartbeat_interval_s=0.3,
-        broker_commit_interval_s=0.5,
-        model_poll_interval_s=0.3,
-    )
+    return quick_processes(settings)
 
 
 @pytest.fixture
 def api(deploy_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env.update(deploy_settings.as_env())
-    with open(tmp_path / "api.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://{deploy_settings.api_host}:{deploy_settings.api_port}"
-    try:
-        wait_until(lambda: get(base + "/healthz") is not None, 30, "the API")
+    with api_process(deploy_settings, tmp_path / "api.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.fixture
