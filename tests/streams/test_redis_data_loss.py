@@ -74,7 +74,7 @@ def test_redis_restarted_empty_gets_the_popular_list_and_every_workers_lists_bac
                 return False
         return True
 
-    workers[a].wait_for(all_back, 30, "the lists of both workers")
+    workers[a].wait_for(all_back, 60, "the lists of both workers")
     epoch = redis_client.get(epoch_key(a.key_prefix))
     assert epoch is not None
 
