@@ -121,6 +121,10 @@ class ProgressWatch:
             self._next.pop(key, None)
             self._ends.pop(key, None)
 
+    def _reached(self, key: tuple[str, int]) -> int:
+        """The furthest offset this worker knows partition ``key`` reached."""
+        return max(self._next.get(key, 0), self._ends.get(key, 0))
+
     def judge(
         self,
         assigned: Collection[tuple[str, int]],
@@ -152,7 +156,7 @@ class ProgressWatch:
             end = ends.get(key)
             if end is None:
                 continue
-            known = max(self._next.get(key, 0), self._ends.get(key, 0))
+            known = self._reached(key)
             if end < known:
                 return Verdict(
                     f"partition {key[0]}[{key[1]}] ends at offset {end}, below offset "
@@ -208,8 +212,14 @@ class ProgressWatch:
         probe = await self._probe_client()
         listed = await probe.end_offsets(known)
         # ListOffsets on Tansu names the last record *batch*, which can be
-        # below offsets this worker read: the Fetch high watermark decides.
-        behind = {tp: end for tp, end in listed.items() if end}
+        # below offsets this worker read (0 for a partition that holds one
+        # record): the Fetch high watermark decides, for every partition that
+        # answered above 0 or that this worker read from.
+        behind = {
+            tp: max(end, 1)
+            for tp, end in listed.items()
+            if end or self._reached((tp.topic, tp.partition)) > 0
+        }
         fetched = await fetched_highwaters(probe, behind, _FETCH_WAIT_MS) if behind else {}
         ends = {
             (tp.topic, tp.partition): max(end, fetched.get(tp, 0)) for tp, end in listed.items()
