@@ -74,7 +74,7 @@ def test_redis_restarted_empty_gets_the_popular_list_and_every_workers_lists_bac
                 return False
         return True
 
-    workers[a].wait_for(all_back, 60, "the lists of both workers")
+    workers[a].wait_for(all_back, 60, "the lists of both workers", also=[workers[b]])
     epoch = redis_client.get(epoch_key(a.key_prefix))
     assert epoch is not None
 
@@ -82,7 +82,9 @@ def test_redis_restarted_empty_gets_the_popular_list_and_every_workers_lists_bac
     services.redis.stop()
     restart_redis()  # persistence is off: an empty Redis
 
-    workers[a].wait_for(all_back, 30, "the popular list and both workers' lists again")
+    workers[a].wait_for(
+        all_back, 30, "the popular list and both workers' lists again", also=[workers[b]]
+    )
     assert redis_client.get(epoch_key(a.key_prefix)) not in (None, epoch)
     for worker in workers.values():
         assert worker.alive

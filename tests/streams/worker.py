@@ -87,17 +87,28 @@ class WorkerProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_for(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
-        """Wait for ``check``; fail at once, with the log, if the worker died meanwhile."""
+    def wait_for(
+        self,
+        check: Callable[[], bool],
+        timeout_s: float,
+        what: str,
+        also: Sequence[WorkerProcess] = (),
+    ) -> None:
+        """Wait for ``check``; fail at once, with the log, if this worker (or one of
+        ``also``) died meanwhile."""
+        watched = [self, *also]
 
         def guarded() -> bool:
-            if not self.alive:
+            if not all(w.alive for w in watched):
                 return True
             return check()
 
         wait_until(guarded, timeout_s, what, interval_s=0.1)
-        if not self.alive:
-            raise AssertionError(f"worker exited while waiting for {what}:\n{self.log_tail()}")
+        for worker in watched:
+            if not worker.alive:
+                raise AssertionError(
+                    f"{worker.log_path.name} exited while waiting for {what}:\n{worker.log_tail()}"
+                )
 
     def metrics(self) -> dict[str, float]:
         """Every sample of ``/metrics`` as ``name{labels}`` -> value."""
