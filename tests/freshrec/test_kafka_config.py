@@ -21,7 +21,6 @@ to the real broker.
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,31 +33,10 @@ from freshrec.kafka_config import LIBRDKAFKA_LOG, client_config, faust_credentia
 from freshrec.settings import Settings
 
 
-@pytest.fixture(scope="module")
-def ca_file(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A throwaway CA certificate, made now (no key is ever committed)."""
-    d = tmp_path_factory.mktemp("ca")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=freshrec-test-ca",
-            "-keyout",
-            str(d / "ca.key"),
-            "-out",
-            str(d / "ca.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(d / "ca.pem")
+@pytest.fixture
+def ca_file(test_ca: Path) -> str:
+    """The throwaway CA's certificate (tests/freshrec/conftest.py)."""
+    return str(test_ca / "ca.pem")
 
 
 def sasl_ssl(ca_file: str, **more: str) -> Settings:

@@ -21,36 +21,19 @@ from freshrec.errors import ConfigError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.settings import Settings
 from freshrec.stack import LOOPBACK, free_port, redis_binary, wait_until
+from tests.freshrec.conftest import openssl
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "test-only-password"
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def tls_redis(tmp_path_factory: pytest.TempPathFactory, test_ca: Path) -> Iterator[tuple[str, str]]:
     """(rediss:// URL, CA file) of a redis-server that speaks only TLS and wants a password."""
     d: Path = tmp_path_factory.mktemp("redis-tls")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=freshrec-test-ca",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.pem"),
-    )
-    _openssl(
+    ca = test_ca
+    openssl(
         "req",
         "-newkey",
         "rsa:2048",
@@ -63,15 +46,15 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         str(d / "server.csr"),
     )
     (d / "san.cnf").write_text(f"subjectAltName=DNS:localhost,IP:{LOOPBACK}\n")
-    _openssl(
+    openssl(
         "x509",
         "-req",
         "-in",
         str(d / "server.csr"),
         "-CA",
-        str(d / "ca.pem"),
+        str(ca / "ca.pem"),
         "-CAkey",
-        str(d / "ca.key"),
+        str(ca / "ca.key"),
         "-CAcreateserial",
         "-days",
         "1",
@@ -95,7 +78,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
             "--tls-key-file",
             str(d / "server.key"),
             "--tls-ca-cert-file",
-            str(d / "ca.pem"),
+            str(ca / "ca.pem"),
             "--tls-auth-clients",
             "no",
             "--requirepass",
@@ -111,9 +94,9 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
     )
     url = f"rediss://{LOOPBACK}:{port}/0"
     try:
-        ca = str(d / "ca.pem")
-        wait_until(lambda: _ping(url, ca), 20, "redis-server over TLS")
-        yield url, ca
+        ca_file = str(ca / "ca.pem")
+        wait_until(lambda: _ping(url, ca_file), 20, "redis-server over TLS")
+        yield url, ca_file
     finally:
         proc.terminate()
         proc.wait(10)
