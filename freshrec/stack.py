@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,10 @@ class ChildService:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment; None inherits this process's."""
+        return None
+
     def ready(self) -> bool:
         raise NotImplementedError
 
@@ -101,6 +105,7 @@ class ChildService:
         try:
             self.proc = subprocess.Popen(
                 self.command(),
+                env=self.environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -149,9 +154,28 @@ class ChildService:
 
 
 class BrokerProcess(ChildService):
-    """Tansu, a Kafka-compatible broker with in-memory storage."""
+    """Tansu, a Kafka-compatible broker; in-memory storage unless ``storage`` names another.
+
+    ``storage`` is Tansu's ``--storage-engine`` URL (``memory://tansu/``, or
+    ``s3://<bucket>/`` with ``storage_env`` giving ``AWS_ENDPOINT``, the
+    credentials and ``AWS_ALLOW_HTTP``), so that a restart can keep the data.
+    """
 
     name = "broker"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        storage: str = "memory://tansu/",
+        storage_env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(port, log_path)
+        self.storage = storage
+        self.storage_env = dict(storage_env or {})
+
+    def environment(self) -> dict[str, str] | None:
+        return {**os.environ, **self.storage_env} if self.storage_env else None
 
     def command(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
@@ -163,7 +187,7 @@ class BrokerProcess(ChildService):
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
 
     @property

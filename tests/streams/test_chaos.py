@@ -8,8 +8,10 @@ as faust's ``killer.py`` runs its workers.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import redis
 
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
-from freshrec.stack import BrokerProcess, free_port
+from freshrec.stack import BrokerProcess, ChildService, free_port
 from streams.dlq import read_dead_letters
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
@@ -201,6 +203,89 @@ def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
         worker.stop()
     figures = Figures("broker-restart-empty", len(after), len(after), got, doubled, 0, resume_s)
     figures.report()
+    assert figures.lost == 0 and figures.doubled == 0
+
+
+class S3Server(ChildService):
+    """moto's S3 server on loopback: where a broker that must survive a restart keeps its data."""
+
+    name = "s3"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "--host", self.host, "--port", str(self.port)]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(self.url, timeout=1):
+            return True
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A broker for this test alone that stores its data in S3, so a restart keeps it."""
+    s3 = S3Server(log_path=tmp_path / "s3.log")
+    s3.start()
+    env = {
+        "AWS_ENDPOINT": s3.url,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    request = urllib.request.Request(f"{s3.url}/tansu", method="PUT")  # create the bucket
+    urllib.request.urlopen(request, timeout=5).close()
+    broker = BrokerProcess(
+        log_path=tmp_path / "own-broker.log", storage="s3://tansu/", storage_env=env
+    )
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        s3.stop()
+
+
+def test_chaos_broker_restart_keeping_its_data_reflects_every_valid_event_once(
+    worker_settings: Settings,
+    durable_broker: BrokerProcess,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A broker that crashes mid-stream and comes back with its data: the worker carries on
+    by itself, and every event (the backlog it was working through, and those published
+    after the restart) is in the histories exactly once."""
+    s = worker_settings.replace(bootstrap_servers=durable_broker.bootstrap_servers, batch_size=100)
+    ensure_topics(s)
+    publish_model(s, synthetic())
+    before = stream(20, 60)  # 60 + 10 per user: within the history cap, all kept
+    publish(s, before)
+    worker = WorkerProcess(s, tmp_path / "w1.log").start()
+    try:
+        worker.wait_for(
+            lambda: worker.metric_total("freshrec_worker_events_valid_total") > 0,
+            60,
+            "the first processed batch",
+        )
+        processed = worker.metric_total("freshrec_worker_events_valid_total")
+        durable_broker.kill()
+        durable_broker.start()
+        restarted = time.monotonic()
+        after = stream(10, 10, start=len(before), prefix="a")
+        publish(s, after)
+        everything = before + after
+        worker.wait_for(lambda: lists_caught_up(s, redis_client, everything), 60, "all events")
+        resume_s = time.monotonic() - restarted
+        assert worker.alive
+    finally:
+        worker.stop()
+    got, doubled = reflected(s, everything)
+    figures = Figures("broker-restart-durable", len(everything), len(everything), got, doubled, 0)
+    figures.resume_s = resume_s
+    figures.report()
+    print(f"(the broker was killed after {processed:.0f} of {len(before)} events were processed)")
     assert figures.lost == 0 and figures.doubled == 0
 
 
