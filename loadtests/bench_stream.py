@@ -103,7 +103,8 @@ def bare_app(settings: Settings) -> Any:
 
     It is built by the worker's own :func:`streams.app.faust_app` (same broker,
     consumer, fetch-wait and producer settings), and consumes through
-    ``noack_take`` and acks every event exactly as the worker does, so the ratio measures the
+    ``noack_take`` and acks every batch exactly as the worker does (at once, with
+    ``streams.transport``'s ``ack_processed``), so the ratio measures the
     worker's own work (validation, state, fold-in, writes), not a difference in
     how the two read the stream.
     """
@@ -120,8 +121,7 @@ def bare_app(settings: Settings) -> Any:
     async def counter(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
             count[0] += len(events)
-            for event in events:
-                await stream.ack(event)
+            app.consumer.ack_processed([event.message for event in events])
 
     @app.page("/count")
     async def count_page(web: Any, request: Any) -> Any:
