@@ -135,8 +135,9 @@ RULES = (
     _rule("list encoding", "/streams/lists.py"),
     _rule("changelog produce", "/streams/state.py"),
     _rule("changelog produce", "/streams/delivery.py"),
+    # aiokafka's connection, client and record code serve the producer and the
+    # consumer alike: no rule, so the frame above them decides.
     _rule("changelog produce", "/aiokafka/producer/"),
-    _rule("changelog produce", "/aiokafka/record/"),
     _rule("changelog produce", "/faust/transport/producer.py"),
     _rule("changelog produce", "/confluent_kafka/"),
     _rule("Redis pipeline", "/streams/sink.py"),
@@ -147,7 +148,7 @@ RULES = (
     _rule("Faust's per-message path", "/streams/transport.py"),
     _rule("Faust's per-message path", "/faust/"),
     _rule("Faust's per-message path", "/mode/"),
-    _rule("Faust's per-message path", "/aiokafka/"),
+    _rule("Faust's per-message path", "/aiokafka/consumer/"),
     _rule("Faust's per-message path", "/intervaltree/"),
 )
 
