@@ -60,7 +60,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,17 @@ def worker_metrics(port: int) -> dict[str, float]:
     return out
 
 
+def poll_count(count: Callable[[], float], procs: Iterable[subprocess.Popen[bytes]]) -> float:
+    """``count()``, or 0 while the web server is not up; raises if one of ``procs`` exited."""
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+    try:
+        return count()
+    except OSError:
+        return 0.0
+
+
 def rate_to_count(
     count: Callable[[], float],
     total: int,
@@ -178,13 +189,7 @@ def rate_to_count(
     first: float | None = None
     first_seen = 0.0
     while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            seen = count()
-        except OSError:
-            seen = 0  # web server not up yet
+        seen = poll_count(count, procs)
         now = time.monotonic()
         if seen > 0 and first is None:
             first, first_seen = now, seen

@@ -42,7 +42,7 @@ def test_the_innermost_known_frame_names_the_stage(profile: ModuleType) -> None:
     # numpy is nobody's stage: the frame above it decides
     assert profile.stage_of([agent, build, rank, numpy_frame]) == "top-k / score product"
     assert profile.stage_of([agent, build]) == "list encoding"
-    assert profile.stage_of([agent]) == "agent: batch copies, ack loop"
+    assert profile.stage_of([agent]) == "batch orchestration (agent, pipeline)"
     explain = frame("FoldResult.because", "/repo/models/foldin.py")
     assert profile.stage_of([agent, build, rank, explain]) == "explanations"
     assert profile.stage_of([agent, frame("encode", "/repo/schemas/state.py")]) == (
