@@ -26,7 +26,7 @@ is one JSON object ``{"bench": "profile_worker", "uniform": {...}, "zipf": {...}
 also written to ``loadtests/results/profile_worker.json``. Raw py-spy output
 stays in the stack's work directory (printed).
 
-Run: ``python loadtests/profile_worker.py`` (about two minutes on two cores;
+Run: ``python loadtests/profile_worker.py`` (about 70 s on two cores;
 needs ``py-spy``, in the ``dev`` extra, and permission to ptrace the worker).
 """
 
