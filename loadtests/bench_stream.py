@@ -46,7 +46,7 @@ the fold-in does real work. The last line of standard output is one JSON object:
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
-Run: ``python loadtests/bench_stream.py`` (about four minutes on two cores).
+Run: ``python loadtests/bench_stream.py`` (two to three minutes on two cores, by their load).
 """
 
 from __future__ import annotations
