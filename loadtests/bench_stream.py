@@ -8,19 +8,28 @@ are timed the same way: this script polls their event count and takes the time
 from the first poll that sees an event to the first that sees them all, so
 start-up and group joins are left out of both.
 
+Two mixes of users (:data:`MIXES`), each its own backlog of ``--events``
+events, timed for the worker and the bare agent alike: the worst case,
+``uniform`` (users drawn alike from ``--users``, so nearly every event of a
+batch is a different user), gives ``ratio``; the realistic ``zipf`` mix (user
+activity Zipf-distributed, exponent 1.1: about 430 distinct users per 1,000
+events at 20k users, so a batch holds each hot user several times) gives
+``zipf_ratio``. Goals: ``ratio`` at least 0.45, ``zipf_ratio`` at least 0.5.
+
 Freshness needs a stream that the worker keeps up with, not a backlog: a
-second phase publishes ``--rate`` events/s (by default half the worker's
-measured throughput) for ``--seconds`` seconds (after one unmeasured second
-that connects the producer), each
-stamped with the time it was produced, and reads the worker's
+phase after the worker's uniform backlog publishes ``--rate`` events/s (by
+default half the worker's measured throughput) for ``--seconds`` seconds
+(after one unmeasured second that connects the producer), each stamped with
+the time it was produced, and reads the worker's
 ``freshrec_worker_freshness_seconds`` histogram (event timestamp to the Redis
 write of the list that includes it) before and after, interpolating quantiles
-within buckets the way Prometheus' ``histogram_quantile`` does.
+within buckets the way Prometheus' ``histogram_quantile`` does (goal: p99 at
+most 100 ms).
 
-Scaling out: a third phase runs two bare agents, then two workers, each pair
-in one consumer group of its own over the same backlog (the topics' partitions
-split between the two processes), timed the same way over the sum of the two
-counts, and one worker once more after them (``events_per_s_after``).
+Scaling out: the last phase runs two bare agents, then two workers, each pair
+in one consumer group of its own over the uniform backlog (the topics'
+partitions split between the two processes), timed the same way over the sum
+of the two counts, and one worker once more after them (``events_per_s_after``).
 ``scale_ratio`` is two workers' events/s over one worker's (the mean of the
 runs before and after the pair, as the shared machine's load drifts), and
 ``two_bare_scale_ratio`` the same for the bare agent: on a machine whose
@@ -30,11 +39,14 @@ worker pair can reach.
 The model is trained here on synthetic data (64 factors) so that
 the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
-"freshness_p50_ms", "freshness_p99_ms", "two_workers_events_per_s", "scale_ratio",
-"two_bare_events_per_s", "two_bare_scale_ratio", ...}``; the raw series the plots are
-drawn from go to ``loadtests/results/stream.series.json``.
+"freshness_p50_ms", "freshness_p99_ms", "zipf_events_per_s",
+"zipf_bare_events_per_s", "zipf_ratio", "two_workers_events_per_s", "scale_ratio",
+"two_bare_events_per_s", "two_bare_scale_ratio", ...}`` (``--skip-zipf`` and
+``--skip-scale`` leave their phases and keys out); the raw series the plots are
+drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
+reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
-Run: ``python loadtests/bench_stream.py`` (about three minutes on two cores).
+Run: ``python loadtests/bench_stream.py`` (two to three minutes on two cores, by their load).
 """
 
 from __future__ import annotations
@@ -48,7 +60,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +82,13 @@ from freshrec.stack import BrokerProcess, RedisProcess, free_port, wait_until  #
 BASE_TS = 1_735_689_600_000
 #: Seconds of paced events published before the freshness phase, unmeasured.
 WARM_UP_S = 1.0
+#: How users are drawn for a backlog: "uniform", every user alike (20k users and
+#: batches of a few hundred events: nearly every event a different user, the
+#: worst case), or "zipf", user activity Zipf-distributed (a realistic mix:
+#: about 430 distinct users per 1,000 events at 20k users).
+MIXES = ("uniform", "zipf")
+#: The Zipf mix's exponent.
+ZIPF_EXPONENT = 1.1
 #: Seconds between two reads of a process's event count. A scrape of the
 #: worker's /metrics costs its event loop about a millisecond; at 50 per second
 #: that was 5% of the worker's time, against nearly nothing for the baseline.
@@ -84,7 +103,8 @@ def bare_app(settings: Settings) -> Any:
 
     It is built by the worker's own :func:`streams.app.faust_app` (same broker,
     consumer, fetch-wait and producer settings), and consumes through
-    ``noack_take`` and acks every event exactly as the worker does, so the ratio measures the
+    ``noack_take`` and acks every batch exactly as the worker does (at once, with
+    ``streams.transport``'s ``ack_processed``), so the ratio measures the
     worker's own work (validation, state, fold-in, writes), not a difference in
     how the two read the stream.
     """
@@ -101,8 +121,7 @@ def bare_app(settings: Settings) -> Any:
     async def counter(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
             count[0] += len(events)
-            for event in events:
-                await stream.ack(event)
+            app.consumer.ack_processed([event.message for event in events])
 
     @app.page("/count")
     async def count_page(web: Any, request: Any) -> Any:
@@ -142,6 +161,17 @@ def worker_metrics(port: int) -> dict[str, float]:
     return out
 
 
+def poll_count(count: Callable[[], float], procs: Iterable[subprocess.Popen[bytes]]) -> float:
+    """``count()``, or 0 while the web server is not up; raises if one of ``procs`` exited."""
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+    try:
+        return count()
+    except OSError:
+        return 0.0
+
+
 def rate_to_count(
     count: Callable[[], float],
     total: int,
@@ -159,13 +189,7 @@ def rate_to_count(
     first: float | None = None
     first_seen = 0.0
     while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            seen = count()
-        except OSError:
-            seen = 0  # web server not up yet
+        seen = poll_count(count, procs)
         now = time.monotonic()
         if seen > 0 and first is None:
             first, first_seen = now, seen
@@ -222,25 +246,46 @@ def publish_model(settings: Settings, n_items: int) -> None:
     )
 
 
-def event(n: int, users: int, items: int, rng: np.random.Generator, ts: int) -> tuple[bytes, bytes]:
-    user = f"u{int(rng.integers(users))}"
+def draw_users(mix: str, n: int, users: int, rng: np.random.Generator) -> np.ndarray:
+    """The user numbers (0 to ``users - 1``) of ``n`` events of ``mix`` (see :data:`MIXES`).
+
+    In the Zipf mix the user of popularity rank ``r`` (1-based) is drawn with
+    weight ``r ** -ZIPF_EXPONENT``; ranks are dealt to user numbers by a random
+    permutation, so that hot users land on every partition rather than on the
+    few that hash the lowest numbers.
+    """
+    if mix == "uniform":
+        return rng.integers(users, size=n)
+    if mix != "zipf":
+        raise ValueError(f"unknown mix {mix!r}: one of {MIXES}")
+    weights = np.arange(1, users + 1, dtype=np.float64) ** -ZIPF_EXPONENT
+    ranks = rng.choice(users, size=n, p=weights / weights.sum())
+    return rng.permutation(users)[ranks]
+
+
+def event(n: int, user: int, item: int, ts: int) -> tuple[bytes, bytes]:
+    """Event number ``n``, a watch of half of item ``item`` by user ``user``: (key, value)."""
+    user_id = f"u{user}"
     doc = {
         "type": "watch",
         "event_id": f"e{n}",
-        "user_id": user,
-        "item_id": f"item-{int(rng.integers(items))}",
+        "user_id": user_id,
+        "item_id": f"item-{item}",
         "watched_s": 900.0,
         "duration_s": 1800.0,
         "ts": ts,
     }
-    return user.encode(), orjson.dumps(doc)
+    return user_id.encode(), orjson.dumps(doc)
 
 
-def produce_backlog(settings: Settings, n: int, users: int, items: int) -> None:
+def produce_backlog(settings: Settings, mix: str, n: int, users: int, items: int) -> None:
+    """Publish ``n`` events of ``mix`` to ``settings.topic_watch`` and wait for the broker."""
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     rng = np.random.default_rng(7)
-    for i in range(n):
-        key, value = event(i, users, items, rng, BASE_TS + i)
+    users_drawn = draw_users(mix, n, users, rng).tolist()
+    drawn = zip(users_drawn, rng.integers(items, size=n).tolist(), strict=True)
+    for i, (user, item) in enumerate(drawn):
+        key, value = event(i, user, item, BASE_TS + i)
         while True:
             try:
                 producer.produce(settings.topic_watch, key=key, value=value)
@@ -253,7 +298,8 @@ def produce_backlog(settings: Settings, n: int, users: int, items: int) -> None:
 def produce_paced(
     producer: Producer, topic: str, rate: int, seconds: float, users: int, items: int, start: int
 ) -> int:
-    """Publish ``rate`` events/s, each stamped with its production time; returns the count."""
+    """Publish ``rate`` events/s (every user alike), each stamped with its production time;
+    returns the count."""
     rng = np.random.default_rng(start)
     tick = 0.01
     per_tick = max(1, round(rate * tick))
@@ -262,7 +308,8 @@ def produce_paced(
     while time.monotonic() - began < seconds:
         now_ms = int(time.time() * 1000)
         for _ in range(per_tick):
-            key, value = event(start + sent, users, items, rng, now_ms)
+            user, item = int(rng.integers(users)), int(rng.integers(items))
+            key, value = event(start + sent, user, item, now_ms)
             producer.produce(topic, key=key, value=value)
             sent += 1
         producer.poll(0)
@@ -272,10 +319,127 @@ def produce_paced(
     return sent
 
 
+# --- the stack and the processes on it --------------------------------------------
+
+
+#: The worker, and the baseline (this file with ``--bare``), as processes.
+WORKER_CMD = [sys.executable, "-m", "cli", "worker"]
+BARE_CMD = [sys.executable, __file__, "--bare"]
+#: The worker's count of events whose list is in Redis: the freshness histogram
+#: is observed right after that write.
+FRESHNESS = "freshrec_worker_freshness_seconds"
+
+
+def worker_count(s: Settings) -> float:
+    """Events whose lists the worker of ``s`` has written to Redis."""
+    return worker_metrics(s.worker_web_port).get(f"{FRESHNESS}_count", 0.0)
+
+
+def bare_count(s: Settings) -> float:
+    """Events the bare agent of ``s`` has counted."""
+    return float(json.loads(get(f"http://127.0.0.1:{s.worker_web_port}/count"))["count"])
+
+
+class Stack:
+    """A broker and a redis-server on loopback, a published model, and the processes run on them.
+
+    Each mix has topics, a consumer group and a changelog of its own
+    (:meth:`settings`); processes started by :meth:`spawn` are stopped on exit.
+    """
+
+    def __init__(self, items: int) -> None:
+        self.items = items
+        self.work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+        self._broker = BrokerProcess(log_path=self.work / "broker.log")
+        self._redis = RedisProcess(log_path=self.work / "redis.log")
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Stack:
+        self._broker.start()
+        self._redis.start()
+        try:
+            publish_model(self.settings("uniform"), self.items)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            self.stop(proc)
+        self._redis.stop()
+        self._broker.stop()
+
+    def settings(self, mix: str) -> Settings:
+        """The settings of ``mix``'s worker (its topics exist once this returns)."""
+        from streams.topics import ensure_topics
+
+        topics = "bench-" if mix == "uniform" else f"bench-{mix}-"
+        settings = Settings(
+            bootstrap_servers=self._broker.bootstrap_servers,
+            redis_url=self._redis.url,
+            topic_watch=f"{topics}watch",
+            topic_rate=f"{topics}rate",
+            topic_forget=f"{topics}forget",
+            topic_dead_letter=f"{topics}dlq",
+            topic_partitions=4,
+            app_id="bench-stream" if mix == "uniform" else f"bench-stream-{mix}",
+            key_prefix="bench:",
+            model_store=str(self.work / "models"),
+            data_dir=str(self.work / f"worker-{mix}"),
+            worker_web_port=free_port(),
+            broker_session_timeout_s=6.0,
+            broker_heartbeat_interval_s=0.5,
+        )
+        ensure_topics(settings)
+        return settings
+
+    def spawn(self, cmd: list[str], s: Settings, log: str) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` with ``s`` as its environment, its output in ``log`` (in :attr:`work`)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+        env.update(s.as_env())
+        with open(self.work / log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop ``proc`` (SIGTERM, then SIGKILL after 20 s)."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def group_rate(
+        self,
+        cmd: list[str],
+        settings: Settings,
+        n: int,
+        count_of: Callable[[Settings], float],
+        events: int,
+        timeout_s: float,
+    ) -> float:
+        """Events/s of ``n`` processes of ``cmd`` in one new consumer group, over ``events``.
+
+        The group is ``settings.app_id``, new, so it reads the backlog from the
+        start; the processes are started together so that all join the group's
+        first generation, timed over the sum of their counts, and stopped.
+        """
+        group = [settings.replace(worker_web_port=free_port()) for _ in range(n)]
+        started = [self.spawn(cmd, s, f"{s.app_id}-{i}.log") for i, s in enumerate(group)]
+        per_s = rate_to_count(lambda: sum(count_of(s) for s in group), events, timeout_s, *started)
+        for proc in started:
+            self.stop(proc)
+        return per_s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--events", type=int, default=50_000, help="backlog size (N)")
+    parser.add_argument("--events", type=int, default=50_000, help="backlog size (N), each mix")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument(
@@ -286,72 +450,29 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness phase")
     parser.add_argument("--timeout", type=float, default=240.0, help="limit of each phase, seconds")
+    parser.add_argument("--skip-zipf", action="store_true", help="leave out the Zipf mix")
+    parser.add_argument("--skip-scale", action="store_true", help="leave out the two-process runs")
     args = parser.parse_args()
     if args.bare:
         run_bare()
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    broker = BrokerProcess(log_path=work / "broker.log")
-    redis_srv = RedisProcess(log_path=work / "redis.log")
-    broker.start()
-    redis_srv.start()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        settings = Settings(
-            bootstrap_servers=broker.bootstrap_servers,
-            redis_url=redis_srv.url,
-            topic_watch="bench-watch",
-            topic_rate="bench-rate",
-            topic_forget="bench-forget",
-            topic_dead_letter="bench-dlq",
-            topic_partitions=4,
-            app_id="bench-stream",
-            key_prefix="bench:",
-            model_store=str(work / "models"),
-            data_dir=str(work / "worker"),
-            worker_web_port=free_port(),
-            broker_session_timeout_s=6.0,
-            broker_heartbeat_interval_s=0.5,
-        )
-        from streams.topics import ensure_topics
-
-        ensure_topics(settings)
-        publish_model(settings, args.items)
-        produce_backlog(settings, args.events, args.users, args.items)
-
-        def spawn(cmd: list[str], s: Settings, log: str) -> subprocess.Popen[bytes]:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-            env.update(s.as_env())
-            with open(work / log, "wb") as out:
-                proc = subprocess.Popen(
-                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-                )
-            procs.append(proc)
-            return proc
+    with Stack(args.items) as stack:
+        work = stack.work
+        settings = stack.settings("uniform")
+        produce_backlog(settings, "uniform", args.events, args.users, args.items)
+        zipf = None
+        if not args.skip_zipf:
+            zipf = stack.settings("zipf")
+            produce_backlog(zipf, "zipf", args.events, args.users, args.items)
 
         # Baseline first, alone on the machine, then the worker, alone too.
-        bare_settings = settings.replace(worker_web_port=free_port())
-        bare = spawn([sys.executable, __file__, "--bare"], bare_settings, "bare.log")
-        bare_url = f"http://127.0.0.1:{bare_settings.worker_web_port}/count"
-        bare_per_s = rate_to_count(
-            lambda: json.loads(get(bare_url))["count"], args.events, args.timeout, bare
-        )
-        bare.terminate()
-        bare.wait(30)
-
-        # An event counts for the worker once the list that includes it is in
-        # Redis: the freshness histogram is observed right after that write.
-        name = "freshrec_worker_freshness_seconds"
-        port = settings.worker_web_port
-        worker = spawn([sys.executable, "-m", "cli", "worker"], settings, "worker.log")
+        bare_per_s = stack.group_rate(BARE_CMD, settings, 1, bare_count, args.events, args.timeout)
+        name = FRESHNESS
+        worker = stack.spawn(WORKER_CMD, settings, "worker.log")
         counted: list[list[float]] = []
         events_per_s = rate_to_count(
-            lambda: worker_metrics(port).get(f"{name}_count", 0.0),
-            args.events,
-            args.timeout,
-            worker,
-            samples=counted,
+            lambda: worker_count(settings), args.events, args.timeout, worker, samples=counted
         )
 
         # Freshness is a property of a worker that keeps up: by default the
@@ -365,57 +486,16 @@ def main() -> int:
         total = args.events
         paced = functools.partial(produce_paced, producer, settings.topic_watch, rate)
         total += paced(WARM_UP_S, args.users, args.items, total)
-        wait_until(
-            lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout,
-            "warm-up processed",
-        )
+        wait_until(lambda: worker_count(settings) >= total, args.timeout, "warm-up processed")
+        port = settings.worker_web_port
         before = worker_metrics(port)
         sent = paced(args.seconds, args.users, args.items, total)
         total += sent
-        wait_until(
-            lambda: worker_metrics(port)[f"{name}_count"] >= total,
-            args.timeout,
-            "paced events processed",
-        )
+        wait_until(lambda: worker_count(settings) >= total, args.timeout, "paced events processed")
         after = worker_metrics(port)
-        worker.terminate()
-        worker.wait(30)
+        stack.stop(worker)
 
-        # Two processes in one group, on the same backlog: first the bare agent's
-        # pair (the ceiling), then the worker's. Each pair's group is new, so it
-        # reads the backlog from the start; the pair is started together so
-        # that both join the group's first generation.
-        def group_rate(
-            cmd: list[str], group: str, n: int, count_of: Callable[[Settings], float]
-        ) -> float:
-            pair = [settings.replace(app_id=group, worker_web_port=free_port()) for _ in range(n)]
-            started = [spawn(cmd, s, f"{group}-{i}.log") for i, s in enumerate(pair)]
-            per_s = rate_to_count(
-                lambda: sum(count_of(s) for s in pair), args.events, args.timeout, *started
-            )
-            for proc in started:
-                proc.terminate()
-            for proc in started:
-                proc.wait(30)
-            return per_s
-
-        def bare_count(s: Settings) -> float:
-            return float(json.loads(get(f"http://127.0.0.1:{s.worker_web_port}/count"))["count"])
-
-        def worker_count(s: Settings) -> float:
-            return worker_metrics(s.worker_web_port).get(f"{name}_count", 0.0)
-
-        bare_cmd = [sys.executable, __file__, "--bare"]
-        worker_cmd = [sys.executable, "-m", "cli", "worker"]
-        two_bare_per_s = group_rate(bare_cmd, "bench-two", 2, bare_count)
-        two_per_s = group_rate(worker_cmd, "bench-two", 2, worker_count)
-        # One worker again, after the pair: the machine is shared, and its load
-        # drifts over minutes; the pair is compared with the mean of one worker
-        # before and after it.
-        again_per_s = group_rate(worker_cmd, "bench-one-again", 1, worker_count)
-        one_per_s = (events_per_s + again_per_s) / 2
-        result = {
+        result: dict[str, Any] = {
             "bench": "stream",
             "events": args.events,
             "events_per_s": round(events_per_s),
@@ -425,25 +505,74 @@ def main() -> int:
             "freshness_p99_ms": round(quantile(0.99, before, after, name) * 1000, 1),
             "freshness_rate_per_s": rate,
             "freshness_events": sent,
-            "two_workers_events_per_s": round(two_per_s),
-            "events_per_s_after": round(again_per_s),
-            "scale_ratio": round(two_per_s / one_per_s, 3),
-            "two_bare_events_per_s": round(two_bare_per_s),
-            "two_bare_scale_ratio": round(two_bare_per_s / bare_per_s, 3),
-            "users": args.users,
-            "items": args.items,
-            "batch_size": settings.batch_size,
-            "partitions": settings.topic_partitions,
-            "cpus": os.cpu_count(),
         }
-        print(
+        summary = (
             f"worker {events_per_s:,.0f} events/s, bare agent {bare_per_s:,.0f} events/s; "
             f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
-            f"p99 {result['freshness_p99_ms']} ms; one worker again {again_per_s:,.0f} events/s, "
-            f"two workers {two_per_s:,.0f} events/s "
-            f"(x{result['scale_ratio']}), two bare agents {two_bare_per_s:,.0f} events/s "
-            f"(x{result['two_bare_scale_ratio']}) (logs in {work})"
+            f"p99 {result['freshness_p99_ms']} ms"
         )
+
+        # The Zipf mix: the same count of events, a few hot users in every batch.
+        if zipf is not None:
+            zipf_bare = stack.group_rate(BARE_CMD, zipf, 1, bare_count, args.events, args.timeout)
+            zipf_worker = stack.group_rate(
+                WORKER_CMD, zipf, 1, worker_count, args.events, args.timeout
+            )
+            result["zipf_events_per_s"] = round(zipf_worker)
+            result["zipf_bare_events_per_s"] = round(zipf_bare)
+            result["zipf_ratio"] = round(zipf_worker / zipf_bare, 3)
+            summary += (
+                f"; Zipf mix: worker {zipf_worker:,.0f} events/s, bare agent "
+                f"{zipf_bare:,.0f} events/s"
+            )
+
+        # Two processes in one group, on the same backlog: first the bare agent's
+        # pair (the ceiling), then the worker's. Each pair's group is new, so it
+        # reads the backlog from the start.
+        if not args.skip_scale:
+            two = settings.replace(app_id="bench-two")
+            two_bare_per_s = stack.group_rate(
+                BARE_CMD, two, 2, bare_count, args.events, args.timeout
+            )
+            two_per_s = stack.group_rate(
+                WORKER_CMD, two, 2, worker_count, args.events, args.timeout
+            )
+            # One worker again, after the pair: the machine is shared, and its load
+            # drifts over minutes; the pair is compared with the mean of one worker
+            # before and after it.
+            again_per_s = stack.group_rate(
+                WORKER_CMD,
+                settings.replace(app_id="bench-one-again"),
+                1,
+                worker_count,
+                args.events,
+                args.timeout,
+            )
+            one_per_s = (events_per_s + again_per_s) / 2
+            result.update(
+                {
+                    "two_workers_events_per_s": round(two_per_s),
+                    "events_per_s_after": round(again_per_s),
+                    "scale_ratio": round(two_per_s / one_per_s, 3),
+                    "two_bare_events_per_s": round(two_bare_per_s),
+                    "two_bare_scale_ratio": round(two_bare_per_s / bare_per_s, 3),
+                }
+            )
+            summary += (
+                f"; one worker again {again_per_s:,.0f} events/s, two workers "
+                f"{two_per_s:,.0f} events/s (x{result['scale_ratio']}), two bare agents "
+                f"{two_bare_per_s:,.0f} events/s (x{result['two_bare_scale_ratio']})"
+            )
+        result.update(
+            {
+                "users": args.users,
+                "items": args.items,
+                "batch_size": settings.batch_size,
+                "partitions": settings.topic_partitions,
+                "cpus": os.cpu_count(),
+            }
+        )
+        print(f"{summary} (logs in {work})")
         prefix = f"{name}_bucket|"
         SERIES.parent.mkdir(parents=True, exist_ok=True)
         SERIES.write_text(
@@ -459,16 +588,6 @@ def main() -> int:
             )
         )
         print(json.dumps(result))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        redis_srv.stop()
-        broker.stop()
     return 0
 
 
