@@ -103,13 +103,31 @@ class UserState:
         """Whether this is a forget marker (no history left): a user that does not exist."""
         return not self.history
 
+    def copy(self) -> UserState:
+        """A state the caller may change without touching this one.
+
+        The lists are new, their rows shared: :class:`Interaction` rows and ids
+        are immutable, and every change (:meth:`apply`, :meth:`forget`) goes
+        through the lists. Three list copies cost about a microsecond, against
+        tens for :func:`decode`: what lets the worker keep decoded states in
+        memory and hand a batch copies it may throw away if the batch fails.
+        """
+        return UserState(
+            list(self.history), list(self.event_ids), list(self.seen_items), self.forgotten_at
+        )
+
     def forget(self, ts: int) -> None:
         """Forget everything at or before ``ts`` (epoch ms), and remember that time.
 
         A forget that arrives after newer events (topics are not ordered among
         themselves) keeps those newer interactions: they started a new history.
+        A forget at or before the last one (a redelivery, a replay) changes
+        nothing: everything it covers is gone already, and the items the cap
+        dropped since then are the new history's, kept in ``seen_items``.
         """
-        self.forgotten_at = max(self.forgotten_at, ts)
+        if ts <= self.forgotten_at:
+            return
+        self.forgotten_at = ts
         cutoff = self.forgotten_at
         self.history = [i for i in self.history if i.ts > cutoff]
         self.seen_items = []
