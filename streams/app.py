@@ -147,6 +147,10 @@ def create_app(settings: Settings) -> faust.App:
     # producer (streams.delivery says why); closed, in-flight records flushed, at shutdown.
     producer = WorkerProducer(settings)
 
+    @app.task
+    async def start_producer() -> None:
+        producer.start()
+
     @app.on_before_shutdown.connect
     async def close_producer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await producer.close()

@@ -35,13 +35,21 @@ from freshrec.settings import Settings
 PRODUCER_LINGER_MS = 2
 
 #: The worker's producer settings on top of :func:`freshrec.kafka_producer.producer_config`
-#: (acks=all, idempotence, the connection settings, SASL/TLS included). No
-#: compression, as with the aiokafka producer before: a batch's records go out
-#: once and are read back only at recovery, and compressing them would cost the
-#: core the worker runs on.
+#: (acks=all, the connection settings, SASL/TLS included).
+#:
+#: - No compression, as with the aiokafka producer before: a batch's records go
+#:   out once and are read back only at recovery, and compressing them would
+#:   cost the core the worker runs on.
+#: - No idempotence, as before: the producer id it needs held a new producer's
+#:   first records for a second on the test broker (Tansu), the first batch's
+#:   freshness with them, and it adds nothing here. Every record is a whole
+#:   value, a resend writes the same bytes again, and one batch's records are
+#:   acknowledged before the next batch's are sent (the batch lock), so a
+#:   retry can never land a key's older value after its newer one.
 WORKER_PRODUCER_CONFIG: dict[str, Any] = {
     "linger.ms": PRODUCER_LINGER_MS,
     "compression.type": "none",
+    "enable.idempotence": False,
 }
 
 
@@ -65,10 +73,15 @@ class WorkerProducer:
         self._settings = settings
         self._producer: AsyncBatchProducer | None = None
 
-    async def send_records(self, records: Sequence[OutgoingRecord]) -> list[DeliveryError | None]:
+    def start(self) -> AsyncBatchProducer:
+        """Make the producer now (librdkafka connects in the background), if not yet made:
+        at worker start, so that the first batch does not wait for the connection."""
         if self._producer is None:
             self._producer = AsyncBatchProducer(self._settings, **WORKER_PRODUCER_CONFIG)
-        return await self._producer.send_records(records)
+        return self._producer
+
+    async def send_records(self, records: Sequence[OutgoingRecord]) -> list[DeliveryError | None]:
+        return await self.start().send_records(records)
 
     async def close(self) -> None:
         """Wait (up to the publish timeout) for the records in flight, then stop."""
