@@ -346,7 +346,7 @@ class Settings:
         ),
     )
     state_cache_users: int = field(
-        default=20000,
+        default=10000,
         metadata=_doc(
             "Users whose decoded state (and confidences) a worker keeps in memory, "
             "most recently used first; about 45 KB each at the default history and "

@@ -39,7 +39,9 @@ Memory: an entry costs about :data:`STATE_BYTES_PER_RECORD_BYTE` times its
 record's size plus :data:`CONFIDENCE_BYTES_PER_ITEM` per item of its
 confidences (about 45 KB at the default history of 100 and dedupe window of
 200), so ``FRESHREC_STATE_CACHE_USERS`` bounds the whole; the estimate is
-the gauge ``freshrec_worker_state_cache_bytes``.
+the gauge ``freshrec_worker_state_cache_bytes``. The cap also bounds Python's
+full garbage collections, which walk every cached history row (docs/worker.md,
+"In memory").
 """
 
 from __future__ import annotations
