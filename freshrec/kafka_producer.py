@@ -7,7 +7,9 @@ bottom: :func:`producer_config` (``acks=all``, idempotence, the publish
 timeout, every connection setting from :func:`freshrec.kafka_config.client_config`)
 and :class:`AsyncBatchProducer`. It knows nothing of events: it sends
 ``(topic, key, value)`` messages and reports, per message, whether the broker
-acknowledged it.
+acknowledged it. The streaming worker sends its changelog records and dead
+letters through it too (:meth:`AsyncBatchProducer.send_records`: explicit
+partitions, headers, tombstones, and an error code per refused record).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
@@ -35,6 +38,42 @@ POLL_INTERVAL_S = 0.05
 
 #: One message to produce: topic, key, value.
 OutgoingMessage = tuple[str, bytes, bytes]
+
+#: librdkafka's "any partition": the producer's partitioner picks one from the key.
+ANY_PARTITION = -1
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One record to produce, with what :data:`OutgoingMessage` leaves out."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    """None is a tombstone (a compacted topic deletes the key)."""
+    partition: int = ANY_PARTITION
+    headers: Sequence[tuple[str, bytes]] | None = None
+
+
+#: Error codes that refuse a record for its size: no retry changes the answer.
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryError:
+    """Why the broker has not acknowledged a record: librdkafka's reason and error code."""
+
+    reason: str
+    code: int | None = None
+    """:class:`confluent_kafka.KafkaError`'s code; None for our own (a timeout, a full queue)."""
+
+    @property
+    def too_large(self) -> bool:
+        """Whether the record was refused for its size (by the producer or the broker)."""
+        return self.code in TOO_LARGE
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -57,13 +96,13 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
-        self.errors: list[str | None] = [None] * size
+        self.errors: list[DeliveryError | None] = [None] * size
         self.reported = [False] * size
         self.remaining = size
         self.done: asyncio.Future[None] = loop.create_future()
         self._lock = threading.Lock()
 
-    def settle(self, index: int, error: str | None) -> None:
+    def settle(self, index: int, error: DeliveryError | None) -> None:
         """Record message ``index``'s outcome; the last one wakes the waiting coroutine once."""
         with self._lock:
             if self.reported[index]:
@@ -81,7 +120,7 @@ class _Batch:
 
     def report(self, index: int) -> Any:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            self.settle(index, None if err is None else err.str())
+            self.settle(index, None if err is None else DeliveryError(err.str(), err.code()))
 
         return on_delivery
 
@@ -116,26 +155,47 @@ class AsyncBatchProducer:
         why it did not (librdkafka's reason, a full local queue, or no answer
         within ``publish_timeout_s``). Never raises for a delivery failure.
         """
-        if not messages:
+        errors = await self.send_records(
+            [OutgoingRecord(topic, key, value) for topic, key, value in messages]
+        )
+        return [None if error is None else error.reason for error in errors]
+
+    async def send_records(self, records: Sequence[OutgoingRecord]) -> list[DeliveryError | None]:
+        """:meth:`send` for :class:`OutgoingRecord`\\ s, with the error code of each failure."""
+        if not records:
             return []
-        batch = _Batch(asyncio.get_running_loop(), len(messages))
-        for index, (topic, key, value) in enumerate(messages):
+        batch = _Batch(asyncio.get_running_loop(), len(records))
+        produce = self._producer.produce
+        for index, record in enumerate(records):
             try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=batch.report(index))
+                produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    partition=record.partition,
+                    on_delivery=batch.report(index),
+                    headers=None if record.headers is None else list(record.headers),
+                )
             except BufferError:
-                batch.settle(index, "the producer's local queue is full")
-            except Exception as exc:  # KafkaException: an unknown topic, a message too large
-                batch.settle(index, str(exc))
+                batch.settle(index, DeliveryError("the producer's local queue is full"))
+            except KafkaException as exc:  # an unknown topic, a message too large
+                error = exc.args[0] if exc.args else None
+                code = error.code() if isinstance(error, KafkaError) else None
+                batch.settle(index, DeliveryError(str(exc), code))
+            except Exception as exc:
+                batch.settle(index, DeliveryError(str(exc)))
         try:
             await asyncio.wait_for(
                 asyncio.shield(batch.done), self.settings.publish_timeout_s + ACK_GRACE_S
             )
         except TimeoutError:
-            for index in range(len(messages)):
+            for index in range(len(records)):
                 batch.settle(
                     index,
-                    f"no acknowledgement from {self.settings.bootstrap_servers} within "
-                    f"{self.settings.publish_timeout_s:g}s",
+                    DeliveryError(
+                        f"no acknowledgement from {self.settings.bootstrap_servers} within "
+                        f"{self.settings.publish_timeout_s:g}s"
+                    ),
                 )
         return list(batch.errors)
 

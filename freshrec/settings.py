@@ -345,6 +345,16 @@ class Settings:
             "Newest event ids remembered per user; a repeat of any of them is dropped.", min=1
         ),
     )
+    state_cache_users: int = field(
+        default=10000,
+        metadata=_doc(
+            "Users whose decoded state (and confidences) a worker keeps in memory, "
+            "most recently used first; about 45 KB each at the default history and "
+            "dedupe window (gauge `freshrec_worker_state_cache_bytes`). The others "
+            "are decoded from the state table's bytes when their events come.",
+            min=1,
+        ),
+    )
     forget_retention_s: float = field(
         default=604800.0,
         metadata=_doc(

@@ -30,7 +30,7 @@ columnar log at once (the training path). A test keeps the two in agreement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "confidence_matrix",
     "event_confidence",
     "event_confidences",
+    "update_confidences",
     "user_confidences",
 ]
 
@@ -121,22 +122,120 @@ def _combine(watch_sum: float, rating: float | None, cap: float) -> float:
 def user_confidences(
     interactions: Iterable[Interaction], cfg: WeightingConfig = DEFAULT_WEIGHTING
 ) -> dict[str, float]:
-    """One user's history -> ``item_id -> combined confidence`` (step 3); zeros left out."""
+    """One user's history -> ``item_id -> combined confidence`` (step 3); zeros left out.
+
+    Items come in the order of their first event in ``interactions``. The
+    fold-in's arithmetic follows that order (to the last bit), and it is the
+    order :func:`update_confidences` keeps without a pass over the history.
+    """
+    order: dict[str, None] = {}
     watch: dict[str, float] = {}
     latest: dict[str, tuple[int, float]] = {}
     for it in interactions:
+        item = it.item_id
+        order[item] = None
         conf = event_confidence(it.kind, it.value, it.duration_s, cfg)
         if it.kind == "watch":
-            watch[it.item_id] = watch.get(it.item_id, 0.0) + conf
+            watch[item] = watch.get(item, 0.0) + conf
         else:
-            seen = latest.get(it.item_id)
+            seen = latest.get(item)
             if seen is None or it.ts >= seen[0]:
-                latest[it.item_id] = (it.ts, conf)
+                latest[item] = (it.ts, conf)
     out: dict[str, float] = {}
-    for item in dict.fromkeys([*watch, *latest]):
+    for item in order:
         rating = latest.get(item)
         latest_conf = None if rating is None else rating[1]
         value = _combine(watch.get(item, 0.0), latest_conf, cfg.max_confidence)
+        if value != 0.0:
+            out[item] = value
+    return out
+
+
+def update_confidences(
+    previous: Mapping[str, float],
+    old: Sequence[Interaction],
+    new: Sequence[Interaction],
+    cfg: WeightingConfig = DEFAULT_WEIGHTING,
+) -> dict[str, float]:
+    """``user_confidences(new, cfg)``, equal in values and order, given
+    ``previous == user_confidences(old, cfg)``, at the cost of the items that changed.
+
+    The streaming worker's path: a user's history changes by a few rows per
+    batch (new events at the end, the oldest dropped by the cap or a forget),
+    and recomputing all of it cost 23 µs per event on a realistic user mix.
+    When ``new`` is ``old`` minus a prefix plus rows at the end (rows compared
+    by value, which identity settles for shared rows), only the items of those
+    rows are recomputed, from their rows in ``new``. An item whose first event
+    moved, other than to the end, makes the order be rebuilt from ``new``
+    (one pass over item ids); any other change (an event inserted in the
+    middle) is a plain :func:`user_confidences`. ``previous`` is not changed.
+    """
+    delta = _delta(old, new)
+    if delta is None:
+        return user_confidences(new, cfg)
+    dropped, added = delta
+    if not dropped and not added:
+        return dict(previous)
+    if len(dropped) + len(added) > len(new) // 2:
+        return user_confidences(new, cfg)
+    gone = {it.item_id for it in dropped}
+    affected = gone.union([it.item_id for it in added])
+    rows = [it for it in new if it.item_id in affected]
+    fresh = user_confidences(rows, cfg)
+    first: dict[str, Interaction] = {}
+    for it in rows:
+        first.setdefault(it.item_id, it)
+    position = {id(it): at for at, it in enumerate(added)}
+    out = dict(previous)
+    to_end: list[str] = []
+    for item in affected:
+        head = first.get(item)
+        if head is None:  # no event of the item left
+            out.pop(item, None)
+        elif id(head) in position:  # its first event is new: after every kept item
+            out.pop(item, None)
+            to_end.append(item)
+        elif item in gone or (item not in previous and item in fresh):
+            # Its first event moved into the kept rows, or a kept item became
+            # non-zero: its place is among the others.
+            return _ordered(new, out, fresh, affected)
+        elif item in fresh:
+            out[item] = fresh[item]
+        else:
+            out.pop(item, None)
+    if to_end:
+        to_end.sort(key=lambda item: position[id(first[item])])
+        out.update((item, fresh[item]) for item in to_end if item in fresh)
+    return out
+
+
+def _delta(
+    old: Sequence[Interaction], new: Sequence[Interaction]
+) -> tuple[Sequence[Interaction], Sequence[Interaction]] | None:
+    """``(dropped, added)`` when ``new == old[len(dropped):] + added``; None otherwise."""
+    if not new:
+        return old, new
+    start = new[0]
+    for skip, it in enumerate(old):
+        if it is start or it == start:
+            kept = len(old) - skip
+            if kept <= len(new) and new[:kept] == old[skip:]:
+                return old[:skip], new[kept:]
+            return None
+    return old, new
+
+
+def _ordered(
+    new: Sequence[Interaction],
+    previous: Mapping[str, float],
+    fresh: Mapping[str, float],
+    affected: set[str],
+) -> dict[str, float]:
+    """The confidences in ``new``'s first-event order: ``fresh``'s for the ``affected``
+    items, ``previous``'s for the others (unaffected items kept their values)."""
+    out: dict[str, float] = {}
+    for item in dict.fromkeys([it.item_id for it in new]):
+        value = fresh.get(item, 0.0) if item in affected else previous.get(item, 0.0)
         if value != 0.0:
             out[item] = value
     return out

@@ -39,6 +39,7 @@ from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
 from streams.batch import Inbound
 from streams.dead_letter import DeadLetterWriter
+from streams.delivery import WorkerProducer
 from streams.liveness import ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -52,16 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Exit status when a batch could not be completed (EX_TEMPFAIL: restart and retry).
 EXIT_UNPROCESSED = 75
-
-#: How long the worker's producer waits to fill a request. A batch's changelog
-#: records and dead letters are sent together and awaited together: a short
-#: linger packs them into a few requests instead of one request per record,
-#: and 2 ms is small beside a batch's own wait (``batch_max_wait_s``).
-PRODUCER_LINGER_S = 0.002
-#: Largest producer batch, in bytes: aiokafka's 16 KiB default split one
-#: micro-batch's changelog records (one per touched user, each a whole bounded
-#: history) over many requests; 512 KiB stays under the broker's 1 MB request limit.
-PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 
 def _die(reason: str) -> None:
@@ -98,8 +89,6 @@ def faust_app(
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger=PRODUCER_LINGER_S,
-        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         broker_credentials=faust_credentials(settings),
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
@@ -151,16 +140,25 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    dead_letter_topic = app.topic(
-        settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
-    )
     watch = ProgressWatch(
         settings, (settings.topic_watch, settings.topic_rate, settings.topic_forget), metrics
     )
+    # Changelog records and dead letters go through confluent-kafka, not Faust's
+    # producer (streams.delivery says why); closed, in-flight records flushed, at shutdown.
+    producer = WorkerProducer(settings)
+
+    @app.task
+    async def start_producer() -> None:
+        producer.start()
+
+    @app.on_before_shutdown.connect
+    async def close_producer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await producer.close()
+
     processor = BatchProcessor(
         settings,
-        StateTable(table, retry("changelog write")),
-        DeadLetterWriter(dead_letter_topic, retry("dead-letter write")),
+        StateTable(table, producer, retry("changelog write"), settings.state_cache_users),
+        DeadLetterWriter(producer, settings.topic_dead_letter, retry("dead-letter write")),
         RedisSink(settings, retry("redis write")),
         ModelFollower(settings.model_store, metrics),
         metrics,

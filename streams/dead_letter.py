@@ -24,11 +24,11 @@ import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from freshrec.kafka_producer import OutgoingRecord
 from freshrec.retry import RetryPolicy
 from schemas.validator import Rejection
-from streams.delivery import send_all
+from streams.delivery import RecordProducer, send_all
 
 HEADER_PREFIX = "freshrec.dlq."
 
@@ -173,22 +173,21 @@ class DeadLetterWriter:
     """Sends dead letters from the worker and waits until the broker has them.
 
     Waiting matters: the source message is acked right after its batch, so its
-    dead letter must be durable first or a crash could lose it.
+    dead letter must be durable first or a crash could lose it. The letters go
+    through the worker's confluent-kafka producer (:mod:`streams.delivery`),
+    to whichever partition the producer's partitioner picks for their key.
     """
 
-    def __init__(self, topic: Any, retry: RetryPolicy) -> None:
+    def __init__(self, producer: RecordProducer, topic: str, retry: RetryPolicy) -> None:
+        self._producer = producer
         self._topic = topic
         self._retry = retry
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        if letters:
-            await self._retry.call_async(lambda: self._send(letters))
-
-    async def _send(self, letters: Sequence[DeadLetter]) -> None:
-        await send_all(
-            "dead-letter",
-            (
-                self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
-                for letter in letters
-            ),
-        )
+        if not letters:
+            return
+        records = [
+            OutgoingRecord(self._topic, letter.key, letter.value, headers=letter.headers())
+            for letter in letters
+        ]
+        await self._retry.call_async(lambda: send_all("dead-letter", self._producer, records))

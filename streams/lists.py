@@ -18,10 +18,10 @@ writes: a personal list is encoded from the model's index arrays
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from models.weighting import user_confidences
+from models.weighting import WeightingConfig, user_confidences
 from schemas.recs import ItemFragments, encode_list, list_head, order_token
 from schemas.state import UserState
 from streams.model_follower import ModelFollower
@@ -50,11 +50,31 @@ def _unranked(
     return out
 
 
+#: Users' confidences under a weighting, from their states (same order): the
+#: worker's come from its state cache (:meth:`streams.state.StateTable.confidences`).
+Histories = Callable[
+    [Sequence[str], Sequence[UserState], WeightingConfig], Sequence[dict[str, float]]
+]
+
+
+def _computed(
+    users: Sequence[str], states: Sequence[UserState], weighting: WeightingConfig
+) -> list[dict[str, float]]:
+    return [user_confidences(state.history, weighting) for state in states]
+
+
 class ListBuilder:
     """Builds users' lists of ``list_length`` items."""
 
-    def __init__(self, list_length: int, follower: ModelFollower, popularity: Popularity) -> None:
+    def __init__(
+        self,
+        list_length: int,
+        follower: ModelFollower,
+        popularity: Popularity,
+        histories: Histories = _computed,
+    ) -> None:
         self._n = list_length
+        self._histories = histories
         self._follower = follower
         self._popularity = popularity
         #: The item fragments of the model version ``_fragments_version``.
@@ -70,8 +90,7 @@ class ListBuilder:
         recommender = self._follower.recommender
         if recommender is None:
             return self._popular(users, states, written_at)
-        weighting = recommender.weighting
-        histories = [user_confidences(state.history, weighting) for state in states]
+        histories = self._histories(users, states, recommender.weighting)
         ranking = recommender.rank(
             histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
         )

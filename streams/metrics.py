@@ -156,6 +156,16 @@ class WorkerMetrics:
         self.users_held = Gauge(
             "freshrec_worker_users", "Users whose state this worker holds.", registry=r
         )
+        self.state_cache_users = Gauge(
+            "freshrec_worker_state_cache_users",
+            "Users whose decoded state this worker keeps in memory (FRESHREC_STATE_CACHE_USERS).",
+            registry=r,
+        )
+        self.state_cache_bytes = Gauge(
+            "freshrec_worker_state_cache_bytes",
+            "Estimated memory of the decoded states and their confidences (streams.state).",
+            registry=r,
+        )
         self.model_loaded = Gauge(
             "freshrec_worker_model_loaded_timestamp_seconds",
             "When the current model version was loaded (0: no model yet).",

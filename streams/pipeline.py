@@ -91,7 +91,9 @@ class BatchProcessor:
         self._sink = sink
         self._metrics = metrics
         self._popularity = Popularity()
-        self._lists = ListBuilder(settings.list_length, follower, self._popularity)
+        self._lists = ListBuilder(
+            settings.list_length, follower, self._popularity, state.confidences
+        )
         self._lock = asyncio.Lock()
         self._refresher = ListRefresher(
             settings, state, sink, follower, self._popularity, self._lock, self._rewrite, metrics
@@ -144,6 +146,8 @@ class BatchProcessor:
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             self._metrics.users_held.set(len(self._state))
+            self._metrics.state_cache_users.set(self._state.cache_users)
+            self._metrics.state_cache_bytes.set(self._state.cache_bytes)
         return PreparedBatch(lists, forget, result.event_ts, fenced)
 
     async def prepare_isolating(

@@ -10,8 +10,11 @@ from models.weighting import (
     WeightingConfig,
     confidence_matrix,
     event_confidence,
+    update_confidences,
     user_confidences,
 )
+from schemas.events import RateEvent, WatchEvent
+from schemas.state import UserState
 
 CFG = WeightingConfig()
 
@@ -101,3 +104,62 @@ def test_columnar_rule_agrees_with_per_user_rule(events: list[tuple]) -> None:
         assert got.keys() == expected.keys()
         for item, value in expected.items():
             assert got[item] == pytest.approx(value, rel=1e-6)
+
+
+#: One step of a user's life: ("watch"|"rate", item, value, ts) or ("forget", ts).
+_STEP = st.one_of(
+    st.tuples(
+        st.sampled_from(["watch", "rate"]),
+        st.sampled_from("abcdefgh"),
+        st.sampled_from([0.5, 1.0, 3.0, 5.0]),
+        st.integers(0, 60),
+    ),
+    st.tuples(st.just("forget"), st.integers(0, 60)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(st.lists(_STEP, min_size=1, max_size=6), min_size=1, max_size=12),
+    history_length=st.integers(1, 8),
+    in_order=st.booleans(),
+)
+def test_update_confidences_equals_a_recompute_in_values_and_order(
+    batches: list[list[tuple]], history_length: int, in_order: bool
+) -> None:
+    """Issue 16: the worker keeps each user's confidences and updates them per batch;
+    whatever the batches do (cap drops, forgets, late events), the result must be
+    exactly user_confidences of the new history, key order included (the fold-in's
+    arithmetic follows it)."""
+    state, clock, n = UserState(), 0, 0
+    previous: dict[str, float] = {}
+    for batch in batches:
+        old = state.copy()
+        for step in batch:
+            n += 1
+            clock = clock + 1 if in_order else step[-1]
+            if step[0] == "forget":
+                state.forget(clock)
+                continue
+            kind, item, value, _ = step
+            event = (
+                WatchEvent(f"e{n}", "u", item, value * 600, clock, 1800.0)
+                if kind == "watch"
+                else RateEvent(f"e{n}", "u", item, value, clock)
+            )
+            state.apply(event, history_length, 100)
+        expected = user_confidences(state.history)
+        got = update_confidences(previous, old.history, state.history)
+        assert list(got.items()) == list(expected.items())
+        assert previous == user_confidences(old.history)  # not changed in place
+        previous = got
+
+
+def test_update_confidences_recomputes_a_history_changed_in_the_middle() -> None:
+    a = Interaction("a", "watch", 1800, 1800, 1)
+    b = Interaction("b", "watch", 900, 1800, 2)
+    c = Interaction("c", "rate", 4.0, None, 3)
+    old = [a, c]
+    new = [a, b, c]  # b arrived late: inserted, not appended
+    got = update_confidences(user_confidences(old), old, new)
+    assert list(got.items()) == list(user_confidences(new).items())

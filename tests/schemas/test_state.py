@@ -47,6 +47,24 @@ def test_event_ids_are_bounded_and_forget_the_oldest() -> None:
     assert state.apply(w("e0", "a", 0), history_length=10, dedupe_window=3)
 
 
+def test_a_redelivered_forget_keeps_the_seen_items_of_the_new_history() -> None:
+    """Regression (found by issue 16's restart test): a forget delivered again after the
+    user came back emptied ``seen_items``, so items the cap had dropped from the new
+    history were offered to the user again."""
+    state = UserState()
+    state.apply(w("e0", "old", 5), history_length=2, dedupe_window=10)
+    state.forget(10)
+    for n, item in enumerate(["a", "b", "c"]):
+        state.apply(w(f"e{n + 1}", item, 20 + n), history_length=2, dedupe_window=10)
+    assert (state.seen_items, [i.item_id for i in state.history]) == (["a"], ["b", "c"])
+    state.forget(10)
+    state.forget(3)
+    assert (state.seen_items, [i.item_id for i in state.history]) == (["a"], ["b", "c"])
+    assert state.forgotten_at == 10
+    state.forget(21)  # a newer forget: the history at or before it goes, and the seen items
+    assert (state.seen_items, [i.item_id for i in state.history]) == ([], ["c"])
+
+
 def test_items_the_cap_drops_become_seen_items_sorted_and_unique() -> None:
     state = UserState()
     for n, item in enumerate(["c", "a", "c", "b", "d", "e"]):
