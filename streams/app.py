@@ -27,7 +27,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -37,7 +37,7 @@ from freshrec.kafka_config import faust_credentials
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
-from streams.batch import Inbound
+from streams.batch import Message
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
 from streams.liveness import ProgressWatch
@@ -211,11 +211,10 @@ def create_app(settings: Settings) -> faust.App:
         The batch's Redis write and acks wait for the previous batch's, so
         writes reach Redis, and offsets are acked, in batch order.
         """
-        # Faust's messages have every field of Inbound (topic, partition, offset,
-        # key, value), all the batch step reads: the batch is read as it came,
-        # with no copy per event.
+        # Faust's messages are what the batch step reads (streams.batch.Message): the
+        # batch is read as it came, with no copy per event.
         messages = [e.message for e in events]
-        batch = cast(list[Inbound], messages)
+        batch: list[Message] = messages
         try:
             ready = await processor.prepare_isolating(batch, received_at)
             prepared.set()

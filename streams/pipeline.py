@@ -40,7 +40,7 @@ import numpy as np
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from schemas.state import UserState
-from streams.batch import Inbound, StepResult, failure_rejection, step
+from streams.batch import Inbound, Message, StepResult, failure_rejection, step
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
@@ -52,7 +52,7 @@ from streams.sink import RedisSink
 from streams.state import StateTable, Write
 from streams.topics import event_types
 
-__all__ = ["BatchProcessor", "Inbound", "PreparedBatch"]
+__all__ = ["BatchProcessor", "Inbound", "Message", "PreparedBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,12 @@ class BatchProcessor:
             settings, state, sink, follower, self._popularity, self._lock, self._rewrite, metrics
         )
 
-    async def process(self, batch: Sequence[Inbound]) -> None:
+    async def process(self, batch: Sequence[Message]) -> None:
         """Process one batch; returns only when its results are durable (see module doc)."""
         await self.write(await self.prepare(batch))
 
     async def prepare(
-        self, batch: Sequence[Inbound], received_at: int | None = None
+        self, batch: Sequence[Message], received_at: int | None = None
     ) -> PreparedBatch:
         """Steps 1 to 3 and the fold-in: returns once the batch's state changes are durable.
 
@@ -151,7 +151,7 @@ class BatchProcessor:
         return PreparedBatch(lists, forget, result.event_ts, fenced)
 
     async def prepare_isolating(
-        self, batch: Sequence[Inbound], received_at: int | None = None
+        self, batch: Sequence[Message], received_at: int | None = None
     ) -> PreparedBatch:
         """:meth:`prepare`, with a batch that fails for a reason no retry fixes split in two,
         down to the message that fails alone, which is dead-lettered with the error.
@@ -183,7 +183,7 @@ class BatchProcessor:
             )
 
     async def _dead_letter_alone(
-        self, msg: Inbound, exc: Exception, received_at: int | None
+        self, msg: Message, exc: Exception, received_at: int | None
     ) -> PreparedBatch:
         log.error(
             "message %s[%d]@%d fails alone (%r); dead-lettering it",
