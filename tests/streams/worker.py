@@ -173,7 +173,12 @@ def send_raw(settings: Settings, topic: str, messages: Sequence[tuple[bytes | No
 
 def read_list(client: Any, settings: Settings, user: str) -> RecList | None:
     """``user``'s stored list, in either format, as the API reads it (a compact list with
-    its model's item table); ``client`` is a Redis or a RedisCluster client."""
+    its model's item table); ``client`` is a Redis or a RedisCluster client.
+
+    None while there is no list, and while a compact list's item table is missing
+    (a Redis that lost its data, until the worker writes the table again): the API
+    cannot serve such a list either.
+    """
     raw = client.hget(user_key(settings.key_prefix, user), "data")
     if raw is None:
         return None
@@ -181,8 +186,7 @@ def read_list(client: Any, settings: Settings, user: str) -> RecList | None:
     if version is None:
         return decode(raw)
     table = client.get(items_key(settings.key_prefix, version))
-    assert table is not None, f"a list of model {version} and no item table for it"
-    return decode(raw, decode_items(table), user)
+    return None if table is None else decode(raw, decode_items(table), user)
 
 
 def list_updated_at(client: redis.Redis, settings: Settings, user: str) -> int | None:
