@@ -451,28 +451,43 @@ def parse_compact(data: bytes, names: Sequence[str], n: int | None = None) -> di
         if len(data) != start + size * width + count * (width + score_width + slot_width):
             raise ValueError(f"{len(data)} bytes for {count} items")
         m = count if n is None else min(n, count)
-        table = struct.unpack_from(f"<{size}{index}", data, start)
+        table = _column(size, index).unpack_from(data, start)
         at = start + size * width
-        ids = struct.unpack_from(f"<{m}{index}", data, at)
+        ids = _column(m, index).unpack_from(data, at)
         at += count * width
         if score_width == 4:
-            scores: Sequence[float] = struct.unpack_from(f"<{m}f", data, at)
+            scores: Sequence[float] = _column(m, "f").unpack_from(data, at)
         else:
-            scores = [_half(bits) for bits in struct.unpack_from(f"<{m}H", data, at)]
+            halves = _HALVES
+            scores = [
+                half if (half := halves[bits]) is not None else _half(bits)
+                for bits in _column(m, "H").unpack_from(data, at)
+            ]
         at += count * score_width
-        items: list[dict[str, Any]] = []
-        for i, score, place in zip(
-            ids, scores, struct.unpack_from(f"<{m}{slot}", data, at), strict=True
-        ):
-            if place == none:
-                items.append({"item": names[i], "score": score})
-            else:
-                items.append({"item": names[i], "score": score, "because": names[table[place]]})
+        items: list[dict[str, Any]] = [
+            {"item": names[i], "score": score}
+            if place == none
+            else {"item": names[i], "score": score, "because": names[table[place]]}
+            for i, score, place in zip(
+                ids, scores, _column(m, slot).unpack_from(data, at), strict=True
+            )
+        ]
         version = data[_HEAD.size : start].decode()
     except (struct.error, IndexError, ValueError) as exc:
         raise ValueError(f"not a freshrec compact list: {exc}") from exc
     source: Source = "personal" if flags & _PERSONAL else "popular"
     return envelope(None, source, version, updated_at, written_at, items)
+
+
+#: Compiled little-endian formats of ``n`` values of one type, by ``(n, code)``.
+_COLUMNS: dict[tuple[int, str], struct.Struct] = {}
+
+
+def _column(n: int, code: str) -> struct.Struct:
+    column = _COLUMNS.get((n, code))
+    if column is None:
+        column = _COLUMNS[n, code] = struct.Struct(f"<{n}{code}")
+    return column
 
 
 #: Per float16 bit pattern, the shortest float that reads back as that float16

@@ -125,9 +125,22 @@ def render(
     items can be served (each excluded id removes at most one), so only those
     are parsed.
     """
+    wanted = k + len(exclude)
+    if names is not None:  # the codec built the entries, typed and shaped as served
+        try:
+            doc = parse_compact(data, names, wanted)
+        except ValueError as exc:
+            raise CorruptList(str(exc)) from exc
+        entries = doc["items"]
+        if exclude:
+            entries = doc["items"] = [e for e in entries if e["item"] not in exclude]
+        del entries[k:]
+        doc["user"] = user
+        if source is not None:
+            doc["source"] = source
+        return orjson.dumps(doc), doc["source"]
     try:
-        wanted = k + len(exclude)
-        doc = parse_head(data, wanted) if names is None else parse_compact(data, names, wanted)
+        doc = parse_head(data, wanted)
         picked: list[dict[str, Any]] = []
         for entry in doc["items"]:
             if len(picked) == k:
