@@ -51,9 +51,14 @@ again:
    list so. About 6 KB for 150 items.
 2. Compact (:class:`ItemTable`), first byte ``0x02``: a binary header and
    columns of item indices into ``P items:<model version>``, float16 scores
-   and explanations. Every list a model ranked is written so: about 800
-   bytes for 150 items, which with the hash's own overhead is about 1.2 KB of
-   Redis memory per user against 6.2 KB as JSON.
+   and explanations. Every list a model ranked is written so: 800-1,000
+   bytes for 150 items, which with the hash's own overhead is 1.2-1.4 KB of
+   Redis memory per user against 6-12 KB as JSON (``loadtests/bench_api.py``,
+   ``loadtests/bench_memory.py``). The hash is past
+   ``hash-max-listpack-value`` (64 bytes), so Redis keeps it as a hash
+   table: about 340 bytes over the list, which a listpack or a plain string
+   would cut by 100, not worth a key type that older workers' lists and the
+   ``order`` compare-and-set do not share.
 
 This module is the one codec of the ``data`` field, for both sides: the plain
 :func:`encode` and :func:`decode`, and the fast paths. The worker writes a
