@@ -2,11 +2,17 @@
 
     python loadtests/bench_api.py [--users 100000] [--connections 200] [--duration 30]
                                   [--workers CORES] [--list-length 150] [--k 10]
-                                  [--wrk-threads 1]
+                                  [--wrk-threads 1] [--format compact|json] [--because 0]
 
 Starts its own redis-server and ``freshrec api --workers N`` on free loopback
 ports, stores ``--users`` lists of ``--list-length`` items the way the worker
-does (``schemas.recs.encode``), then:
+does (``--format compact``, the default: ``schemas.recs.ItemTable``, with the
+model's item table at ``P items:<version>``; ``--format json``: the JSON lists
+of older workers and of lists made without a model, ``schemas.recs.encode``),
+with explanations drawn from ``--because`` history items per list (0: none),
+and measures Redis's ``used_memory`` before and after storing the users' lists:
+``redis_bytes_per_user`` is the growth per user (keys, hash encoding and
+allocator overhead included; goal at 150 items: <= 1,500). Then:
 
 1. ``wrk`` (Debian package ``wrk``) with ``--connections`` connections for
    ``--duration`` seconds, each request for a random user's top ``--k``;
@@ -65,12 +71,26 @@ import redis
 
 from freshrec.settings import Settings
 from freshrec.stack import LOOPBACK, BrokerProcess, RedisProcess, free_port, wait_until
-from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, popular_key, user_key
+from schemas.recs import (
+    DATA_FIELD,
+    ORDER_FIELD,
+    ItemTable,
+    RecItem,
+    RecList,
+    encode,
+    encode_items,
+    items_key,
+    order_token,
+    popular_key,
+    user_key,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ROOT / "loadtests" / "results" / "api.series.json"
 
 PREFIX = "bench:"
+#: A model version id of the store's shape (``ModelStore.new_version_id``).
+MODEL_VERSION = "20260101T000000000000Z-3f9a"
 CATALOG = 20_000
 TEMPLATES = 1_000
 LOAD_BATCH = 1_000
@@ -111,44 +131,74 @@ def require(tool: str, install: str) -> str:
     return path
 
 
-def load_lists(client: redis.Redis, users: int, length: int, rng: random.Random) -> None:
-    """Store one list per user and the popular fallback, as the worker writes them.
+def load_lists(
+    client: redis.Redis, users: int, length: int, rng: random.Random, compact: bool, because: int
+) -> float:
+    """Store one list per user and the popular fallback, as the worker writes them; returns
+    Redis's memory growth per user list (``used_memory``, the popular list and the item
+    table left out).
 
-    Each user gets one of ``TEMPLATES`` random item lists (falling scores):
-    distinct enough for a read benchmark, and quick to load.
+    Each user gets one of ``TEMPLATES`` random item lists (falling scores,
+    explanations from ``because`` random history items): distinct enough for a
+    read benchmark, and quick to load.
     """
+    import numpy as np
+
     now = int(time.time() * 1000)
     catalog = [f"item-{n}" for n in range(CATALOG)]
     scores = [round(1.0 - rank / length, 6) for rank in range(length)]
+    picks = [rng.sample(range(CATALOG), length) for _ in range(TEMPLATES)]
+    explained: list[list[int]] = []
+    for _ in range(TEMPLATES):
+        history = rng.sample(range(CATALOG), because) if because else []
+        explained.append([rng.choice(history) if history else -1 for _ in range(length)])
     templates = [
-        tuple(RecItem(i, s) for i, s in zip(rng.sample(catalog, length), scores, strict=True))
-        for _ in range(TEMPLATES)
+        tuple(
+            RecItem(catalog[i], s, catalog[b] if b >= 0 else None)
+            for i, s, b in zip(pick, scores, why, strict=True)
+        )
+        for pick, why in zip(picks, explained, strict=True)
     ]
+    compact_lists = ItemTable(MODEL_VERSION, catalog).encode(
+        np.array(picks, dtype=np.int64),
+        np.array([scores] * TEMPLATES, dtype=np.float32),
+        np.array(explained, dtype=np.int64),
+        np.ones(TEMPLATES, dtype=bool),
+        [now] * TEMPLATES,
+        now,
+    )
+    order = order_token(now, MODEL_VERSION)
 
-    def recs(user: str | None) -> RecList:
-        return RecList(
-            user=user,
-            source="personal" if user else "popular",
-            model_version="bench",
-            updated_at=now,
-            written_at=now,
-            items=templates[rng.randrange(TEMPLATES)],
+    def data(user: str | None, template: int) -> bytes:
+        if compact and user is not None:
+            stored = compact_lists[template]
+            assert stored is not None
+            return stored
+        return encode(
+            RecList(
+                user=user,
+                source="personal" if user else "popular",
+                model_version=MODEL_VERSION,
+                updated_at=now,
+                written_at=now,
+                items=templates[template],
+            )
         )
 
+    client.set(items_key(PREFIX, MODEL_VERSION), encode_items(catalog))
+    client.hset(popular_key(PREFIX), mapping={DATA_FIELD: data(None, 0), ORDER_FIELD: order})
+    before = int(client.info("memory")["used_memory"])
     pipe = client.pipeline(transaction=False)
     for n in range(users):
         user = USER_FORMAT.format(n)
-        stored = recs(user)
         pipe.hset(
-            user_key(PREFIX, user), mapping={DATA_FIELD: encode(stored), ORDER_FIELD: stored.order}
+            user_key(PREFIX, user),
+            mapping={DATA_FIELD: data(user, rng.randrange(TEMPLATES)), ORDER_FIELD: order},
         )
         if (n + 1) % LOAD_BATCH == 0:
             pipe.execute()
-    popular = recs(None)
-    pipe.hset(
-        popular_key(PREFIX), mapping={DATA_FIELD: encode(popular), ORDER_FIELD: popular.order}
-    )
     pipe.execute()
+    return (int(client.info("memory")["used_memory"]) - before) / max(1, users)
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -407,6 +457,15 @@ def main() -> None:
     parser.add_argument("--list-length", type=int, default=150)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
+        "--format",
+        choices=("compact", "json"),
+        default="compact",
+        help="how the lists are stored: as the worker writes a model's lists, or as JSON",
+    )
+    parser.add_argument(
+        "--because", type=int, default=0, help="history items each list's explanations name"
+    )
+    parser.add_argument(
         "--wrk-threads",
         type=int,
         default=1,
@@ -434,11 +493,19 @@ def main() -> None:
         try:
             client = redis.Redis(host=srv.host, port=srv.port)
             started = time.perf_counter()
-            load_lists(client, args.users, args.list_length, random.Random(42))
+            bytes_per_user = load_lists(
+                client,
+                args.users,
+                args.list_length,
+                random.Random(42),
+                args.format == "compact",
+                args.because,
+            )
             used = client.info("memory")["used_memory_human"]
             print(
                 f"lists stored          {args.users:,} users x {args.list_length} items "
-                f"in {time.perf_counter() - started:.1f}s (Redis uses {used})"
+                f"({args.format}) in {time.perf_counter() - started:.1f}s (Redis uses {used}, "
+                f"{bytes_per_user:,.0f} bytes per user)"
             )
             client.close()
 
@@ -517,6 +584,8 @@ def main() -> None:
                 "redis_benchmark_gets_per_s": round(redis_rps),
                 "ratio": round(rps / redis_rps, 3),
                 "api_cpu_us_per_request": round(cpu_us),
+                "redis_bytes_per_user": round(bytes_per_user),
+                "list_format": args.format,
                 **events,
             }
         )

@@ -1,11 +1,14 @@
 """Measure what one user costs: bytes of a list in Redis, bytes of a state in the worker.
 
 Redis: ``--users`` lists of ``FRESHREC_LIST_LENGTH`` items each (item ids,
-scores, "because" items, a model version: what the worker writes, encoded by
+scores, "because" items from a history of ``FRESHREC_HISTORY_LENGTH`` items, a
+model version: what the worker writes, in the compact format of
+:class:`schemas.recs.ItemTable`, or with ``--format json`` as JSON,
 :func:`schemas.recs.encode`) are stored in a fresh redis-server on loopback,
 the way the sink stores them (a hash with ``data`` and ``order``), and
 ``INFO memory``'s ``used_memory`` before and after, divided by the count, is
-the bytes per user (keys, hash encoding and allocator overhead included).
+the bytes per user (keys, hash encoding and allocator overhead included; the
+model's item table, stored once, left out).
 
 Worker state: users with ``--events`` interactions each are built by
 :meth:`schemas.state.UserState.apply` (so the history cap, the dedupe window
@@ -39,7 +42,16 @@ sys.path.insert(0, str(ROOT))
 from freshrec.settings import Settings  # noqa: E402
 from freshrec.stack import RedisProcess  # noqa: E402
 from schemas.events import WatchEvent  # noqa: E402
-from schemas.recs import DATA_FIELD, ORDER_FIELD, RecItem, RecList, encode, user_key  # noqa: E402
+from schemas.recs import (  # noqa: E402
+    DATA_FIELD,
+    ORDER_FIELD,
+    ItemTable,
+    RecItem,
+    RecList,
+    encode,
+    order_token,
+    user_key,
+)
 from schemas.state import UserState  # noqa: E402
 from schemas.state import encode as encode_state  # noqa: E402
 
@@ -47,27 +59,29 @@ BASE_TS = 1_735_689_600_000
 GIB = 1024**3
 
 
-def a_list(user: str, rng: np.random.Generator, items: int, length: int) -> RecList:
+VERSION = "20250101T000000000000Z-3f2a"
+
+
+def a_list(
+    rng: np.random.Generator, items: int, length: int, history: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One user's ranked list as the model's arrays: item indices, falling scores, and
+    explanations among the user's ``history`` items; and its newest event's time."""
     picked = rng.choice(items, size=length, replace=False)
-    scores = np.sort(rng.random(length))[::-1]
-    because = rng.choice(items, size=length)
-    return RecList(
-        user=user,
-        source="personal",
-        model_version="20250101T000000Z-3f2a9c1b",
-        updated_at=BASE_TS + int(rng.integers(10**9)),
-        written_at=BASE_TS + 10**9,
-        items=tuple(
-            RecItem(f"item-{p}", float(s), f"item-{b}")
-            for p, s, b in zip(picked, scores, because, strict=True)
-        ),
-    )
+    scores = np.sort(rng.random(length).astype(np.float32))[::-1]
+    seen = rng.choice(items, size=history, replace=False)
+    because = rng.choice(seen, size=length)
+    return picked, scores, because, BASE_TS + int(rng.integers(10**9))
 
 
-def redis_bytes_per_user(settings: Settings, users: int, items: int) -> tuple[float, int]:
+def redis_bytes_per_user(
+    settings: Settings, users: int, items: int, compact: bool
+) -> tuple[float, int]:
     """used_memory growth per stored list, and the size of one list's ``data`` field."""
     import redis
 
+    names = [f"item-{i}" for i in range(items)]
+    table = ItemTable(VERSION, names)
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     server = RedisProcess(log_path=work / "redis.log")
     server.start()
@@ -78,11 +92,38 @@ def redis_bytes_per_user(settings: Settings, users: int, items: int) -> tuple[fl
         sizes = []
         pipe = client.pipeline(transaction=False)
         for u in range(users):
-            recs = a_list(f"user-{u}", rng, items, settings.list_length)
-            data = encode(recs)
+            picked, scores, because, updated_at = a_list(
+                rng, items, settings.list_length, settings.history_length
+            )
+            written_at = BASE_TS + 10**9
+            if compact:
+                (data,) = table.encode(
+                    picked[None, :],
+                    scores[None, :],
+                    because[None, :],
+                    np.ones(1, dtype=bool),
+                    [updated_at],
+                    written_at,
+                )
+            else:
+                data = encode(
+                    RecList(
+                        f"user-{u}",
+                        "personal",
+                        VERSION,
+                        updated_at,
+                        written_at,
+                        tuple(
+                            RecItem(names[p], float(s), names[b])
+                            for p, s, b in zip(picked, scores, because, strict=True)
+                        ),
+                    )
+                )
+            assert data is not None
             sizes.append(len(data))
             key = user_key(settings.key_prefix, f"user-{u}")
-            pipe.hset(key, mapping={DATA_FIELD: data, ORDER_FIELD: recs.order})
+            order = order_token(updated_at, VERSION)
+            pipe.hset(key, mapping={DATA_FIELD: data, ORDER_FIELD: order})
             if u % 1000 == 999:
                 pipe.execute()
         pipe.execute()
@@ -121,13 +162,20 @@ def main() -> int:
         "--events", type=int, nargs="+", default=[20, 300],
         help="interactions per user (one measurement each): a light user, one past the caps",
     )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=("compact", "json"), default="compact",
+        help="how the lists are stored: as the worker writes a model's lists, or as JSON",
+    )  # fmt: skip
     args = parser.parse_args()
     settings = Settings()
 
-    per_list, data_bytes = redis_bytes_per_user(settings, args.users, args.items)
+    per_list, data_bytes = redis_bytes_per_user(
+        settings, args.users, args.items, args.format == "compact"
+    )
     result: dict[str, object] = {
         "bench": "memory",
         "users": args.users,
+        "list_format": args.format,
         "list_length": settings.list_length,
         "list_data_bytes": data_bytes,
         "redis_bytes_per_user": round(per_list),

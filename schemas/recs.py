@@ -6,8 +6,8 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     A hash for one user's list, with two fields:
 
     ``data``
-        the :class:`RecList` as JSON (see :func:`encode`); the API reads this
-        one field with one ``HGET``.
+        the list, in one of two formats told apart by its first byte (below);
+        the API reads this one field with one ``HGET``.
     ``order``
         ``"<newest event ts ms, 15 digits>|<model version>"``; a writer replaces
         the list only when its own order string is not smaller, compared in one
@@ -15,7 +15,15 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
         back, while a newer model version for the same events does win.
 ``P popular``
     The same hash shape holding the popular fallback (``user`` is null,
-    ``source`` is ``"popular"``).
+    ``source`` is ``"popular"``), always JSON.
+``P items:<model version>``
+    A string: the model version's item ids in index order, as a JSON array
+    (:func:`encode_items`), which compact lists index into. The worker writes
+    it when it adopts the version and again after Redis lost its data (both
+    before it writes a list made with the version); it is never changed, as a
+    version's items never are. The API reads it once per version per process
+    and keeps it in memory, so a request stays one ``HGET`` of one key (one
+    round trip to one node on a Redis Cluster).
 ``P epoch``
     A string: a random token that names the data Redis holds now. The first
     worker to find it missing writes it; a Redis that restarted empty or was
@@ -32,18 +40,39 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
 Model version ids sort lexicographically in creation order, which is what makes
 the ``order`` comparison mean "newer".
 
+The ``data`` field has two formats, and readers take both, so that lists of
+either kind coexist while workers are upgraded and until each list is written
+again:
+
+1. JSON (:func:`encode`): ``{"user", "source", "model_version", "updated_at",
+   "written_at", "items": [{"item", "score", "because"?}, ...]}``. Lists made
+   without a model (``model_version`` null: the worker's popularity before any
+   model exists) and ``P popular`` are written so; older workers wrote every
+   list so. About 6 KB for 150 items.
+2. Compact (:class:`ItemTable`), first byte ``0x02``: a binary header and
+   columns of item indices into ``P items:<model version>``, float16 scores
+   and explanations. Every list a model ranked is written so: 800-1,000
+   bytes for 150 items, which with the hash's own overhead is 1.2-1.4 KB of
+   Redis memory per user against 6-12 KB as JSON (``loadtests/bench_api.py``,
+   ``loadtests/bench_memory.py``). The hash is past
+   ``hash-max-listpack-value`` (64 bytes), so Redis keeps it as a hash
+   table: about 340 bytes over the list, which a listpack or a plain string
+   would cut by 100, not worth a key type that older workers' lists and the
+   ``order`` compare-and-set do not share.
+
 This module is the one codec of the ``data`` field, for both sides: the plain
-:func:`encode` and :func:`decode`, and two fast paths that produce and read
-exactly the same bytes. The worker writes a batch's lists from index arrays
-with per-model item fragments (:class:`ItemFragments`, :func:`list_head`):
-building a dict per item (150 per user) and serialising it took as long as
-the fold-in, top-k and explanations together. The API parses only the head
-of a stored list (:func:`parse_head`): parsing all 150 items into Python
-objects was most of a request's JSON cost when only ``k`` are served.
+:func:`encode` and :func:`decode`, and the fast paths. The worker writes a
+batch's compact lists from the model's index arrays (:meth:`ItemTable.encode`,
+a few numpy calls per batch and one ``bytes.join`` per list). The API parses
+only the head of a stored list (:func:`parse_head`, :func:`parse_compact`):
+parsing all 150 items into Python objects was most of a request's cost when
+only ``k`` are served.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -166,10 +195,27 @@ def encode(recs: RecList) -> bytes:
     return orjson.dumps(to_dict(recs))
 
 
-def decode(data: bytes | str) -> RecList:
-    """Parse a ``data`` field written by :func:`encode`; raises ``ValueError`` on garbage."""
+def decode(
+    data: bytes | str, names: Sequence[str] | None = None, user: str | None = None
+) -> RecList:
+    """Parse a ``data`` field of either format; raises ``ValueError`` on garbage.
+
+    A compact list (:class:`ItemTable`) needs ``names``, its model's item table
+    (:func:`compact_version` names the model, :func:`items_key` the table's
+    key), and does not store its user (the key names it): its ``user`` is
+    ``user``. A JSON list (:func:`encode`) needs neither.
+    """
+    if isinstance(data, bytes) and data[:1] == _COMPACT_BYTE:
+        if names is None:
+            raise ValueError("a compact list: decoding it needs its model's item table")
+        doc = parse_compact(data, names)
+        doc["user"] = user
+    else:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not a freshrec list: {exc}") from exc
     try:
-        doc = orjson.loads(data)
         items = tuple(
             RecItem(str(i["item"]), float(i["score"]), i.get("because")) for i in doc["items"]
         )
@@ -181,7 +227,7 @@ def decode(data: bytes | str) -> RecList:
             written_at=int(doc["written_at"]),
             items=items,
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a freshrec list: {exc}") from exc
 
 
@@ -203,75 +249,275 @@ def encode_list(
     return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, entries))
 
 
-def list_head(
-    user: str | None, source: Source, model_version: str | None, updated_at: int, written_at: int
-) -> bytes:
-    """A list's bytes up to and including the ``[`` that opens its items.
+#: The first byte of a compact list (:class:`ItemTable`): the format's version. A
+#: JSON list (:func:`encode`, format 1) starts with ``{``, so one byte tells them apart.
+COMPACT_FORMAT = 2
+_COMPACT_BYTE = bytes([COMPACT_FORMAT])
 
-    ``list_head(...) + body`` is a whole list, for a ``body`` from
-    :meth:`ItemFragments.bodies`.
-    """
-    return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, []))[:-2]
+#: A compact list's header: format, flags, item count, explanation-table size,
+#: ``updated_at``, ``written_at``, and the length of the model version's UTF-8
+#: bytes, which follow it.
+_HEAD = struct.Struct("<BBHHqqB")
+#: Header flags: the source is ``personal`` (else ``popular``); the scores are
+#: float32 (else float16); the item indices are uint32 (else uint16); the
+#: explanation slots are uint16 (else uint8).
+_PERSONAL, _SCORES_F32, _INDEX_U32, _BECAUSE_U16 = 1, 2, 4, 8
+_FLAGS = _PERSONAL | _SCORES_F32 | _INDEX_U32 | _BECAUSE_U16
+#: An explanation slot meaning "no explanation", for uint8 and uint16 slots.
+NO_BECAUSE_U8, NO_BECAUSE_U16 = 0xFF, 0xFFFF
+#: The most items a model may have for uint16 item indices.
+_U16_ITEMS = 1 << 16
 
 
-class ItemFragments:
-    """The JSON pieces of a catalogue's items, made once per model version, from which
-    :meth:`bodies` encodes a whole batch of lists given as index arrays.
+def items_key(prefix: str, model_version: str) -> str:
+    """Redis key of a model version's item table (see the module doc)."""
+    return f"{prefix}items:{model_version}"
 
-    ``item[i]`` opens item ``i``'s entry up to its score; ``because[j]`` closes an
-    entry whose explanation is item ``j``, and ``because[-1]`` one without.
-    Each closing piece ends with a comma, dropped after a list's last entry.
+
+def encode_items(ids: Sequence[str]) -> bytes:
+    """A model version's item ids, in index order, for ``P items:<version>``."""
+    return orjson.dumps(list(ids))
+
+
+def decode_items(data: bytes | str) -> list[str]:
+    """Parse an item table written by :func:`encode_items`; raises ``ValueError`` on garbage."""
+    try:
+        ids = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not a freshrec item table: {exc}") from exc
+    if type(ids) is not list or any(type(i) is not str for i in ids):
+        raise ValueError("not a freshrec item table: not a list of ids")
+    return ids
+
+
+class ItemTable:
+    """One model version's item ids, and the encoder of lists ranked with it in the
+    compact format (format 2): the worker's fast path.
+
+    A compact list is the header (:data:`_HEAD`, then the model version), then
+    four columns: the list's distinct explanation items (indices into the
+    model's item table), the items' indices, their scores, and per item its
+    explanation's place in that small table (:data:`NO_BECAUSE_U8` for none).
+    Item indices are uint16 when the model has at most 65,536 items, else
+    uint32; scores are float16 (about three significant digits, plenty for a
+    score whose rank the order already carries) unless one of the list's
+    scores is beyond float16's range, then float32; explanation slots are
+    uint8 unless the list explains with more than 254 distinct items. A
+    150-item list is 800-1,000 bytes, against 6-12 KB as JSON.
 
     numpy is imported here, not with the module: the API reads lists with this
     module and has no other use for numpy (a process's worth of memory and
     start time).
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, version: str, ids: Sequence[str]) -> None:
         import numpy as np
 
-        self.item = np.array(
-            [b'{"item":' + orjson.dumps(name) + b',"score":' for name in names], dtype=object
-        )
-        self.because = np.array(
-            [b',"because":' + orjson.dumps(name) + b"}," for name in names] + [b"},"],
-            dtype=object,
-        )
+        self.version = version
+        self.ids = ids
+        self._version = version.encode()
+        if not 0 < len(self._version) < 256:
+            raise ValueError(f"a model version of 1 to 255 bytes, not {version!r}")
+        self._index = np.dtype("<u2" if len(ids) <= _U16_ITEMS else "<u4")
+        self._index_flag = 0 if len(ids) <= _U16_ITEMS else _INDEX_U32
 
-    def bodies(
-        self, items: np.ndarray, scores: np.ndarray, because: np.ndarray, rows: np.ndarray
+    def encode(
+        self,
+        items: np.ndarray,
+        scores: np.ndarray,
+        because: np.ndarray,
+        rows: np.ndarray,
+        updated_at: Sequence[int],
+        written_at: int,
+        source: Source = "personal",
     ) -> list[bytes | None]:
-        """Per row of the ``(users, k)`` arrays, the encoded items and the closing ``]}``
-        of its list (None where ``rows`` is False).
+        """Per row of the ``(users, k)`` arrays, its whole compact list (None where ``rows``
+        is False), stamped with the row's ``updated_at``.
 
-        ``items`` and ``because`` index the names given at construction (``-1``:
-        an unfilled slot, which only trails a row; no explanation); ``scores``
-        are formatted exactly as :func:`encode` formats a float. The scores of
-        the whole batch go through one ``orjson`` call, and a list is one
-        ``bytes.join`` of its fragments.
+        ``items`` and ``because`` index the ids given at construction (``-1``:
+        an unfilled slot, which only trails a row; no explanation). Each column
+        of the whole batch is converted with one numpy call and a list is one
+        ``bytes.join`` of slices of those buffers.
         """
         import numpy as np
 
         n_users, k = items.shape
         out: list[bytes | None] = [None] * n_users
-        if k == 0 or not rows.any():
-            return [b"]}" if r else None for r in rows.tolist()]
+        wanted = np.flatnonzero(rows).tolist()
+        if not wanted:
+            return out
+        if k >= _U16_ITEMS:
+            raise ValueError(f"a list holds at most {_U16_ITEMS - 1} items, not {k}")
+        width = self._index.itemsize
         filled = items >= 0
-        values = np.where(filled, scores, 0.0).astype(np.float64)
-        cells = np.empty((n_users, k, 3), dtype=object)
-        cells[:, :, 0] = self.item[np.maximum(items, 0)]
-        # one orjson call formats every score of the batch exactly as in a dict
-        cells[:, :, 1] = np.array(
-            orjson.dumps(values.ravel().tolist())[1:-1].split(b","), dtype=object
-        ).reshape(n_users, k)
-        cells[:, :, 2] = self.because[because]
         counts = filled.sum(axis=1).tolist()
-        flat = cells.reshape(n_users, 3 * k).tolist()
-        for row, wanted in enumerate(rows.tolist()):
-            if wanted:
-                # drop the unfilled tail and the last entry's trailing comma
-                out[row] = b"".join(flat[row][: 3 * counts[row]])[:-1] + b"]}"
+        index = np.where(filled, items, 0).astype(self._index).tobytes()
+        values = np.where(filled, scores, 0.0).astype("<f4")
+        with np.errstate(over="ignore"):
+            half = values.astype("<f2")
+        single_rows = (~np.isfinite(half) & np.isfinite(values)).any(axis=1).tolist()
+        halves, singles = half.tobytes(), values.tobytes()
+        # Each row's distinct explanations, sorted, and each slot's place among them:
+        # a row-wise sort (ids past the catalogue for "none", sorted last), the
+        # starts of runs, their running count put back in slot order.
+        beyond = len(self.ids)
+        keyed = np.where(filled & (because >= 0), because, beyond)
+        if beyond < _U16_ITEMS:  # numpy sorts uint16 by radix: 4x faster than int64
+            order = np.argsort(keyed.astype(np.uint16), axis=1, kind="stable")
+        else:
+            order = np.argsort(keyed, axis=1)
+        ranked = np.take_along_axis(keyed, order, axis=1)
+        explained = ranked < beyond
+        first = explained.copy()
+        first[:, 1:] &= ranked[:, 1:] != ranked[:, :-1]
+        place = np.where(explained, np.cumsum(first, axis=1) - 1, -1)
+        slots = np.empty_like(place)
+        np.put_along_axis(slots, order, place, axis=1)
+        sizes = first.sum(axis=1)
+        table = ranked[first].astype(self._index).tobytes()
+        starts = [0, *np.cumsum(sizes).tolist()]
+        narrow = np.where(slots < 0, NO_BECAUSE_U8, slots).astype(np.uint8).tobytes()
+        wide_rows = (sizes >= NO_BECAUSE_U8).tolist()
+        wide = (
+            np.where(slots < 0, NO_BECAUSE_U16, slots).astype("<u2").tobytes()
+            if any(wide_rows)
+            else b""
+        )
+        flags = self._index_flag | (_PERSONAL if source == "personal" else 0)
+        pack = _HEAD.pack
+        version = self._version
+        for row in wanted:
+            n, at = counts[row], row * k
+            low, high = starts[row], starts[row + 1]
+            head = flags
+            if single_rows[row]:
+                head |= _SCORES_F32
+                score_bytes = singles[4 * at : 4 * (at + n)]
+            else:
+                score_bytes = halves[2 * at : 2 * (at + n)]
+            if wide_rows[row]:
+                head |= _BECAUSE_U16
+                slot_bytes = wide[2 * at : 2 * (at + n)]
+            else:
+                slot_bytes = narrow[at : at + n]
+            out[row] = b"".join(
+                (
+                    pack(
+                        COMPACT_FORMAT,
+                        head,
+                        n,
+                        high - low,
+                        updated_at[row],
+                        written_at,
+                        len(version),
+                    ),
+                    version,
+                    table[width * low : width * high],
+                    index[width * at : width * (at + n)],
+                    score_bytes,
+                    slot_bytes,
+                )
+            )
         return out
+
+
+def compact_version(data: bytes) -> str | None:
+    """The model version whose item table decodes this compact list; None for a JSON list.
+
+    Raises ``ValueError`` for a compact list cut short.
+    """
+    if data[:1] != _COMPACT_BYTE:
+        return None
+    end = _HEAD.size + data[_HEAD.size - 1] if len(data) >= _HEAD.size else 0
+    if len(data) < end or not end:
+        raise ValueError("a compact list cut short")
+    try:
+        return data[_HEAD.size : end].decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"a compact list's model version is not UTF-8: {exc}") from exc
+
+
+def parse_compact(data: bytes, names: Sequence[str], n: int | None = None) -> dict[str, Any]:
+    """A compact list as ``orjson.loads`` returns its JSON form (``user`` null), with its
+    first ``n`` items (all when None); ``names`` is its model's item table.
+
+    float16 scores come back as the shortest decimal that is the same float16
+    (``0.835``, not ``0.8349609375``). Raises ``ValueError`` for a list that is
+    not what :class:`ItemTable` writes, or whose indices ``names`` lacks.
+    """
+    try:
+        fmt, flags, count, size, updated_at, written_at, length = _HEAD.unpack_from(data)
+        start = _HEAD.size + length
+        if fmt != COMPACT_FORMAT or flags & ~_FLAGS:
+            raise ValueError(f"format {fmt}, flags {flags}")
+        index, width = ("I", 4) if flags & _INDEX_U32 else ("H", 2)
+        score_width = 4 if flags & _SCORES_F32 else 2
+        slot, slot_width, none = ("H", 2, NO_BECAUSE_U16) if flags & _BECAUSE_U16 else ("B", 1, 255)
+        if len(data) != start + size * width + count * (width + score_width + slot_width):
+            raise ValueError(f"{len(data)} bytes for {count} items")
+        m = count if n is None else min(n, count)
+        table = _column(size, index).unpack_from(data, start)
+        at = start + size * width
+        ids = _column(m, index).unpack_from(data, at)
+        at += count * width
+        if score_width == 4:
+            scores: Sequence[float] = _column(m, "f").unpack_from(data, at)
+        else:
+            halves = _HALVES
+            scores = [
+                half if (half := halves[bits]) is not None else _half(bits)
+                for bits in _column(m, "H").unpack_from(data, at)
+            ]
+        at += count * score_width
+        items: list[dict[str, Any]] = [
+            {"item": names[i], "score": score}
+            if place == none
+            else {"item": names[i], "score": score, "because": names[table[place]]}
+            for i, score, place in zip(
+                ids, scores, _column(m, slot).unpack_from(data, at), strict=True
+            )
+        ]
+        version = data[_HEAD.size : start].decode()
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ValueError(f"not a freshrec compact list: {exc}") from exc
+    source: Source = "personal" if flags & _PERSONAL else "popular"
+    return envelope(None, source, version, updated_at, written_at, items)
+
+
+#: Compiled little-endian formats of ``n`` values of one type, by ``(n, code)``: a
+#: request reads ``k + len(exclude)`` of a list's columns, so a process needs a few
+#: hundred at most (``n`` is at most a list's length).
+_COLUMNS: dict[tuple[int, str], struct.Struct] = {}
+
+
+def _column(n: int, code: str) -> struct.Struct:
+    column = _COLUMNS.get((n, code))
+    if column is None:
+        column = _COLUMNS[n, code] = struct.Struct(f"<{n}{code}")
+    return column
+
+
+#: Per float16 bit pattern, the shortest float that reads back as that float16
+#: (filled as met: a list's scores use few of the 65,536).
+_HALVES: list[float | None] = [None] * (1 << 16)
+
+
+def _half(bits: int) -> float:
+    value = _HALVES[bits]
+    if value is None:
+        packed = bits.to_bytes(2, "little")
+        value = exact = struct.unpack("<e", packed)[0]
+        if math.isfinite(exact):
+            for digits in range(1, 6):
+                near = float(f"{exact:.{digits}g}")
+                try:
+                    if struct.pack("<e", near) == packed:
+                        value = near
+                        break
+                except OverflowError:
+                    continue
+        _HALVES[bits] = value
+    return value
 
 
 #: How :func:`encode` (orjson, compact) writes the start of the items array.

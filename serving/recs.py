@@ -3,9 +3,12 @@
 The stored list (``schemas.recs``) is longer than the largest ``k``, so
 excluded items are replaced by the next ones rather than just removed. Only
 the first ``k + len(exclude)`` stored items are parsed (the contract's
-:func:`schemas.recs.parse_head`)
-and the first ``k`` that survive the exclusions are served, so a request
-costs one Redis round trip and a few tens of microseconds of JSON work.
+:func:`schemas.recs.parse_compact`, or :func:`schemas.recs.parse_head` for a
+list stored as JSON) and the first ``k`` that survive the exclusions are
+served, so a request costs one Redis round trip and a few tens of
+microseconds of work. Both formats give the same response; a compact list's
+item ids come from its model's item table, which the store reads once per
+version (:meth:`serving.store.RecsStore.item_names`).
 
 ``source`` is what the writer stored, never assumed: a user's list is
 ``popular`` when no model ranked it (no model yet, or none of the user's items
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source, envelope, parse_head
+from schemas.recs import Source, envelope, parse_compact, parse_head
 from serving.catalog import Catalog
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
@@ -88,7 +92,7 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     try:
         data = await store.user_list(user)
         if data is not None:
-            body, source = render(user, data, k, exclude)
+            body, source = render(user, data, k, exclude, names=await store.item_names(data))
             TALLY.served(source)
             return body
     except CorruptList as exc:
@@ -97,25 +101,46 @@ async def answer(store: RecsStore, user: str, k: int, exclude: frozenset[str]) -
     try:
         popular = await store.popular()
         if popular is not None:
-            return render(user, popular, k, exclude, "popular")[0]
+            names = await store.item_names(popular)
+            return render(user, popular, k, exclude, "popular", names)[0]
     except CorruptList as exc:
         _skip_corrupt("popular list", exc)
     return orjson.dumps(envelope(user, "popular", None, None, None, []))
 
 
 def render(
-    user: str, data: bytes, k: int, exclude: frozenset[str], source: Source | None = None
+    user: str,
+    data: bytes,
+    k: int,
+    exclude: frozenset[str],
+    source: Source | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[bytes, Source]:
     """The JSON body for one stored ``data`` field and its source; raises
     :class:`CorruptList` on garbage.
 
+    ``names`` is the item table of a compact list (None: the list is JSON).
     ``source`` is the stored one unless given (the popular key's list is
     ``popular`` whatever it says). Only the first ``k + len(exclude)`` stored
     items can be served (each excluded id removes at most one), so only those
     are parsed.
     """
+    wanted = k + len(exclude)
+    if names is not None:  # the codec built the entries, typed and shaped as served
+        try:
+            doc = parse_compact(data, names, wanted)
+        except ValueError as exc:
+            raise CorruptList(str(exc)) from exc
+        entries = doc["items"]
+        if exclude:
+            entries = doc["items"] = [e for e in entries if e["item"] not in exclude]
+        del entries[k:]
+        doc["user"] = user
+        if source is not None:
+            doc["source"] = source
+        return orjson.dumps(doc), doc["source"]
     try:
-        doc = parse_head(data, k + len(exclude))
+        doc = parse_head(data, wanted)
         picked: list[dict[str, Any]] = []
         for entry in doc["items"]:
             if len(picked) == k:
@@ -140,7 +165,7 @@ def render(
             raise TypeError("model_version is not a string")
         if source is None:
             source = _SOURCES[doc["source"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
         raise CorruptList(str(exc)) from exc
     return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked)), source
 

@@ -13,24 +13,52 @@ The popular fallback is the same for every user, so each process keeps it in
 memory for ``api_popular_cache_s`` seconds: a user without a list then also
 costs one round trip, and the fallback is at most that stale. Its absence is
 never kept: right after the first worker writes it, the next request sees it.
+
+A compact list indexes into its model version's item table
+(``P items:<version>``): each process reads a version's table from Redis once,
+at the first list that names it (one read shared by the requests that wait
+for it), and keeps the newest :data:`TABLES_KEPT`. A request is then still one
+``HGET`` of one key: one round trip to one node on a Redis Cluster. A table
+Redis lacks (a Redis that lost its data, before the worker writes it again)
+is never kept as missing: the list is skipped like an unreadable one, and the
+next request asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from redis.exceptions import RedisError, ResponseError
 
 from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis
 from freshrec.settings import Settings
-from schemas.recs import DATA_FIELD, popular_key, user_key
+from schemas.recs import (
+    DATA_FIELD,
+    compact_version,
+    decode_items,
+    items_key,
+    popular_key,
+    user_key,
+)
 from serving.coalesce import HgetCoalescer
 from serving.metrics import REDIS_ERRORS
 
+#: Model versions whose item tables a process keeps: the one served, the one
+#: before it while the workers switch, and one more.
+TABLES_KEPT = 3
+#: The least time a table's read may take: a large catalogue's table is megabytes,
+#: read once per version, where the per-request deadline is for one list.
+TABLE_DEADLINE_S = 5.0
+
+#: What a read raises that :func:`_fault` turns into freshrec's exceptions.
+_READ_ERRORS: tuple[type[Exception], ...] = (TimeoutError, RedisError, *TRANSIENT_ERRORS)
+
 
 class CorruptList(Exception):
-    """A stored list that is not what ``schemas.recs.encode`` writes."""
+    """A stored list that is not what ``schemas.recs`` writes, or one whose item table
+    Redis lacks."""
 
 
 class RecsStore:
@@ -38,11 +66,15 @@ class RecsStore:
 
     def __init__(self, client: AsyncRedis, settings: Settings, deadline_s: float) -> None:
         self.deadline_s = deadline_s
+        self.client = client
         self.reader = HgetCoalescer(client, DATA_FIELD, deadline_s)
         self.prefix = settings.key_prefix
         self.popular_cache_s = settings.api_popular_cache_s
         self._popular: bytes | None = None
         self._popular_expires = float("-inf")
+        #: Item tables by model version, oldest first.
+        self._tables: dict[str, list[str]] = {}
+        self._loading: dict[str, asyncio.Future[list[str]]] = {}
 
     async def user_list(self, user: str) -> bytes | None:
         """The ``data`` field of the user's list, or None when the user has none."""
@@ -57,21 +89,63 @@ class RecsStore:
             self._popular_expires = now + self.popular_cache_s if self._popular else now
         return self._popular
 
+    async def item_names(self, data: bytes) -> Sequence[str] | None:
+        """The item table a stored compact list indexes into; None for a JSON list.
+
+        Raises :class:`CorruptList` for a compact list cut short, and for one whose
+        table Redis lacks or holds garbled.
+        """
+        try:
+            version = compact_version(data)
+        except ValueError as exc:
+            raise CorruptList(str(exc)) from exc
+        if version is None:
+            return None
+        names = self._tables.get(version)
+        if names is not None:
+            return names
+        loading = self._loading.get(version)
+        if loading is None:
+            loading = self._loading[version] = asyncio.ensure_future(self._load_table(version))
+            loading.add_done_callback(lambda _: self._loading.pop(version, None))
+        # shielded: a request that gives up does not cancel the read the others wait on
+        return await asyncio.shield(loading)
+
+    async def _load_table(self, version: str) -> list[str]:
+        key = items_key(self.prefix, version)
+        deadline_s = max(self.deadline_s, TABLE_DEADLINE_S)
+        try:
+            async with asyncio.timeout(deadline_s):
+                raw = await self.client.get(key)
+        except _READ_ERRORS as exc:
+            raise _fault(key, exc, deadline_s) from exc
+        if raw is None:
+            raise CorruptList(f"{key} is missing: no item table for model {version}")
+        try:
+            names = decode_items(raw)
+        except ValueError as exc:
+            raise CorruptList(f"{key}: {exc}") from exc
+        self._tables[version] = names
+        while len(self._tables) > TABLES_KEPT:
+            del self._tables[next(iter(self._tables))]
+        return names
+
     async def _hget(self, key: str) -> bytes | None:
         try:
-            value = await self.reader.hget(key)
-        except TimeoutError as exc:
-            REDIS_ERRORS.labels("deadline").inc()
-            raise TransientError(f"Redis did not answer within {self.deadline_s:.2f}s") from exc
-        except TRANSIENT_ERRORS as exc:  # down, or a cluster failing a node over
-            REDIS_ERRORS.labels("unavailable").inc()
-            raise TransientError(f"Redis cannot be reached: {type(exc).__name__}") from exc
-        except ResponseError as exc:
-            if str(exc).startswith("WRONGTYPE"):
-                raise CorruptList(f"{key} is not a hash") from exc
-            REDIS_ERRORS.labels("error").inc()
-            raise TransientError("Redis refused the read") from exc
-        except RedisError as exc:
-            REDIS_ERRORS.labels("error").inc()
-            raise TransientError("Redis refused the read") from exc
-        return value
+            return await self.reader.hget(key)  # under the reader's deadline
+        except _READ_ERRORS as exc:
+            raise _fault(key, exc, self.deadline_s) from exc
+
+
+def _fault(key: str, exc: Exception, deadline_s: float) -> Exception:
+    """A read's exception as freshrec's (see the module doc), counted."""
+    if isinstance(exc, TimeoutError):
+        REDIS_ERRORS.labels("deadline").inc()
+        return TransientError(f"Redis did not answer within {deadline_s:.2f}s")
+    if isinstance(exc, TRANSIENT_ERRORS):  # down, or a cluster failing a node over
+        REDIS_ERRORS.labels("unavailable").inc()
+        return TransientError(f"Redis cannot be reached: {type(exc).__name__}")
+    if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+        return CorruptList(f"{key} is not of the type the contract names")
+    REDIS_ERRORS.labels("error").inc()
+    return TransientError("Redis refused the read")

@@ -10,10 +10,12 @@ A list never holds an item the user interacted with: the history's items,
 and the items the history cap dropped (``UserState.seen_items``), are left
 out of personal and popular lists alike.
 
-Lists come out already encoded, in exactly the bytes :func:`schemas.recs.encode`
-writes: a personal list is encoded from the model's index arrays
-(:meth:`Recommender.rank`) by the contract's fast path,
-:class:`schemas.recs.ItemFragments`, made once per model version.
+Lists come out already encoded. A list the model ranked is in the contract's
+compact format, from the model's index arrays (:meth:`Recommender.rank`), the
+whole batch at once by :meth:`schemas.recs.ItemTable.encode` (one per model
+version); so is a user's popular fallback under a model. Lists made without a
+model are JSON (:func:`schemas.recs.encode_list`): they name items no model
+table holds.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from models.weighting import WeightingConfig, user_confidences
-from schemas.recs import ItemFragments, encode_list, list_head, order_token
+from schemas.recs import ItemTable, encode_list, order_token
 from schemas.state import UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
@@ -77,9 +81,8 @@ class ListBuilder:
         self._histories = histories
         self._follower = follower
         self._popularity = popularity
-        #: The item fragments of the model version ``_fragments_version``.
-        self._fragments: ItemFragments | None = None
-        self._fragments_version: str | None = None
+        #: The list encoder of the current model version.
+        self._table: ItemTable | None = None
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
@@ -94,32 +97,34 @@ class ListBuilder:
         ranking = recommender.rank(
             histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
         )
-        fragments = self._fragments
-        if fragments is None or self._fragments_version != recommender.version_id:
-            fragments = self._fragments = ItemFragments(recommender.item_ids.ids)
-            self._fragments_version = recommender.version_id
-        bodies = fragments.bodies(ranking.items, ranking.scores, ranking.because, ranking.personal)
+        table = self._table
+        if table is None or table.version != recommender.version_id:
+            table = self._table = ItemTable(recommender.version_id, recommender.item_ids.ids)
+        stamps = [state.newest_ts for state in states]
+        personal = ranking.personal
+        data = table.encode(
+            ranking.items, ranking.scores, ranking.because, personal, stamps, written_at
+        )
+        fallback = np.flatnonzero(~personal).tolist()
+        if fallback:  # no usable history: the model's popular list, one encode for them all
+            items = np.full((len(users), self._n), -1, dtype=np.int64)
+            scores = np.zeros((len(users), self._n), dtype=np.float32)
+            for row in fallback:
+                names, values = recommender.fallback(ranking.seen(row), self._n)
+                indices = recommender.item_ids.indices(names)
+                known = indices >= 0  # the model's popular items are its own: all, but be sure
+                items[row, : known.sum()] = indices[known]
+                scores[row, : known.sum()] = np.asarray(values, dtype=np.float32)[known]
+            because = np.full_like(items, -1)
+            popular = table.encode(items, scores, because, ~personal, stamps, written_at, "popular")
+            data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
         version = recommender.version_id
-        lists = []
-        for row, (user, state) in enumerate(zip(users, states, strict=True)):
-            body = bodies[row]
-            if body is None:  # no usable history: the model's popular list
-                items, scores = recommender.fallback(ranking.seen(row), self._n)
-                data = encode_list(
-                    user,
-                    "popular",
-                    version,
-                    state.newest_ts,
-                    written_at,
-                    items,
-                    scores,
-                    [None] * len(items),
-                )
-            else:
-                head = list_head(user, "personal", version, state.newest_ts, written_at)
-                data = head + body
-            lists.append(UserList(user, order_token(state.newest_ts, version), data))
-        return lists
+        # every row is personal or a fallback, so every one has its list
+        return [
+            UserList(user, order_token(stamp, version), body)
+            for user, stamp, body in zip(users, stamps, data, strict=True)
+            if body is not None
+        ]
 
     def _popular(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int

@@ -159,9 +159,12 @@ class ListRefresher:
         return True
 
     async def _write_popular(self) -> None:
-        """The current model's popular list, to the shared ``popular`` key."""
+        """The current model's item table and popular list, to Redis (see ``P items`` in
+        :mod:`schemas.recs`): when a model is adopted and after Redis lost its data,
+        before any list made with the model."""
         recommender = self._follower.recommender
         assert recommender is not None
+        await self._sink.write_items(recommender.version_id, recommender.item_ids.ids)
         items, scores = recommender.popular(self._settings.list_length)
         popular = RecList(
             None,

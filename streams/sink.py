@@ -33,6 +33,11 @@ node with fewer replicas than n (a replica promoted after its primary died) is
 held to those it has, and each batch waits the whole timeout there until a
 replica is back.
 
+Before the lists of a model version, the version's item table
+(``P items:<version>`` in :mod:`schemas.recs`), which its compact lists index
+into, is written by :meth:`RedisSink.write_items`: when the worker adopts the
+version, and after Redis lost its data.
+
 The sink also reads the epoch token (``P epoch`` in :mod:`schemas.recs`),
 storing a fresh one when it is missing, by which the worker notices a Redis
 that lost its data; on a cluster, one token per primary, since one node can
@@ -60,7 +65,9 @@ from schemas.recs import (
     ORDER_FIELD,
     RecList,
     encode,
+    encode_items,
     epoch_key,
+    items_key,
     popular_key,
     user_key,
 )
@@ -222,6 +229,27 @@ class RedisSink:
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return bool(written)
+
+        return await self._retry.call_async(attempt)
+
+    async def write_items(self, version: str, ids: Sequence[str]) -> bool:
+        """Store the item table of model ``version`` unless Redis holds it; whether this
+        call stored it.
+
+        A version's items never change, so a table that exists is the right one,
+        and only a Redis that lacks it (a new version, a Redis that lost its
+        data) is sent its bytes (hundreds of KB for a large catalogue) again.
+        """
+        key = items_key(self._prefix, version)
+
+        async def attempt() -> bool:
+            try:
+                if await self._client.exists(key):
+                    return False
+                await self._client.set(key, encode_items(ids))
+            except TRANSIENT_ERRORS as exc:
+                raise TransientError(f"redis write failed: {exc}") from exc
+            return True
 
         return await self._retry.call_async(attempt)
 

@@ -19,9 +19,17 @@ import redis.cluster
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from freshrec.stack import RedisClusterProcesses, wait_until
-from schemas.recs import decode, user_key
+from schemas.recs import user_key
 from tests.api_process import api_process, get_json, quick_processes
-from tests.streams.worker import BASE_TS, WorkerProcess, publish, publish_model, synthetic, watch
+from tests.streams.worker import (
+    BASE_TS,
+    WorkerProcess,
+    publish,
+    publish_model,
+    read_list,
+    synthetic,
+    watch,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,8 +53,8 @@ def stored_ts(client: redis.cluster.RedisCluster, settings: Settings) -> dict[st
     """Each user's newest event time in the list the cluster holds (None: no list)."""
     out: dict[str, int | None] = {}
     for user in USERS:
-        raw = client.hget(user_key(settings.key_prefix, user), "data")
-        out[user] = None if raw is None else decode(raw).updated_at
+        recs = read_list(client, settings, user)
+        out[user] = None if recs is None else recs.updated_at
     return out
 
 

@@ -1,16 +1,18 @@
-"""The list codec's fast paths against its plain ``encode`` and ``decode``.
+"""The list codec: both formats, and the fast paths against the plain ``encode`` and ``decode``.
 
-The worker's encoder (``ItemFragments`` and ``list_head``, ``encode_list``)
-must write exactly the bytes ``encode`` writes. ``parse_head``, the API's
-parse of a stored list with only its first n items (or all, as a fallback),
-relies on how ``encode`` writes lists; these tests pin that every departure
-from it (other key order, spacing, braces or quotes inside ids, short lists,
-garbage) still gives what a full parse gives, cut to at least n items.
+``encode_list`` must write exactly the bytes ``encode`` writes. ``parse_head``,
+the API's parse of a stored JSON list with only its first n items (or all, as
+a fallback), relies on how ``encode`` writes lists; these tests pin that every
+departure from it (other key order, spacing, braces or quotes inside ids, short
+lists, garbage) still gives what a full parse gives, cut to at least n items.
+The compact format (``ItemTable``) must decode to the lists it was given, with
+float16 scores (float32 where float16 cannot hold them), in any width.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,13 +22,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.recs import (
-    ItemFragments,
+    ItemTable,
     RecItem,
     RecList,
+    Source,
+    compact_version,
     decode,
+    decode_items,
     encode,
+    encode_items,
     encode_list,
-    list_head,
+    parse_compact,
     parse_head,
 )
 
@@ -161,35 +167,184 @@ def batches(draw: st.DrawFn) -> tuple[list[str], np.ndarray, np.ndarray, np.ndar
     return names, items, scores, because, rows
 
 
-@settings(max_examples=200, deadline=None)
+def same_scores(decoded: RecList, scores: np.ndarray) -> bool:
+    """The decoded scores are ``scores`` as the compact format keeps them: float16 (back
+    as the shortest decimal of the same float16), or float32 for a row with a score
+    beyond float16's range."""
+    got = np.array([i.score for i in decoded.items], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        half = scores.astype(np.float16)
+    if not np.isfinite(half).all():
+        return got.tolist() == scores.astype(np.float64).tolist()
+    return got.astype(np.float16).tolist() == half.tolist()
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     batch=batches(),
     user=ids,
-    version=st.none() | ids,
+    version=ids.filter(bool),
     times=st.tuples(st.integers(0, 2**53), st.integers(0, 2**53)),
+    source=st.sampled_from(["personal", "popular"]),
 )
-def test_the_fragment_encoder_writes_exactly_what_encode_writes(
+def test_a_compact_list_decodes_to_what_was_encoded(
     batch: tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     user: str,
-    version: str | None,
+    version: str,
     times: tuple[int, int],
+    source: Source,
 ) -> None:
     names, items, scores, because, rows = batch
-    bodies = ItemFragments(names).bodies(items, scores, because, rows)
-    for row, body in enumerate(bodies):
+    updated = [times[0] + row for row in range(len(rows))]
+    lists = ItemTable(version, names).encode(
+        items, scores, because, rows, updated, times[1], source
+    )
+    for row, data in enumerate(lists):
         if not rows[row]:
-            assert body is None
+            assert data is None
             continue
-        entries = tuple(
-            RecItem(names[i], float(s), None if b < 0 else names[b])
-            for i, s, b in zip(items[row], scores[row], because[row], strict=True)
-            if i >= 0
+        filled = items[row] >= 0
+        expected = RecList(
+            user,
+            source,
+            version,
+            updated[row],
+            times[1],
+            tuple(
+                RecItem(names[i], s, None if b < 0 else names[b])
+                for i, s, b in zip(
+                    items[row][filled],
+                    scores[row][filled].tolist(),
+                    because[row][filled],
+                    strict=True,
+                )
+            ),
         )
-        expected = RecList(user, "personal", version, *times, entries)
-        assert body is not None
-        data = list_head(user, "personal", version, *times) + body
-        assert data == encode(expected)
-        assert decode(data) == expected
+        assert data is not None and compact_version(data) == version
+        decoded = decode(data, names, user)
+        assert same_scores(decoded, scores[row][filled])
+        assert [(i.item, i.because) for i in decoded.items] == [
+            (i.item, i.because) for i in expected.items
+        ]
+        assert replace(decoded, items=()) == replace(expected, items=())
+        for n in (0, 1, 3):
+            head = parse_compact(data, names, n)
+            assert [
+                RecItem(i["item"], i["score"], i.get("because")) for i in head["items"]
+            ] == list(decoded.items[:n])
+
+
+def test_float16_scores_come_back_as_their_shortest_decimal() -> None:
+    data = ItemTable("v1", ["a", "b"]).encode(
+        np.array([[0, 1]]),
+        np.array([[0.835, -0.1]], dtype=np.float32),
+        np.array([[-1, 0]]),
+        np.array([True]),
+        [1],
+        2,
+    )[0]
+    assert data is not None
+    assert decode(data, ["a", "b"], "u") == RecList(
+        "u", "personal", "v1", 1, 2, (RecItem("a", 0.835), RecItem("b", -0.1, "a"))
+    )
+
+
+def test_a_score_beyond_float16_keeps_its_row_in_float32() -> None:
+    scores = np.array([[70000.5, 0.1], [0.5, 0.25]], dtype=np.float32)
+    lists = ItemTable("v1", ["a", "b"]).encode(
+        np.array([[0, 1], [1, 0]]), scores, np.full((2, 2), -1), np.array([True, True]), [1, 1], 2
+    )
+    wide, narrow = (decode(d, ["a", "b"]) for d in lists if d is not None)
+    assert [i.score for i in wide.items] == [70000.5, float(np.float32(0.1))]
+    assert [i.score for i in narrow.items] == [0.5, 0.25]
+    assert lists[0] is not None and lists[1] is not None and len(lists[0]) > len(lists[1])
+
+
+def test_a_catalogue_past_uint16_and_many_explanations_widen_their_columns() -> None:
+    names = [f"i{n}" for n in range(70_000)]
+    k = 300  # more distinct explanations than a uint8 slot can name
+    items = np.arange(69_000, 69_000 + k).reshape(1, k)
+    because = np.arange(k).reshape(1, k)
+    because[0, ::10] = -1
+    scores = np.linspace(1, 0, k, dtype=np.float32).reshape(1, k)
+    data = ItemTable("v1", names).encode(items, scores, because, np.array([True]), [1], 2)[0]
+    assert data is not None
+    decoded = decode(data, names)
+    assert [i.item for i in decoded.items] == [names[i] for i in items[0]]
+    assert [i.because for i in decoded.items] == [None if b < 0 else names[b] for b in because[0]]
+
+
+def test_a_150_item_list_fits_a_1_kib_allocation() -> None:
+    # The bound behind redis_bytes_per_user <= 1,500 (loadtests/bench_api.py): Redis
+    # stores the field in an allocation of 1,024 bytes (its sds header is 5 + 1 bytes),
+    # and the hash around it costs about 320 more.
+    rng = np.random.default_rng(7)
+    names = [f"item-{n}" for n in range(20_000)]
+    history = rng.choice(len(names), 100, replace=False)  # the worker's history length
+    items = rng.choice(len(names), (50, 150))
+    because = history[rng.integers(0, 100, (50, 150))]
+    scores = np.sort(rng.random((50, 150)).astype(np.float32))[:, ::-1]
+    version = "20260101T000000000000Z-3f2a9c1b"
+    lists = ItemTable(version, names).encode(
+        items, scores, because, np.ones(50, dtype=bool), [1_767_225_600_000] * 50, 1_767_225_600_500
+    )
+    sizes = [len(d) for d in lists if d is not None]
+    assert max(sizes) <= 1_018, max(sizes)
+    json_size = len(encode(decode(lists[0] or b"", names, "u000000000001")))
+    assert json_size > 5 * max(sizes), json_size
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d[:10],  # cut inside the header
+        lambda d: d[:30],  # cut inside the columns
+        lambda d: d + b"\0",  # a byte too many
+        lambda d: d[:1] + b"\xff" + d[2:],  # unknown flags
+    ],
+)
+def test_a_damaged_compact_list_raises_value_error(damage: Any) -> None:
+    data = ItemTable("v1", ["a", "b"]).encode(
+        np.array([[0, 1, 0, 1]]),
+        np.ones((1, 4), dtype=np.float32),
+        np.array([[1, 1, -1, 0]]),
+        np.array([True]),
+        [1],
+        2,
+    )[0]
+    assert data is not None
+    with pytest.raises(ValueError):
+        decode(damage(data), ["a", "b"])
+
+
+def test_a_compact_list_needs_an_item_table_that_holds_its_indices() -> None:
+    data = ItemTable("v1", ["a", "b", "c"]).encode(
+        np.array([[2]]),
+        np.ones((1, 1), dtype=np.float32),
+        np.array([[-1]]),
+        np.array([True]),
+        [1],
+        2,
+    )[0]
+    assert data is not None
+    with pytest.raises(ValueError, match="item table"):
+        decode(data)
+    with pytest.raises(ValueError):
+        decode(data, ["a", "b"])  # an older or other model's table
+    assert decode(data, ["a", "b", "c"]).items == (RecItem("c", 1.0),)
+
+
+def test_a_json_list_has_no_compact_version() -> None:
+    assert compact_version(stored([("a", 1.0, None)])) is None
+    with pytest.raises(ValueError):
+        compact_version(b"\x02")
+
+
+def test_the_item_table_round_trips_and_refuses_garbage() -> None:
+    assert decode_items(encode_items(["a", 'q"\u00e9', "}"])) == ["a", 'q"\u00e9', "}"]
+    for garbage in (b"{", b'{"a": 1}', b"[1, 2]"):
+        with pytest.raises(ValueError):
+            decode_items(garbage)
 
 
 @settings(max_examples=200, deadline=None)

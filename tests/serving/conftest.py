@@ -29,10 +29,13 @@ from freshrec.stack import RedisProcess, free_port
 from schemas.recs import (
     DATA_FIELD,
     ORDER_FIELD,
+    ItemTable,
     RecItem,
     RecList,
     Source,
     encode,
+    encode_items,
+    items_key,
     popular_key,
     user_key,
 )
@@ -77,21 +80,65 @@ def make_list(
     )
 
 
+def encode_compact(recs: RecList, names: Sequence[str]) -> bytes:
+    """``recs`` in the compact format, over the item table ``names`` (which holds its ids),
+    as the worker writes a list its model ranked."""
+    import numpy as np
+
+    index = {name: i for i, name in enumerate(names)}
+    items = np.array([[index[i.item] for i in recs.items]], dtype=np.int64).reshape(1, -1)
+    scores = np.array([[i.score for i in recs.items]], dtype=np.float32).reshape(1, -1)
+    because = np.array(
+        [[-1 if i.because is None else index[i.because] for i in recs.items]], dtype=np.int64
+    ).reshape(1, -1)
+    assert recs.model_version is not None, "a compact list is a model's"
+    (data,) = ItemTable(recs.model_version, names).encode(
+        items,
+        scores,
+        because,
+        np.ones(1, dtype=bool),
+        [recs.updated_at],
+        recs.written_at,
+        recs.source,
+    )
+    assert data is not None
+    return data
+
+
 ListWriter = Callable[..., RecList]
 
 
 @pytest.fixture
 def write_list(redis_client: Any, settings: Settings) -> ListWriter:
-    """Store a list under this test's prefix as the worker does; ``user=None``: the fallback."""
+    """Store a list under this test's prefix as the worker does; ``user=None``: the fallback.
 
-    def write(user: str | None, items: Sequence[str], **kwargs: Any) -> RecList:
+    ``compact=True`` stores it in the compact format, and its model's item table
+    (``P items:<version>``): the ids of every list the test stored so, in the order
+    first met, so a table only grows and an API that read it earlier still reads
+    the lists stored before.
+    """
+    names: dict[str, None] = {}
+
+    def write(
+        user: str | None, items: Sequence[str], *, compact: bool = False, **kwargs: Any
+    ) -> RecList:
         recs = make_list(user, items, **kwargs)
         key = (
             popular_key(settings.key_prefix)
             if user is None
             else user_key(settings.key_prefix, user)
         )
-        redis_client.hset(key, mapping={DATA_FIELD: encode(recs), ORDER_FIELD: recs.order})
+        data = encode(recs)
+        if compact:
+            for item in recs.items:
+                names.update({item.item: None, **({item.because: None} if item.because else {})})
+            assert recs.model_version is not None
+            table = list(names)
+            redis_client.set(
+                items_key(settings.key_prefix, recs.model_version), encode_items(table)
+            )
+            data = encode_compact(recs, table)
+        redis_client.hset(key, mapping={DATA_FIELD: data, ORDER_FIELD: recs.order})
         return recs
 
     return write

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 from yarl import URL
 
 from freshrec.settings import Settings
-from schemas.recs import DATA_FIELD, user_key
-from tests.serving.conftest import ApiClient, ListWriter
+from schemas.recs import DATA_FIELD, RecItem, RecList, decode_items, items_key, user_key
+from serving.metrics import REDIS_ERRORS
+from tests.serving.conftest import ApiClient, ListWriter, encode_compact
 
 pytestmark = pytest.mark.integration
 
 ITEMS = [f"i{n}" for n in range(150)]
+#: Run a test with the list stored as JSON (older workers, lists made without a model)
+#: and in the compact format (the worker's lists with a model): both are served alike.
+BOTH_FORMATS = pytest.mark.parametrize("compact", [False, True], ids=["json", "compact"])
 
 
 def item_ids(body: dict[str, Any]) -> list[str]:
     return [entry["item"] for entry in body["items"]]
 
 
+def corrupt_count() -> float:
+    """Unreadable lists the API skipped so far (the ``corrupt`` Redis error count)."""
+    return float(REDIS_ERRORS.labels("corrupt")._value.get())
+
+
+@BOTH_FORMATS
 async def test_personal_list_is_served_cut_to_k(
-    api_client: ApiClient, write_list: ListWriter
+    api_client: ApiClient, write_list: ListWriter, compact: bool
 ) -> None:
     stored = write_list(
-        "alice", ITEMS, model_version="20260101T000000-ab", updated_at=1_700_000_123_456
+        "alice",
+        ITEMS,
+        model_version="20260101T000000-ab",
+        updated_at=1_700_000_123_456,
+        compact=compact,
     )
     async with api_client() as client:
         resp = await client.get("/recs/alice", params={"k": "3"})
@@ -59,10 +75,11 @@ async def test_k_at_the_maximum_is_served(api_client: ApiClient, write_list: Lis
     assert item_ids(body) == ITEMS[:100]
 
 
+@BOTH_FORMATS
 async def test_short_list_returns_what_there_is(
-    api_client: ApiClient, write_list: ListWriter
+    api_client: ApiClient, write_list: ListWriter, compact: bool
 ) -> None:
-    write_list("alice", ["a", "b"])
+    write_list("alice", ["a", "b"], compact=compact)
     async with api_client() as client:
         body = await (await client.get("/recs/alice", params={"k": "10"})).json()
     assert item_ids(body) == ["a", "b"]
@@ -127,10 +144,11 @@ async def test_no_list_at_all_is_an_empty_popular_answer_not_an_error(
     }
 
 
+@BOTH_FORMATS
 async def test_exclude_replaces_items_from_further_down_the_list(
-    api_client: ApiClient, write_list: ListWriter
+    api_client: ApiClient, write_list: ListWriter, compact: bool
 ) -> None:
-    write_list("alice", ITEMS)
+    write_list("alice", ITEMS, compact=compact)
     async with api_client() as client:
         comma = await (await client.get("/recs/alice?k=3&exclude=i0,i2")).json()
         repeated = await (await client.get("/recs/alice?k=3&exclude=i0&exclude=i2,")).json()
@@ -147,10 +165,11 @@ async def test_exclude_applies_to_the_fallback_too(
     assert item_ids(body) == ["p2", "p3"]
 
 
+@BOTH_FORMATS
 async def test_explanations_are_passed_through(
-    api_client: ApiClient, write_list: ListWriter
+    api_client: ApiClient, write_list: ListWriter, compact: bool
 ) -> None:
-    write_list("alice", ["a", "b"], because={"a": "seen-1"})
+    write_list("alice", ["a", "b"], because={"a": "seen-1"}, compact=compact)
     async with api_client() as client:
         body = await (await client.get("/recs/alice")).json()
     assert body["items"] == [
@@ -343,3 +362,86 @@ async def test_raw_query_strings_mean_what_a_full_parse_says(
     assert resp.status == status
     if served is not None:
         assert item_ids(body) == ITEMS[:served]
+
+
+async def test_a_json_list_and_a_compact_one_are_served_alike(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    # The rollout of the compact format: lists older workers wrote as JSON stay in
+    # Redis beside the new ones until rewritten, and must be served as before.
+    items = [f"i{n}" for n in range(150)]
+    because = {item: f"seen-{n % 7}" for n, item in enumerate(items) if n % 3}
+    old = write_list("old", items, because=because)
+    new = write_list("new", items, because=because, compact=True)
+    assert old.items == new.items
+    async with api_client() as client:
+        for query in ({"k": "20"}, {"k": "5", "exclude": ["i1", "i3", "nope"]}):
+            bodies = [
+                await (await client.get(f"/recs/{user}", params=query)).json()
+                for user in ("old", "new")
+            ]
+            for body in bodies:
+                assert body.pop("user") in ("old", "new")
+                assert body["source"] == "personal"
+            json_body, compact_body = bodies
+            assert [{**i, "score": None} for i in json_body["items"]] == [
+                {**i, "score": None} for i in compact_body["items"]
+            ]
+            assert [np.float16(i["score"]) for i in json_body["items"]] == [
+                np.float16(i["score"]) for i in compact_body["items"]
+            ]
+            assert {**json_body, "items": None} == {**compact_body, "items": None}
+
+
+async def test_float16_scores_are_served_as_short_decimals(
+    api_client: ApiClient, write_list: ListWriter, redis_client: Any, settings: Settings
+) -> None:
+    write_list("alice", ["a", "b"], compact=True)  # the table
+    recs = RecList("alice", "personal", "v1", 5, 6, (RecItem("a", 0.835), RecItem("b", 0.1)))
+    table = decode_items(redis_client.get(items_key(settings.key_prefix, "v1")))
+    redis_client.hset(
+        user_key(settings.key_prefix, "alice"), DATA_FIELD, encode_compact(recs, table)
+    )
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice")).read()
+    assert b'"score":0.835' in body and b'"score":0.1' in body
+
+
+async def test_a_compact_list_whose_item_table_is_missing_falls_back_until_it_is_written(
+    api_client: ApiClient, write_list: ListWriter, redis_client: Any, settings: Settings
+) -> None:
+    # A Redis that lost its data gets the lists again after the table (the worker
+    # writes the table first), but a list written in between must not break the API,
+    # nor may the missing table be remembered.
+    write_list(None, ["p1"])
+    write_list("alice", ["a", "b"], compact=True)
+    table_key = items_key(settings.key_prefix, "v1")
+    table = redis_client.get(table_key)
+    redis_client.delete(table_key)
+    async with api_client() as client:
+        before = corrupt_count()
+        body = await (await client.get("/recs/alice")).json()
+        assert (body["source"], item_ids(body)) == ("popular", ["p1"])
+        assert corrupt_count() == before + 1
+        redis_client.set(table_key, table)
+        body = await (await client.get("/recs/alice")).json()
+        assert (body["source"], item_ids(body)) == ("personal", ["a", "b"])
+
+
+async def test_the_item_table_is_read_once_per_version(
+    api_client: ApiClient, write_list: ListWriter, redis_client: Any
+) -> None:
+    users = [f"u{n}" for n in range(20)]
+    for user in users:
+        write_list(user, ["a", "b", user], compact=True)
+
+    def gets() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+    async with api_client() as client:
+        before = gets()
+        first = await asyncio.gather(*(client.get(f"/recs/{user}") for user in users))
+        again = await asyncio.gather(*(client.get(f"/recs/{user}") for user in users))
+        bodies = [await r.json() for r in first + again]
+    assert gets() == before + 1
+    assert [item_ids(b)[-1] for b in bodies] == users + users

@@ -14,8 +14,10 @@ from schemas.recs import (
     RecItem,
     RecList,
     decode,
+    decode_items,
     encode,
     epoch_key,
+    items_key,
     order_model_version,
     order_token,
     popular_key,
@@ -126,6 +128,25 @@ def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redi
     assert asyncio.run(go())
     raw = redis_client.hget(popular_key(settings.key_prefix), "data")
     assert raw is not None and decode(raw).source == "popular"
+
+
+def test_an_item_table_is_sent_only_to_a_redis_that_lacks_it(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def write_items(ids: list[str]) -> bool:
+        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
+        try:
+            return await sink.write_items("v1", ids)
+        finally:
+            await sink.close()
+
+    key = items_key(settings.key_prefix, "v1")
+    assert asyncio.run(write_items(["a", "b"]))
+    assert not asyncio.run(write_items(["a", "b"]))  # a version's items never change
+    redis_client.delete(key)  # as a Redis that lost its data
+    assert asyncio.run(write_items(["a", "b"]))
+    raw = redis_client.get(key)
+    assert raw is not None and decode_items(raw) == ["a", "b"]
 
 
 def test_the_epoch_is_stored_once_and_replaced_only_after_it_is_gone(

@@ -27,7 +27,7 @@ from models.publish import train_and_publish
 from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
 from models.weighting import DEFAULT_WEIGHTING
-from schemas.recs import RecList, decode, user_key
+from schemas.recs import RecList, compact_version, decode, decode_items, items_key, user_key
 from schemas.state import UserState, changelog_topic
 from schemas.state import decode as decode_state
 from streams.dlq import read_topic
@@ -171,9 +171,22 @@ def send_raw(settings: Settings, topic: str, messages: Sequence[tuple[bytes | No
     assert producer.flush(10) == 0
 
 
-def read_list(client: redis.Redis, settings: Settings, user: str) -> RecList | None:
+def read_list(client: Any, settings: Settings, user: str) -> RecList | None:
+    """``user``'s stored list, in either format, as the API reads it (a compact list with
+    its model's item table); ``client`` is a Redis or a RedisCluster client.
+
+    None while there is no list, and while a compact list's item table is missing
+    (a Redis that lost its data, until the worker writes the table again): the API
+    cannot serve such a list either.
+    """
     raw = client.hget(user_key(settings.key_prefix, user), "data")
-    return None if raw is None else decode(raw)
+    if raw is None:
+        return None
+    version = compact_version(raw)
+    if version is None:
+        return decode(raw)
+    table = client.get(items_key(settings.key_prefix, version))
+    return None if table is None else decode(raw, decode_items(table), user)
 
 
 def list_updated_at(client: redis.Redis, settings: Settings, user: str) -> int | None:
