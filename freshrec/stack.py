@@ -267,6 +267,10 @@ class RedisClusterNode(RedisProcess):
             str(self.bus_port),
             "--dir",
             str(self.directory),
+            # a new replica's first sync starts at once, not after the default 5 s wait
+            # for more replicas: a primary lost before that sync has no replica to take over
+            "--repl-diskless-sync-delay",
+            "0",
         ]
 
     def info(self, section: str) -> dict[str, str]:
@@ -290,7 +294,7 @@ class RedisClusterProcesses:
     """A Redis Cluster on loopback: ``primaries`` primaries with one replica each.
 
     Started with ``redis-cli --cluster create`` (slots spread evenly), ready
-    once every node reports ``cluster_state:ok``. Tests and benchmarks use it;
+    once every node reports ``cluster_state:ok`` and every replica has synced. Tests and benchmarks use it;
     persistence is off, as for :class:`RedisProcess`. ``node_timeout_ms`` is
     how long a silent primary takes to be failed over to its replica.
     """
@@ -322,7 +326,7 @@ class RedisClusterProcesses:
             )  # fmt: skip
             if done.returncode != 0:
                 raise ConfigError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
-            wait_until(self.healthy, timeout_s, "the Redis Cluster's state ok on every node")
+            wait_until(self.healthy, timeout_s, "the Redis Cluster's state ok and replicas synced")
         except BaseException:
             self.stop()
             raise
@@ -331,14 +335,24 @@ class RedisClusterProcesses:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
 
     def healthy(self) -> bool:
-        """Every live node says ``cluster_state:ok``: all slots served, a failover done."""
+        """Every live node says ``cluster_state:ok`` (all slots served, a failover done)
+        and every live replica has synced with its primary.
+
+        A replica that never finished its first sync cannot take over: Redis
+        refuses the failover ("disconnected from master for longer than
+        allowed"), and the primary's slots stay unserved until it returns.
+        """
         import redis
 
         try:
-            infos = [n.info("cluster") for n in self.alive()]
+            alive = self.alive()
+            clusters = [n.info("cluster") for n in alive]
+            replications = [n.info("replication") for n in alive]
         except redis.RedisError:  # a node still loading, or restarting: not ready yet
             return False
-        return all(i.get("cluster_state") == "ok" for i in infos)
+        return all(i.get("cluster_state") == "ok" for i in clusters) and all(
+            r.get("master_link_status") == "up" for r in replications if r.get("role") == "slave"
+        )
 
     def primaries(self) -> list[RedisClusterNode]:
         """The live nodes that are primaries now (a failover changes this)."""

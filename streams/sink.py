@@ -11,7 +11,9 @@ Redis Cluster requires.
 The pipeline sends ``EVALSHA`` itself: redis-py's script object asks the
 server ``SCRIPT EXISTS`` before every pipeline and packs each call through
 several layers. A server that lost its script cache (a restart) answers
-``NOSCRIPT``; the script is then loaded and the pipeline resent.
+``NOSCRIPT``; the script is then loaded and the pipeline resent (and, on a
+cluster whose slot map the client has not caught up with yet, resent again
+under the worker's retry policy).
 
 On a Redis Cluster (``FRESHREC_REDIS_CLUSTER``) the same pipeline goes
 through redis-py's cluster pipeline, which splits it by the node that owns
@@ -131,8 +133,15 @@ class RedisSink:
                 try:
                     results, targets = await send()
                 except redis.exceptions.NoScriptError:
+                    # A server without the script: restarted, or a replica promoted since.
                     await self._client.script_load(_COMPARE_AND_SET)
-                    results, targets = await send()
+                    try:
+                        results, targets = await send()
+                    except redis.exceptions.NoScriptError as exc:
+                        # On a cluster the client may load it on the old primaries until
+                        # its slot map catches up: again, under the worker's policy.
+                        await self._client.script_load(_COMPARE_AND_SET)
+                        raise TransientError(f"redis lacked the list script ({exc})") from exc
                 waited = results[len(payload) + len(deletes) :]
                 for node, reached in zip(targets, waited, strict=True):
                     await self._check_replicas(node, int(reached))
