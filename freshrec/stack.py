@@ -294,9 +294,10 @@ class RedisClusterProcesses:
     """A Redis Cluster on loopback: ``primaries`` primaries with one replica each.
 
     Started with ``redis-cli --cluster create`` (slots spread evenly), ready
-    once every node reports ``cluster_state:ok`` and every replica has synced. Tests and benchmarks use it;
-    persistence is off, as for :class:`RedisProcess`. ``node_timeout_ms`` is
-    how long a silent primary takes to be failed over to its replica.
+    once every node reports ``cluster_state:ok`` and every replica has synced.
+    Tests and benchmarks use it; persistence is off, as for
+    :class:`RedisProcess`. ``node_timeout_ms`` is how long a silent primary
+    takes to be failed over to its replica.
     """
 
     def __init__(self, directory: Path, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
