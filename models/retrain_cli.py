@@ -32,6 +32,7 @@ from freshrec.kafka_config import client_config
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.als_flags import add_als_flags, configs_from_flags
+from models.item_tables import drop_item_tables_or_warn
 from models.lock import LockedError, RetrainLock
 from models.progress import StageProgress
 from models.retrain import RetrainPlan, RetrainResult, retrain
@@ -130,6 +131,11 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
             summary |= _run(args, settings, plan, lock, bar)
+            if summary["pruned"]:
+                kept = ModelStore(settings.model_store).versions()
+                summary["item_tables_dropped"] = drop_item_tables_or_warn(
+                    client, settings.key_prefix, kept
+                )
         code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
     except LockedError as exc:
         summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}

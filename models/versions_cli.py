@@ -15,7 +15,9 @@ from typing import Any
 
 from freshrec.argtypes import positive_int
 from freshrec.errors import BadInputError
+from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
+from models.item_tables import drop_item_tables_or_warn
 from models.store import ModelStore, ModelStoreError
 
 
@@ -115,6 +117,14 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.model_keep if args.keep is None else args.keep
-    deleted = ModelStore(settings.model_store).prune(keep)
+    store = ModelStore(settings.model_store)
+    deleted = store.prune(keep)
     print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
+    client = sync_redis_client(settings, "freshrec-models")
+    try:
+        tables = drop_item_tables_or_warn(client, settings.key_prefix, store.versions())
+    finally:
+        client.close()
+    if tables:
+        print(f"deleted the Redis item tables of {len(tables)} version(s) no longer in the store")
     return 0

@@ -23,7 +23,9 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     before it writes a list made with the version); it is never changed, as a
     version's items never are. The API reads it once per version per process
     and keeps it in memory, so a request stays one ``HGET`` of one key (one
-    round trip to one node on a Redis Cluster).
+    round trip to one node on a Redis Cluster). The jobs that prune model
+    versions delete the tables of versions the store no longer holds
+    (:mod:`models.item_tables`).
 ``P epoch``
     A string: a random token that names the data Redis holds now. The first
     worker to find it missing writes it; a Redis that restarted empty or was

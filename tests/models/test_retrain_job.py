@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
+from models.als import ALSConfig
 from models.interactions import InteractionLog
+from models.publish import train_and_publish
 from models.retrain_cli import EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
 from models.snapshot import read_changelog, states_from_log
 from models.store import ModelStore
 from models.synthetic import generate
+from models.weighting import DEFAULT_WEIGHTING
+from schemas.recs import encode_items, items_key
 from schemas.state import changelog_topic, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -120,6 +125,28 @@ def test_retrain_publishes_a_version_recording_the_snapshot_offsets(
     assert summary["baseline_kind"] == "popular" and summary["candidate"] > summary["baseline"]
     for key in ("snapshot_s", "tune_s", "train_s", "evaluate_s", "publish_s", "total_s"):
         assert summary[key] >= 0
+
+
+def test_a_retrain_that_prunes_deletes_the_pruned_versions_item_tables(
+    job_settings: Settings, redis_client: redis.Redis
+) -> None:
+    s = job_settings.replace(model_keep=1)
+    store = ModelStore(s.model_store)
+    old = train_and_publish(
+        store,
+        data(),
+        ALSConfig(factors=4, iterations=2, num_threads=1, use_gpu=False),
+        DEFAULT_WEIGHTING,
+        popular_length=10,
+        snapshot={"source": "test"},
+        make_current=False,  # not current: the retrain's gate compares with popularity
+    ).version.version_id
+    redis_client.set(items_key(s.key_prefix, old), encode_items(["a"]))  # as a worker wrote it
+    write_changelog(s, data())
+    code, summary, err = retrain(s)
+    assert code == EXIT_PUBLISHED, err
+    assert summary["pruned"] == [old] and summary["item_tables_dropped"] == [old]
+    assert not redis_client.exists(items_key(s.key_prefix, old))
 
 
 def test_worse_candidates_are_refused_and_nothing_changes(job_settings: Settings) -> None:

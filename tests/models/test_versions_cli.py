@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from cli.main import main
+from freshrec.settings import Settings
 from models.als import ALSConfig
 from models.publish import train_and_publish
 from models.store import ModelStore
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
+from schemas.recs import encode_items, items_key
 
 
 @pytest.fixture
@@ -69,11 +72,23 @@ def test_rollback_to_a_missing_version_is_one_line_and_changes_nothing(
     assert store.current() == current
 
 
-def test_prune_keeps_the_newest_and_the_current(
-    store: ModelStore, capsys: pytest.CaptureFixture[str]
+def test_prune_keeps_the_newest_and_the_current_and_their_item_tables_only(
+    store: ModelStore,
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("FRESHREC_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("FRESHREC_KEY_PREFIX", settings.key_prefix)
     oldest, middle, newest = store.versions()
+    for version in (oldest, middle, newest):  # as the workers that adopted each wrote them
+        redis_client.set(items_key(settings.key_prefix, version), encode_items(["a"]))
     store.set_current(oldest)
     assert main(["models", "prune", "--keep", "1"]) == 0
     assert store.versions() == [oldest, newest]
-    assert middle in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert middle in out and "item tables of 1 version" in out
+    tables = [redis_client.exists(items_key(settings.key_prefix, v)) for v in store.versions()]
+    assert tables == [1, 1]
+    assert not redis_client.exists(items_key(settings.key_prefix, middle))
