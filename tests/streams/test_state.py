@@ -27,6 +27,7 @@ from schemas.state import Interaction, UserState, decode, encode
 from streams.batch import Inbound, step
 from streams.delivery import RecordRefusedError
 from streams.state import StateTable
+from tests.streams.worker import watch as watch_event
 
 BASE_TS = 1_735_689_600_000
 KINDS: dict[str, EventType] = {"watch": "watch", "rate": "rate", "forget": "forget"}
@@ -87,15 +88,7 @@ def table(capacity: int = 100) -> tuple[StateTable, FakeTable, FakeProducer]:
 
 
 def watch(event_id: str, user: str, item: str, ts: int) -> Inbound:
-    event = {
-        "type": "watch",
-        "event_id": event_id,
-        "user_id": user,
-        "item_id": item,
-        "watched_s": 1500.0,
-        "duration_s": 1800.0,
-        "ts": ts,
-    }
+    event = watch_event(event_id, user, item, ts)
     return Inbound("watch", 0, 0, user.encode(), orjson.dumps(event))
 
 
