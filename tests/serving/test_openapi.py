@@ -151,14 +151,16 @@ def only_queries_that_serialise_apart(context: Any, query: dict[str, Any] | None
     (``exclude=`` is the empty list; the API ignores empty entries, as
     documented), and a ``k`` that is an object or a list (``{}`` serialises to
     nothing: the default k). Regression: CI once failed on ``exclude=0.0``
-    with ``k={}``.
+    with ``k={}``, and on ``fields=`` (an empty entry of ``fields``, ignored alike).
     """
     q = query or {}
-    excluded = q.get("exclude")
-    if excluded is not None:
-        if not isinstance(excluded, list) or not all(isinstance(v, str) for v in excluded):
+    for name in ("exclude", "fields"):  # fields: the same rules, regression ``fields=``
+        values = q.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             return False
-        if any("" in v.split(",") for v in excluded):
+        if any("" in v.split(",") for v in values):
             return False
     return not isinstance(q.get("k"), dict | list)
 
