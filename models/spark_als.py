@@ -14,11 +14,25 @@ conventions (what the worker's fold-in uses); this module maps it to Spark's:
   is a dislike in both: preference 0, the same confidence rule.
 * **Regularization.** implicit adds a fixed ``λ`` to every solve; Spark adds
   ``regParam·n`` where ``n`` is the number of positive interactions of the
-  user (or item) being solved (ALS-WR). ``regParam = λ / n̄`` with ``n̄`` the
-  mean positive interactions per user gives the same penalty to a typical
-  user; heavy users and popular items are regularised more by Spark. (The mean
-  per item, or the median per user, ranked 5-24% lower.)
+  user (or item) being solved (ALS-WR), so users and items are penalised in
+  proportion to their activity. ``regParam = λ / max(n̄_u, n̄_i)``, with
+  ``n̄_u`` and ``n̄_i`` the mean positives per user and per item, gives the
+  typical row of the denser side implicit's ``λ`` and the other side less.
+  Measured (nDCG@10 on a stratified hold-out, 15 iterations, λ 30), against
+  ``λ / n̄_u``, ``λ / sqrt(n̄_u·n̄_i)`` (the two sides' penalties multiplying
+  to ``λ²``, which is what ALS's scale symmetry between the two sides makes
+  matter) and ``λ / n̄_i``:
 
+  | data | per user, per item | implicit | this | ``/ n̄_u`` | geometric | ``/ n̄_i`` |
+  | --- | --- | ---: | ---: | ---: | ---: | ---: |
+  | MovieLens-shaped, 500 x 900, 24k | 48, 27 | 0.482 | 0.463 | 0.463 | 0.448 | |
+  | MovieLens-shaped, 10k x 4k, 300k | 25, 69 | 0.183 | 0.230 | 0.215 | 0.238 | 0.230 |
+  | planted clusters, 20k x 5k, 132k | 6.4, 25.5 | 0.148 | 0.146 | 0.0002 | 0.154 | 0.146 |
+
+  The per-user mean alone over-regularised every item by ``n̄_i / n̄_u`` and
+  collapsed where items are much denser than users (also nDCG@10 0.049
+  against implicit's 0.137 at a million interactions); the geometric mean
+  ranked best twice but 7% below implicit on the small data.
 ``tests/models/test_spark_als.py`` holds the two engines within 5% of each
 other's nDCG@10 on the same data. pyspark is an optional dependency (the
 ``spark`` extra) and Java must be installed; a cluster is a master URL
@@ -55,15 +69,22 @@ class SparkParams:
 
 def spark_params(cfg: ALSConfig, user_items: sp.csr_matrix) -> SparkParams:
     """Map implicit's conventions to Spark's for this matrix (see the module doc)."""
-    positives = np.diff(sp.csr_matrix(user_items > 0).indptr)
-    mean_positives = float(positives[positives > 0].mean()) if (positives > 0).any() else 1.0
+    positive = sp.csr_matrix(user_items > 0)
+    per_user = _mean_positive(np.diff(positive.indptr))
+    per_item = _mean_positive(np.bincount(positive.indices, minlength=positive.shape[1]))
     return SparkParams(
         rank=cfg.factors,
-        reg_param=float(cfg.regularization / mean_positives),
+        reg_param=float(cfg.regularization / max(per_user, per_item)),
         alpha=float(cfg.alpha),
         max_iter=cfg.iterations,
         seed=cfg.seed,
     )
+
+
+def _mean_positive(counts: np.ndarray) -> float:
+    """Mean of the non-zero ``counts`` (1.0 when there is none)."""
+    active = counts[counts > 0]
+    return float(active.mean()) if active.size else 1.0
 
 
 def train_spark(
