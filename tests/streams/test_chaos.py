@@ -157,12 +157,6 @@ def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         broker.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky on the local broker (2 runs in 5 after the takeover changes): either the "
-    "restarted worker is assigned no partition and never rebalances, or the histories of the "
-    "events after the restart are missing from the changelog read back; open in issue 10",
-)
 def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
     worker_settings: Settings,
     own_broker: BrokerProcess,
@@ -170,7 +164,14 @@ def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
     tmp_path: Path,
 ) -> None:
     """Regression: after the broker came back empty, the worker said "ready" and consumed
-    nothing for over 70 s (Faust drops records below the offsets it read before)."""
+    nothing for over 70 s (Faust drops records below the offsets it read before).
+
+    The first worker rejoins the group on the empty broker before its progress check
+    notices (about a second), and sometimes processes events from offset 0 before it
+    exits. Events after the restart were once missing from the histories here (issue 10);
+    the likely cause is the hole of streams/transport.py, "Seeking back": no partition
+    has a commit on the empty broker, which is where records dropped by the queue clear
+    after a recovery's seek were never fetched again."""
     s = worker_settings.replace(bootstrap_servers=own_broker.bootstrap_servers)
     ensure_topics(s)
     publish_model(s, synthetic())

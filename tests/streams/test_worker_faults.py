@@ -236,17 +236,17 @@ def test_a_fault_outlasting_the_retry_deadline_exits_without_committing_and_a_re
     assert_reflected_once(s, redis_client, events)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="1 run in 5 here, one user's history read back from the changelog did not match "
-    "(takeover itself took about 1 s every time); open in issue 14",
-)
 def test_two_workers_one_sigkilled_mid_stream_of_10000_events_the_other_takes_over(
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
     """Issue 14: two workers in one group share the partitions; one is SIGKILLed mid-stream,
     the other takes its partitions over within the session timeout (plus the broker's join),
-    and every event is reflected in state and lists, none twice."""
+    and every event is reflected in state and lists, none twice.
+
+    Regression: one event of one user in about ten runs was missing from the histories.
+    Records the survivor fetched while Faust sought back after its recovery were dropped
+    by the queue clear that follows the seek, and never fetched again on a partition the
+    killed worker had not committed yet (streams/transport.py, "Seeking back")."""
     s = worker_settings.replace(batch_size=250)
     publish_model(s, synthetic())
     events = stream(users=100, per_user=100)
@@ -265,8 +265,10 @@ def test_two_workers_one_sigkilled_mid_stream_of_10000_events_the_other_takes_ov
     first.kill()
     killed = time.monotonic()
     publish(s, events[5000:])
+    # The gauge counts the partitions of the three event topics.
+    every = 3 * s.topic_partitions
     second.wait_for(
-        lambda: second.metric_total("freshrec_worker_partitions_held") >= s.topic_partitions,
+        lambda: second.metric_total("freshrec_worker_partitions_held") == every,
         s.broker_session_timeout_s + 10,
         "the survivor holding every partition",
     )
