@@ -88,6 +88,10 @@ def faust_app(
         broker_commit_interval=settings.broker_commit_interval_s,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
+        # No standby copies of other workers' states: the memory store keeps no
+        # offsets, so a takeover reads the changelog from its start anyway, and a
+        # standby's keys would make this worker refresh (and count) their users too.
+        table_standby_replicas=0,
         producer_acks=-1,
         broker_credentials=faust_credentials(settings),
         web_port=settings.worker_web_port,
