@@ -48,6 +48,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "loadtests"))
+
+from bench_stream import draw_users  # noqa: E402
 
 from freshrec.backoff import NoBackoff  # noqa: E402
 from freshrec.retry import RetryPolicy  # noqa: E402
@@ -61,18 +64,11 @@ KINDS: dict[str, EventType] = {"watch": "watch", "rate": "rate", "forget": "forg
 DEDUPE_WINDOW = 200
 
 
-def zipf_users(n_events: int, n_users: int, exponent: float, seed: int) -> np.ndarray:
-    """User ranks of ``n_events`` events, P(rank r) proportional to r^-exponent."""
-    weights = np.arange(1, n_users + 1, dtype=np.float64) ** -exponent
-    rng = np.random.default_rng(seed)
-    return rng.choice(n_users, size=n_events, p=weights / weights.sum())
-
-
 def batches(
     n_batches: int, size: int, n_users: int, exponent: float, n_items: int, seed: int
 ) -> list[list[Inbound]]:
     rng = np.random.default_rng(seed + 1)
-    users = zipf_users(n_batches * size, n_users, exponent, seed)
+    users = draw_users("zipf", n_batches * size, n_users, np.random.default_rng(seed), exponent)
     out: list[list[Inbound]] = []
     for b in range(n_batches):
         batch = []

@@ -248,11 +248,13 @@ def publish_model(settings: Settings, n_items: int) -> None:
     )
 
 
-def draw_users(mix: str, n: int, users: int, rng: np.random.Generator) -> np.ndarray:
+def draw_users(
+    mix: str, n: int, users: int, rng: np.random.Generator, exponent: float = ZIPF_EXPONENT
+) -> np.ndarray:
     """The user numbers (0 to ``users - 1``) of ``n`` events of ``mix`` (see :data:`MIXES`).
 
     In the Zipf mix the user of popularity rank ``r`` (1-based) is drawn with
-    weight ``r ** -ZIPF_EXPONENT``; ranks are dealt to user numbers by a random
+    weight ``r ** -exponent``; ranks are dealt to user numbers by a random
     permutation, so that hot users land on every partition rather than on the
     few that hash the lowest numbers.
     """
@@ -260,7 +262,7 @@ def draw_users(mix: str, n: int, users: int, rng: np.random.Generator) -> np.nda
         return rng.integers(users, size=n)
     if mix != "zipf":
         raise ValueError(f"unknown mix {mix!r}: one of {MIXES}")
-    weights = np.arange(1, users + 1, dtype=np.float64) ** -ZIPF_EXPONENT
+    weights = np.arange(1, users + 1, dtype=np.float64) ** -exponent
     ranks = rng.choice(users, size=n, p=weights / weights.sum())
     return rng.permutation(users)[ranks]
 
