@@ -373,6 +373,19 @@ def commits_reach_processed(s: Settings, worker: WorkerProcess) -> None:
         raise AssertionError(f"commits behind: {commits_behind(s, newest)}") from None
 
 
+def first_lists_under_load(
+    s: Settings, worker: WorkerProcess, client: redis.Redis, users: int
+) -> None:
+    """Wait until every user has a list, then let the load run a second more on both
+    workers, so that batches are in flight when the test stops or kills one."""
+    worker.wait_for(
+        lambda: moved_past(s, client, dict.fromkeys(list_times(s, client, users), 0)),
+        30,
+        "every user's first list",
+    )
+    time.sleep(1.0)  # load for a while, not a wait for a condition
+
+
 def test_chaos_sigterm_hands_partitions_over_within_5s(
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
@@ -383,14 +396,7 @@ def test_chaos_sigterm_hands_partitions_over_within_5s(
     users = 100
     first, second = two_workers_under_load(s, start_worker, redis_client)
     with Load(s, users, "t") as load:
-        second.wait_for(
-            lambda: moved_past(
-                s, redis_client, dict.fromkeys(list_times(s, redis_client, users), 0)
-            ),
-            30,
-            "every user's first list",
-        )
-        time.sleep(1.0)  # a second of load on both workers: batches in flight at the stop
+        first_lists_under_load(s, second, redis_client, users)
         stopped = time.monotonic()
         before = list_times(s, redis_client, users)
         first.stop()
@@ -419,14 +425,7 @@ def test_chaos_sigkill_under_load_the_survivor_resumes_within_the_session_timeou
     users = 100
     first, second = two_workers_under_load(s, start_worker, redis_client)
     with Load(s, users, "k") as load:
-        second.wait_for(
-            lambda: moved_past(
-                s, redis_client, dict.fromkeys(list_times(s, redis_client, users), 0)
-            ),
-            30,
-            "every user's first list",
-        )
-        time.sleep(1.0)
+        first_lists_under_load(s, second, redis_client, users)
         killed = time.monotonic()
         before = list_times(s, redis_client, users)
         first.kill()
