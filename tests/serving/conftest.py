@@ -230,17 +230,10 @@ def running_system(
     """A model published to the store, ``freshrec worker`` running it, and the API (page poll
     every 0.5 s, a catalog naming the synthetic items): what ``./dev run`` runs, on the
     session's broker and Redis."""
+    from tests.api_process import quick_processes
     from tests.streams.worker import WorkerProcess, publish_model, synthetic
 
-    fast = settings.replace(
-        worker_web_port=free_port(),
-        broker_session_timeout_s=2.0,
-        broker_heartbeat_interval_s=0.3,
-        broker_commit_interval_s=0.5,
-        model_poll_interval_s=0.3,
-        batch_max_wait_s=0.02,
-        api_page_poll_s=0.5,
-    )
+    fast = quick_processes(settings).replace(batch_max_wait_s=0.02, api_page_poll_s=0.5)
     data = synthetic()
     publish_model(fast, data)
     items = list(data.log.items.ids)

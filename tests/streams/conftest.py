@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from freshrec.settings import Settings
-from freshrec.stack import free_port
+from tests.api_process import quick_processes
 from tests.streams.worker import WorkerProcess
 
 
@@ -19,15 +19,7 @@ def worker_settings(settings: Settings) -> Settings:
     Group joins on the test broker take about half the session timeout, and a
     killed worker holds its partitions for a whole one, so both are short here.
     """
-    return settings.replace(
-        worker_web_port=free_port(),
-        broker_session_timeout_s=2.0,
-        broker_heartbeat_interval_s=0.3,
-        broker_commit_interval_s=0.5,
-        model_poll_interval_s=0.3,
-        batch_size=500,
-        batch_max_wait_s=0.05,
-    )
+    return quick_processes(settings).replace(batch_size=500, batch_max_wait_s=0.05)
 
 
 @pytest.hookimpl(wrapper=True)
