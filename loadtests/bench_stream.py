@@ -108,13 +108,14 @@ def bare_app(settings: Settings) -> Any:
     worker's own work (validation, state, fold-in, writes), not a difference in
     how the two read the stream.
     """
+    from schemas.wire import topics_by_type
     from streams.app import faust_app
 
     app = faust_app(
         settings.replace(data_dir=tempfile.mkdtemp(prefix="bench-bare-")),
         f"{settings.app_id}-bare",
     )
-    source = app.topic(settings.topic_watch, settings.topic_rate, settings.topic_forget)
+    source = app.topic(*topics_by_type(settings).values())
     count = [0]
 
     @app.agent(source)

@@ -15,14 +15,27 @@ from freshrec.settings import Settings
 from schemas.events import Event, EventType, to_dict
 
 
-def topic_for(settings: Settings, event_type: EventType | str) -> str:
-    """The topic that carries events of ``event_type``."""
-    topics = {
+def topics_by_type(settings: Settings) -> dict[EventType, str]:
+    """Event type -> the topic that carries it: the one map of the event topics.
+
+    Producers send by it (:func:`topic_for`); the worker reads these topics and
+    validates each message against the type its topic carries (:func:`event_types`).
+    """
+    return {
         "watch": settings.topic_watch,
         "rate": settings.topic_rate,
         "forget": settings.topic_forget,
     }
-    return topics[event_type]
+
+
+def event_types(settings: Settings) -> dict[str, EventType]:
+    """Topic name -> the type of the events it carries (what its messages must be)."""
+    return {topic: kind for kind, topic in topics_by_type(settings).items()}
+
+
+def topic_for(settings: Settings, event_type: EventType) -> str:
+    """The topic that carries events of ``event_type``."""
+    return topics_by_type(settings)[event_type]
 
 
 def as_message(settings: Settings, event: Event) -> tuple[str, bytes, bytes]:

@@ -37,6 +37,7 @@ from freshrec.kafka_config import faust_credentials
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
+from schemas.wire import topics_by_type
 from streams.batch import Message
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
@@ -115,7 +116,8 @@ def create_app(settings: Settings) -> faust.App:
     """
     threadpool_limits(limits=1, user_api="blas")
     metrics = WorkerMetrics()
-    ownership = Ownership((settings.topic_watch, settings.topic_rate, settings.topic_forget))
+    event_topics = tuple(topics_by_type(settings).values())
+    ownership = Ownership(event_topics)
 
     def revoking(revoked: set[TP]) -> None:
         ownership.revoking((tp.topic, tp.partition) for tp in revoked)
@@ -137,16 +139,8 @@ def create_app(settings: Settings) -> faust.App:
     table = app.Table(
         STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
-    source = app.topic(
-        settings.topic_watch,
-        settings.topic_rate,
-        settings.topic_forget,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    watch = ProgressWatch(
-        settings, (settings.topic_watch, settings.topic_rate, settings.topic_forget), metrics
-    )
+    source = app.topic(*event_topics, key_serializer="raw", value_serializer="raw")
+    watch = ProgressWatch(settings, event_topics, metrics)
     # Changelog records and dead letters go through confluent-kafka, not Faust's
     # producer (streams.delivery says why); closed, in-flight records flushed, at shutdown.
     producer = WorkerProducer(settings)
@@ -182,7 +176,6 @@ def create_app(settings: Settings) -> faust.App:
         Series of partitions no longer assigned are removed.
         """
         consumer = app.consumer
-        event_topics = {settings.topic_watch, settings.topic_rate, settings.topic_forget}
         current: set[tuple[str, str]] = set()
         for tp in consumer.assignment():
             if tp.topic not in event_topics:

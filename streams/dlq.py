@@ -33,9 +33,9 @@ from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from schemas.validator import Rejection, validate
+from schemas.wire import event_types
 from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
-from streams.topics import event_types
 
 #: Records one ``consume`` call may return: large enough that a long topic is
 #: read in few calls, small enough that the deadline is checked between them.

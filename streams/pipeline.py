@@ -40,6 +40,7 @@ import numpy as np
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from schemas.state import UserState
+from schemas.wire import event_types
 from streams.batch import Inbound, Message, StepResult, failure_rejection, step
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
@@ -50,7 +51,6 @@ from streams.popularity import Popularity
 from streams.refresh import ListRefresher
 from streams.sink import RedisSink
 from streams.state import StateTable, Write
-from streams.topics import event_types
 
 __all__ = ["BatchProcessor", "Inbound", "Message", "PreparedBatch"]
 

@@ -11,26 +11,13 @@ from freshrec.errors import TransientError
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
-from schemas.events import EventType
+from schemas.wire import topics_by_type
 
 
 def event_topics(settings: Settings) -> list[str]:
-    """Every topic freshrec's producers and worker need to exist."""
-    return [
-        settings.topic_watch,
-        settings.topic_rate,
-        settings.topic_forget,
-        settings.topic_dead_letter,
-    ]
-
-
-def event_types(settings: Settings) -> dict[str, EventType]:
-    """Topic name -> the type of the events it carries (what its messages must be)."""
-    return {
-        settings.topic_watch: "watch",
-        settings.topic_rate: "rate",
-        settings.topic_forget: "forget",
-    }
+    """Every topic freshrec's producers and worker need to exist: the event topics
+    (:func:`schemas.wire.topics_by_type`) and the dead-letter topic."""
+    return [*topics_by_type(settings).values(), settings.topic_dead_letter]
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:

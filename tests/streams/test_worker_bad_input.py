@@ -15,6 +15,8 @@ import pytest
 import redis
 
 from freshrec.settings import Settings
+from schemas.events import EventType
+from schemas.wire import topics_by_type
 from streams.dlq import read_dead_letters, replay
 from tests.streams.worker import (
     BASE_TS,
@@ -49,7 +51,7 @@ def j(event: dict) -> bytes:
 
 
 #: (topic kind, key, value, expected field, expected rule): 26 distinct kinds of bad message.
-BAD: list[tuple[str, bytes | None, bytes | None, str, str]] = [
+BAD: list[tuple[EventType, bytes | None, bytes | None, str, str]] = [
     ("watch", b"mallory", b"", "payload", "empty"),
     ("watch", b"mallory", None, "payload", "empty"),
     ("watch", b"mallory", b"not json at all", "payload", "json"),
@@ -105,7 +107,7 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_valid_ones_all_c
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
     s = worker_settings
-    topic = {"watch": s.topic_watch, "rate": s.topic_rate, "forget": s.topic_forget}
+    topic = topics_by_type(s)
     worker = start_worker()
     valid = [good_watch(100 + n, user=f"v{n % 5}") for n in range(30)]
     messages: list[tuple[str, bytes | None, bytes | None]] = []

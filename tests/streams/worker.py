@@ -30,6 +30,7 @@ from models.weighting import DEFAULT_WEIGHTING
 from schemas.recs import RecList, compact_version, decode, decode_items, items_key, user_key
 from schemas.state import UserState, changelog_topic
 from schemas.state import decode as decode_state
+from schemas.wire import topics_by_type
 from streams.dlq import read_topic
 from streams.publisher import Publisher
 
@@ -235,7 +236,7 @@ def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> st
 def newest_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The newest offset of every partition of the consumed topics that holds records now."""
     newest: dict[tuple[str, int], int] = {}
-    for topic in (settings.topic_watch, settings.topic_rate, settings.topic_forget):
+    for topic in topics_by_type(settings).values():
         for msg in read_topic(settings, topic):
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None  # a consumed record has both
