@@ -55,6 +55,19 @@ log = logging.getLogger(__name__)
 #: Exit status when a batch could not be completed (EX_TEMPFAIL: restart and retry).
 EXIT_UNPROCESSED = 75
 
+#: Forget markers past their retention are looked for this many times per
+#: retention, so a marker outlives it by at most that share of it ...
+MARKER_CHECKS_PER_RETENTION = 10
+#: ... but at most once a second (a test's retention of seconds) and at least once
+#: an hour (the default week's tenth would leave a marker up to 17 hours over).
+MARKER_CHECK_MIN_S, MARKER_CHECK_MAX_S = 1.0, 3600.0
+#: The progress watch checks at least this many times per ``stall_timeout_s``, so
+#: that a stall is noticed within a quarter of the timeout past it ...
+PROGRESS_CHECKS_PER_STALL = 4
+#: ... and at least once a second (docs/worker.md, "Stalls"): a lost log is
+#: declared at two checks in a row.
+PROGRESS_CHECK_MAX_S = 1.0
+
 
 def _die(reason: str) -> None:
     """End the process without acking the batch in hand (see module doc)."""
@@ -267,7 +280,10 @@ def create_app(settings: Settings) -> faust.App:
             # Only lists are written here (no offsets): the next tick tries again.
             log.exception("model check or refresh failed; retrying at the next poll")
 
-    @app.timer(max(1.0, min(3600.0, settings.forget_retention_s / 10)), name="expire-markers")
+    marker_check_s = settings.forget_retention_s / MARKER_CHECKS_PER_RETENTION
+    marker_check_s = max(MARKER_CHECK_MIN_S, min(MARKER_CHECK_MAX_S, marker_check_s))
+
+    @app.timer(marker_check_s, name="expire-markers")
     async def expire_markers() -> None:
         try:
             expired = await processor.expire_forget_markers()
@@ -277,7 +293,11 @@ def create_app(settings: Settings) -> faust.App:
         if expired:
             log.info("%d forget marker(s) past their retention became tombstones", expired)
 
-    @app.timer(min(1.0, settings.stall_timeout_s / 4), name="watch-progress")
+    progress_check_s = min(
+        PROGRESS_CHECK_MAX_S, settings.stall_timeout_s / PROGRESS_CHECKS_PER_STALL
+    )
+
+    @app.timer(progress_check_s, name="watch-progress")
     async def watch_progress() -> None:
         assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
         verdict = await watch.check(assigned)
