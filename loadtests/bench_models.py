@@ -18,9 +18,10 @@ One run, all on one core (BLAS and implicit limited to one thread):
    (``Y @ x``, mask, ``argpartition``, sort): ``topk_speedup``. The bare
    ``X @ Yᵀ`` product is timed too (``score_gemm_users_per_s``): no exact
    top-k over the whole catalogue can beat it on the machine at hand.
-4. End to end as the worker calls it: :meth:`Recommender.recommend` from
-   ``item_id -> confidence`` dicts to id lists with explanations, against the
-   two per-user loops above plus the id mapping: ``end_to_end_speedup``.
+4. End to end with item names: :meth:`Recommender.recommend` (the worker's
+   :meth:`Recommender.rank`, then names and the popular fallback as lists)
+   from ``item_id -> confidence`` dicts to id lists with explanations, against
+   the two per-user loops above plus the id mapping: ``end_to_end_speedup``.
 
 Each figure is the best of ``--repeats`` timed passes, a candidate and its
 baselines taking turns within each pass. Last line: one JSON
