@@ -5,7 +5,8 @@ Both the publisher site back-ends use (``streams.publisher``) and the API's
 ``serving`` may not import each other, so what both need lives here, at the
 bottom: :func:`producer_config` (``acks=all``, idempotence, the publish
 timeout, every connection setting from :func:`freshrec.kafka_config.client_config`)
-and :class:`AsyncBatchProducer`. It knows nothing of events: it sends
+and :class:`AsyncBatchProducer` (on :class:`PolledProducer`, which the
+publisher's asyncio form shares). It knows nothing of events: it sends
 ``(topic, key, value)`` messages and reports, per message, whether the broker
 acknowledged it. The streaming worker sends its changelog records and dead
 letters through it too (:meth:`AsyncBatchProducer.send_records`: explicit
@@ -33,7 +34,7 @@ MIN_SOCKET_TIMEOUT_MS = 1000
 #: delivery report (which says why) should arrive before our own timeout fires.
 ACK_GRACE_S = 1.0
 #: How long the poller thread blocks waiting for delivery reports; it also bounds
-#: how long :meth:`AsyncBatchProducer.close` waits for the thread to stop.
+#: how long :meth:`PolledProducer.close` waits for the thread to stop.
 POLL_INTERVAL_S = 0.05
 
 #: One message to produce: topic, key, value.
@@ -125,28 +126,43 @@ class _Batch:
         return on_delivery
 
 
-class AsyncBatchProducer:
-    """Send a batch of messages from asyncio and learn, per message, whether the broker has it.
+class PolledProducer:
+    """A producer (:func:`producer_config`) whose delivery reports a background thread
+    serves, so that asyncio code never blocks on them: what :class:`AsyncBatchProducer`
+    and the publisher's ``AsyncPublisher`` are built on.
 
-    A background thread serves librdkafka's delivery reports; a batch wakes its
-    coroutine once, when its last report arrives (not once per message), so a
-    batch of a hundred costs the event loop one wake-up. Creating one does not
-    touch the network: librdkafka connects in the background, and a broker that
-    cannot be reached shows as failed messages after ``publish_timeout_s``.
+    Creating one does not touch the network: librdkafka connects in the background.
     """
 
-    def __init__(self, settings: Settings, **config: Any) -> None:
+    def __init__(self, settings: Settings, thread_name: str, **config: Any) -> None:
         self.settings = settings
         self._producer = Producer(producer_config(settings, **config))
         self._closed = threading.Event()
-        self._poller = threading.Thread(
-            target=self._poll_loop, name="freshrec-producer", daemon=True
-        )
+        self._poller = threading.Thread(target=self._poll_loop, name=thread_name, daemon=True)
         self._poller.start()
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(POLL_INTERVAL_S)
+
+    async def close(self) -> None:
+        """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
+        await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join)
+
+
+class AsyncBatchProducer(PolledProducer):
+    """Send a batch of messages from asyncio and learn, per message, whether the broker has it.
+
+    A batch wakes its coroutine once, when its last delivery report arrives
+    (not once per message), so a batch of a hundred costs the event loop one
+    wake-up. A broker that cannot be reached shows as failed messages after
+    ``publish_timeout_s``.
+    """
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        super().__init__(settings, "freshrec-producer", **config)
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Produce ``messages`` and wait for their acknowledgements.
@@ -198,9 +214,3 @@ class AsyncBatchProducer:
                     ),
                 )
         return list(batch.errors)
-
-    async def close(self) -> None:
-        """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
-        await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)
-        self._closed.set()
-        await asyncio.to_thread(self._poller.join)

@@ -30,7 +30,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from freshrec.errors import BadInputError, DeliveryError
-from freshrec.kafka_producer import ACK_GRACE_S, POLL_INTERVAL_S, producer_config
+from freshrec.kafka_producer import ACK_GRACE_S, PolledProducer, producer_config
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
@@ -171,25 +171,16 @@ class Publisher:
         self.close()
 
 
-class AsyncPublisher:
+class AsyncPublisher(PolledProducer):
     """asyncio publisher: ``await publisher.publish(event)`` returns once the broker acked it.
 
-    A background thread serves librdkafka's delivery reports and resolves each
-    send's future on the event loop, so the loop never blocks on the network.
+    The poller thread (:class:`~freshrec.kafka_producer.PolledProducer`) serves
+    librdkafka's delivery reports and resolves each send's future on the event
+    loop, so the loop never blocks on the network.
     """
 
     def __init__(self, settings: Settings, **config: Any) -> None:
-        self.settings = settings
-        self._producer = Producer(producer_config(settings, **config))
-        self._closed = threading.Event()
-        self._poller = threading.Thread(
-            target=self._poll_loop, name="freshrec-publisher", daemon=True
-        )
-        self._poller.start()
-
-    def _poll_loop(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(POLL_INTERVAL_S)
+        super().__init__(settings, "freshrec-publisher", **config)
 
     async def publish(self, event: EventLike) -> None:
         """Send one event; raises ``BadInputError`` at once, ``DeliveryError`` if never acked."""
@@ -220,11 +211,6 @@ class AsyncPublisher:
                 f"no acknowledgement from {self.settings.bootstrap_servers} within "
                 f"{self.settings.publish_timeout_s}s"
             ) from None
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)
-        self._closed.set()
-        await asyncio.to_thread(self._poller.join)
 
     async def __aenter__(self) -> AsyncPublisher:
         return self
