@@ -5,6 +5,7 @@ the API's parse of a stored JSON list with only its first n items (or all, as
 a fallback), relies on how ``encode`` writes lists; these tests pin that every
 departure from it (other key order, spacing, braces or quotes inside ids, short
 lists, garbage) still gives what a full parse gives, cut to at least n items.
+Both formats round-trip: ``decode`` gives back the list either encoder wrote.
 The compact format (``ItemTable``) must decode to the lists it was given, with
 float16 scores (float32 where float16 cannot hold them), in any width.
 """
@@ -144,6 +145,39 @@ def test_encode_list_writes_exactly_the_contract_bytes(version: str | None) -> N
     )
     assert fast == encode(expected)
     assert decode(fast) == expected
+
+
+rec_lists = st.builds(
+    RecList,
+    user=st.none() | ids,
+    source=st.sampled_from(["personal", "popular"]),
+    model_version=st.none() | ids,
+    updated_at=st.integers(0, 2**63 - 1),
+    written_at=st.integers(0, 2**63 - 1),
+    items=st.lists(
+        st.builds(RecItem, ids, st.floats(allow_nan=False, allow_infinity=False), st.none() | ids),
+        max_size=20,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(recs=rec_lists)
+def test_a_json_list_decodes_to_what_was_encoded_by_either_encoder(recs: RecList) -> None:
+    data = encode(recs)
+    assert decode(data) == recs
+    assert compact_version(data) is None
+    columns = encode_list(
+        recs.user,
+        recs.source,
+        recs.model_version,
+        recs.updated_at,
+        recs.written_at,
+        [i.item for i in recs.items],
+        [i.score for i in recs.items],
+        [i.because for i in recs.items],
+    )
+    assert columns == data
 
 
 @st.composite
