@@ -38,15 +38,16 @@ def imported_packages(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def violations(part: str) -> list[str]:
-    """``file:line: imports X`` for each import of ``part`` that breaks the layering."""
+def violations(part: str, root: Path = ROOT) -> list[str]:
+    """``file:line: imports X`` for each import of ``part`` (below ``root``) that breaks
+    the layering."""
     forbidden = FORBIDDEN[part]
     found = []
-    for path in sorted((ROOT / part).rglob("*.py")):
+    for path in sorted((root / part).rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for line, package in imported_packages(tree):
             if package in forbidden:
-                found.append(f"{path.relative_to(ROOT)}:{line}: imports {package}")
+                found.append(f"{path.relative_to(root)}:{line}: imports {package}")
     return found
 
 
@@ -62,3 +63,17 @@ def test_the_checker_sees_lazy_and_from_imports() -> None:
         "    from . import sibling\n"
     )
     assert imported_packages(tree) == [(1, "os"), (2, "streams"), (5, "serving")]
+
+
+def test_an_import_of_a_part_above_is_reported_with_its_place(tmp_path: Path) -> None:
+    planted = {
+        "freshrec/floor.py": "from schemas import recs\n",
+        "schemas/contract.py": "import os\n\n\ndef f():\n    import models.store\n",
+        "models/core/numeric.py": "from freshrec import settings\nfrom serving.app import x\n",
+    }
+    for name, source in planted.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(source)
+    assert violations("freshrec", tmp_path) == ["freshrec/floor.py:1: imports schemas"]
+    assert violations("schemas", tmp_path) == ["schemas/contract.py:5: imports models"]
+    assert violations("models", tmp_path) == ["models/core/numeric.py:2: imports serving"]
