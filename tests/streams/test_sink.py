@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 import redis
@@ -28,21 +30,30 @@ from streams.sink import RedisSink
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
+
 
 def recs(user: str, updated_at: int, version: str | None, item: str = "a") -> UserList:
     data = RecList(user, "personal", version, updated_at, updated_at + 5, (RecItem(item, 1.0),))
     return UserList(user, data.order, encode(data))
 
 
-def write(settings: Settings, lists: list[UserList], forget: tuple[str, ...] = ()) -> int:
-    async def go() -> int:
+def with_sink(settings: Settings, use: Callable[[RedisSink], Awaitable[T]]) -> T:
+    """What ``use`` returns, run against a sink of ``settings`` (one attempt per call),
+    closed after."""
+
+    async def go() -> T:
         sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
         try:
-            return await sink.write(lists, forget)
+            return await use(sink)
         finally:
             await sink.close()
 
     return asyncio.run(go())
+
+
+def write(settings: Settings, lists: list[UserList], forget: tuple[str, ...] = ()) -> int:
+    return with_sink(settings, lambda sink: sink.write(lists, forget))
 
 
 def stored(client: redis.Redis, settings: Settings, user: str) -> RecList:
@@ -85,16 +96,12 @@ def test_a_redis_that_lost_its_scripts_gets_the_script_again(
 ) -> None:
     """The sink sends EVALSHA itself; after a restart Redis answers NOSCRIPT."""
 
-    async def go() -> tuple[int, int]:
-        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
-        try:
-            first = await sink.write([recs("u1", 100, "v1", "old")])
-            redis_client.script_flush()
-            return first, await sink.write([recs("u1", 200, "v1", "new"), recs("u2", 1, "v1")])
-        finally:
-            await sink.close()
+    async def go(sink: RedisSink) -> tuple[int, int]:
+        first = await sink.write([recs("u1", 100, "v1", "old")])
+        redis_client.script_flush()
+        return first, await sink.write([recs("u1", 200, "v1", "new"), recs("u2", 1, "v1")])
 
-    assert asyncio.run(go()) == (1, 2)
+    assert with_sink(settings, go) == (1, 2)
     assert stored(redis_client, settings, "u1").items[0].item == "new"
 
 
@@ -103,29 +110,14 @@ def test_stored_orders_name_each_lists_model_and_none_for_a_missing_list(
 ) -> None:
     write(settings, [recs("u1", 200, "v1"), recs("u2", 300, None)])
 
-    async def go() -> list[str | None]:
-        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
-        try:
-            return await sink.stored_orders(["u1", "u2", "nobody"])
-        finally:
-            await sink.close()
-
-    orders = asyncio.run(go())
+    orders = with_sink(settings, lambda sink: sink.stored_orders(["u1", "u2", "nobody"]))
     assert orders == [order_token(200, "v1"), order_token(300, None), None]
     assert [order_model_version(o) for o in orders[:2] if o is not None] == ["v1", None]
 
 
 def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redis.Redis) -> None:
-    async def go() -> bool:
-        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
-        try:
-            return await sink.write_popular(
-                RecList(None, "popular", "v1", 0, 1, (RecItem("p", 3.0),))
-            )
-        finally:
-            await sink.close()
-
-    assert asyncio.run(go())
+    popular = RecList(None, "popular", "v1", 0, 1, (RecItem("p", 3.0),))
+    assert with_sink(settings, lambda sink: sink.write_popular(popular))
     raw = redis_client.hget(popular_key(settings.key_prefix), "data")
     assert raw is not None and decode(raw).source == "popular"
 
@@ -133,18 +125,14 @@ def test_popular_list_goes_to_its_own_key(settings: Settings, redis_client: redi
 def test_an_item_table_is_sent_only_to_a_redis_that_lacks_it(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    async def write_items(ids: list[str]) -> bool:
-        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
-        try:
-            return await sink.write_items("v1", ids)
-        finally:
-            await sink.close()
+    def write_items(ids: list[str]) -> bool:
+        return with_sink(settings, lambda sink: sink.write_items("v1", ids))
 
     key = items_key(settings.key_prefix, "v1")
-    assert asyncio.run(write_items(["a", "b"]))
-    assert not asyncio.run(write_items(["a", "b"]))  # a version's items never change
+    assert write_items(["a", "b"])
+    assert not write_items(["a", "b"])  # a version's items never change
     redis_client.delete(key)  # as a Redis that lost its data
-    assert asyncio.run(write_items(["a", "b"]))
+    assert write_items(["a", "b"])
     raw = redis_client.get(key)
     assert raw is not None and decode_items(raw) == ["a", "b"]
 
@@ -152,19 +140,18 @@ def test_an_item_table_is_sent_only_to_a_redis_that_lacks_it(
 def test_the_epoch_is_stored_once_and_replaced_only_after_it_is_gone(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    async def epochs(n: int) -> list[tuple[str, bool]]:
-        sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
-        try:
+    def epochs(n: int) -> list[tuple[str, bool]]:
+        async def read(sink: RedisSink) -> list[tuple[str, bool]]:
             return [await sink.epoch() for _ in range(n)]
-        finally:
-            await sink.close()
 
-    (first, stored), (again, stored_again) = asyncio.run(epochs(2))
+        return with_sink(settings, read)
+
+    (first, stored), (again, stored_again) = epochs(2)
     assert stored and (again, stored_again) == (first, False)
     assert redis_client.get(epoch_key(settings.key_prefix)) == first.encode()
 
     redis_client.delete(epoch_key(settings.key_prefix))  # as a Redis restarted empty
-    ((new, stored_new),) = asyncio.run(epochs(1))
+    ((new, stored_new),) = epochs(1)
     assert stored_new and new != first
 
 
