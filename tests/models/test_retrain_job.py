@@ -7,11 +7,14 @@ exactly what the snapshot holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -73,14 +76,16 @@ def job_settings(settings: Settings) -> Settings:
     return settings.replace(retrain_tune_budget_s=0.0, retrain_lock_ttl_s=2.0)
 
 
-def start_retrain(settings: Settings, *args: str) -> subprocess.Popen[str]:
+def start_retrain(
+    settings: Settings, *args: str, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env |= settings.as_env()
+    env |= settings.as_env() | {"COLUMNS": "160"}
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "retrain", *SMALL_MODEL, *args],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         start_new_session=True,
     )
@@ -221,3 +226,46 @@ def test_forgotten_users_are_not_in_the_snapshot(job_settings: Settings) -> None
     snap = read_changelog(job_settings.bootstrap_servers, topic)
     assert "user-1" not in snap.log.users and "user-2" in snap.log.users
     assert snap.forgotten == 1 and len(snap.log.users) == 399
+
+
+def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
+    job_settings: Settings,
+) -> None:
+    write_changelog(job_settings, data())
+    tuned = ("--tune-budget-s", "0.5")
+    # piped, as in a CronJob: no progress, and standard output is the summary alone
+    proc = start_retrain(job_settings, *tuned)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_PUBLISHED, err
+    assert len(out.splitlines()) == 1 and json.loads(out)["outcome"] == "published"
+    assert "reading snapshot" not in err and "tuning (" not in err and "\x1b[" not in err
+
+    # on a terminal: every stage, with its bar's count
+    primary, secondary = pty.openpty()
+    shown: list[bytes] = []
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the job closed its end
+            while chunk := os.read(primary, 65536):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        proc = start_retrain(job_settings, *tuned, stderr=secondary)
+        os.close(secondary)
+        out, _ = proc.communicate(timeout=240)
+        reader.join(30)
+    finally:
+        os.close(primary)
+    screen = b"".join(shown).decode(errors="replace")
+    assert proc.returncode in (EXIT_PUBLISHED, EXIT_REFUSED), screen
+    assert len(out.splitlines()) == 1 and json.loads(out)["exit_code"] == proc.returncode
+    for label in (
+        "reading snapshot (records)",
+        "tuning (seconds of the budget)",
+        "training (ALS iterations)",
+        "evaluating (the gate)",
+    ):
+        assert label in screen, screen
+    assert "400/400" in screen  # one changelog record per user read
