@@ -34,7 +34,7 @@ from models.store import ModelStore
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
 from schemas.recs import encode_items, items_key
-from schemas.state import changelog_topic, encode
+from schemas.state import Interaction, UserState, changelog_topic, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -173,6 +173,7 @@ def test_worse_candidates_are_refused_and_nothing_changes(job_settings: Settings
     )
     assert code == EXIT_REFUSED, err
     assert "worse" in summary["message"] and summary["candidate"] < summary["baseline"]
+    assert f"{summary['candidate']:.4f}" in err and f"{summary['baseline']:.4f}" in err
     assert store.versions() == [first["version"]] and store.current() == first["version"]
 
 
@@ -216,16 +217,29 @@ def test_a_retrain_killed_while_publishing_leaves_a_whole_version_current(
     assert store.current() != first["version"]
 
 
-def test_forgotten_users_are_not_in_the_snapshot(job_settings: Settings) -> None:
+def test_forgotten_users_are_not_in_the_snapshot_nor_the_models_training_data(
+    job_settings: Settings,
+) -> None:
     log = data()
     write_changelog(job_settings, log)
     topic = changelog_topic(job_settings.app_id)
     producer = Producer({"bootstrap.servers": job_settings.bootstrap_servers})
-    producer.produce(topic, key=b"user-1", value=None, partition=partition_of("user-1"))
+    # user-1 watched an item nobody else did, then was forgotten (the worker's tombstone)
+    secret = UserState([Interaction("secret-item", "watch", 600.0, 1200.0, int(log.ts.max()))])
+    for value in (encode(secret), None):
+        producer.produce(topic, key=b"user-1", value=value, partition=partition_of("user-1"))
     assert producer.flush(10) == 0
     snap = read_changelog(job_settings.bootstrap_servers, topic)
     assert "user-1" not in snap.log.users and "user-2" in snap.log.users
     assert snap.forgotten == 1 and len(snap.log.users) == 399
+    assert "secret-item" not in snap.log.items
+
+    code, summary, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    version = ModelStore(job_settings.model_store).load(summary["version"])
+    assert version.snapshot["forgotten_users"] == 1 and version.snapshot["users"] == 399
+    assert "secret-item" not in version.item_ids
+    assert "secret-item" not in version.popular_items
 
 
 def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
