@@ -28,10 +28,10 @@ from freshrec.stack import wait_until
 from models.als import ALSConfig
 from models.interactions import InteractionLog
 from models.publish import train_and_publish
-from models.retrain_cli import EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
+from models.retrain_cli import EXIT_CONFIG, EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
 from models.snapshot import read_changelog, states_from_log
 from models.store import ModelStore
-from models.synthetic import generate
+from models.synthetic import generate, generate_ratings
 from models.weighting import DEFAULT_WEIGHTING
 from schemas.recs import encode_items, items_key
 from schemas.state import Interaction, UserState, changelog_topic, encode
@@ -176,6 +176,12 @@ def test_worse_candidates_are_refused_and_nothing_changes(job_settings: Settings
     assert f"{summary['candidate']:.4f}" in err and f"{summary['baseline']:.4f}" in err
     assert store.versions() == [first["version"]] and store.current() == first["version"]
 
+    # --force publishes what the gate refused, and says so
+    code, summary, err = retrain(job_settings, "--force", "--debug-permute-items")
+    assert code == EXIT_PUBLISHED, err
+    assert summary["message"].endswith("published anyway (--force)")
+    assert store.current() == summary["version"] != first["version"]
+
 
 def test_two_retrains_at_once_one_runs_the_other_is_told_who_holds_the_lock(
     job_settings: Settings,
@@ -251,8 +257,13 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     proc = start_retrain(job_settings, *tuned)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == EXIT_PUBLISHED, err
-    assert len(out.splitlines()) == 1 and json.loads(out)["outcome"] == "published"
+    summary = json.loads(out)
+    assert len(out.splitlines()) == 1 and summary["outcome"] == "published"
     assert "reading snapshot" not in err and "tuning (" not in err and "\x1b[" not in err
+    # the search ran, and its choice and validation score are in the version
+    tuning = ModelStore(job_settings.model_store).load(summary["version"]).params["tuning"]
+    assert tuning["budget_s"] == 0.5 and tuning["score"] == summary["tuned"]["score"]
+    assert len(tuning["trials"]) == summary["tuned"]["trials"] >= 1
 
     # on a terminal: every stage, with its bar's count
     primary, secondary = pty.openpty()
@@ -283,3 +294,32 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     ):
         assert label in screen, screen
     assert "400/400" in screen  # one changelog record per user read
+
+
+def test_a_first_model_from_a_file_and_a_file_without_its_format(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """``--data FILE --format F`` trains a first model with no changelog read; ``--data``
+    alone is a bad configuration, said in one line."""
+    ratings = generate_ratings(n_users=300, n_items=200, n_ratings=9000, seed=5).log
+    path = tmp_path / "u.data"
+    path.write_text(
+        "".join(
+            f"{u + 1}\t{i + 1}\t{v:g}\t{ts // 1000}\n"  # ml-100k's numeric ids
+            for u, i, v, ts in zip(
+                ratings.user, ratings.item, ratings.value, ratings.ts, strict=True
+            )
+        )
+    )
+    defaults = ("--factors", "32", "--regularization", "30")  # rating data wants its λ
+    code, summary, err = retrain(
+        job_settings, "--data", str(path), "--format", "movielens100k", *defaults
+    )
+    assert code == EXIT_PUBLISHED, err
+    version = ModelStore(job_settings.model_store).load(summary["version"])
+    assert version.snapshot["format"] == "movielens100k" and "end_offsets" not in version.snapshot
+    assert summary["baseline_kind"] == "popular" and summary["interactions"] == 9000
+
+    code, summary, err = retrain(job_settings, "--data", str(path))
+    assert code == EXIT_CONFIG and summary["outcome"] == "bad configuration"
+    assert err == "freshrec retrain: --data needs --format (see `freshrec train --help`)\n"
