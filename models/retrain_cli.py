@@ -28,6 +28,7 @@ import redis
 
 from freshrec.argtypes import non_negative_float
 from freshrec.errors import BadInputError, ConfigError, TransientError
+from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
@@ -181,6 +182,9 @@ def _run(
 
         data, snapshot = load_data(args)
     else:
+        # a broker that does not answer at all is reported within its connect timeout, as
+        # every command does; the snapshot's own timeout is for a slow read
+        check_broker(settings)
         topic = changelog_topic(settings.app_id)
         snap = read_changelog(
             settings.bootstrap_servers,

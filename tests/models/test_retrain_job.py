@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,17 @@ import redis
 from confluent_kafka import Producer
 
 from freshrec.settings import Settings
-from freshrec.stack import wait_until
+from freshrec.stack import free_port, wait_until
 from models.als import ALSConfig
 from models.interactions import InteractionLog
 from models.publish import train_and_publish
-from models.retrain_cli import EXIT_CONFIG, EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
+from models.retrain_cli import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_PUBLISHED,
+    EXIT_REFUSED,
+    EXIT_TRANSIENT,
+)
 from models.snapshot import read_changelog, states_from_log
 from models.store import ModelStore
 from models.synthetic import generate, generate_ratings
@@ -323,3 +330,45 @@ def test_a_first_model_from_a_file_and_a_file_without_its_format(
     code, summary, err = retrain(job_settings, "--data", str(path))
     assert code == EXIT_CONFIG and summary["outcome"] == "bad configuration"
     assert err == "freshrec retrain: --data needs --format (see `freshrec train --help`)\n"
+
+
+@pytest.mark.parametrize("down", ["broker", "redis"])
+def test_an_unreachable_broker_or_redis_is_a_transient_fault_said_in_one_line(
+    job_settings: Settings, down: str
+) -> None:
+    """Exit 75 (run it again) within the connect timeouts, not after the snapshot's.
+
+    Bug: the job waited FRESHREC_RETRAIN_SNAPSHOT_TIMEOUT_S (300 s) for a broker that
+    was not there, where FRESHREC_BROKER_CONNECT_TIMEOUT_S says every command gives
+    up on a silent broker after its first few seconds."""
+    port = free_port()
+    broken = job_settings.replace(
+        broker_connect_timeout_s=1.0,
+        retry_deadline_s=1.0,
+        **(
+            {"bootstrap_servers": f"127.0.0.1:{port}"}
+            if down == "broker"
+            else {"redis_url": f"redis://127.0.0.1:{port}/0"}
+        ),
+    )
+    started = time.monotonic()
+    code, summary, err = retrain(broken)
+    assert code == EXIT_TRANSIENT and summary["outcome"] == "transient fault"
+    assert time.monotonic() - started < 30
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("freshrec retrain: ") and str(port) in lines[0]
+
+
+def test_a_bad_setting_is_a_bad_configuration_said_in_one_line(job_settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env |= job_settings.as_env() | {"FRESHREC_RETRAIN_TOLERANCE": "-1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "retrain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == EXIT_CONFIG
+    assert len(done.stderr.splitlines()) == 1 and "FRESHREC_RETRAIN_TOLERANCE" in done.stderr
