@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
@@ -75,7 +76,7 @@ def write_changelog(settings: Settings, log: InteractionLog) -> dict[int, int]:
 
 @pytest.fixture
 def job_settings(settings: Settings) -> Settings:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     topic = changelog_topic(settings.app_id)
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
@@ -137,6 +138,10 @@ def test_retrain_publishes_a_version_recording_the_snapshot_offsets(
     assert summary["baseline_kind"] == "popular" and summary["candidate"] > summary["baseline"]
     for key in ("snapshot_s", "tune_s", "train_s", "evaluate_s", "publish_s", "total_s"):
         assert summary[key] >= 0
+    # partitions assigned, no consumer group: none joined (so nothing rebalanced or committed)
+    admin = AdminClient({"bootstrap.servers": job_settings.bootstrap_servers})
+    groups = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
+    assert not [g for g in groups if g.startswith("freshrec-retrain")]
 
 
 def test_a_retrain_that_prunes_deletes_the_pruned_versions_item_tables(
