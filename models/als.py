@@ -10,6 +10,7 @@ it many times slower), and float32 factors out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,11 +91,26 @@ def gpu_available() -> bool:
     return bool(implicit.gpu.HAS_CUDA)
 
 
-def train(user_items: sp.csr_matrix, cfg: ALSConfig | None = None) -> ALSFactors:
-    """Fit ALS on a user x item confidence matrix (see :mod:`models.weighting`)."""
+def train(
+    user_items: sp.csr_matrix,
+    cfg: ALSConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ALSFactors:
+    """Fit ALS on a user x item confidence matrix (see :mod:`models.weighting`).
+
+    ``progress`` is told (iterations done, iterations) after each iteration:
+    a fit of a million interactions takes tens of seconds, and the retrain
+    shows it as a bar on a terminal.
+    """
     import implicit.als
 
     cfg = cfg or ALSConfig()
+    iterations = cfg.iterations
+
+    def done(iteration: int, _seconds: float, _loss: float | None) -> None:
+        assert progress is not None
+        progress(iteration + 1, iterations)
+
     use_gpu = gpu_available() if cfg.use_gpu is None else cfg.use_gpu
     matrix = sp.csr_matrix(user_items, dtype=np.float32)
     with threadpool_limits(1, "blas"):
@@ -107,7 +123,7 @@ def train(user_items: sp.csr_matrix, cfg: ALSConfig | None = None) -> ALSFactors
             use_gpu=use_gpu,
             num_threads=cfg.num_threads,
         )
-        model.fit(matrix, show_progress=False)
+        model.fit(matrix, show_progress=False, callback=None if progress is None else done)
         if use_gpu:
             model = model.to_cpu()
     log.info(

@@ -1,11 +1,12 @@
-"""Progress of a long job on a terminal: one line per stage, a bar while reading.
+"""Progress of a long job on a terminal: one line per stage, with a bar.
 
 Ops run the retrain by hand too, and a silent minute of reading or tuning looks
-like a hang. On a terminal each stage shows as a line with a spinner and its
-time when done, and reading the changelog shows a bar with records per
-second (rich's progress display). Anywhere else (a CronJob's log, a pipe) it
-prints nothing: the job's one JSON summary line is what machines read. While
-the display is live, log records go through it (rich's handler), above the lines.
+like a hang. On a terminal each stage shows as a line with a spinner, a bar
+with its count and its time (rich's progress display): records read from the
+changelog, seconds of the tuning budget spent, ALS iterations done. Anywhere
+else (a CronJob's log, a pipe) it prints nothing: the job's one JSON summary
+line is what machines read. While the display is live, log records go through
+it (rich's handler), above the lines.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class StageProgress:
         self._finish()
         self._task = self._progress.add_task(name, total=None)
 
-    def advance(self, done: int, total: int) -> None:
-        """Set the current stage's count (records read out of ``total``)."""
+    def advance(self, done: float, total: float) -> None:
+        """Set the current stage's count (records read, seconds, iterations out of ``total``)."""
         if self._task is not None:
             self._progress.update(self._task, completed=done, total=max(total, done))

@@ -108,11 +108,16 @@ def retrain(
     *,
     before_publish: Callable[[], None] | None = None,
     on_stage: StageHook | None = None,
+    on_progress: Callable[[float, float], None] | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
 
     ``before_publish`` runs after the gate passed and before anything is
-    written (the job checks that it still holds its lock there).
+    written (the job checks that it still holds its lock there). ``on_stage``
+    is told each stage ("tuning", "training", "evaluating", then those of
+    :func:`~models.publish.train_and_publish`); ``on_progress`` how far the
+    current one is, as (done, total): seconds of the tuning budget, then ALS
+    iterations.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -130,7 +135,13 @@ def retrain(
     elif plan.tune_budget_s > 0:
         stage("tuning")
         result = tune(
-            holdout.train, als, weighting, k=plan.k, budget_s=plan.tune_budget_s, seed=plan.seed
+            holdout.train,
+            als,
+            weighting,
+            k=plan.k,
+            budget_s=plan.tune_budget_s,
+            seed=plan.seed,
+            progress=on_progress,
         )
         als, weighting, tuning = result.als, result.weighting, result.as_dict()
         log.info("tuned in %.1fs: %s, %s", time.perf_counter() - started, als, weighting)
@@ -176,7 +187,7 @@ def retrain(
         },
         check=check,
         keep=plan.keep,
-        trainer=_trainer(plan),
+        trainer=_trainer(plan, on_progress),
         transform=_permute if plan.permute_items else None,
         on_stage=stage,
     )
@@ -225,9 +236,9 @@ def _holdout(
     return holdout, current is None
 
 
-def _trainer(plan: RetrainPlan) -> Trainer:
+def _trainer(plan: RetrainPlan, progress: Callable[[float, float], None] | None) -> Trainer:
     if plan.engine == "implicit":
-        return train
+        return partial(train, progress=progress)
     from models.spark_als import train_spark
 
     return partial(train_spark, master=plan.spark_master)

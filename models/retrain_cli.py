@@ -28,6 +28,7 @@ import redis
 
 from freshrec.argtypes import non_negative_float
 from freshrec.errors import BadInputError, ConfigError, TransientError
+from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
@@ -45,6 +46,13 @@ EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 EXIT_LOCKED = 4
 EXIT_TRANSIENT = 75
+
+#: The retrain's stages shown on a terminal, with the unit of their bars.
+_STAGE_LABELS = {
+    "tuning": "tuning (seconds of the budget)",
+    "training": "training (ALS iterations)",
+    "evaluating": "evaluating (the gate)",
+}
 
 #: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it.
 STALL_POINTS = ("trained", "evaluated", "saved")
@@ -168,12 +176,15 @@ def _run(
     bar: StageProgress,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    bar.stage("reading snapshot")
+    bar.stage("reading snapshot (records)")
     if args.format:
         from models.cli import load_data  # the file loaders of `freshrec train`
 
         data, snapshot = load_data(args)
     else:
+        # a broker that does not answer at all is reported within its connect timeout, as
+        # every command does; the snapshot's own timeout is for a slow read
+        check_broker(settings)
         topic = changelog_topic(settings.app_id)
         snap = read_changelog(
             settings.bootstrap_servers,
@@ -188,8 +199,8 @@ def _run(
         raise BadInputError("the snapshot holds no interactions: nothing to train on yet")
 
     def on_stage(name: str) -> None:
-        if name in ("tuning", "training", "evaluating"):
-            bar.stage(name)
+        if name in _STAGE_LABELS:
+            bar.stage(_STAGE_LABELS[name])
         if name == args.debug_stall_at:
             print(
                 f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
@@ -200,7 +211,13 @@ def _run(
 
     store = ModelStore(settings.model_store)
     result = retrain(
-        data, snapshot, store, plan, before_publish=lock.ensure_held, on_stage=on_stage
+        data,
+        snapshot,
+        store,
+        plan,
+        before_publish=lock.ensure_held,
+        on_stage=on_stage,
+        on_progress=bar.advance,
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -203,6 +203,7 @@ def tune(
     seed: int = 42,
     max_trials: int = 100,
     space: SearchSpace = DEFAULT_SPACE,
+    progress: Callable[[float, float], None] | None = None,
 ) -> TuneResult:
     """Search configurations for ``train_log`` by validation nDCG@``k`` (see the module docstring).
 
@@ -211,7 +212,9 @@ def tune(
     while less than ``budget_s`` seconds have passed and fewer than
     ``max_trials`` have run, so the search ends within the budget plus one
     fit; the base trial always runs, even with a budget of 0. The same inputs
-    and number of trials give the same result.
+    and number of trials give the same result. ``progress`` is told (seconds
+    spent, ``budget_s``) after each trial: the budget, not the number of
+    trials, is what bounds the search.
     """
     if budget_s < 0 or max_trials < 1 or k < 1:
         raise ValueError("tune needs budget_s >= 0, max_trials >= 1 and k >= 1")
@@ -231,6 +234,8 @@ def tune(
         score = holdout.score(model.user_factors, model.item_factors, k, als.num_threads)[metric]
         trials.append(Trial(als, weighting, score, time.perf_counter() - t0))
         log.info("tune trial %d: %s %s", len(trials), trials[-1].as_dict(), metric)
+        if progress is not None:
+            progress(time.perf_counter() - started, budget_s)
     best = max(trials, key=lambda t: t.score)  # max keeps the earliest of equal scores
     return TuneResult(
         best.als,

@@ -7,11 +7,15 @@ exactly what the snapshot holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,19 +23,26 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from freshrec.settings import Settings
-from freshrec.stack import wait_until
+from freshrec.stack import free_port, wait_until
 from models.als import ALSConfig
 from models.interactions import InteractionLog
 from models.publish import train_and_publish
-from models.retrain_cli import EXIT_LOCKED, EXIT_PUBLISHED, EXIT_REFUSED
+from models.retrain_cli import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_PUBLISHED,
+    EXIT_REFUSED,
+    EXIT_TRANSIENT,
+)
 from models.snapshot import read_changelog, states_from_log
 from models.store import ModelStore
-from models.synthetic import generate
+from models.synthetic import generate, generate_ratings
 from models.weighting import DEFAULT_WEIGHTING
 from schemas.recs import encode_items, items_key
-from schemas.state import changelog_topic, encode
+from schemas.state import Interaction, UserState, changelog_topic, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,7 +76,7 @@ def write_changelog(settings: Settings, log: InteractionLog) -> dict[int, int]:
 
 @pytest.fixture
 def job_settings(settings: Settings) -> Settings:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     topic = changelog_topic(settings.app_id)
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
@@ -73,14 +84,16 @@ def job_settings(settings: Settings) -> Settings:
     return settings.replace(retrain_tune_budget_s=0.0, retrain_lock_ttl_s=2.0)
 
 
-def start_retrain(settings: Settings, *args: str) -> subprocess.Popen[str]:
+def start_retrain(
+    settings: Settings, *args: str, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
-    env |= settings.as_env()
+    env |= settings.as_env() | {"COLUMNS": "160"}
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "retrain", *SMALL_MODEL, *args],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         start_new_session=True,
     )
@@ -125,6 +138,10 @@ def test_retrain_publishes_a_version_recording_the_snapshot_offsets(
     assert summary["baseline_kind"] == "popular" and summary["candidate"] > summary["baseline"]
     for key in ("snapshot_s", "tune_s", "train_s", "evaluate_s", "publish_s", "total_s"):
         assert summary[key] >= 0
+    # partitions assigned, no consumer group: none joined (so nothing rebalanced or committed)
+    admin = AdminClient({"bootstrap.servers": job_settings.bootstrap_servers})
+    groups = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
+    assert not [g for g in groups if g.startswith("freshrec-retrain")]
 
 
 def test_a_retrain_that_prunes_deletes_the_pruned_versions_item_tables(
@@ -168,7 +185,14 @@ def test_worse_candidates_are_refused_and_nothing_changes(job_settings: Settings
     )
     assert code == EXIT_REFUSED, err
     assert "worse" in summary["message"] and summary["candidate"] < summary["baseline"]
+    assert f"{summary['candidate']:.4f}" in err and f"{summary['baseline']:.4f}" in err
     assert store.versions() == [first["version"]] and store.current() == first["version"]
+
+    # --force publishes what the gate refused, and says so
+    code, summary, err = retrain(job_settings, "--force", "--debug-permute-items")
+    assert code == EXIT_PUBLISHED, err
+    assert summary["message"].endswith("published anyway (--force)")
+    assert store.current() == summary["version"] != first["version"]
 
 
 def test_two_retrains_at_once_one_runs_the_other_is_told_who_holds_the_lock(
@@ -211,13 +235,145 @@ def test_a_retrain_killed_while_publishing_leaves_a_whole_version_current(
     assert store.current() != first["version"]
 
 
-def test_forgotten_users_are_not_in_the_snapshot(job_settings: Settings) -> None:
+def test_forgotten_users_are_not_in_the_snapshot_nor_the_models_training_data(
+    job_settings: Settings,
+) -> None:
     log = data()
     write_changelog(job_settings, log)
     topic = changelog_topic(job_settings.app_id)
     producer = Producer({"bootstrap.servers": job_settings.bootstrap_servers})
-    producer.produce(topic, key=b"user-1", value=None, partition=partition_of("user-1"))
+    # user-1 watched an item nobody else did, then was forgotten (the worker's tombstone)
+    secret = UserState([Interaction("secret-item", "watch", 600.0, 1200.0, int(log.ts.max()))])
+    for value in (encode(secret), None):
+        producer.produce(topic, key=b"user-1", value=value, partition=partition_of("user-1"))
     assert producer.flush(10) == 0
     snap = read_changelog(job_settings.bootstrap_servers, topic)
     assert "user-1" not in snap.log.users and "user-2" in snap.log.users
     assert snap.forgotten == 1 and len(snap.log.users) == 399
+    assert "secret-item" not in snap.log.items
+
+    code, summary, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    version = ModelStore(job_settings.model_store).load(summary["version"])
+    assert version.snapshot["forgotten_users"] == 1 and version.snapshot["users"] == 399
+    assert "secret-item" not in version.item_ids
+    assert "secret-item" not in version.popular_items
+
+
+def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
+    job_settings: Settings,
+) -> None:
+    write_changelog(job_settings, data())
+    tuned = ("--tune-budget-s", "0.5")
+    # piped, as in a CronJob: no progress, and standard output is the summary alone
+    proc = start_retrain(job_settings, *tuned)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_PUBLISHED, err
+    summary = json.loads(out)
+    assert len(out.splitlines()) == 1 and summary["outcome"] == "published"
+    assert "reading snapshot" not in err and "tuning (" not in err and "\x1b[" not in err
+    # the search ran, and its choice and validation score are in the version
+    tuning = ModelStore(job_settings.model_store).load(summary["version"]).params["tuning"]
+    assert tuning["budget_s"] == 0.5 and tuning["score"] == summary["tuned"]["score"]
+    assert len(tuning["trials"]) == summary["tuned"]["trials"] >= 1
+
+    # on a terminal: every stage, with its bar's count
+    primary, secondary = pty.openpty()
+    shown: list[bytes] = []
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the job closed its end
+            while chunk := os.read(primary, 65536):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        proc = start_retrain(job_settings, *tuned, stderr=secondary)
+        os.close(secondary)
+        out, _ = proc.communicate(timeout=240)
+        reader.join(30)
+    finally:
+        os.close(primary)
+    screen = b"".join(shown).decode(errors="replace")
+    assert proc.returncode in (EXIT_PUBLISHED, EXIT_REFUSED), screen
+    assert len(out.splitlines()) == 1 and json.loads(out)["exit_code"] == proc.returncode
+    for label in (
+        "reading snapshot (records)",
+        "tuning (seconds of the budget)",
+        "training (ALS iterations)",
+        "evaluating (the gate)",
+    ):
+        assert label in screen, screen
+    assert "400/400" in screen  # one changelog record per user read
+
+
+def test_a_first_model_from_a_file_and_a_file_without_its_format(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """``--data FILE --format F`` trains a first model with no changelog read; ``--data``
+    alone is a bad configuration, said in one line."""
+    ratings = generate_ratings(n_users=300, n_items=200, n_ratings=9000, seed=5).log
+    path = tmp_path / "u.data"
+    path.write_text(
+        "".join(
+            f"{u + 1}\t{i + 1}\t{v:g}\t{ts // 1000}\n"  # ml-100k's numeric ids
+            for u, i, v, ts in zip(
+                ratings.user, ratings.item, ratings.value, ratings.ts, strict=True
+            )
+        )
+    )
+    defaults = ("--factors", "32", "--regularization", "30")  # rating data wants its λ
+    code, summary, err = retrain(
+        job_settings, "--data", str(path), "--format", "movielens100k", *defaults
+    )
+    assert code == EXIT_PUBLISHED, err
+    version = ModelStore(job_settings.model_store).load(summary["version"])
+    assert version.snapshot["format"] == "movielens100k" and "end_offsets" not in version.snapshot
+    assert summary["baseline_kind"] == "popular" and summary["interactions"] == 9000
+
+    code, summary, err = retrain(job_settings, "--data", str(path))
+    assert code == EXIT_CONFIG and summary["outcome"] == "bad configuration"
+    assert err == "freshrec retrain: --data needs --format (see `freshrec train --help`)\n"
+
+
+@pytest.mark.parametrize("down", ["broker", "redis"])
+def test_an_unreachable_broker_or_redis_is_a_transient_fault_said_in_one_line(
+    job_settings: Settings, down: str
+) -> None:
+    """Exit 75 (run it again) within the connect timeouts, not after the snapshot's.
+
+    Bug: the job waited FRESHREC_RETRAIN_SNAPSHOT_TIMEOUT_S (300 s) for a broker that
+    was not there, where FRESHREC_BROKER_CONNECT_TIMEOUT_S says every command gives
+    up on a silent broker after its first few seconds."""
+    port = free_port()
+    broken = job_settings.replace(
+        broker_connect_timeout_s=1.0,
+        retry_deadline_s=1.0,
+        **(
+            {"bootstrap_servers": f"127.0.0.1:{port}"}
+            if down == "broker"
+            else {"redis_url": f"redis://127.0.0.1:{port}/0"}
+        ),
+    )
+    started = time.monotonic()
+    code, summary, err = retrain(broken)
+    assert code == EXIT_TRANSIENT and summary["outcome"] == "transient fault"
+    assert time.monotonic() - started < 30
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("freshrec retrain: ") and str(port) in lines[0]
+
+
+def test_a_bad_setting_is_a_bad_configuration_said_in_one_line(job_settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    env |= job_settings.as_env() | {"FRESHREC_RETRAIN_TOLERANCE": "-1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "retrain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == EXIT_CONFIG
+    assert len(done.stderr.splitlines()) == 1 and "FRESHREC_RETRAIN_TOLERANCE" in done.stderr

@@ -119,11 +119,25 @@ def test_retrain_learns_from_the_stream_and_the_worker_adopts_it(
 
     worker.wait_for(lambda: all_lists_on(version.version_id), 60, "every list on the new model")
 
-    # a candidate the gate must refuse changes neither the pointer nor a single list
-    code, _, err = run_retrain(settings, "--debug-permute-items")
-    assert code == EXIT_REFUSED, err
-    assert store.current() == version.version_id
-    assert all_lists_on(version.version_id)
+    # candidates the gate must refuse change neither the versions, the pointer nor a list:
+    # item factors shuffled against their ids (a test hook), and a deliberately bad
+    # configuration
+    def lists() -> list[tuple[str | None, list[str]] | None]:
+        held = [read_list(redis_client, settings, u) for u in users]
+        return [None if r is None else (r.model_version, [e.item for e in r.items]) for r in held]
+
+    before = lists()
+    for worse in (
+        ("--debug-permute-items",),
+        ("--factors", "2", "--iterations", "1", "--regularization", "5000"),
+    ):
+        code, refused, err = run_retrain(settings, *worse)
+        assert code == EXIT_REFUSED, err
+        assert refused["baseline_version"] == version.version_id
+        assert f"{refused['candidate']:.4f}" in err and f"{refused['baseline']:.4f}" in err
+        assert store.versions() == [version.version_id]
+        assert store.current() == version.version_id
+        assert lists() == before
 
 
 def test_streamed_users_rank_like_users_trained_into_the_model(
