@@ -9,13 +9,14 @@ with Debian's ``prometheus`` package (``./dev setup`` installs it).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.deploy.manifests import K8S
+from tests.deploy.manifests import K8S, ROOT
 
 RULES = K8S / "observability" / "alerts.yaml"
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
@@ -80,3 +81,22 @@ def test_the_dashboard_queries_parse() -> None:
     finally:
         path.unlink()
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_runs_the_retrain_by_hand_under_a_name_the_alert_watches() -> None:
+    """Regression: the README named the manual run ``retrain-manual-...``, which
+    FreshrecRetrainFailed's ``job_name`` matcher does not match, so a failed manual run
+    went unreported."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    (expr,) = [
+        r["expr"] for g in groups for r in g["rules"] if r["alert"] == "FreshrecRetrainFailed"
+    ]
+    watched = re.search(r'job_name=~"([^"]+)"', expr)
+    assert watched
+    readme = (ROOT / "README.md").read_text()
+    names = re.findall(r"create job --from=cronjob/freshrec-retrain\s+(\S+?)-\$\(date", readme)
+    assert names
+    for name in names:
+        if name.startswith("rollback"):
+            continue  # a one-off `models rollback`, watched by whoever runs it
+        assert re.fullmatch(watched.group(1), f"{name}-1700000000"), name
