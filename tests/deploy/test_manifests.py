@@ -14,6 +14,7 @@ command must be one the installed CLI knows.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -209,14 +210,19 @@ def test_only_the_api_is_reachable_from_outside_the_namespace(
 def test_every_container_command_is_one_the_cli_knows(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """`freshrec <args> --help` for each container: manifests and CLI cannot drift apart."""
+    """`freshrec <args> --help` for each container: manifests and CLI cannot drift apart.
+
+    The installed ``freshrec`` script is run, the image's entrypoint, so the
+    project's console-script entry is checked too.
+    """
     target, objs = rendered
+    freshrec = shutil.which("freshrec", path=str(Path(sys.executable).parent))
+    assert freshrec, "no freshrec script beside the interpreter: pip install -e '.[dev]'"
     for _, c in containers(objs):
         assert "command" not in c, "the image's entrypoint is freshrec; manifests give args"
         args = c["args"]
         done = subprocess.run(
-            [sys.executable, "-m", "cli", *args, "--help"],
-            capture_output=True, text=True, cwd=ROOT, timeout=60,
-        )  # fmt: skip
+            [freshrec, *args, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
         assert done.returncode == 0, f"{target}: freshrec {' '.join(args)}: {done.stderr}"
         assert "usage: freshrec" in done.stdout
