@@ -171,6 +171,21 @@ def test_worker_replicas_do_not_exceed_partitions(
     assert surge == 0, f"{target}: a surge pod would be a worker without a partition"
 
 
+def test_the_autoscaler_alone_sets_the_api_replicas(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Regression: the API Deployment carried ``replicas``, so every ``kubectl apply -k``
+    scaled the API back down to it under load until the autoscaler caught up."""
+    target, objs = rendered
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"] for o in objs if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert "freshrec-api" in scaled, target
+    for o in objs:
+        if o["kind"] in LONG_RUNNING and o["metadata"]["name"] in scaled:
+            assert "replicas" not in o["spec"], f"{target}: {o['metadata']['name']}"
+
+
 def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
     for _, c in containers(objs):
