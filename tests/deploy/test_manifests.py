@@ -186,6 +186,40 @@ def test_the_autoscaler_alone_sets_the_api_replicas(
             assert "replicas" not in o["spec"], f"{target}: {o['metadata']['name']}"
 
 
+def selects(policy: dict[str, Any], app: str) -> bool:
+    """Whether the NetworkPolicy selects the pods of ``app`` by name."""
+    labels = policy["spec"]["podSelector"].get("matchLabels", {})
+    return bool(labels.get("app.kubernetes.io/name") == app)
+
+
+def test_ports_agree_with_the_settings(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The probes, the scrape annotation and the network policy use the port the process
+    binds (FRESHREC_API_PORT, FRESHREC_WORKER_WEB_PORT): an overlay that changed one
+    setting alone would leave every probe failing."""
+    target, objs = rendered
+    settings = settings_configmap(objs)
+    expected = {
+        "freshrec-api": int(settings["FRESHREC_API_PORT"]),
+        "freshrec-worker": int(settings["FRESHREC_WORKER_WEB_PORT"]),
+    }
+    for name, port in expected.items():
+        (deployment,) = [
+            o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+        ]
+        template = deployment["spec"]["template"]
+        (c,) = template["spec"]["containers"]
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe in ("livenessProbe", "readinessProbe"):
+            probe_port = c[probe]["httpGet"]["port"]
+            assert named.get(probe_port, probe_port) == port, f"{target}: {name} {probe}"
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port), target
+        policies = [p for p in objs if p["kind"] == "NetworkPolicy" and selects(p, name)]
+        assert policies, f"{target}: no policy lets {name} be reached"
+        for p in policies:
+            for rule in p["spec"]["ingress"]:
+                assert [q["port"] for q in rule["ports"]] == [port], f"{target}: {p['metadata']}"
+
+
 def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
     for _, c in containers(objs):
