@@ -220,6 +220,29 @@ def test_ports_agree_with_the_settings(rendered: tuple[str, list[dict[str, Any]]
                 assert [q["port"] for q in rule["ports"]] == [port], f"{target}: {p['metadata']}"
 
 
+def test_the_model_store_is_an_object_store_or_a_mounted_volume(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The retrain writes the store and the worker reads it: a path store must be a volume
+    both mount (the root filesystem is read-only, and each pod's own)."""
+    target, objs = rendered
+    store = settings_configmap(objs).get("FRESHREC_MODEL_STORE", "")
+    if not store:
+        # the default, ./var/models, would be in the pod's own read-only filesystem
+        assert target == "base", f"{target}: FRESHREC_MODEL_STORE is not set"
+        return
+    if "://" in store:
+        assert store.startswith(("s3://", "gs://", "gcs://", "az://", "abfs://")), target
+        return
+    assert store.startswith("/"), f"{target}: FRESHREC_MODEL_STORE={store!r}"
+    mounts = {
+        c["name"]: {m["mountPath"]: m.get("readOnly", False) for m in c.get("volumeMounts", [])}
+        for _, c in containers(objs)
+    }
+    assert mounts["retrain"].get(store) is False, f"{target}: the retrain cannot write {store}"
+    assert store in mounts["worker"], f"{target}: the worker does not mount {store}"
+
+
 def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
     for _, c in containers(objs):
