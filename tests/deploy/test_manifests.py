@@ -243,6 +243,23 @@ def test_the_model_store_is_an_object_store_or_a_mounted_volume(
     assert store in mounts["worker"], f"{target}: the worker does not mount {store}"
 
 
+def test_the_worker_has_time_to_commit_and_hand_over_when_stopped(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """SIGTERM: the batch in hand is finished and committed, then the partitions handed over
+    (within FRESHREC_BROKER_REBALANCE_TIMEOUT_S); a SIGKILL before that redelivers them.
+    Three times that leaves room for a broker or Redis answering after a few retries."""
+    target, objs = rendered
+    configured = settings_configmap(objs)
+    settings = Settings.from_env(
+        {k: configured[k] for k in configured if k.startswith("FRESHREC_BROKER_")}
+    )
+    (worker,) = [o for o in objs if o["kind"] == "Deployment" and "worker" in o["metadata"]["name"]]
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    needed = settings.broker_commit_interval_s + settings.broker_rebalance_timeout_s
+    assert grace >= 3 * needed, f"{target}: {grace} s for a stop that can take {needed} s"
+
+
 def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
     for _, c in containers(objs):
