@@ -129,3 +129,14 @@ def test_the_alerts_and_the_dashboard_read_only_metrics_the_code_exports() -> No
     assert used
     missing = used - exported_series()
     assert not missing, f"read but never exported: {sorted(missing)}"
+
+
+def test_the_readme_says_what_each_alert_means_and_what_to_do() -> None:
+    """README.md's "Alerts" table has a row for every alert, with its severity."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Alerts") :]
+    section = section[: section.index("\n## ")]
+    rows = dict(re.findall(r"^\| `(\w+)` \((page|ticket)\) \|", section, re.MULTILINE))
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    severities = {r["alert"]: r["labels"]["severity"] for g in groups for r in g["rules"]}
+    assert rows == severities
