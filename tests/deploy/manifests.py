@@ -28,11 +28,23 @@ def kubectl() -> str:
 
 
 def render(target: str) -> list[dict[str, Any]]:
-    """``kubectl kustomize k8s/<target>``, parsed."""
-    out = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / target)], check=True, capture_output=True, text=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    """``kubectl kustomize k8s/<target>``, parsed.
+
+    A failure says what kubectl answered and which version it is: Debian
+    bookworm's kubernetes-client (kubectl 1.20, kustomize 2) cannot read these
+    kustomizations (``labels``, ``patches``), and says so only in its stderr.
+    """
+    binary = kubectl()
+    done = subprocess.run([binary, "kustomize", str(K8S / target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        version = subprocess.run(
+            [binary, "version", "--client"], capture_output=True, text=True
+        ).stdout
+        raise RuntimeError(
+            f"kubectl kustomize k8s/{target} failed: {done.stderr.strip()}\n{version}"
+            "(they render with kubectl 1.32, kustomize v5.5)"
+        )
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ command must be one the installed CLI knows.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -170,6 +171,95 @@ def test_worker_replicas_do_not_exceed_partitions(
     assert surge == 0, f"{target}: a surge pod would be a worker without a partition"
 
 
+def test_the_autoscaler_alone_sets_the_api_replicas(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Regression: the API Deployment carried ``replicas``, so every ``kubectl apply -k``
+    scaled the API back down to it under load until the autoscaler caught up."""
+    target, objs = rendered
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"] for o in objs if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert "freshrec-api" in scaled, target
+    for o in objs:
+        if o["kind"] in LONG_RUNNING and o["metadata"]["name"] in scaled:
+            assert "replicas" not in o["spec"], f"{target}: {o['metadata']['name']}"
+
+
+def selects(policy: dict[str, Any], app: str) -> bool:
+    """Whether the NetworkPolicy selects the pods of ``app`` by name."""
+    labels = policy["spec"]["podSelector"].get("matchLabels", {})
+    return bool(labels.get("app.kubernetes.io/name") == app)
+
+
+def test_ports_agree_with_the_settings(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The probes, the scrape annotation and the network policy use the port the process
+    binds (FRESHREC_API_PORT, FRESHREC_WORKER_WEB_PORT): an overlay that changed one
+    setting alone would leave every probe failing."""
+    target, objs = rendered
+    settings = settings_configmap(objs)
+    expected = {
+        "freshrec-api": int(settings["FRESHREC_API_PORT"]),
+        "freshrec-worker": int(settings["FRESHREC_WORKER_WEB_PORT"]),
+    }
+    for name, port in expected.items():
+        (deployment,) = [
+            o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+        ]
+        template = deployment["spec"]["template"]
+        (c,) = template["spec"]["containers"]
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe in ("livenessProbe", "readinessProbe"):
+            probe_port = c[probe]["httpGet"]["port"]
+            assert named.get(probe_port, probe_port) == port, f"{target}: {name} {probe}"
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port), target
+        policies = [p for p in objs if p["kind"] == "NetworkPolicy" and selects(p, name)]
+        assert policies, f"{target}: no policy lets {name} be reached"
+        for p in policies:
+            for rule in p["spec"]["ingress"]:
+                assert [q["port"] for q in rule["ports"]] == [port], f"{target}: {p['metadata']}"
+
+
+def test_the_model_store_is_an_object_store_or_a_mounted_volume(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The retrain writes the store and the worker reads it: a path store must be a volume
+    both mount (the root filesystem is read-only, and each pod's own)."""
+    target, objs = rendered
+    store = settings_configmap(objs).get("FRESHREC_MODEL_STORE", "")
+    if not store:
+        # the default, ./var/models, would be in the pod's own read-only filesystem
+        assert target == "base", f"{target}: FRESHREC_MODEL_STORE is not set"
+        return
+    if "://" in store:
+        assert store.startswith(("s3://", "gs://", "gcs://", "az://", "abfs://")), target
+        return
+    assert store.startswith("/"), f"{target}: FRESHREC_MODEL_STORE={store!r}"
+    mounts = {
+        c["name"]: {m["mountPath"]: m.get("readOnly", False) for m in c.get("volumeMounts", [])}
+        for _, c in containers(objs)
+    }
+    assert mounts["retrain"].get(store) is False, f"{target}: the retrain cannot write {store}"
+    assert store in mounts["worker"], f"{target}: the worker does not mount {store}"
+
+
+def test_the_worker_has_time_to_commit_and_hand_over_when_stopped(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """SIGTERM: the batch in hand is finished and committed, then the partitions handed over
+    (within FRESHREC_BROKER_REBALANCE_TIMEOUT_S); a SIGKILL before that redelivers them.
+    Three times that leaves room for a broker or Redis answering after a few retries."""
+    target, objs = rendered
+    configured = settings_configmap(objs)
+    settings = Settings.from_env(
+        {k: configured[k] for k in configured if k.startswith("FRESHREC_BROKER_")}
+    )
+    (worker,) = [o for o in objs if o["kind"] == "Deployment" and "worker" in o["metadata"]["name"]]
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    needed = settings.broker_commit_interval_s + settings.broker_rebalance_timeout_s
+    assert grace >= 3 * needed, f"{target}: {grace} s for a stop that can take {needed} s"
+
+
 def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
     for _, c in containers(objs):
@@ -209,14 +299,19 @@ def test_only_the_api_is_reachable_from_outside_the_namespace(
 def test_every_container_command_is_one_the_cli_knows(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """`freshrec <args> --help` for each container: manifests and CLI cannot drift apart."""
+    """`freshrec <args> --help` for each container: manifests and CLI cannot drift apart.
+
+    The installed ``freshrec`` script is run, the image's entrypoint, so the
+    project's console-script entry is checked too.
+    """
     target, objs = rendered
+    freshrec = shutil.which("freshrec", path=str(Path(sys.executable).parent))
+    assert freshrec, "no freshrec script beside the interpreter: pip install -e '.[dev]'"
     for _, c in containers(objs):
         assert "command" not in c, "the image's entrypoint is freshrec; manifests give args"
         args = c["args"]
         done = subprocess.run(
-            [sys.executable, "-m", "cli", *args, "--help"],
-            capture_output=True, text=True, cwd=ROOT, timeout=60,
-        )  # fmt: skip
+            [freshrec, *args, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
         assert done.returncode == 0, f"{target}: freshrec {' '.join(args)}: {done.stderr}"
         assert "usage: freshrec" in done.stdout
