@@ -3,7 +3,9 @@
 Open the page, pick a user, click an item: the list must change within the
 freshness objective plus the page's poll interval. Playwright drives the
 system chromium (``executable_path``); it never downloads a browser.
-The screenshot is kept under the test's ``tmp_path`` and its path printed.
+The screenshot, taken once the list has changed, is the test's artifact:
+``page.png`` in the artifacts directory (``test-artifacts/`` in the checkout, or
+``TESTS_ARTIFACTS_DIR``; tests/conftest.py), its path printed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def chromium() -> str:
 
 
 def test_clicking_an_item_changes_the_list_in_the_browser(
-    running_system: RunningSystem, tmp_path: Path
+    running_system: RunningSystem, artifacts: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -85,11 +87,13 @@ def test_clicking_an_item_changes_the_list_in_the_browser(
             took = time.monotonic() - started
             after = page.get_attribute("#recs", "data-signature") or ""
             page.wait_for_timeout(300)  # let the highlight show in the screenshot
-            shot = tmp_path / "page.png"
+            shot = artifacts / "page.png"
+            shot.unlink(missing_ok=True)  # an older run's must not pass for this one's
             page.screenshot(path=str(shot), full_page=True)
             print(f"screenshot: {shot}")
         finally:
             browser.close()
+    assert shot.read_bytes().startswith(b"\x89PNG")
     assert clicked not in after.split(","), "the watched item is masked in the new list"
     assert took <= FRESHNESS_OBJECTIVE_S + poll_s, (
         f"the list changed {took:.2f}s after the click; the objective is "
