@@ -8,6 +8,7 @@ a topic" is checked where it matters, in the topics.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +179,27 @@ async def test_size_limits_are_413(api_client: ApiClient) -> None:
         resp = await client.post("/events", data=b"\n".join([event] * 40), headers=NDJSON)
         assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
 
+        async def chunked() -> AsyncIterator[bytes]:
+            """No Content-Length to refuse by: the limit holds as the body is read."""
+            for _ in range(40):
+                yield event + b"\n"
+
+        resp = await client.post("/events", data=chunked(), headers=NDJSON)
+        assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
+
 
 async def test_token_is_required_when_set(api_client: ApiClient) -> None:
     async with api_client(api_token="s3cret") as client:
         resp = await client.post("/events", data=b"[]", headers=JSON)
         assert resp.status == 401
+        wrong = await client.post(
+            "/events", data=b"[]", headers={**JSON, "Authorization": "Bearer nope"}
+        )
+        assert wrong.status == 401
+        right = await client.post(
+            "/events", data=b"[]", headers={**JSON, "Authorization": "Bearer s3cret"}
+        )
+        assert (right.status, (await right.json())["error"]["code"]) == (400, "no_events")
 
 
 async def test_no_broker_reachable_is_a_503_with_retry_after_and_reads_still_work(
