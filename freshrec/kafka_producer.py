@@ -69,6 +69,11 @@ class DeliveryError:
     """:class:`confluent_kafka.KafkaError`'s code; None for our own (a timeout, a full queue)."""
 
     @property
+    def fatal(self) -> bool:
+        """Whether the producer had a fatal error: it fails everything from now on."""
+        return self.code == KafkaError._FATAL
+
+    @property
     def too_large(self) -> bool:
         """Whether the record was refused for its size (by the producer or the broker)."""
         return self.code in TOO_LARGE
@@ -132,10 +137,16 @@ class PolledProducer:
     and the publisher's ``AsyncPublisher`` are built on.
 
     Creating one does not touch the network: librdkafka connects in the background.
+
+    A fatal error (an idempotent producer whose id the broker no longer knows,
+    after a broker lost its state) ends the producer for good: every later
+    message fails at once. :attr:`fatal` says so, for the owner to make a new one.
     """
 
     def __init__(self, settings: Settings, thread_name: str, **config: Any) -> None:
         self.settings = settings
+        #: librdkafka's fatal error, once it had one.
+        self.fatal: str | None = None
         self._producer = Producer(producer_config(settings, **config))
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name=thread_name, daemon=True)
@@ -143,7 +154,14 @@ class PolledProducer:
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(POLL_INTERVAL_S)
+            try:
+                self._producer.poll(POLL_INTERVAL_S)
+            except KafkaException as exc:
+                # confluent-kafka raises librdkafka's fatal error from poll(); it once
+                # ended this thread, and with it the delivery reports: every later batch
+                # then waited out the publish timeout. The thread goes on (each message
+                # now fails at once) and the owner learns it from ``fatal``.
+                self.fatal = str(exc)
 
     async def close(self) -> None:
         """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
@@ -213,4 +231,6 @@ class AsyncBatchProducer(PolledProducer):
                         f"{self.settings.publish_timeout_s:g}s"
                     ),
                 )
+        if self.fatal is None:
+            self.fatal = next((e.reason for e in batch.errors if e is not None and e.fatal), None)
         return list(batch.errors)

@@ -85,6 +85,22 @@ def redis_url(services: Services) -> str:
     return services.redis_url
 
 
+#: Where tests keep what a person should be able to look at after the run (the browser
+#: test's screenshot): ``TESTS_ARTIFACTS_DIR``, else ``test-artifacts/`` in the checkout
+#: (ignored by git), which CI collects. Not ``tmp_path``: pytest deletes all but its
+#: last three temporary directories.
+ARTIFACTS_DIR = Path(
+    os.environ.get("TESTS_ARTIFACTS_DIR") or Path(__file__).parents[1] / "test-artifacts"
+)
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """The directory for test artifacts (made if missing); see :data:`ARTIFACTS_DIR`."""
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS_DIR
+
+
 @pytest.fixture
 def unique() -> str:
     """A short id unique to this test, for topic names, groups and key prefixes."""

@@ -8,15 +8,18 @@ a topic" is checked where it matters, in the topics.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from freshrec.settings import Settings
-from freshrec.stack import free_port
+from freshrec.stack import BrokerProcess, free_port
 from schemas.validator import MAX_EVENT_BYTES
 from streams.dlq import read_topic
+from streams.topics import ensure_topics
 from tests.serving.conftest import ApiClient
 from tests.streams.worker import rate, watch
 
@@ -176,11 +179,27 @@ async def test_size_limits_are_413(api_client: ApiClient) -> None:
         resp = await client.post("/events", data=b"\n".join([event] * 40), headers=NDJSON)
         assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
 
+        async def chunked() -> AsyncIterator[bytes]:
+            """No Content-Length to refuse by: the limit holds as the body is read."""
+            for _ in range(40):
+                yield event + b"\n"
+
+        resp = await client.post("/events", data=chunked(), headers=NDJSON)
+        assert (resp.status, (await resp.json())["error"]["code"]) == (413, "too_large")
+
 
 async def test_token_is_required_when_set(api_client: ApiClient) -> None:
     async with api_client(api_token="s3cret") as client:
         resp = await client.post("/events", data=b"[]", headers=JSON)
         assert resp.status == 401
+        wrong = await client.post(
+            "/events", data=b"[]", headers={**JSON, "Authorization": "Bearer nope"}
+        )
+        assert wrong.status == 401
+        right = await client.post(
+            "/events", data=b"[]", headers={**JSON, "Authorization": "Bearer s3cret"}
+        )
+        assert (right.status, (await right.json())["error"]["code"]) == (400, "no_events")
 
 
 async def test_no_broker_reachable_is_a_503_with_retry_after_and_reads_still_work(
@@ -226,3 +245,50 @@ async def test_an_integer_beyond_64_bits_is_rejected_not_a_500(
     assert resp.status == 207, body
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
     assert body["results"][1]["field"] == "ts"
+
+
+async def test_broker_gone_after_the_first_batch_is_a_503_and_sending_again_later_works(
+    api_client: ApiClient, settings: Settings, write_list: Any, tmp_path: Path
+) -> None:
+    """The producer was connected when its broker died: the next batch is answered 503 with
+    Retry-After in about the publish timeout, GET /recs keeps answering, and once a broker is
+    back the same batch sent again is taken. Regression: the broker came back without its
+    state (Tansu in memory), the idempotent producer's id was unknown to it, librdkafka's
+    fatal error ended the producer's poller thread, and POST /events answered 503 until the
+    API was restarted."""
+    broker = BrokerProcess(log_path=tmp_path / "own-broker.log")
+    broker.start()
+    try:
+        own = settings.replace(bootstrap_servers=broker.bootstrap_servers, publish_timeout_s=1.0)
+        ensure_topics(own)
+        write_list("kate", ["m1", "m2"])
+        batch = orjson.dumps([watch("g2", "kate", "m2", NOW + 1)])
+        async with api_client(
+            bootstrap_servers=own.bootstrap_servers, publish_timeout_s=1.0
+        ) as client:
+
+            async def sent_until_accepted(data: bytes) -> None:
+                """A new producer's first records may wait a second for its id (Tansu)."""
+                deadline = time.monotonic() + 30
+                while (resp := await client.post("/events", data=data, headers=JSON)).status != 200:
+                    assert resp.status == 503 and time.monotonic() < deadline, await resp.text()
+
+            await sent_until_accepted(orjson.dumps([watch("g1", "kate", "m1", NOW)]))
+            broker.kill()
+            started = time.monotonic()
+            resp = await client.post("/events", data=batch, headers=JSON)
+            took = time.monotonic() - started
+            body = await resp.json()
+            assert (await client.get("/recs/kate")).status == 200
+            assert resp.status == 503, body
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert took < 5
+            assert (body["accepted"], body["failed"]) == (0, 1)
+            assert body["results"][0]["status"] == "failed"
+
+            broker.start()  # on the same port, its memory empty: the topics are made again
+            ensure_topics(own)
+            await sent_until_accepted(batch)
+        assert [v["event_id"] for _, v in topic_messages(own)[own.topic_watch]] == ["g2"]
+    finally:
+        broker.stop()

@@ -1,9 +1,12 @@
 """The page in a real browser: Debian's chromium, headless, driven by Playwright.
 
 Open the page, pick a user, click an item: the list must change within the
-freshness objective plus the page's poll interval. Playwright drives the
+freshness objective plus the page's poll interval, and the browser fetches
+nothing from anywhere but the API. Playwright drives the
 system chromium (``executable_path``); it never downloads a browser.
-The screenshot is kept under the test's ``tmp_path`` and its path printed.
+The screenshot, taken once the list has changed, is the test's artifact:
+``page.png`` in the artifacts directory (``test-artifacts/`` in the checkout, or
+``TESTS_ARTIFACTS_DIR``; tests/conftest.py), its path printed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def chromium() -> str:
 
 
 def test_clicking_an_item_changes_the_list_in_the_browser(
-    running_system: RunningSystem, tmp_path: Path
+    running_system: RunningSystem, artifacts: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -67,6 +70,8 @@ def test_clicking_an_item_changes_the_list_in_the_browser(
         browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
             page.goto(base + "/")
             page.fill("#user", "olivia")
             page.click("#show")
@@ -85,11 +90,16 @@ def test_clicking_an_item_changes_the_list_in_the_browser(
             took = time.monotonic() - started
             after = page.get_attribute("#recs", "data-signature") or ""
             page.wait_for_timeout(300)  # let the highlight show in the screenshot
-            shot = tmp_path / "page.png"
+            shot = artifacts / "page.png"
+            shot.unlink(missing_ok=True)  # an older run's must not pass for this one's
             page.screenshot(path=str(shot), full_page=True)
             print(f"screenshot: {shot}")
         finally:
             browser.close()
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert any(url.endswith("/events") for url in requested)
+    outside = [url for url in requested if not url.startswith(base + "/")]
+    assert not outside, f"the page fetched from elsewhere than the API: {outside}"
     assert clicked not in after.split(","), "the watched item is masked in the new list"
     assert took <= FRESHNESS_OBJECTIVE_S + poll_s, (
         f"the list changed {took:.2f}s after the click; the objective is "
