@@ -78,6 +78,21 @@ def test_the_expected_objects_are_there(rendered: tuple[str, list[dict[str, Any]
     assert {o["metadata"].get("namespace") for o in namespaced} == {"freshrec"}
 
 
+def test_prometheus_and_grafana_find_their_config_maps(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The labels they select by come from k8s/observability/labels.yaml (a patch:
+    kustomize 2 has no per-generator options)."""
+    _, objs = rendered
+    labels = {
+        o["metadata"]["name"]: o["metadata"].get("labels", {})
+        for o in objs
+        if o["kind"] == "ConfigMap"
+    }
+    assert labels["freshrec-prometheus-rules"]["prometheus_rule"] == "1"
+    assert labels["freshrec-grafana-dashboard"]["grafana_dashboard"] == "1"
+
+
 def test_long_running_containers_have_probes_and_resources(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
