@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,18 +22,30 @@ LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
+    """The kubectl to render with: ``$TESTS_KUBECTL``, by default ``kubectl`` on the PATH.
+
+    Not a ``FRESHREC_*`` name: settings reject unknown variables with that prefix.
+
+    k8s/ must render the same with Debian bookworm's kubernetes-client (kubectl
+    1.20, kustomize 2.0.3, what ``./dev`` installs) and with a current kubectl
+    (1.32, kustomize v5.5); the variable runs this suite against each.
+    """
+    wanted = os.environ.get("TESTS_KUBECTL", "kubectl")
+    found = shutil.which(wanted)
     if found is None:
-        raise RuntimeError("kubectl not found: tests/deploy render the manifests with it")
+        raise RuntimeError(
+            f"{wanted} not found: tests/deploy render the manifests with it "
+            "(set TESTS_KUBECTL to a kubectl, or run ./dev setup)"
+        )
     return found
 
 
 def render(target: str) -> list[dict[str, Any]]:
     """``kubectl kustomize k8s/<target>``, parsed.
 
-    A failure says what kubectl answered and which version it is: Debian
-    bookworm's kubernetes-client (kubectl 1.20, kustomize 2) cannot read these
-    kustomizations (``labels``, ``patches``), and says so only in its stderr.
+    A failure says what kubectl answered on its stderr and which version it is:
+    kustomize 2.0.3 (kubectl 1.20) rejects the fields it does not know
+    (``labels``, ``envs``, ``patches``), so k8s/ keeps to those both versions read.
     """
     binary = kubectl()
     done = subprocess.run([binary, "kustomize", str(K8S / target)], capture_output=True, text=True)
@@ -42,7 +55,7 @@ def render(target: str) -> list[dict[str, Any]]:
         ).stdout
         raise RuntimeError(
             f"kubectl kustomize k8s/{target} failed: {done.stderr.strip()}\n{version}"
-            "(they render with kubectl 1.32, kustomize v5.5)"
+            "(they render with kubectl 1.20, kustomize 2.0.3, and kubectl 1.32, kustomize v5.5)"
         )
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 

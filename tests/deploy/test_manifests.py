@@ -38,6 +38,7 @@ from tests.deploy.manifests import (
 
 #: Settings that hold secrets (hidden from the settings' repr): never a literal value.
 SECRET_SETTINGS = {ENV_PREFIX + f.name.upper() for f in fields(Settings) if not f.repr}
+PART_OF = "app.kubernetes.io/part-of"
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY|PRIVATE", re.IGNORECASE)
 
 
@@ -76,6 +77,36 @@ def test_the_expected_objects_are_there(rendered: tuple[str, list[dict[str, Any]
     assert any(k == "NetworkPolicy" for k, _ in kinds)
     namespaced = [o for o in objs if o["kind"] != "Namespace"]
     assert {o["metadata"].get("namespace") for o in namespaced} == {"freshrec"}
+
+
+def test_every_object_is_part_of_freshrec_and_no_selector_says_so(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The manifests write ``app.kubernetes.io/part-of`` themselves: kustomize 2's
+    ``commonLabels`` (kubectl 1.20 has no ``labels``) would put it into every
+    selector too, and a Deployment's selector cannot change once applied."""
+    target, objs = rendered
+    for obj in objs:
+        name = f"{target}: {obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"].get("labels", {}).get(PART_OF) == "freshrec", name
+        selector = obj.get("spec", {}).get("selector") or {}
+        assert PART_OF not in selector.get("matchLabels", selector), name
+        assert PART_OF not in obj.get("spec", {}).get("podSelector", {}).get("matchLabels", {})
+
+
+def test_prometheus_and_grafana_find_their_config_maps(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The labels they select by come from k8s/observability/labels.yaml (a patch:
+    kustomize 2 has no per-generator options)."""
+    _, objs = rendered
+    labels = {
+        o["metadata"]["name"]: o["metadata"].get("labels", {})
+        for o in objs
+        if o["kind"] == "ConfigMap"
+    }
+    assert labels["freshrec-prometheus-rules"]["prometheus_rule"] == "1"
+    assert labels["freshrec-grafana-dashboard"]["grafana_dashboard"] == "1"
 
 
 def test_long_running_containers_have_probes_and_resources(
