@@ -240,6 +240,9 @@ def check_port_free(what: str, host: str, port: int, setting: str) -> None:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as the API and the worker bind: connections in TIME_WAIT from the previous run
+        # (its clients' closed requests) do not stop them, a listening socket does
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -70,6 +70,25 @@ def test_dev_run_with_a_port_taken_fails_fast_naming_the_process_and_the_port(
     assert stack.read_state(tmp_path) is None  # nothing was started, nothing is left
 
 
+def test_port_check_ignores_the_previous_runs_closed_connections(held_port: int) -> None:
+    """Issue 13.2's port check refused a port that only held TIME_WAIT connections of the
+    previous run (the demo's own requests, closed by the API): ``./dev run`` right after a
+    Ctrl-C said the API's port was taken, though the API itself (SO_REUSEADDR) binds it."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its side goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    demo.check_port_free("API", "127.0.0.1", port, "FRESHREC_API_PORT")
+    with pytest.raises(DemoError, match=f"the API cannot listen on 127.0.0.1:{held_port}"):
+        demo.check_port_free("API", "127.0.0.1", held_port, "FRESHREC_API_PORT")
+
+
 def test_second_run_in_the_same_state_dir_refuses_and_leaves_the_first_alone(
     tmp_path: Path,
 ) -> None:
