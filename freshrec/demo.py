@@ -252,6 +252,19 @@ def check_port_free(what: str, host: str, port: int, setting: str) -> None:
             ) from None
 
 
+def check_events_readable(path: Path) -> None:
+    """Raise :class:`DemoError` when the events to publish cannot be read, before the stack
+    starts and a model is trained only to fail at the publish."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DemoError(
+            f"cannot read the events {path}: {exc.strerror or exc}; "
+            "run from the repository's root or give --events a JSON-lines file"
+        ) from None
+
+
 def write_catalog(path: Path, n_items: int = SYNTHETIC_ITEMS) -> None:
     """A JSON-lines catalog naming the synthetic items: a title each, the cluster's genre as tag."""
     with open(path, "w", encoding="utf-8") as out:
@@ -342,6 +355,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with run_lock(state_dir):
+            check_events_readable(args.events)
             check_port_free("API", settings.api_host, settings.api_port, "FRESHREC_API_PORT")
             check_port_free(
                 "worker's web server",

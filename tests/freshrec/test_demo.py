@@ -89,6 +89,31 @@ def test_port_check_ignores_the_previous_runs_closed_connections(held_port: int)
         demo.check_port_free("API", "127.0.0.1", held_port, "FRESHREC_API_PORT")
 
 
+def test_missing_events_file_fails_before_anything_starts(tmp_path: Path) -> None:
+    """Issue 13.5's audit: ``freshrec demo --events <missing file>`` started the stack and
+    trained a model (about 15 s) before the publish found the file missing."""
+    state, events = tmp_path / "state", tmp_path / "none.jsonl"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "demo", "--state-dir", str(state), "--events", str(events)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")},
+            "FRESHREC_API_PORT": str(free_port()),
+            "FRESHREC_WORKER_WEB_PORT": str(free_port()),
+        },
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"freshrec demo: cannot read the events {events}: No such file or "
+        "directory; run from the repository's root or give --events a JSON-lines file"
+    )
+    assert time.monotonic() - started < 10
+    assert stack.read_state(state) is None
+
+
 def test_second_run_in_the_same_state_dir_refuses_and_leaves_the_first_alone(
     tmp_path: Path,
 ) -> None:
