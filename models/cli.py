@@ -222,10 +222,11 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(settings.model_store)
+    store.check_writable()
     data, snapshot = load_data(args)
     ev, weights, tuned = _holdout(args, data, settings)
     half_life = None if args.half_life_days is None else args.half_life_days * 86_400
-    store = ModelStore(settings.model_store)
     outcome = train_and_publish(
         store,
         data,

@@ -263,6 +263,20 @@ class ModelStore:
                     shutil.rmtree(tmp, ignore_errors=True)
         return doomed
 
+    def check_writable(self) -> None:
+        """Raise :class:`ModelStoreError` unless a local store's directory exists or can be
+        made, so that ``freshrec train`` fails before the training whose result it could not
+        save (a remote store is left to its first write)."""
+        if not self._local:
+            return
+        try:
+            os.makedirs(self._path, exist_ok=True)
+        except OSError as exc:
+            raise ModelStoreError(
+                f"cannot create the model store {self.root}: {exc.strerror or exc}; "
+                "set FRESHREC_MODEL_STORE to a writable directory"
+            ) from None
+
     def versions(self) -> list[str]:
         """Ids of the complete versions, oldest first."""
         metas = self._fs.glob(self._join("versions", "*", _META))

@@ -141,3 +141,16 @@ def test_subcommand_failures_are_one_line_with_a_documented_exit_code(
     result = freshrec(*argv, env=env)
     assert result.returncode == code
     assert text in one_line(result.stderr)
+
+
+def test_train_into_an_unusable_model_store_fails_before_training(tmp_path: Path) -> None:
+    """Issue 13.5's audit: ``freshrec train`` with FRESHREC_MODEL_STORE under a file trained
+    first, then failed with "Not a directory: ..." and no word of the setting to fix."""
+    (tmp_path / "file").write_text("")
+    store = tmp_path / "file" / "store"
+    result = freshrec("train", "--format", "synthetic", env={"FRESHREC_MODEL_STORE": str(store)})
+    assert result.returncode == EXIT_FAILED
+    assert one_line(result.stderr) == (
+        f"freshrec train: cannot create the model store {store}: Not a directory; "
+        "set FRESHREC_MODEL_STORE to a writable directory"
+    )
