@@ -334,7 +334,8 @@ class Settings:
     )
     worker_web_port: int = field(
         default=6066,
-        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", **PORT_BOUNDS),
+        # not 0: Faust's web server wants a port of its own (it refused 0 with a traceback)
+        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", min=1, max=65535),
     )
     data_dir: str = field(
         default="./var/worker", metadata=_doc("Directory for the worker's local state.")
