@@ -39,7 +39,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from typing import IO, Any
 from freshrec import stack
 from freshrec.argtypes import positive_float
 from freshrec.errors import FreshrecError
+from freshrec.ports import bind_problem
 from freshrec.settings import Settings
 
 LOCK_FILE = "run.lock"
@@ -236,20 +236,12 @@ def run_lock(state_dir: Path) -> Iterator[None]:
 
 def check_port_free(what: str, host: str, port: int, setting: str) -> None:
     """Raise :class:`DemoError` when ``host:port`` cannot be bound now (port 0 always can)."""
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # as the API and the worker bind: connections in TIME_WAIT from the previous run
-        # (its clients' closed requests) do not stop them, a listening socket does
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise DemoError(
-                f"the {what} cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                f"free the port or set {setting} to another one"
-            ) from None
+    problem = bind_problem(host, port)
+    if problem is not None:
+        raise DemoError(
+            f"the {what} cannot listen on {host}:{port} ({problem}); "
+            f"free the port or set {setting} to another one"
+        )
 
 
 def check_events_readable(path: Path) -> None:

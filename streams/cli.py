@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from freshrec.argtypes import non_negative_int
-from freshrec.errors import BadInputError
+from freshrec.errors import BadInputError, ConfigError
+from freshrec.ports import bind_problem
 from freshrec.settings import Settings
 
 
@@ -133,12 +135,32 @@ def tune_gc() -> None:
     gc.freeze()
 
 
+def check_worker_can_start(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when the web server's port is taken or the data directory
+    cannot be made: inside Faust either ended the worker in a traceback."""
+    host, port = settings.worker_web_host, settings.worker_web_port
+    problem = bind_problem(host, port)
+    if problem is not None:
+        raise ConfigError(
+            f"the worker's web server cannot listen on {host}:{port} ({problem}); free the "
+            "port or set FRESHREC_WORKER_WEB_PORT (or FRESHREC_WORKER_WEB_HOST)"
+        )
+    try:
+        os.makedirs(settings.data_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the worker's data directory {settings.data_dir}: "
+            f"{exc.strerror or exc}; set FRESHREC_DATA_DIR to a writable directory"
+        ) from None
+
+
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust.worker import Worker
 
     from streams.app import create_app
     from streams.topics import ensure_topics
 
+    check_worker_can_start(settings)
     use_fast_loop()
     ensure_topics(settings)
     app = create_app(settings)

@@ -7,6 +7,7 @@ run), so what is checked is exactly what the user sees on stderr.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -153,4 +154,38 @@ def test_train_into_an_unusable_model_store_fails_before_training(tmp_path: Path
     assert one_line(result.stderr) == (
         f"freshrec train: cannot create the model store {store}: Not a directory; "
         "set FRESHREC_MODEL_STORE to a writable directory"
+    )
+
+
+def test_worker_with_its_port_taken_or_an_unusable_data_dir_fails_in_one_line(
+    tmp_path: Path, broker: str, redis_url: str
+) -> None:
+    """Issue 13.5's audit: with the broker and Redis up, ``freshrec worker`` with its web port
+    taken or FRESHREC_DATA_DIR under a file ended in Faust's 50-line tracebacks."""
+    (tmp_path / "file").write_text("")
+    services = {"FRESHREC_BOOTSTRAP_SERVERS": broker, "FRESHREC_REDIS_URL": redis_url}
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = int(held.getsockname()[1])
+        taken = freshrec("worker", env={**services, "FRESHREC_WORKER_WEB_PORT": str(port)})
+    assert taken.returncode == EXIT_FAILED
+    assert one_line(taken.stderr) == (
+        f"freshrec worker: the worker's web server cannot listen on 127.0.0.1:{port} (Address "
+        "already in use); free the port or set FRESHREC_WORKER_WEB_PORT (or "
+        "FRESHREC_WORKER_WEB_HOST)"
+    )
+    data = tmp_path / "file" / "worker"
+    unusable = freshrec(
+        "worker",
+        env={
+            **services,
+            "FRESHREC_DATA_DIR": str(data),
+            "FRESHREC_WORKER_WEB_PORT": str(free_port()),
+        },
+    )
+    assert unusable.returncode == EXIT_FAILED
+    assert one_line(unusable.stderr) == (
+        f"freshrec worker: cannot create the worker's data directory {data}: Not a directory; "
+        "set FRESHREC_DATA_DIR to a writable directory"
     )
