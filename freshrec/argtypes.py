@@ -37,10 +37,10 @@ def non_negative_int(text: str) -> int:
 
 
 def port(text: str) -> int:
-    """A TCP port, 0 (any free one) to 65535."""
+    """A TCP port, 1 to 65535 (0, "any free one", would leave clients not knowing where)."""
     value = _int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535 (got {value})")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535 (got {value})")
     return value
 
 

@@ -28,7 +28,7 @@ KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 #: SASL mechanisms both client libraries speak.
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: The bounds of a TCP port setting; 0 asks the system for any free port.
-PORT_BOUNDS: dict[str, int] = {"min": 0, "max": 65535}
+PORT_BOUNDS: dict[str, int] = {"min": 1, "max": 65535}
 
 
 def _doc(text: str, **meta: Any) -> dict[str, Any]:

@@ -18,9 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Flags override the FRESHREC_API_* settings.",
     )
     parser.add_argument("--host", help="address to listen on (FRESHREC_API_HOST)")
-    parser.add_argument(
-        "--port", type=port, help="port to listen on, 0 for any (FRESHREC_API_PORT)"
-    )
+    parser.add_argument("--port", type=port, help="port to listen on (FRESHREC_API_PORT)")
     parser.add_argument(
         "--workers",
         type=positive_int,

@@ -167,8 +167,7 @@ def _reserve_port(host: str, port: int) -> Iterator[int]:
     """Bind (not listen on) ``host:port`` with SO_REUSEPORT for the workers' lifetime.
 
     The socket accepts nothing; it makes a taken port fail here, once, with a
-    clear message, turns port 0 into one real port all workers share, and
-    keeps that port ours between the workers' restarts.
+    clear message, and keeps that port ours between the workers' restarts.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -74,8 +74,16 @@ def test_api_workers_zero_names_the_flag_not_the_variable() -> None:
     assert "FRESHREC_API_WORKERS" not in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "65536"])
+def test_api_port_outside_1_to_65535_is_refused_naming_the_flag(value: str) -> None:
+    """Issue 13.5: ports are 1-65535; ``--port 0`` bound a random port no client could know."""
+    result = freshrec("api", "--port", value)
+    assert result.returncode == EXIT_USAGE
+    assert f"argument --port: must be a port from 1 to 65535 (got {value})" in result.stderr
+
+
 def test_api_with_an_unreadable_catalog_fails_at_once_in_one_line() -> None:
-    result = freshrec("api", "--port", "0", "--catalog", "no-such-items.csv")
+    result = freshrec("api", "--port", str(free_port()), "--catalog", "no-such-items.csv")
     assert result.returncode == EXIT_FAILED  # a missing file, as for publish
     line = one_line(result.stderr)
     assert "cannot read the item catalog no-such-items.csv" in line

@@ -76,7 +76,8 @@ def test_every_setting_is_documented() -> None:
     ("env", "message"),
     [
         ({"FRESHREC_API_PORT": "99999"}, r"FRESHREC_API_PORT=99999 is above its maximum 65535"),
-        ({"FRESHREC_API_PORT": "-1"}, r"FRESHREC_API_PORT=-1 is below its minimum 0"),
+        ({"FRESHREC_API_PORT": "-1"}, r"FRESHREC_API_PORT=-1 is below its minimum 1"),
+        ({"FRESHREC_API_PORT": "0"}, r"FRESHREC_API_PORT=0 is below its minimum 1"),
         ({"FRESHREC_WORKER_WEB_PORT": "70000"}, r"FRESHREC_WORKER_WEB_PORT=70000 is above"),
         # Faust's web server refused port 0 with an ImproperlyConfigured traceback
         ({"FRESHREC_WORKER_WEB_PORT": "0"}, r"FRESHREC_WORKER_WEB_PORT=0 is below its minimum 1"),
