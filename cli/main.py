@@ -19,7 +19,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from freshrec import __version__, demo, stack_cli
+from cli import demo
+from freshrec import __version__, stack_cli
 from freshrec.errors import ConfigError, FreshrecError, TransientError
 from freshrec.settings import Settings
 from models import cli as models_cli

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from freshrec import demo, stack
-from freshrec.demo import ChildDied, DemoError, Supervisor, run_lock
+from cli import demo
+from cli.demo import ChildDied, DemoError, Supervisor, run_lock
+from freshrec import stack
 from freshrec.stack import free_port, wait_until
 
 pytestmark = pytest.mark.integration
