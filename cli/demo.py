@@ -235,7 +235,7 @@ def run_lock(state_dir: Path) -> Iterator[None]:
 
 
 def check_port_free(what: str, host: str, port: int, setting: str) -> None:
-    """Raise :class:`DemoError` when ``host:port`` cannot be bound now (port 0 always can)."""
+    """Raise :class:`DemoError` when ``host:port`` cannot be bound now."""
     problem = bind_problem(host, port)
     if problem is not None:
         raise DemoError(

@@ -14,9 +14,7 @@ import socket
 
 def bind_problem(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be bound now (``"Address already in use"``), or None when it
-    can; port 0 (any free one) always can."""
-    if port == 0:
-        return None
+    can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
