@@ -67,7 +67,23 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
         return dict(obj["spec"]["template"]["spec"])
     if kind == "CronJob":
         return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    if kind == "Pod":
+        return dict(obj["spec"])
     return None
+
+
+def embedded_pods(objs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pods carried as files in ConfigMaps (the Spark executors' pod template): what
+    another program starts from our manifests, held to the same rules."""
+    for obj in objs:
+        if obj["kind"] != "ConfigMap":
+            continue
+        for name, text in obj.get("data", {}).items():
+            if not name.endswith((".yaml", ".yml")):
+                continue
+            for doc in yaml.safe_load_all(text):
+                if isinstance(doc, dict) and doc.get("kind") == "Pod":
+                    yield {**doc, "metadata": {"name": f"{obj['metadata']['name']}/{name}"}}
 
 
 def containers(objs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

@@ -31,6 +31,7 @@ from tests.deploy.manifests import (
     ROOT,
     TARGETS,
     containers,
+    embedded_pods,
     pod_spec,
     render,
     settings_configmap,
@@ -123,7 +124,7 @@ def test_long_running_containers_have_probes_and_resources(
 
 def test_pods_run_restricted(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objs = rendered
-    for obj in objs:
+    for obj in [*objs, *embedded_pods(objs)]:
         spec = pod_spec(obj)
         if spec is None:
             continue
