@@ -58,6 +58,20 @@ class OutgoingRecord:
 
 #: Error codes that refuse a record for its size: no retry changes the answer.
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+#: Failures after which a producer is replaced (:func:`spends_producer`).
+SPENDING = frozenset({KafkaError._FATAL, KafkaError._MSG_TIMED_OUT})
+
+
+def spends_producer(code: int | None) -> bool:
+    """Whether a delivery failure with this code should retire its producer.
+
+    A fatal error ends a librdkafka producer for good. A message that timed out
+    may leave it stuck: an idempotent producer whose id a broker forgot (one
+    that lost its state) was answered UNKNOWN_PRODUCER_ID on every retry and
+    timed out forever, never reaching the fatal state (Tansu; librdkafka could
+    not reset its sequence there). A new producer asks for a new id.
+    """
+    return code in SPENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +83,9 @@ class DeliveryError:
     """:class:`confluent_kafka.KafkaError`'s code; None for our own (a timeout, a full queue)."""
 
     @property
-    def fatal(self) -> bool:
-        """Whether the producer had a fatal error: it fails everything from now on."""
-        return self.code == KafkaError._FATAL
+    def spends_producer(self) -> bool:
+        """Whether the producer should be replaced after this failure (:func:`spends_producer`)."""
+        return spends_producer(self.code)
 
     @property
     def too_large(self) -> bool:
@@ -138,15 +152,17 @@ class PolledProducer:
 
     Creating one does not touch the network: librdkafka connects in the background.
 
-    A fatal error (an idempotent producer whose id the broker no longer knows,
-    after a broker lost its state) ends the producer for good: every later
-    message fails at once. :attr:`fatal` says so, for the owner to make a new one.
+    After a send that timed out or a fatal error (:func:`spends_producer`), the
+    next send swaps in a new producer (:meth:`renew_if_spent`), so a long-lived
+    owner (the API, a site back-end's publisher, the worker) recovers from a
+    broker that lost its state without a restart.
     """
 
     def __init__(self, settings: Settings, thread_name: str, **config: Any) -> None:
         self.settings = settings
-        #: librdkafka's fatal error, once it had one.
-        self.fatal: str | None = None
+        #: Why the producer is to be replaced at the next send, once it is.
+        self.spent: str | None = None
+        self._config = config
         self._producer = Producer(producer_config(settings, **config))
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name=thread_name, daemon=True)
@@ -160,8 +176,22 @@ class PolledProducer:
                 # confluent-kafka raises librdkafka's fatal error from poll(); it once
                 # ended this thread, and with it the delivery reports: every later batch
                 # then waited out the publish timeout. The thread goes on (each message
-                # now fails at once) and the owner learns it from ``fatal``.
-                self.fatal = str(exc)
+                # now fails at once) and the next send renews the producer.
+                self.spent = str(exc)
+
+    def renew_if_spent(self) -> None:
+        """Put a new producer in a spent one's place (the poller serves it from its next
+        poll); what the old one still held fails at once (purged), so its senders learn
+        it now rather than at their timeout."""
+        if self.spent is None:
+            return
+        old, self._producer = (
+            self._producer,
+            Producer(producer_config(self.settings, **self._config)),
+        )
+        self.spent = None
+        old.purge()
+        old.flush(0)  # serves the purged messages' reports: their senders learn it now
 
     async def close(self) -> None:
         """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
@@ -198,6 +228,7 @@ class AsyncBatchProducer(PolledProducer):
         """:meth:`send` for :class:`OutgoingRecord`\\ s, with the error code of each failure."""
         if not records:
             return []
+        self.renew_if_spent()
         batch = _Batch(asyncio.get_running_loop(), len(records))
         produce = self._producer.produce
         for index, record in enumerate(records):
@@ -228,9 +259,12 @@ class AsyncBatchProducer(PolledProducer):
                     index,
                     DeliveryError(
                         f"no acknowledgement from {self.settings.bootstrap_servers} within "
-                        f"{self.settings.publish_timeout_s:g}s"
+                        f"{self.settings.publish_timeout_s:g}s",
+                        KafkaError._MSG_TIMED_OUT,
                     ),
                 )
-        if self.fatal is None:
-            self.fatal = next((e.reason for e in batch.errors if e is not None and e.fatal), None)
+        if self.spent is None:
+            self.spent = next(
+                (e.reason for e in batch.errors if e is not None and e.spends_producer), None
+            )
         return list(batch.errors)

@@ -16,8 +16,9 @@ became of it:
   the worker drops an ``event_id`` it has already seen.
 
 The producer is made on the first ``POST /events`` and closed with the app
-(:func:`producer_lifetime`), or replaced after a fatal error (a broker that
-lost its state no longer knows the idempotent producer's id; :func:`_retire`):
+(:func:`producer_lifetime`); after a send that timed out or failed for good
+(a broker that lost its state no longer knows the idempotent producer's id)
+it renews itself at the next send:
 ``GET /recs`` never waits for it, a read-only deployment never starts one, and
 the API starts with no broker reachable (the route then answers 503). It is
 the one asyncio producer of :mod:`freshrec.kafka_producer`, which ``streams``
@@ -77,8 +78,6 @@ async def handle_events(request: web.Request) -> web.Response:
         )
     producer = _producer(api)
     errors = await producer.send([as_message(settings, ev) for _, ev in valid])
-    if producer.fatal is not None:
-        await _retire(api, producer)
     failed = 0
     for (index, _), error in zip(valid, errors, strict=True):
         if error is not None:
@@ -136,14 +135,6 @@ def _producer(api: ApiContext) -> AsyncBatchProducer:
     if api.producer_or_none is None:
         api.producer_or_none = AsyncBatchProducer(api.settings)
     return api.producer_or_none
-
-
-async def _retire(api: ApiContext, producer: AsyncBatchProducer) -> None:
-    """Drop a producer that had a fatal error (all it sends fails); the next request makes
-    a new one. Concurrent requests may all see it: the one that drops it closes it."""
-    if api.producer_or_none is producer:
-        api.producer_or_none = None
-        await producer.close()
 
 
 async def producer_lifetime(app: web.Application) -> AsyncIterator[None]:

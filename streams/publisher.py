@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from freshrec.errors import BadInputError, DeliveryError
-from freshrec.kafka_producer import ACK_GRACE_S, PolledProducer, producer_config
+from freshrec.kafka_producer import ACK_GRACE_S, PolledProducer, producer_config, spends_producer
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
@@ -92,21 +92,32 @@ class _Delivery:
     def __init__(self) -> None:
         self.failures: list[str] = []
         self.delivered = 0
+        #: Why the producer is spent (:func:`~freshrec.kafka_producer.spends_producer`).
+        self.spent: str | None = None
         self._lock = threading.Lock()
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
             if err is not None:
+                if spends_producer(err.code()):
+                    self.spent = err.str()
                 self.failures.append(f"{msg.topic()} key={msg.key()!r}: {err.str()}")
             else:
                 self.delivered += 1
 
 
 class Publisher:
-    """Synchronous publisher. Use as a context manager, or call :meth:`close`."""
+    """Synchronous publisher. Use as a context manager, or call :meth:`close`.
+
+    After a flush that failed for a timeout or a fatal error (a broker that
+    lost its state no longer knows the idempotent producer's id, and the
+    producer fails or times out everything from then on), the next send makes a
+    new producer, so a long-lived site back-end recovers without a restart.
+    """
 
     def __init__(self, settings: Settings, **config: Any) -> None:
         self.settings = settings
+        self._config = config
         self._producer = Producer(producer_config(settings, **config))
         self._delivery = _Delivery()
 
@@ -115,11 +126,28 @@ class Publisher:
         ev = prepare(event)
         self._produce(ev)
 
+    def _renew_if_spent(self) -> None:
+        if self._delivery.spent is None:
+            return
+        old = self._producer
+        self._producer = Producer(producer_config(self.settings, **self._config))
+        self._delivery.spent = None
+        old.purge()
+        old.flush(0)
+
+    def _poll(self, timeout_s: float) -> None:
+        """Serve delivery reports; confluent-kafka raises a fatal error from here."""
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            self._delivery.spent = str(exc)
+
     def _produce(self, ev: Event) -> None:
+        self._renew_if_spent()
         while not _offer(self._producer, self.settings, ev, self._delivery):
             # The local queue is full: serve delivery reports until there is room.
-            self._producer.poll(QUEUE_FULL_WAIT_S)
-        self._producer.poll(0)
+            self._poll(QUEUE_FULL_WAIT_S)
+        self._poll(0)
 
     def flush(self) -> int:
         """Wait until every queued event is acknowledged; return how many were delivered.
@@ -127,11 +155,16 @@ class Publisher:
         Raises :class:`DeliveryError` when any event failed or the timeout passed
         with events still in flight.
         """
-        left = self._producer.flush(self.settings.publish_timeout_s + ACK_GRACE_S)
+        try:
+            left = self._producer.flush(self.settings.publish_timeout_s + ACK_GRACE_S)
+        except KafkaException as exc:
+            self._delivery.spent = str(exc)
+            left = len(self._producer)
         failures, self._delivery.failures = self._delivery.failures, []
         delivered, self._delivery.delivered = self._delivery.delivered, 0
         if left:
             failures.append(f"{left} event(s) still unacknowledged after the timeout")
+            self._delivery.spent = failures[-1]
         if failures:
             raise DeliveryError(
                 f"{len(failures)} delivery failure(s) to {self.settings.bootstrap_servers}; "
@@ -185,10 +218,14 @@ class AsyncPublisher(PolledProducer):
     async def publish(self, event: EventLike) -> None:
         """Send one event; raises ``BadInputError`` at once, ``DeliveryError`` if never acked."""
         ev = prepare(event)
+        self.renew_if_spent()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None and spends_producer(err.code()):
+                self.spent = err.str()
+
             def settle() -> None:
                 if done.done():
                     return
@@ -207,6 +244,7 @@ class AsyncPublisher(PolledProducer):
         try:
             await asyncio.wait_for(done, self.settings.publish_timeout_s + ACK_GRACE_S)
         except TimeoutError:
+            self.spent = "no acknowledgement in time"
             raise DeliveryError(
                 f"no acknowledgement from {self.settings.bootstrap_servers} within "
                 f"{self.settings.publish_timeout_s}s"

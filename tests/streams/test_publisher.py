@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -14,10 +15,11 @@ from confluent_kafka import Consumer, Message
 
 from freshrec.errors import BadInputError, DeliveryError
 from freshrec.settings import Settings
-from freshrec.stack import free_port
+from freshrec.stack import BrokerProcess, free_port
 from schemas.events import RateEvent, WatchEvent, to_dict
 from schemas.validator import Rejection, validate
 from streams.publisher import AsyncPublisher, EventLike, Publisher
+from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +210,69 @@ def test_async_publisher_surfaces_delivery_failure() -> None:
                 await publisher.publish(sample_events(1)[0])
 
     asyncio.run(go())
+
+
+def published_until_taken(send: Callable[[], None], deadline_s: float = 30.0) -> None:
+    """Send until the broker takes it: a new producer's first records may wait for its id."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            send()
+            return
+        except DeliveryError:
+            assert time.monotonic() < deadline, "the publisher never recovered"
+
+
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_a_publisher_recovers_after_its_broker_lost_its_state(
+    settings: Settings, tmp_path: Path, form: str
+) -> None:
+    """Regression: a broker that came back without its state (Tansu in memory) no longer
+    knew the idempotent producer's id, and every later publish of that publisher failed
+    (timed out on every retry, or librdkafka's fatal error), so a site back-end had to
+    restart to publish again. A publisher now makes itself a new producer after a
+    timeout or a fatal error."""
+    broker = BrokerProcess(log_path=tmp_path / "own-broker.log")
+    broker.start()
+    try:
+        own = settings.replace(bootstrap_servers=broker.bootstrap_servers, publish_timeout_s=1.0)
+        ensure_topics(own)
+        first, second = sample_events(2)
+        if form == "sync":
+            with Publisher(own) as pub:
+                published_until_taken(lambda: pub.publish(first))
+                broker.kill()
+                with pytest.raises(DeliveryError):
+                    pub.publish(second)
+                broker.start()  # on the same port, its memory empty
+                ensure_topics(own)
+                published_until_taken(lambda: pub.publish(second))
+        else:
+
+            async def scenario() -> None:
+                async with AsyncPublisher(own) as pub:
+                    await published_until_taken_async(pub, first)
+                    broker.kill()
+                    with pytest.raises(DeliveryError):
+                        await pub.publish(second)
+                    broker.start()
+                    ensure_topics(own)
+                    await published_until_taken_async(pub, second)
+
+            asyncio.run(scenario())
+        got = consume_all(own, [own.topic_watch, own.topic_rate], 1)
+        assert [orjson.loads(m.value() or b"{}")["event_id"] for m in got] == [second.event_id]
+    finally:
+        broker.stop()
+
+
+async def published_until_taken_async(
+    pub: AsyncPublisher, event: EventLike, deadline_s: float = 30.0
+) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            await pub.publish(event)
+            return
+        except DeliveryError:
+            assert time.monotonic() < deadline, "the publisher never recovered"
