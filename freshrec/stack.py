@@ -169,10 +169,14 @@ class BrokerProcess(ChildService):
         log_path: Path | None = None,
         storage: str = "memory://tansu/",
         storage_env: Mapping[str, str] | None = None,
+        advertised: str | None = None,
     ) -> None:
         super().__init__(port, log_path)
         self.storage = storage
         self.storage_env = dict(storage_env or {})
+        #: ``host:port`` the broker tells clients to connect to, when not its own
+        #: listener (a TLS-terminating proxy in front of it, in the connection tests).
+        self.advertised = advertised
 
     def environment(self) -> dict[str, str] | None:
         return {**os.environ, **self.storage_env} if self.storage_env else None
@@ -185,7 +189,7 @@ class BrokerProcess(ChildService):
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             self.storage,
         ]

@@ -34,3 +34,38 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(d / "ca.pem"),
     )
     return d
+
+
+def server_cert(ca: Path, d: Path, host: str) -> tuple[Path, Path]:
+    """(certificate, key) for a server on ``host`` (localhost and that IP), signed by ``ca``."""
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        str(d / "server.key"),
+        "-out",
+        str(d / "server.csr"),
+    )
+    (d / "san.cnf").write_text(f"subjectAltName=DNS:localhost,IP:{host}\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(d / "server.csr"),
+        "-CA",
+        str(ca / "ca.pem"),
+        "-CAkey",
+        str(ca / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(d / "san.cnf"),
+        "-out",
+        str(d / "server.pem"),
+    )
+    return d / "server.pem", d / "server.key"

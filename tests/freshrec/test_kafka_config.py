@@ -6,8 +6,10 @@ and what could not:
 * TLS: ``tansu broker`` refuses ``--cert`` together with ``--key`` (the CLI
   declares them conflicting), and with ``--cert`` alone (certificate and key in
   one PEM) its listener still speaks plaintext: a TLS ClientHello is read as a
-  Kafka frame and the connection ends with "early eof". So no client here
-  connects over TLS to it.
+  Kafka frame and the connection ends with "early eof". So the clients connect
+  over TLS through a TLS-terminating proxy in front of it instead
+  (tests/freshrec/test_kafka_tls.py: the publisher, the dead-letter reader, the
+  retrain's snapshot and the worker).
 * SASL: ``--authentication`` makes it refuse every unauthenticated request,
   including the ``AlterUserScramCredentials`` that ``tansu user create`` sends,
   and the memory storage starts with no users, so no client can authenticate.

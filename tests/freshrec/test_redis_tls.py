@@ -21,7 +21,7 @@ from freshrec.errors import ConfigError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.settings import Settings
 from freshrec.stack import LOOPBACK, free_port, redis_binary, wait_until
-from tests.freshrec.conftest import openssl
+from tests.freshrec.conftest import server_cert
 
 pytestmark = pytest.mark.integration
 
@@ -33,36 +33,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory, test_ca: Path) -> Iterat
     """(rediss:// URL, CA file) of a redis-server that speaks only TLS and wants a password."""
     d: Path = tmp_path_factory.mktemp("redis-tls")
     ca = test_ca
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        str(d / "server.key"),
-        "-out",
-        str(d / "server.csr"),
-    )
-    (d / "san.cnf").write_text(f"subjectAltName=DNS:localhost,IP:{LOOPBACK}\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(d / "server.csr"),
-        "-CA",
-        str(ca / "ca.pem"),
-        "-CAkey",
-        str(ca / "ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        str(d / "san.cnf"),
-        "-out",
-        str(d / "server.pem"),
-    )
+    cert, key = server_cert(ca, d, LOOPBACK)
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -74,9 +45,9 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory, test_ca: Path) -> Iterat
             "--bind",
             LOOPBACK,
             "--tls-cert-file",
-            str(d / "server.pem"),
+            str(cert),
             "--tls-key-file",
-            str(d / "server.key"),
+            str(key),
             "--tls-ca-cert-file",
             str(ca / "ca.pem"),
             "--tls-auth-clients",
