@@ -74,6 +74,16 @@ def spends_producer(code: int | None) -> bool:
     return code in SPENDING
 
 
+def renewed(spent: Producer, settings: Settings, config: dict[str, Any]) -> Producer:
+    """A new producer (:func:`producer_config` with ``config``) for a spent one, whose
+    held messages are purged and their reports served now: their senders learn of the
+    failure at once rather than at their timeout."""
+    fresh = Producer(producer_config(settings, **config))
+    spent.purge()
+    spent.flush(0)
+    return fresh
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryError:
     """Why the broker has not acknowledged a record: librdkafka's reason and error code."""
@@ -117,6 +127,8 @@ class _Batch:
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.errors: list[DeliveryError | None] = [None] * size
+        #: The first failure that spends the producer (:func:`spends_producer`), if any.
+        self.spent: str | None = None
         self.reported = [False] * size
         self.remaining = size
         self.done: asyncio.Future[None] = loop.create_future()
@@ -129,6 +141,8 @@ class _Batch:
                 return
             self.reported[index] = True
             self.errors[index] = error
+            if error is not None and self.spent is None and error.spends_producer:
+                self.spent = error.reason
             self.remaining -= 1
             last = self.remaining == 0
         if last:
@@ -185,13 +199,8 @@ class PolledProducer:
         it now rather than at their timeout."""
         if self.spent is None:
             return
-        old, self._producer = (
-            self._producer,
-            Producer(producer_config(self.settings, **self._config)),
-        )
+        self._producer = renewed(self._producer, self.settings, self._config)
         self.spent = None
-        old.purge()
-        old.flush(0)  # serves the purged messages' reports: their senders learn it now
 
     async def close(self) -> None:
         """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
@@ -263,8 +272,5 @@ class AsyncBatchProducer(PolledProducer):
                         KafkaError._MSG_TIMED_OUT,
                     ),
                 )
-        if self.spent is None:
-            self.spent = next(
-                (e.reason for e in batch.errors if e is not None and e.spends_producer), None
-            )
+        self.spent = self.spent or batch.spent
         return list(batch.errors)

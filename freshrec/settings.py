@@ -28,6 +28,8 @@ KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 #: SASL mechanisms both client libraries speak.
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: The bounds of a TCP port setting; 0 asks the system for any free port.
+#: Not 0: "any free port" leaves clients not knowing where to connect (and Faust's
+#: web server refused it with a traceback).
 PORT_BOUNDS: dict[str, int] = {"min": 1, "max": 65535}
 
 
@@ -334,8 +336,7 @@ class Settings:
     )
     worker_web_port: int = field(
         default=6066,
-        # not 0: Faust's web server wants a port of its own (it refused 0 with a traceback)
-        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", min=1, max=65535),
+        metadata=_doc("Port of the worker's web server (Prometheus `/metrics`).", **PORT_BOUNDS),
     )
     data_dir: str = field(
         default="./var/worker", metadata=_doc("Directory for the worker's local state.")

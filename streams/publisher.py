@@ -30,7 +30,13 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from freshrec.errors import BadInputError, DeliveryError
-from freshrec.kafka_producer import ACK_GRACE_S, PolledProducer, producer_config, spends_producer
+from freshrec.kafka_producer import (
+    ACK_GRACE_S,
+    PolledProducer,
+    producer_config,
+    renewed,
+    spends_producer,
+)
 from freshrec.settings import Settings
 from schemas.events import Event, to_dict
 from schemas.validator import Rejection, validate
@@ -129,11 +135,8 @@ class Publisher:
     def _renew_if_spent(self) -> None:
         if self._delivery.spent is None:
             return
-        old = self._producer
-        self._producer = Producer(producer_config(self.settings, **self._config))
+        self._producer = renewed(self._producer, self.settings, self._config)
         self._delivery.spent = None
-        old.purge()
-        old.flush(0)
 
     def _poll(self, timeout_s: float) -> None:
         """Serve delivery reports; confluent-kafka raises a fatal error from here."""
