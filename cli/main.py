@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from cli import demo
 from freshrec import __version__, stack_cli
-from freshrec.errors import ConfigError, FreshrecError, TransientError
+from freshrec.errors import ConfigError, FreshrecError, TransientError, UsageError
 from freshrec.settings import Settings
 from retrain import cli as retrain_cli
 from serving import cli as serving_cli
@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransientError as exc:
         print(f"freshrec {args.command}: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
+    except UsageError as exc:
+        print(f"freshrec {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FreshrecError as exc:
         print(f"freshrec {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

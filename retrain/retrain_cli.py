@@ -26,8 +26,14 @@ from typing import Any
 
 import redis
 
-from freshrec.argtypes import non_negative_float
-from freshrec.errors import BadInputError, ConfigError, ModelStoreError, TransientError
+from freshrec.argtypes import non_negative_float, synthetic_size
+from freshrec.errors import (
+    BadInputError,
+    ConfigError,
+    ModelStoreError,
+    TransientError,
+    UsageError,
+)
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.model_store import ModelStore
@@ -77,6 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--synthetic",
+        type=synthetic_size,
         default="2000,500,60000",
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
@@ -149,7 +156,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     except LockedError as exc:
         summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}
         code = EXIT_LOCKED
-    except (BadInputError, ConfigError, ValueError) as exc:
+    except (BadInputError, ConfigError, UsageError, ValueError) as exc:
         summary |= {"outcome": "bad configuration", "message": str(exc)}
         code = EXIT_CONFIG
     except (

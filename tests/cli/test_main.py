@@ -263,3 +263,32 @@ def test_every_commands_argument_errors_exit_2_with_its_own_usage(
 
 
 BAD_VALUE = "not a value"
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["train", "--format", "movielens100k"], "--data FILE is required with --format"),
+        (["evaluate", "--format", "synthetic", "--synthetic", "12,x"], "is not USERS,ITEMS"),
+        (["train", "--format", "synthetic", "--ratio", "1.5"], "--ratio must be strictly"),
+    ],
+)
+def test_argument_problems_found_after_parsing_exit_2_too(argv: list[str], text: str) -> None:
+    """Issue 26, item 6: ``train --format movielens100k`` without ``--data`` and a malformed
+    ``--synthetic`` exited 1, which the README's table keeps for failures, not arguments."""
+    result = freshrec(*argv)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert text in result.stderr
+
+
+def test_a_split_that_leaves_a_part_empty_names_the_cause_and_what_to_try(
+    tmp_path: Path,
+) -> None:
+    """Issue 26, item 6: it said only "the split left the training or the test part empty"."""
+    events = tmp_path / "few.jsonl"
+    events.write_text("".join((EXAMPLES / "events.jsonl").read_text().splitlines(True)[:3]))
+    result = freshrec("evaluate", "--format", "events", "--data", str(events), "--no-tune")
+    assert result.returncode == EXIT_FAILED
+    line = one_line(result.stderr)
+    assert "of 3 events from 1 user(s) left the test part empty" in line
+    assert "try --split last-n" in line
