@@ -373,8 +373,7 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     state = stack.up(state_dir)
     env = {
         **os.environ,
-        **state.env,
-        "FRESHREC_MODEL_STORE": os.environ.get("FRESHREC_MODEL_STORE", str(state_dir / "models")),
+        **state.env,  # the model store too: what `freshrec stack env` exports
         "FRESHREC_DATA_DIR": os.environ.get("FRESHREC_DATA_DIR", str(state_dir / "worker")),
         "FRESHREC_API_PORT": str(settings.api_port),
     }

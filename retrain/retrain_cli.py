@@ -45,6 +45,7 @@ from retrain.item_tables import drop_item_tables_or_warn
 from retrain.job import RetrainPlan, RetrainResult, retrain
 from retrain.lock import LockedError, RetrainLock
 from retrain.progress import StageProgress
+from retrain.served import store_mismatch
 from retrain.snapshot import read_changelog
 from schemas.state import changelog_topic
 
@@ -144,6 +145,9 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         if args.data and not args.format:
             raise BadInputError("--data needs --format (see `freshrec train --help`)")
         client = sync_redis_client(settings, "freshrec-retrain")
+        mismatch = store_mismatch(client, settings, ModelStore(settings.model_store))
+        if mismatch is not None and not args.force:
+            raise ConfigError(f"{mismatch}; --force publishes there anyway")
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
             summary |= _run(args, settings, plan, lock, bar)
