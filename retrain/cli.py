@@ -32,6 +32,7 @@ from models.weighting import WeightingConfig
 from retrain import retrain_cli, versions_cli
 from retrain.als_flags import add_als_flags, configs_from_flags
 from retrain.data import FORMATS, load_data
+from retrain.progress import StageProgress
 from retrain.publish import train_and_publish
 
 
@@ -135,7 +136,23 @@ def _holdout(
     if budget > 0 and not args.no_tune:
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
         try:
-            tuned = tune(train_log, als, weights, args.k, budget, how, args.ratio, args.seed)
+            with StageProgress() as bar:
+                label = f"tuning ({budget:g} s budget)"
+                bar.stage(label)
+                tuned = tune(
+                    train_log,
+                    als,
+                    weights,
+                    args.k,
+                    budget,
+                    how,
+                    args.ratio,
+                    args.seed,
+                    progress=bar.advance,
+                    on_trial=lambda n, best: bar.describe(
+                        f"{label}: {n} trials, best ndcg@{args.k} {best:.4f}"
+                    ),
+                )
         except ValueError as exc:
             raise BadInputError(f"{exc}; run with --no-tune on data this small") from None
         als, weights = tuned.als, tuned.weighting

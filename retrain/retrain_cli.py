@@ -228,6 +228,9 @@ def _run(
         before_publish=lock.ensure_held,
         on_stage=on_stage,
         on_progress=bar.advance,
+        on_trial=lambda n, best: bar.describe(
+            f"{_STAGE_LABELS['tuning']}: {n} trials, best ndcg@{plan.k} {best:.4f}"
+        ),
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 
