@@ -1,11 +1,11 @@
 """``freshrec demo`` (what ``./dev run`` runs): the whole system on one machine, supervised.
 
 It starts the local stack and ``freshrec worker`` and ``freshrec api`` as
-child processes, publishes the older part of a synthetic history and the
-example events (rebased to now), waits until the worker holds them, makes the
-first model with ``freshrec retrain`` (the CronJob's command: the model learns
-from the stream, as a deployment's does) and waits for a visitor's personal
-list; then it publishes the newer part of the history, so a retrain against
+child processes, publishes the older part of a synthetic history, waits until
+the worker holds it, makes the first model with ``freshrec retrain`` (the
+CronJob's command: the model learns from the stream, as a deployment's does),
+publishes the example events (rebased to now) and waits for a visitor's
+personal list; then it publishes the newer part of the history, so a retrain against
 the running demo has something new to learn and to be gated on. Then it watches the
 children until Ctrl-C (or SIGTERM) and stops what it started, and only that.
 
@@ -470,17 +470,15 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     write_catalog(catalog)
     env.setdefault("FRESHREC_API_CATALOG", str(catalog))
     older, newer = state_dir / "history-older.jsonl", state_dir / "history-newer.jsonl"
-    n_older, _ = write_history(older, newer, int(time.time() * 1000))
+    n_older, n_newer = write_history(older, newer, int(time.time() * 1000))
     sup.start("worker", _freshrec("worker"), state_dir / "worker.log", env)
     sup.start("API", _freshrec("api"), state_dir / "api.log", env)
-    print(f"publishing the synthetic history ({n_older} events) and {args.events}", flush=True)
+    print(f"publishing the older part of a synthetic history ({n_older} events)", flush=True)
     _publish(env, sup, str(older))
-    _publish(env, sup, "--rebase-ts", str(args.events))
     host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
     metrics = f"http://{host}:{settings.worker_web_port}/metrics"
-    visitors = sum(1 for line in args.events.read_text().splitlines() if line.strip())
-    wait_held(metrics, n_older + visitors, sup, HISTORY_HELD_TIMEOUT_S)
-    print("the worker holds them; the first model: freshrec " + " ".join(RETRAIN_ARGS), flush=True)
+    wait_held(metrics, n_older, sup, HISTORY_HELD_TIMEOUT_S)
+    print("the worker holds it; the first model: freshrec " + " ".join(RETRAIN_ARGS), flush=True)
     retrained = subprocess.run(_freshrec(*RETRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
     sup.check()
     if retrained.returncode != 0:
@@ -488,11 +486,16 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
             f"freshrec retrain gave no first model (exit code {retrained.returncode}); "
             "its message is above"
         )
+    # the visitors' events come after the first model (rebased to now, they would make its
+    # data end now, and no later event could be one the model never saw)
+    _publish(env, sup, "--rebase-ts", str(args.events))
+    visitors = sum(1 for line in args.events.read_text().splitlines() if line.strip())
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
     url = f"http://{host}:{settings.api_port}/recs/{args.user}?k=5&fields=title"
     body = wait_personal(url, sup, PERSONAL_LIST_TIMEOUT_S)
     print(f"GET {url}\n{json.dumps(body, indent=2)}")
     _publish(env, sup, str(newer))
+    wait_held(metrics, n_older + visitors + n_newer, sup, HISTORY_HELD_TIMEOUT_S)
     print(
         f"\nthe newer part of the history is in too ({newer.name}): a retrain now learns "
         "from it and its gate scores both models on it:\n"
