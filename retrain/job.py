@@ -40,7 +40,7 @@ from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, se
 from models.interactions import InteractionLog
 from models.recommender import Recommender
 from models.tuning import tune
-from models.version import ModelVersion, load_current_version, recommender_from_version
+from models.version import ModelVersion, load_version, recommender_from_version
 from models.weighting import WeightingConfig
 from retrain.publish import Outcome, StageHook, Trainer, train_and_publish
 
@@ -111,6 +111,7 @@ def retrain(
     before_publish: Callable[[], None] | None = None,
     on_stage: StageHook | None = None,
     on_progress: Callable[[float, float], None] | None = None,
+    by: str | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
 
@@ -119,11 +120,18 @@ def retrain(
     is told each stage ("tuning", "training", "evaluating", then those of
     :func:`~retrain.publish.train_and_publish`); ``on_progress`` how far the
     current one is, as (done, total): seconds of the tuning budget, then ALS
-    iterations.
+    iterations. ``by`` names the job in the pointer when it publishes.
+
+    The candidate is gated against the version the pointer named at the start,
+    and published only if the pointer has not moved since (compare-and-set on
+    its generation): a rollback made meanwhile stands, and the result's
+    ``outcome.moved`` says who made it.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
-    current_version = _current(store)
+    # the publish moves the pointer only if it still names what the gate compared against
+    pointer = store.pointer()
+    current_version = _current(store, pointer.version)
     current = None if current_version is None else _recommender(current_version)
     holdout, unseen = _holdout(data, plan, current_version)
     als = replace(plan.als, seed=plan.seed, num_threads=plan.num_threads)
@@ -192,6 +200,8 @@ def retrain(
         trainer=_trainer(plan, on_progress),
         transform=_permute if plan.permute_items else None,
         on_stage=stage,
+        expect=pointer.generation,
+        by=by,
     )
     seconds |= outcome.seconds
     return RetrainResult(
@@ -250,14 +260,16 @@ def _recommender(version: ModelVersion) -> Recommender:
     return recommender_from_version(version)
 
 
-def _current(store: ModelStore) -> ModelVersion | None:
-    """The current version; None before the first publish.
+def _current(store: ModelStore, version_id: str | None) -> ModelVersion | None:
+    """The current version ``version_id``; None before the first publish.
 
     A current version that cannot be read is no baseline (workers cannot load
     it either): the candidate is held to the popular fallback, with a warning.
     """
+    if version_id is None:
+        return None
     try:
-        return load_current_version(store)
+        return load_version(store, version_id)
     except ModelStoreError as exc:
         log.warning("the current model cannot be read (%s); gating against popular", exc)
         return None

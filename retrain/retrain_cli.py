@@ -10,6 +10,8 @@ Exit codes (documented in the README):
 * 0: a new version was published;
 * 3: the gate refused the candidate (nothing changed), both figures printed;
 * 4: another retrain holds the lock;
+* 5: the current-model pointer moved while the job ran (a rollback, say): the
+  candidate is saved, not published, and the pointer's mover is named;
 * 2: bad configuration or arguments;
 * 75: a transient fault (broker, Redis or store unreachable): run it again.
 """
@@ -30,7 +32,7 @@ from freshrec.argtypes import non_negative_float
 from freshrec.errors import BadInputError, ConfigError, ModelStoreError, TransientError
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from retrain.als_flags import add_als_flags, configs_from_flags
@@ -46,6 +48,7 @@ EXIT_PUBLISHED = 0
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 EXIT_LOCKED = 4
+EXIT_MOVED = 5
 EXIT_TRANSIENT = 75
 
 #: The retrain's stages shown on a terminal, with the unit of their bars.
@@ -68,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "current model on a chronological hold-out and publishes only when nDCG@10 is not "
         "worse than FRESHREC_RETRAIN_TOLERANCE allows. One run at a time (a Redis lock). "
         "Exit codes: 0 published; 3 refused by the gate; 4 another retrain runs; "
+        "5 the model pointer moved meanwhile (a rollback stands; the candidate is saved); "
         "2 bad configuration; 75 transient fault (run again).",
     )
     p.add_argument("--data", help="train from this file instead of the changelog (a first model)")
@@ -100,7 +104,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--seed", type=int, default=42, help="hold-out, search and training seed (default: 42)"
     )
     add_als_flags(p, threads_default=0)
-    # test hooks: a model the gate must refuse, and a job frozen where a test kills it
+    # test hooks: a model the gate must refuse, and a job frozen where a test kills or
+    # resumes it
     p.add_argument("--debug-permute-items", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-stall-at", choices=STALL_POINTS, help=argparse.SUPPRESS)
     p.set_defaults(func=run_retrain)
@@ -145,7 +150,10 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
                 summary["item_tables_dropped"] = drop_item_tables_or_warn(
                     client, settings.key_prefix, kept
                 )
-        code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
+        if summary["outcome"] == "pointer moved":
+            code = EXIT_MOVED
+        else:
+            code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
     except LockedError as exc:
         summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}
         code = EXIT_LOCKED
@@ -201,6 +209,8 @@ def _run(
         if name in _STAGE_LABELS:
             bar.stage(_STAGE_LABELS[name])
         if name == args.debug_stall_at:
+            # frozen until killed, or resumed by SIGUSR1 (a test moves the pointer meanwhile)
+            signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
             print(
                 f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
                 file=sys.stderr,
@@ -217,6 +227,7 @@ def _run(
         before_publish=lock.ensure_held,
         on_stage=on_stage,
         on_progress=bar.advance,
+        by=f"{mover()} (freshrec retrain)",
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 
@@ -226,10 +237,22 @@ def _summary(
 ) -> dict[str, Any]:
     decision = result.decision
     version = result.outcome.version
+    moved = result.outcome.moved
     return {
-        "outcome": "published" if result.outcome.published else "refused",
+        "outcome": "pointer moved"
+        if moved is not None
+        else "published"
+        if result.outcome.published
+        else "refused",
         "published": result.outcome.published,
-        "message": decision.reason(),
+        "message": decision.reason()
+        if moved is None
+        else (
+            f"not published: the current-model pointer moved while the retrain ran; it now "
+            f"names {moved.describe()}; the candidate {version.version_id} is saved, not "
+            f"current (`freshrec models rollback {version.version_id}` publishes it)"
+        ),
+        "moved_by": None if moved is None else moved.by,
         "version": version.version_id if result.outcome.published else None,
         "candidate": decision.candidate,
         "baseline": decision.baseline,

@@ -2,8 +2,10 @@
 
 Versions are immutable; what ops change is the current-model pointer. A
 rollback moves it back to an older version (workers follow it at their next
-poll and refresh every list, as after a publish); pruning deletes all but the
-newest ``FRESHREC_MODEL_KEEP`` versions and never the current one.
+poll and refresh every list, as after a publish: the move raises the pointer's
+generation, which lists are ordered by); pruning deletes all but the newest
+``FRESHREC_MODEL_KEEP`` versions and never the current one nor one the pointer
+named within the last hour.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from freshrec.argtypes import positive_int
 from freshrec.errors import BadInputError, ModelStoreError
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.version import load_version
@@ -112,8 +114,13 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
         load_version(store, args.version)
     except ModelStoreError as exc:
         raise BadInputError(f"cannot roll back to {args.version}: {exc}") from None
-    store.set_current(args.version)
-    print(f"current model: {args.version} (was {before}); workers refresh at their next poll")
+    after = store.set_current(
+        args.version, move="rollback", by=f"{mover()} (freshrec models rollback)"
+    )
+    print(
+        f"current model: {args.version} (was {before}; generation {after.generation}); "
+        "workers refresh every list at their next poll"
+    )
     return 0
 
 

@@ -9,10 +9,12 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
         the list, in one of two formats told apart by its first byte (below);
         the API reads this one field with one ``HGET``.
     ``order``
-        ``"<newest event ts ms, 15 digits>|<model version>"``; a writer replaces
-        the list only when its own order string is not smaller, compared in one
-        atomic script, so a replay or a late zombie worker never rolls a user
-        back, while a newer model version for the same events does win.
+        ``"<newest event ts ms>|~<pointer generation>|<model version>"``
+        (:func:`order_token`); a writer replaces the list only when its own
+        order string is not smaller, compared in one atomic script, so a replay
+        or a late zombie worker never rolls a user back, while a list made after
+        the model pointer moved (a publish, and a rollback to an older version
+        too) does win for the same events.
 ``P popular``
     The same hash shape holding the popular fallback (``user`` is null,
     ``source`` is ``"popular"``), always JSON.
@@ -39,8 +41,8 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     it serves (:func:`epoch_key` with ``tag``). The worker's epoch is all of
     them together.
 
-Model version ids sort lexicographically in creation order, which is what makes
-the ``order`` comparison mean "newer".
+The ``order`` comparison means "newer" through the pointer's generation, not
+the version id: ids sort in creation order, which a rollback goes against.
 
 The ``data`` field has two formats, and readers take both, so that lists of
 either kind coexist while workers are upgraded and until each list is written
@@ -106,17 +108,45 @@ def epoch_key(prefix: str, tag: str | None = None) -> str:
     return f"{prefix}epoch" if tag is None else f"{prefix}epoch:{{{tag}}}"
 
 
-def order_token(newest_event_ts: int, model_version: str | None) -> str:
+#: Marks an order token that carries a pointer generation (format 2). It sorts
+#: after every character a version id starts with, so at the same event time a
+#: list with a generation replaces one written before generations existed.
+_GENERATION_MARK = "~"
+
+
+def order_token(newest_event_ts: int, model_version: str | None, generation: int = 0) -> str:
     """The string a writer compares to decide whether its list is newer than the stored one.
 
-    The timestamp is zero-padded so that string order equals numeric order.
+    ``"<newest event ts ms, 15 digits>|~<pointer generation, 12 digits>|<model version>"``:
+    the newest event first, then the generation of the model pointer the list was
+    made under (:class:`freshrec.model_store.Pointer`), which every publish,
+    rollback, promote or abort raises, so a list made after a rollback replaces one
+    made before it although its version id is older. The version only names the
+    model. Numbers are zero-padded so that string order equals numeric order.
+    Tokens written before generations (``"<ts>|<model version>"``) sort below any
+    token of the same event time with one.
     """
-    return f"{max(0, newest_event_ts):015d}|{model_version or ''}"
+    return (
+        f"{max(0, newest_event_ts):015d}|{_GENERATION_MARK}{generation:012d}|{model_version or ''}"
+    )
 
 
 def order_model_version(token: str) -> str | None:
     """The model version an :func:`order_token` names (None for a list made without a model)."""
-    return token.partition("|")[2] or None
+    rest = token.partition("|")[2]
+    if rest.startswith(_GENERATION_MARK):
+        rest = rest.partition("|")[2]
+    return rest or None
+
+
+def order_generation(token: str) -> int | None:
+    """The pointer generation an :func:`order_token` names; None for a token written
+    before generations (or one that is not a token)."""
+    rest = token.partition("|")[2]
+    if not rest.startswith(_GENERATION_MARK):
+        return None
+    digits = rest[1:].partition("|")[0]
+    return int(digits) if digits.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +173,12 @@ class RecList:
     updated_at: int
     written_at: int
     items: tuple[RecItem, ...] = field(default_factory=tuple)
+    generation: int = 0
+    """The model pointer's generation the list was made under (its ``order``, not its data)."""
 
     @property
     def order(self) -> str:
-        return order_token(self.updated_at, self.model_version)
+        return order_token(self.updated_at, self.model_version, self.generation)
 
 
 def _item_dict(item: RecItem) -> dict[str, Any]:

@@ -119,9 +119,10 @@ class ListBuilder:
             popular = table.encode(items, scores, because, ~personal, stamps, written_at, "popular")
             data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
         version = recommender.version_id
+        generation = self._follower.generation
         # every row is personal or a fallback, so every one has its list
         return [
-            UserList(user, order_token(stamp, version), body)
+            UserList(user, order_token(stamp, version, generation), body)
             for user, stamp, body in zip(users, stamps, data, strict=True)
             if body is not None
         ]

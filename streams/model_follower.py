@@ -9,6 +9,13 @@ between two batches. A version that
 fails to load is logged and skipped until the pointer moves again (versions are
 immutable once the pointer names them); the worker keeps serving with what it
 has rather than stop.
+
+The follower also holds the pointer's *generation*, which every move of the
+pointer raises (:class:`freshrec.model_store.Pointer`) and which the lists it
+writes are ordered by. A move back to a version already in use (a rollback
+to A and back to B between two polls) is adopted too, without loading
+anything: its generation is new, and lists written under the old one must be
+written again, or another worker's lists made meanwhile would stay.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class Candidate:
     """When the version was trained (its ``created_at``), for the model-age metric."""
     ticket: int
     """Order of the fetch that loaded it: a slower, older fetch never replaces a newer one."""
+    generation: int
+    """The pointer's generation when it named this version (:attr:`ModelFollower.generation`)."""
 
 
 class ModelFollower:
@@ -53,18 +62,29 @@ class ModelFollower:
         self._failed: str | None = None
         self._tickets = 0
         self._adopted_ticket = 0
+        #: The pointer generation of the version in use (0 before any), which the
+        #: lists' order tokens carry.
+        self.generation = 0
+        self._created_at_ms = 0
 
     @property
     def version(self) -> str | None:
         return None if self.recommender is None else self.recommender.version_id
 
     async def fetch(self) -> Candidate | None:
-        """Load the version the pointer names, unless it is in use or failed to load before."""
+        """Load the version the pointer names, unless the pointer has not moved or names a
+        version that failed to load before; a move to the version in use is not loaded
+        again."""
         self._tickets += 1
         ticket = self._tickets
-        current = await asyncio.to_thread(self._store.current)
-        if current is None or current == self.version or current == self._failed:
+        pointer = await asyncio.to_thread(self._store.pointer)
+        current = pointer.version
+        if current is None or current == self._failed:
             return None
+        if current == self.version and self.recommender is not None:
+            if pointer.generation == self.generation:
+                return None
+            return Candidate(self.recommender, self._created_at_ms, ticket, pointer.generation)
         try:
             recommender, created_at_ms = await asyncio.to_thread(self._load, current)
         except Exception:
@@ -73,24 +93,29 @@ class ModelFollower:
             log.exception("could not load model version %s; keeping %s", current, self.version)
             self._failed = current
             return None
-        return Candidate(recommender, created_at_ms, ticket)
+        return Candidate(recommender, created_at_ms, ticket, pointer.generation)
 
     def adopt(self, candidate: Candidate | None) -> bool:
-        """Use ``candidate`` from now on; False (and no change) when there is none, it is
-        already in use, or a fetch that started after its own was adopted first."""
+        """Use ``candidate`` from now on; False (and no change) when there is none, its
+        generation is in use, or a fetch that started after its own was adopted first."""
         if (
             candidate is None
             or candidate.ticket < self._adopted_ticket
-            or candidate.recommender.version_id == self.version
+            or (
+                candidate.generation == self.generation
+                and candidate.recommender.version_id == self.version
+            )
         ):
             return False
         self.recommender = candidate.recommender
+        self.generation = candidate.generation
+        self._created_at_ms = candidate.created_at_ms
         self._adopted_ticket = candidate.ticket
         self._failed = None
         self._metrics.model_loaded.set(time.time())
         self._metrics.model_created.set(candidate.created_at_ms / 1000)
         self._metrics.model_switches.inc()
-        log.info("now using model version %s", self.version)
+        log.info("now using model version %s (generation %d)", self.version, self.generation)
         return True
 
     def _load(self, version_id: str) -> tuple[Recommender, int]:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from freshrec.settings import Settings
-from schemas.recs import RecItem, RecList, order_model_version
+from schemas.recs import RecItem, RecList, order_generation
 from schemas.state import Interaction, UserState
 from streams.metrics import WorkerMetrics
 from streams.model_follower import Candidate, ModelFollower
@@ -173,6 +173,7 @@ class ListRefresher:
             0,
             int(time.time() * 1000),
             tuple(RecItem(item, score) for item, score in zip(items, scores, strict=True)),
+            self._follower.generation,
         )
         await self._sink.write_popular(popular)
 
@@ -190,10 +191,15 @@ class ListRefresher:
         the model each was made with: lists a batch already wrote with this
         model are skipped, and so is everything after a restart that found the
         model unchanged, while a Redis that lost its data has no token and
-        gets every list again.
+        gets every list again. "This model" is the pointer's generation, not
+        the version id: after a rollback to a version some lists were once made
+        with, those lists are written again all the same (the regression of
+        issue 24, where a rollback left every idle user on the rolled-back
+        version).
         """
         requests = self._refresh_requests
         version = self._follower.version
+        generation = self._follower.generation
         users = list(self._state.users())
         size = self._settings.refresh_chunk_size
         refreshed = 0
@@ -208,9 +214,11 @@ class ListRefresher:
                 chunk = [
                     pair
                     for pair, order in zip(held, stored, strict=True)
-                    if order is None or order_model_version(order) != version
+                    if order is None or order_generation(order) != generation
                 ]
                 await self._rewrite([u for u, _ in chunk], [s for _, s in chunk])
                 refreshed += len(chunk)
         self._refreshes_done = requests
-        log.info("refreshed %d list(s) with model %s", refreshed, version)
+        log.info(
+            "refreshed %d list(s) with model %s (generation %d)", refreshed, version, generation
+        )

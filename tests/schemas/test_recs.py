@@ -33,9 +33,15 @@ from schemas.recs import (
     encode,
     encode_items,
     encode_list,
+    order_generation,
+    order_model_version,
+    order_token,
     parse_compact,
     parse_head,
 )
+
+#: An event time (epoch ms) for order tokens.
+BASE = 1_735_689_600_000
 
 #: Any id orjson can write (no lone surrogates), escapes and braces included.
 ids = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
@@ -392,3 +398,23 @@ def test_the_head_parse_agrees_with_a_full_decode(items: list[RecItem], n: int) 
     parsed = [RecItem(i["item"], i["score"], i.get("because")) for i in head["items"]]
     full = decode(encode(recs))
     assert parsed == list(full.items[: len(parsed)]) and len(parsed) >= min(n, len(items))
+
+
+def test_a_list_made_after_a_rollback_outranks_the_one_it_replaces() -> None:
+    """Issue 24: tokens compared the version id, so after a rollback to an older id the
+    refresh's lists looked older and were refused; they compare the generation now."""
+    newer_id_older_generation = order_token(BASE, "20261207T020000000000Z-bbbb", 4)
+    rollback = order_token(BASE, "20261101T010000000000Z-aaaa", 5)
+    assert rollback > newer_id_older_generation
+    assert order_token(BASE + 1, "x", 1) > rollback, "a newer event still comes first"
+    assert order_generation(rollback) == 5
+    assert order_model_version(rollback) == "20261101T010000000000Z-aaaa"
+    assert order_model_version(order_token(BASE, None, 0)) is None
+
+
+def test_tokens_written_before_generations_still_parse_and_are_replaced() -> None:
+    legacy = f"{BASE:015d}|20261207T020000000000Z-bbbb"
+    assert order_generation(legacy) is None
+    assert order_model_version(legacy) == "20261207T020000000000Z-bbbb"
+    assert order_token(BASE, "20261101T010000000000Z-aaaa", 0) > legacy
+    assert order_token(BASE, "v", 0) > f"{BASE:015d}|"  # a list made without a model
