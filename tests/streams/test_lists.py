@@ -9,7 +9,7 @@ import numpy as np
 from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, WeightingConfig, user_confidences
-from schemas.recs import RecItem, RecList, Source, compact_version, decode
+from schemas.recs import RecItem, RecList, Source, compact_version, decode, order_generation
 from schemas.state import UserState
 from streams.lists import ListBuilder
 from streams.popularity import Popularity
@@ -18,6 +18,7 @@ from streams.popularity import Popularity
 class _Follower:
     def __init__(self, recommender: Recommender | None) -> None:
         self.recommender = recommender
+        self.generation = 7
 
 
 def _recommender(n_items: int) -> Recommender:
@@ -80,6 +81,7 @@ def test_batch_encoder_matches_the_model_for_every_kind_of_user() -> None:
     built = ListBuilder(5, _Follower(rec), Popularity()).build(users, states, 999)  # type: ignore[arg-type]
     assert [x.user for x in built] == users
     assert all(compact_version(x.data) == rec.version_id for x in built)
+    assert all(order_generation(x.order) == 7 for x in built), "ordered by the pointer's move"
     decoded = [_half(_read(rec, x.user, x.data)) for x in built]
     assert decoded == [_half(e) for e in _expected(rec, users, states, 5)]
     assert decoded[2].source == "popular" and decoded[3].source == "personal"
