@@ -328,6 +328,16 @@ class Settings:
             min=0.1,
         ),
     )
+    online_top_k: int = field(
+        default=20,
+        metadata=_doc(
+            "Items of the list last written for a user that the worker keeps in the user's "
+            "state, to count a watch or rating of one of them as a hit (top 10 and top k, "
+            "per model version and arm: the online metrics); 0 turns the online metrics off.",
+            min=0,
+            max=1000,
+        ),
+    )
     worker_web_host: str = field(
         default="127.0.0.1",
         metadata=_doc(

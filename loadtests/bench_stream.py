@@ -26,6 +26,14 @@ write of the list that includes it) before and after, interpolating quantiles
 within buckets the way Prometheus' ``histogram_quantile`` does (goal: p99 at
 most 100 ms).
 
+The online metrics' bookkeeping (``streams.online``: each list's top kept in
+its user's state, each event compared with it, the counts added to Redis) is
+priced by a worker with ``FRESHREC_ONLINE_TOP_K=0`` over the same uniform
+backlog in a consumer group of its own, right after the measured worker:
+``online_metrics_cost`` is ``1 - events_per_s / online_off_events_per_s``
+(goal: at most 0.05; noise on a loaded machine can make it negative).
+``--skip-online`` leaves it out.
+
 Scaling out: the last phase runs two bare agents, then two workers, each pair
 in one consumer group of its own over the uniform backlog (the topics'
 partitions split between the two processes), timed the same way over the sum
@@ -41,8 +49,9 @@ the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
 "freshness_p50_ms", "freshness_p99_ms", "zipf_events_per_s",
 "zipf_bare_events_per_s", "zipf_ratio", "two_workers_events_per_s", "scale_ratio",
-"two_bare_events_per_s", "two_bare_scale_ratio", ...}`` (``--skip-zipf`` and
-``--skip-scale`` leave their phases and keys out); the raw series the plots are
+"two_bare_events_per_s", "two_bare_scale_ratio", "online_off_events_per_s",
+"online_metrics_cost", ...}`` (``--skip-zipf``, ``--skip-scale`` and
+``--skip-online`` leave their phases and keys out); the raw series the plots are
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
@@ -457,6 +466,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=240.0, help="limit of each phase, seconds")
     parser.add_argument("--skip-zipf", action="store_true", help="leave out the Zipf mix")
     parser.add_argument("--skip-scale", action="store_true", help="leave out the two-process runs")
+    parser.add_argument(
+        "--skip-online", action="store_true", help="leave out the online-metrics-off run"
+    )
     args = parser.parse_args()
     if args.bare:
         run_bare()
@@ -516,6 +528,19 @@ def main() -> int:
             f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
             f"p99 {result['freshness_p99_ms']} ms"
         )
+
+        # The same backlog with the online metrics off, in a group of its own.
+        if not args.skip_online:
+            off = settings.replace(app_id="bench-online-off", online_top_k=0)
+            off_per_s = stack.group_rate(
+                WORKER_CMD, off, 1, worker_count, args.events, args.timeout
+            )
+            result["online_off_events_per_s"] = round(off_per_s)
+            result["online_metrics_cost"] = round(1 - events_per_s / off_per_s, 3)
+            summary += (
+                f"; online metrics off {off_per_s:,.0f} events/s "
+                f"(cost {result['online_metrics_cost']:+.1%})"
+            )
 
         # The Zipf mix: the same count of events, a few hot users in every batch.
         if zipf is not None:

@@ -1,11 +1,12 @@
-"""``freshrec models list|show|rollback|prune``: the model versions, for ops.
+"""``freshrec models list|show|rollback|prune|online``: the model versions, for ops.
 
 Versions are immutable; what ops change is the current-model pointer. A
 rollback moves it back to an older version (workers follow it at their next
 poll and refresh every list, as after a publish: the move raises the pointer's
 generation, which lists are ordered by); pruning deletes all but the newest
 ``FRESHREC_MODEL_KEEP`` versions and never the current one nor one the pointer
-named within the last hour.
+named within the last hour. ``online`` prints what users did with each
+version's lists (:mod:`schemas.online`, :mod:`models.online`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from freshrec.argtypes import positive_int
-from freshrec.errors import BadInputError, ModelStoreError
+from freshrec.errors import BadInputError, ModelStoreError, TransientError
 from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
+from models.online import OnlineFigures
 from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
+from schemas.online import decode_counts, parse_key
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +53,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="versions to keep (default: FRESHREC_MODEL_KEEP)",
     )
     prune.set_defaults(func=run_prune)
+    online = actions.add_parser(
+        "online",
+        help="online figures per version and arm: events, hit rates (95%% CI), mean rating",
+        description="What users did with the lists each model version made: of the watch and "
+        "rate events of users shown a version's list, the share on an item of its top 10 and "
+        "top k (FRESHREC_ONLINE_TOP_K), with Wilson 95%% intervals, the mean reciprocal rank, "
+        "and the mean rating given to recommended items. Counted by the workers in Redis.",
+    )
+    online.add_argument("--json", action="store_true", help="one JSON object per line")
+    online.set_defaults(func=run_online)
 
 
 def _row(store: ModelStore, version_id: str, current: str | None) -> dict[str, Any]:
@@ -136,4 +151,52 @@ def run_prune(args: argparse.Namespace, settings: Settings) -> int:
         client.close()
     if tables:
         print(f"deleted the Redis item tables of {len(tables)} version(s) no longer in the store")
+    return 0
+
+
+def online_figures(settings: Settings) -> list[tuple[str, str, OnlineFigures]]:
+    """Every ``(version, arm, figures)`` the workers counted in Redis, by version then arm."""
+    client = sync_redis_client(settings, "freshrec-models")
+    prefix = settings.key_prefix
+    try:
+        found = []
+        for raw in client.scan_iter(match=f"{prefix}online:*", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            named = parse_key(prefix, key)
+            if named is not None:
+                found.append((*named, OnlineFigures.of(decode_counts(client.hgetall(key)))))
+    except redis.RedisError as exc:
+        raise TransientError(f"cannot read the online counts from Redis: {exc}") from exc
+    finally:
+        client.close()
+    return sorted(found, key=lambda row: (row[0], row[1]))
+
+
+def _rate(rate: float, ci: tuple[float, float]) -> str:
+    return f"{rate:6.2%} [{ci[0]:.2%}, {ci[1]:.2%}]"
+
+
+def run_online(args: argparse.Namespace, settings: Settings) -> int:
+    current = ModelStore(settings.model_store).current()
+    rows = online_figures(settings)
+    if args.json:
+        for version, arm, figures in rows:
+            row = {"version": version, "arm": arm, "current": version == current}
+            print(json.dumps(row | figures.as_dict(), sort_keys=True))
+        return 0
+    if not rows:
+        print("no online figures yet: no worker has seen an event of a user shown a model's list")
+        return 0
+    print(
+        f"  {'version':<28} {'arm':<8} {'events':>8}  {'hit@10 (95% CI)':<26} "
+        f"{'hit@k (95% CI)':<28} {'MRR':>6} {'rated':>6} {'rating':>6}"
+    )
+    for version, arm, f in rows:
+        rating = "-" if f.mean_rating is None else f"{f.mean_rating:.2f}"
+        print(
+            f"{'*' if version == current else ' '} {version:<28} {arm:<8} {f.events:>8}  "
+            f"{_rate(f.hit_rate10, f.hit_rate10_ci):<26} "
+            f"{'k=' + str(f.k) + ' ' + _rate(f.hit_ratek, f.hit_ratek_ci):<28} "
+            f"{f.mrr:>6.3f} {f.rated:>6} {rating:>6}"
+        )
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 
 from models.weighting import WeightingConfig, user_confidences
 from schemas.recs import ItemTable, encode_list, order_token
-from schemas.state import UserState
+from schemas.state import ShownList, UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
 
@@ -76,8 +76,12 @@ class ListBuilder:
         follower: ModelFollower,
         popularity: Popularity,
         histories: Histories = _computed,
+        shown_top: int = 0,
     ) -> None:
         self._n = list_length
+        #: Items of each list noted in its user's state (``state.shown``) for the
+        #: online metrics (:mod:`streams.online`); 0 notes nothing.
+        self._shown_top = shown_top
         self._histories = histories
         self._follower = follower
         self._popularity = popularity
@@ -87,7 +91,12 @@ class ListBuilder:
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
     ) -> list[UserList]:
-        """The lists of ``users`` (same order), stamped with each state's newest event."""
+        """The lists of ``users`` (same order), stamped with each state's newest event.
+
+        With ``shown_top``, each state's ``shown`` becomes the top of its list (a
+        list made with a model; the worker's popularity before any model is not
+        measured): the caller persists it with the state, or drops it with a copy.
+        """
         if not users:
             return []
         recommender = self._follower.recommender
@@ -106,6 +115,8 @@ class ListBuilder:
             ranking.items, ranking.scores, ranking.because, personal, stamps, written_at
         )
         fallback = np.flatnonzero(~personal).tolist()
+        top = self._shown_top
+        chosen = ranking.items[:, :top].tolist() if top else []
         if fallback:  # no usable history: the model's popular list, one encode for them all
             items = np.full((len(users), self._n), -1, dtype=np.int64)
             scores = np.zeros((len(users), self._n), dtype=np.float32)
@@ -118,8 +129,16 @@ class ListBuilder:
             because = np.full_like(items, -1)
             popular = table.encode(items, scores, because, ~personal, stamps, written_at, "popular")
             data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
+            if top:
+                for row, popular_row in zip(fallback, items[fallback, :top].tolist(), strict=True):
+                    chosen[row] = popular_row
         version = recommender.version_id
         generation = self._follower.generation
+        if top:
+            names = recommender.item_ids.ids
+            for state, indices in zip(states, chosen, strict=True):
+                shown = tuple(names[i] for i in indices if i >= 0)
+                state.shown = ShownList(generation, version, "current", shown)
         # every row is personal or a fallback, so every one has its list
         return [
             UserList(user, order_token(stamp, version, generation), body)

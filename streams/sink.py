@@ -35,6 +35,10 @@ node with fewer replicas than n (a replica promoted after its primary died) is
 held to those it has, and each batch waits the whole timeout there until a
 replica is back.
 
+The batch's online counts (:mod:`schemas.online`) ride in the same pipeline,
+one ``HINCRBY`` per field; unlike the lists they are not idempotent, and a
+pipeline resent adds them again (the contract says why that is acceptable).
+
 Before the lists of a model version, the version's item table
 (``P items:<version>`` in :mod:`schemas.recs`), which its compact lists index
 into, is written by :meth:`RedisSink.write_items`: when the worker adopts the
@@ -53,7 +57,7 @@ which is safe because every call in it is idempotent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -62,6 +66,7 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from schemas.online import OnlineCounts, online_key
 from schemas.recs import (
     DATA_FIELD,
     ORDER_FIELD,
@@ -118,12 +123,23 @@ class RedisSink:
         self._sha = self._script.sha
         self._epoch = self._client.register_script(_EPOCH)
 
-    async def write(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> int:
-        """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
+    async def write(
+        self,
+        lists: Sequence[UserList],
+        forget: Sequence[str] = (),
+        online: Mapping[tuple[str, str], OnlineCounts] | None = None,
+    ) -> int:
+        """Store ``lists`` (compare-and-set), delete the lists of ``forget`` and add the
+        ``online`` counts (:mod:`schemas.online`), in one pipeline.
 
         Returns how many lists were written; the rest were older than what Redis holds.
         """
-        if not lists and not forget:
+        counts = [
+            (online_key(self._prefix, version, arm), name, amount)
+            for (version, arm), c in (online or {}).items()
+            for name, amount in c.increments()
+        ]
+        if not lists and not forget and not counts:
             return 0
         payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
@@ -142,7 +158,7 @@ class RedisSink:
                         # its slot map catches up: again, under the worker's policy.
                         await self._client.script_load(_COMPARE_AND_SET)
                         raise TransientError(f"redis lacked the list script ({exc})") from exc
-                waited = results[len(payload) + len(deletes) :]
+                waited = results[len(payload) + len(deletes) + len(counts) :]
                 for node, reached in zip(targets, waited, strict=True):
                     await self._check_replicas(node, int(reached))
             except TRANSIENT_ERRORS as exc:
@@ -150,13 +166,21 @@ class RedisSink:
             return sum(int(r) for r in results[: len(payload)])
 
         async def send() -> tuple[list[int], list[ClusterNode | None]]:
-            targets = await self._wait_targets([key for key, _, _ in payload] + deletes)
+            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in counts]
+            targets = await self._wait_targets(keys)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
                 for key in deletes:  # one key per command: a cluster has them on several nodes
                     command("DEL", key)
+                for key, name, amount in counts:
+                    if isinstance(amount, float):
+                        command("HINCRBYFLOAT", key, name, amount)
+                    elif name == "k":  # the top k in force, not a total
+                        command("HSET", key, name, amount)
+                    else:
+                        command("HINCRBY", key, name, amount)
                 for node in targets:
                     if node is None:
                         command("WAIT", self._wait_replicas, self._wait_ms)

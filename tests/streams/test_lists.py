@@ -133,3 +133,23 @@ def test_items_the_history_cap_dropped_never_make_any_list() -> None:
     assert decode(with_model[0].data, names).source == "personal"
     assert decode(with_model[1].data, names).source == "popular"
     assert compact_version(without[0].data) is None  # no model: JSON
+
+
+def test_each_state_records_the_top_of_its_new_list_for_the_online_metrics() -> None:
+    """Issue 24, item 3: the worker keeps each user's last list's first ids in the state,
+    for personal lists and the popular fallback alike."""
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    users = ["a", "b", "c"]
+    states = [_state(names[1]), _state("not-in-the-model"), _state(*names[:9])]
+    builder = ListBuilder(5, _Follower(rec), Popularity(), shown_top=4)  # type: ignore[arg-type]
+    built = builder.build(users, states, 999)
+    for state, x in zip(states, built, strict=True):
+        listed = tuple(i.item for i in _read(rec, x.user, x.data).items)
+        assert state.shown is not None
+        assert (state.shown.generation, state.shown.version) == (7, rec.version_id)
+        assert state.shown.items == listed[:4] and state.shown.arm == "current"
+    assert len(states[2].shown.items) == 3  # type: ignore[union-attr]  # only 3 items left
+    plain = [_state(names[1])]
+    ListBuilder(5, _Follower(rec), Popularity()).build(["a"], plain, 999)  # type: ignore[arg-type]
+    assert plain[0].shown is None, "shown_top 0: the online metrics are off"
