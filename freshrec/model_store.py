@@ -60,7 +60,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +85,7 @@ RECENT_S = 3600.0
 _HISTORY_MIN = 20
 
 #: How the pointer got where it is: ``legacy`` is a ``CURRENT`` written before generations.
-Move = Literal["publish", "rollback", "promote", "abort", "legacy"]
+Move = Literal["publish", "rollback", "canary", "promote", "abort", "legacy"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ class Pointer:
     at_ms: int = 0
     history: tuple[Named, ...] = field(default_factory=tuple)
     """Earlier positions, oldest first (the recent ones at least)."""
+    canary: str | None = None
+    """The candidate of a canary release: ``fraction`` of the users get its lists."""
+    fraction: float = 0.0
 
     def describe(self) -> str:
         """One line for an operator: what it names and who put it there."""
@@ -121,9 +124,10 @@ class Pointer:
         )
 
     def named_since(self, since_ms: int) -> set[str]:
-        """Versions the pointer named at any time since ``since_ms``, the current one included."""
+        """Versions the pointer named at any time since ``since_ms``, the current one and
+        the canary included."""
         named = {n.version for n in self.history if n.until_ms >= since_ms}
-        return named | ({self.version} if self.version else set())
+        return named | {v for v in (self.version, self.canary) if v}
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -134,6 +138,7 @@ class Pointer:
                 "by": self.by,
                 "at_ms": self.at_ms,
                 "history": [[n.version, n.since_ms, n.until_ms] for n in self.history],
+                "canary": None if self.canary is None else [self.canary, self.fraction],
             },
             sort_keys=True,
         ).encode()
@@ -153,6 +158,8 @@ class Pointer:
                 by=str(doc.get("by", "")),
                 at_ms=int(doc.get("at_ms", 0)),
                 history=tuple(Named(str(v), int(a), int(b)) for v, a, b in doc.get("history", [])),
+                canary=None if doc.get("canary") is None else str(doc["canary"][0]),
+                fraction=0.0 if doc.get("canary") is None else float(doc["canary"][1]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelStoreError(f"the model store's pointer is unreadable: {exc}") from exc
@@ -351,29 +358,79 @@ class ModelStore:
         expect: int | None = None,
     ) -> Pointer:
         """Point ``CURRENT`` at an existing version, atomically, with the next generation;
-        returns the new pointer.
+        returns the new pointer. A canary release running ends (its candidate no longer
+        serves anyone).
 
         With ``expect``, only if the pointer's generation is still ``expect``
         (the one the caller read before deciding), else :class:`PointerMoved`.
         ``by`` names the mover (default: this process, :func:`mover`).
         """
+        self._require(version_id, "publish")
+        return self._move(lambda before: (version_id, None, 0.0), move=move, by=by, expect=expect)
+
+    def start_canary(
+        self, version_id: str, fraction: float, *, by: str | None = None, expect: int | None = None
+    ) -> Pointer:
+        """Make ``version_id`` the canary for ``fraction`` (0 < F < 1) of the users, the
+        current version staying current for the rest; a move like any other."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"a canary's fraction is between 0 and 1, not {fraction}")
+        self._require(version_id, "start a canary of")
+
+        def place(before: Pointer) -> tuple[str | None, str | None, float]:
+            if before.version is None:
+                raise ModelStoreError("no current version to hold a canary against; publish one")
+            if before.version == version_id:
+                raise ModelStoreError(f"{version_id} is the current version already")
+            return before.version, version_id, fraction
+
+        return self._move(place, move="canary", by=by, expect=expect)
+
+    def end_canary(
+        self, *, promote: bool, by: str | None = None, expect: int | None = None
+    ) -> Pointer:
+        """End the canary: ``promote`` makes it current for everyone, else (an abort) the
+        current version serves everyone again."""
+
+        def place(before: Pointer) -> tuple[str | None, str | None, float]:
+            if before.canary is None:
+                raise ModelStoreError("no canary release is running")
+            return (before.canary if promote else before.version), None, 0.0
+
+        return self._move(place, move="promote" if promote else "abort", by=by, expect=expect)
+
+    def _require(self, version_id: str, doing: str) -> None:
         if not self._fs.exists(f"{self._dir(version_id)}/{_META}"):
-            raise ModelStoreError(f"cannot publish {version_id}: no such version in {self.root}")
+            raise ModelStoreError(f"cannot {doing} {version_id}: no such version in {self.root}")
+
+    def _move(
+        self,
+        place: Callable[[Pointer], tuple[str | None, str | None, float]],
+        *,
+        move: Move,
+        by: str | None,
+        expect: int | None,
+    ) -> Pointer:
+        """Compare-and-set the pointer: ``place`` says, from the pointer found, where the
+        current version, the canary and its fraction go (see :meth:`set_current`)."""
         with self._pointer_lock():
             before = self.pointer()
             if expect is not None and before.generation != expect:
                 raise PointerMoved(expect, before)
+            version, canary, fraction = place(before)
             now = int(time.time() * 1000)
-            history = before.history
-            if before.version is not None:
-                history = (*history, Named(before.version, before.at_ms, now))
+            history = before.history + tuple(
+                Named(v, before.at_ms, now) for v in (before.version, before.canary) if v
+            )
             cutoff = now - int(RECENT_S * 1000)
             history = tuple(
                 n
                 for i, n in enumerate(history)
                 if n.until_ms >= cutoff or i >= len(history) - _HISTORY_MIN
             )
-            after = Pointer(version_id, before.generation + 1, move, by or mover(), now, history)
+            after = Pointer(
+                version, before.generation + 1, move, by or mover(), now, history, canary, fraction
+            )
             self._write_pointer(after.encode())
         return after
 

@@ -246,6 +246,43 @@ class Settings:
         ),
     )
 
+    # --- Canary releases (issue 24) -------------------------------------------
+    canary_alpha: float = field(
+        default=0.05,
+        metadata=_doc(
+            "Error rate of the canary's sequential test (mixture SPRT, models/sequential.py): "
+            "the chance, however often it is looked at, that it declares a difference "
+            "between two equally good models.",
+            min=0.001,
+            max=0.5,
+        ),
+    )
+    canary_tau: float = field(
+        default=0.005,
+        metadata=_doc(
+            "Size of the difference in hit rate @10 the canary's test is tuned to find "
+            "(its mixture's standard deviation): 0.005 is a 10% change of a 5% hit rate.",
+            min=0.0001,
+            max=0.5,
+        ),
+    )
+    canary_min_events: int = field(
+        default=1000,
+        metadata=_doc(
+            "Events each arm of a canary must have before its test decides anything (the "
+            "normal approximation is poor below).",
+            min=1,
+        ),
+    )
+    canary_auto_abort: bool = field(
+        default=True,
+        metadata=_doc(
+            "Whether a worker aborts a canary whose candidate its test finds significantly "
+            "worse than the current model (every list returns to the current version); the "
+            "worker then needs write access to FRESHREC_MODEL_STORE."
+        ),
+    )
+
     # --- Retrain job ----------------------------------------------------------
     spark_master: str = field(
         default="local[*]",

@@ -34,6 +34,12 @@ backlog in a consumer group of its own, right after the measured worker:
 (goal: at most 0.05; noise on a loaded machine can make it negative).
 ``--skip-online`` leaves it out.
 
+A canary release (issue 24) makes the worker hold two models and rank each
+batch in two groups: ``canary_ratio`` is the events/s of a worker over the
+same uniform backlog (a group of its own) while a second version serves 20%
+of the users, over ``events_per_s`` (goal: at least 0.8). The canary is
+aborted after it. ``--skip-canary`` leaves it out.
+
 Scaling out: the last phase runs two bare agents, then two workers, each pair
 in one consumer group of its own over the uniform backlog (the topics'
 partitions split between the two processes), timed the same way over the sum
@@ -50,8 +56,9 @@ the fold-in does real work. The last line of standard output is one JSON object:
 "freshness_p50_ms", "freshness_p99_ms", "zipf_events_per_s",
 "zipf_bare_events_per_s", "zipf_ratio", "two_workers_events_per_s", "scale_ratio",
 "two_bare_events_per_s", "two_bare_scale_ratio", "online_off_events_per_s",
-"online_metrics_cost", ...}`` (``--skip-zipf``, ``--skip-scale`` and
-``--skip-online`` leave their phases and keys out); the raw series the plots are
+"online_metrics_cost", "canary_events_per_s", "canary_ratio", ...}``
+(``--skip-zipf``, ``--skip-scale``, ``--skip-online`` and ``--skip-canary``
+leave their phases and keys out); the raw series the plots are
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
@@ -238,7 +245,8 @@ def quantile(q: float, before: dict[str, float], after: dict[str, float], name: 
     return lower
 
 
-def publish_model(settings: Settings, n_items: int) -> None:
+def publish_model(settings: Settings, n_items: int, *, seed: int = 1, current: bool = True) -> str:
+    """Train on synthetic data and save the version (current unless told); returns its id."""
     from freshrec.model_store import ModelStore
     from models.als import ALSConfig
     from models.synthetic import generate
@@ -247,15 +255,17 @@ def publish_model(settings: Settings, n_items: int) -> None:
 
     data = generate(n_users=5000, n_items=n_items, n_interactions=100_000, factors=16, seed=1)
     # 64 factors, as every recorded run of this benchmark (the default is now 32)
-    cfg = ALSConfig(factors=64, iterations=8, use_gpu=False)
-    train_and_publish(
+    cfg = ALSConfig(factors=64, iterations=8, use_gpu=False, seed=seed)
+    outcome = train_and_publish(
         ModelStore(settings.model_store),
         data.log,
         cfg,
         DEFAULT_WEIGHTING,
         popular_length=settings.list_length + settings.history_length,
         snapshot={"source": "bench_stream"},
+        make_current=current,
     )
+    return outcome.version.version_id
 
 
 def draw_users(
@@ -469,6 +479,7 @@ def main() -> int:
     parser.add_argument(
         "--skip-online", action="store_true", help="leave out the online-metrics-off run"
     )
+    parser.add_argument("--skip-canary", action="store_true", help="leave out the canary run")
     args = parser.parse_args()
     if args.bare:
         run_bare()
@@ -540,6 +551,28 @@ def main() -> int:
             summary += (
                 f"; online metrics off {off_per_s:,.0f} events/s "
                 f"(cost {result['online_metrics_cost']:+.1%})"
+            )
+
+        # The same backlog with a 20% canary: two models, each batch ranked in two groups.
+        if not args.skip_canary:
+            from freshrec.model_store import ModelStore
+
+            store = ModelStore(settings.model_store)
+            candidate = publish_model(settings, args.items, seed=2, current=False)
+            store.start_canary(candidate, 0.2, by="bench_stream")
+            canary_per_s = stack.group_rate(
+                WORKER_CMD,
+                settings.replace(app_id="bench-canary"),
+                1,
+                worker_count,
+                args.events,
+                args.timeout,
+            )
+            store.end_canary(promote=False, by="bench_stream")
+            result["canary_events_per_s"] = round(canary_per_s)
+            result["canary_ratio"] = round(canary_per_s / events_per_s, 3)
+            summary += (
+                f"; with a 20% canary {canary_per_s:,.0f} events/s (x{result['canary_ratio']})"
             )
 
         # The Zipf mix: the same count of events, a few hot users in every batch.

@@ -80,6 +80,8 @@ class RetrainPlan:
     (:mod:`retrain.spark_als`); the version's format is the same."""
     spark_master: str = "local[*]"
     """Spark master URL for the spark engine."""
+    canary: float | None = None
+    """Publish the candidate as a canary for this fraction of the users, not for everyone."""
     permute_items: bool = False
     """Test hook: shuffle the candidate's item factors against their ids, so the gate
     must refuse it."""
@@ -202,6 +204,7 @@ def retrain(
         on_stage=stage,
         expect=pointer.generation,
         by=by,
+        canary=plan.canary,
     )
     seconds |= outcome.seconds
     return RetrainResult(

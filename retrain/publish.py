@@ -125,6 +125,7 @@ def train_and_publish(
     on_stage: StageHook | None = None,
     expect: int | None = None,
     by: str | None = None,
+    canary: float | None = None,
 ) -> Outcome:
     """Train, gate, save, point, prune (see the module doc).
 
@@ -139,6 +140,8 @@ def train_and_publish(
     refuses a broken model. ``on_stage`` is told each stage as it completes.
     ``expect`` is the pointer generation read before training: the pointer moves
     only if it is still that one (see the module doc); ``by`` names the mover.
+    ``canary`` publishes the candidate as a canary for that fraction of the users
+    (:meth:`~freshrec.model_store.ModelStore.start_canary`) instead of for everyone.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -173,7 +176,10 @@ def train_and_publish(
     pruned: list[str] = []
     if make_current:
         try:
-            store.set_current(version.version_id, move="publish", by=by, expect=expect)
+            if canary is None:
+                store.set_current(version.version_id, move="publish", by=by, expect=expect)
+            else:
+                store.start_canary(version.version_id, canary, by=by, expect=expect)
         except PointerMoved as exc:
             seconds["publish"] = time.perf_counter() - started
             return Outcome(version, False, decision, seconds, moved=exc.found)

@@ -87,6 +87,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--force", action="store_true", help="publish even when the gate refuses")
     p.add_argument(
+        "--canary",
+        type=float,
+        default=None,
+        metavar="F",
+        help="publish the candidate as a canary for a fraction F of the users (0 < F < 1) "
+        "instead of for everyone; `freshrec models canary status|promote|abort` follow it",
+    )
+    p.add_argument(
         "--engine",
         choices=("implicit", "spark"),
         default="implicit",
@@ -116,6 +124,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
     als, weighting = configs_from_flags(args)
     if budget < 0:
         raise BadInputError("--tune-budget-s must not be negative")
+    if args.canary is not None and not 0 < args.canary < 1:
+        raise BadInputError("--canary needs a fraction F with 0 < F < 1 (0.2: a fifth of users)")
     return RetrainPlan(
         als=als,
         weighting=weighting,
@@ -131,12 +141,13 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
         engine=args.engine,
         spark_master=settings.spark_master,
         permute_items=args.debug_permute_items,
+        canary=args.canary,
     )
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
-    summary: dict[str, Any] = {"job": "retrain", "engine": args.engine}
+    summary: dict[str, Any] = {"job": "retrain", "engine": args.engine, "canary": args.canary}
     try:
         plan = _plan(args, settings)
         if args.data and not args.format:

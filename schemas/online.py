@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: Field names of the hash, in the order :class:`OnlineCounts` holds them.
 FIELDS = ("events", "hits10", "hitsk", "rr", "rated", "rating", "k")
@@ -66,7 +67,7 @@ class OnlineCounts:
         return [(name, getattr(self, name)) for name in FIELDS if getattr(self, name)]
 
 
-def decode_counts(fields: Mapping[bytes | str, bytes | str]) -> OnlineCounts:
+def decode_counts(fields: Mapping[Any, Any]) -> OnlineCounts:
     """A hash as ``HGETALL`` returns it; missing fields are 0, ``ValueError`` on garbage."""
     values = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
     try:

@@ -87,6 +87,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 Source = Literal["personal", "popular"]
+#: Which arm of a canary release made a list: ``current`` (also every list outside a
+#: canary, and every list written before variants existed) or ``canary``.
+Variant = Literal["current", "canary"]
 
 DATA_FIELD = "data"
 ORDER_FIELD = "order"
@@ -175,6 +178,7 @@ class RecList:
     items: tuple[RecItem, ...] = field(default_factory=tuple)
     generation: int = 0
     """The model pointer's generation the list was made under (its ``order``, not its data)."""
+    variant: Variant = "current"
 
     @property
     def order(self) -> str:
@@ -195,6 +199,7 @@ def envelope(
     updated_at: int | None,
     written_at: int | None,
     items: list[Any],
+    variant: Variant = "current",
 ) -> dict[str, Any]:
     """A list's JSON object around already-built ``items``: the one place its fields are named.
 
@@ -208,7 +213,8 @@ def envelope(
         "model_version": model_version,
         "updated_at": updated_at,
         "written_at": written_at,
-        "items": items,
+        "variant": variant,
+        "items": items,  # last: parse_head reads the envelope before it
     }
 
 
@@ -221,6 +227,7 @@ def to_dict(recs: RecList) -> dict[str, Any]:
         recs.updated_at,
         recs.written_at,
         [_item_dict(i) for i in recs.items],
+        recs.variant,
     )
 
 
@@ -260,6 +267,7 @@ def decode(
             updated_at=int(doc["updated_at"]),
             written_at=int(doc["written_at"]),
             items=items,
+            variant=_VARIANTS[doc.get("variant", "current")],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a freshrec list: {exc}") from exc
@@ -283,6 +291,16 @@ def encode_list(
     return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, entries))
 
 
+#: The stored ``variant`` values, each to itself (a lookup that refuses any other).
+_VARIANTS: dict[str, Variant] = {"current": "current", "canary": "canary"}
+
+
+def variant_of(doc: dict[str, Any]) -> Variant:
+    """A parsed list's ``variant`` (``current`` for lists written before variants);
+    ``KeyError`` for an unknown one."""
+    return _VARIANTS[doc.get("variant", "current")]
+
+
 #: The first byte of a compact list (:class:`ItemTable`): the format's version. A
 #: JSON list (:func:`encode`, format 1) starts with ``{``, so one byte tells them apart.
 COMPACT_FORMAT = 2
@@ -294,9 +312,10 @@ _COMPACT_BYTE = bytes([COMPACT_FORMAT])
 _HEAD = struct.Struct("<BBHHqqB")
 #: Header flags: the source is ``personal`` (else ``popular``); the scores are
 #: float32 (else float16); the item indices are uint32 (else uint16); the
-#: explanation slots are uint16 (else uint8).
-_PERSONAL, _SCORES_F32, _INDEX_U32, _BECAUSE_U16 = 1, 2, 4, 8
-_FLAGS = _PERSONAL | _SCORES_F32 | _INDEX_U32 | _BECAUSE_U16
+#: explanation slots are uint16 (else uint8); the list is a canary's (variant
+#: ``canary``, else ``current``; lists written before canaries never set it).
+_PERSONAL, _SCORES_F32, _INDEX_U32, _BECAUSE_U16, _CANARY = 1, 2, 4, 8, 16
+_FLAGS = _PERSONAL | _SCORES_F32 | _INDEX_U32 | _BECAUSE_U16 | _CANARY
 #: An explanation slot meaning "no explanation", for uint8 and uint16 slots.
 NO_BECAUSE_U8, NO_BECAUSE_U16 = 0xFF, 0xFFFF
 #: The most items a model may have for uint16 item indices.
@@ -364,6 +383,7 @@ class ItemTable:
         updated_at: Sequence[int],
         written_at: int,
         source: Source = "personal",
+        variant: Variant = "current",
     ) -> list[bytes | None]:
         """Per row of the ``(users, k)`` arrays, its whole compact list (None where ``rows``
         is False), stamped with the row's ``updated_at``.
@@ -418,6 +438,7 @@ class ItemTable:
             else b""
         )
         flags = self._index_flag | (_PERSONAL if source == "personal" else 0)
+        flags |= _CANARY if variant == "canary" else 0
         pack = _HEAD.pack
         version = self._version
         for row in wanted:
@@ -515,7 +536,8 @@ def parse_compact(data: bytes, names: Sequence[str], n: int | None = None) -> di
     except (struct.error, IndexError, ValueError) as exc:
         raise ValueError(f"not a freshrec compact list: {exc}") from exc
     source: Source = "personal" if flags & _PERSONAL else "popular"
-    return envelope(None, source, version, updated_at, written_at, items)
+    variant: Variant = "canary" if flags & _CANARY else "current"
+    return envelope(None, source, version, updated_at, written_at, items, variant)
 
 
 #: Compiled little-endian formats of ``n`` values of one type, by ``(n, code)``: a
@@ -557,7 +579,10 @@ def _half(bits: int) -> float:
 #: How :func:`encode` (orjson, compact) writes the start of the items array.
 _ITEMS_KEY = b'"items":['
 #: The fields around the items, as :func:`envelope` names them.
-_ENVELOPE = tuple(k for k in envelope(None, "popular", None, None, None, []) if k != "items")
+#: (``variant`` is not required: lists written before it lack it.)
+_ENVELOPE = tuple(
+    k for k in envelope(None, "popular", None, None, None, []) if k not in ("items", "variant")
+)
 
 
 def parse_head(data: bytes, n: int) -> Any:

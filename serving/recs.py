@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source, envelope, parse_compact, parse_head
+from schemas.recs import Source, envelope, parse_compact, parse_head, variant_of
 from serving.catalog import Catalog
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
@@ -165,9 +165,11 @@ def render(
             raise TypeError("model_version is not a string")
         if source is None:
             source = _SOURCES[doc["source"]]
+        variant = variant_of(doc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
         raise CorruptList(str(exc)) from exc
-    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked)), source
+    body = envelope(user, source, version, updated_at, written_at, picked, variant)
+    return orjson.dumps(body), source
 
 
 #: The stored ``source`` values, each to itself (a lookup that refuses any other value).

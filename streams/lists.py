@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.canary import in_canary
+from models.recommender import Recommender
 from models.weighting import WeightingConfig, user_confidences
-from schemas.recs import ItemTable, encode_list, order_token
+from schemas.recs import ItemTable, Variant, encode_list, order_token
 from schemas.state import ShownList, UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
@@ -85,13 +87,17 @@ class ListBuilder:
         self._histories = histories
         self._follower = follower
         self._popularity = popularity
-        #: The list encoder of the current model version.
-        self._table: ItemTable | None = None
+        #: The list encoders of the model versions in use (the current one, a canary).
+        self._tables: dict[str, ItemTable] = {}
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
     ) -> list[UserList]:
         """The lists of ``users`` (same order), stamped with each state's newest event.
+
+        During a canary release, the users :func:`models.canary.in_canary` puts in
+        the canary are ranked by the candidate and their lists marked ``canary``;
+        the others by the current model, marked ``current``.
 
         With ``shown_top``, each state's ``shown`` becomes the top of its list (a
         list made with a model; the worker's popularity before any model is not
@@ -102,17 +108,58 @@ class ListBuilder:
         recommender = self._follower.recommender
         if recommender is None:
             return self._popular(users, states, written_at)
+        canary = self._follower.canary
+        in_use = {recommender.version_id} | ({canary.version_id} if canary else set())
+        self._tables = {v: t for v, t in self._tables.items() if v in in_use}
+        if canary is None:
+            return self._ranked(recommender, "current", users, states, written_at)
+        fraction = self._follower.fraction
+        arms = [in_canary(user, canary.version_id, fraction) for user in users]
+        built: dict[str, UserList] = {}
+        arm_models: tuple[tuple[Variant, Recommender, bool], ...] = (
+            ("current", recommender, False),
+            ("canary", canary, True),
+        )
+        for variant, model, wanted in arm_models:
+            rows = [row for row, arm in enumerate(arms) if arm is wanted]
+            if rows:
+                lists = self._ranked(
+                    model,
+                    variant,
+                    [users[row] for row in rows],
+                    [states[row] for row in rows],
+                    written_at,
+                )
+                built.update((x.user, x) for x in lists)
+        return [built[user] for user in users]
+
+    def _ranked(
+        self,
+        recommender: Recommender,
+        variant: Variant,
+        users: Sequence[str],
+        states: Sequence[UserState],
+        written_at: int,
+    ) -> list[UserList]:
+        """The lists of ``users`` ranked by ``recommender``, marked ``variant``."""
         histories = self._histories(users, states, recommender.weighting)
         ranking = recommender.rank(
             histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
         )
-        table = self._table
-        if table is None or table.version != recommender.version_id:
-            table = self._table = ItemTable(recommender.version_id, recommender.item_ids.ids)
+        table = self._tables.get(recommender.version_id)
+        if table is None:
+            table = ItemTable(recommender.version_id, recommender.item_ids.ids)
+            self._tables[recommender.version_id] = table
         stamps = [state.newest_ts for state in states]
         personal = ranking.personal
         data = table.encode(
-            ranking.items, ranking.scores, ranking.because, personal, stamps, written_at
+            ranking.items,
+            ranking.scores,
+            ranking.because,
+            personal,
+            stamps,
+            written_at,
+            variant=variant,
         )
         fallback = np.flatnonzero(~personal).tolist()
         top = self._shown_top
@@ -127,7 +174,9 @@ class ListBuilder:
                 items[row, : known.sum()] = indices[known]
                 scores[row, : known.sum()] = np.asarray(values, dtype=np.float32)[known]
             because = np.full_like(items, -1)
-            popular = table.encode(items, scores, because, ~personal, stamps, written_at, "popular")
+            popular = table.encode(
+                items, scores, because, ~personal, stamps, written_at, "popular", variant
+            )
             data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
             if top:
                 for row, popular_row in zip(fallback, items[fallback, :top].tolist(), strict=True):
@@ -138,7 +187,7 @@ class ListBuilder:
             names = recommender.item_ids.ids
             for state, indices in zip(states, chosen, strict=True):
                 shown = tuple(names[i] for i in indices if i >= 0)
-                state.shown = ShownList(generation, version, "current", shown)
+                state.shown = ShownList(generation, version, variant, shown)
         # every row is personal or a fallback, so every one has its list
         return [
             UserList(user, order_token(stamp, version, generation), body)

@@ -266,6 +266,29 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.canary_fraction = Gauge(
+            "freshrec_worker_canary_fraction",
+            "Share of users the canary's candidate serves (0: no canary release).",
+            registry=r,
+        )
+        self.canary_difference = Gauge(
+            "freshrec_worker_canary_hit_rate_difference",
+            "The canary's hit rate @10 minus the current model's, over every worker's "
+            "events, as of the last model poll.",
+            registry=r,
+        )
+        self.canary_worse = Gauge(
+            "freshrec_worker_canary_worse",
+            "1 while the canary's sequential test finds the candidate significantly worse "
+            "than the current model (FRESHREC_CANARY_ALPHA), else 0.",
+            registry=r,
+        )
+        self.canary_aborts = Counter(
+            "freshrec_worker_canary_aborts",
+            "Canaries this worker aborted because its test found the candidate worse.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ from freshrec.settings import Settings
 from schemas.state import UserState
 from schemas.wire import event_types
 from streams.batch import Inbound, Message, StepResult, failure_rejection, step
-from streams.dead_letter import DeadLetter, DeadLetterWriter
+from streams.dead_letter import DeadLetter, DeadLetterWriter, count_by_reason
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -75,6 +76,8 @@ class PreparedBatch:
     theirs was written, and their events must not be acked (streams.ownership)."""
     online: Totals = field(default_factory=dict)
     """The batch's online counts per model version and arm, added to Redis with its lists."""
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    """The batch's dead letters by reason, added to Redis's tally with its lists."""
 
 
 class BatchProcessor:
@@ -168,7 +171,8 @@ class BatchProcessor:
             self._metrics.users_held.set(len(self._state))
             self._metrics.state_cache_users.set(self._state.cache_users)
             self._metrics.state_cache_bytes.set(self._state.cache_bytes)
-        return PreparedBatch(lists, forget, result.event_ts, fenced, online)
+        reasons = dict(count_by_reason(letters))
+        return PreparedBatch(lists, forget, result.event_ts, fenced, online, reasons)
 
     async def prepare_isolating(
         self, batch: Sequence[Message], received_at: int | None = None
@@ -201,6 +205,7 @@ class BatchProcessor:
                 first.event_ts + second.event_ts,
                 first.fenced | second.fenced,
                 combine(first.online, second.online),
+                dict(Counter(first.dead_letters) + Counter(second.dead_letters)),
             )
 
     async def _dead_letter_alone(
@@ -221,11 +226,11 @@ class BatchProcessor:
         )
         await self._dead_letters.send([letter])
         self._metrics.invalid.labels(msg.topic).inc()
-        return PreparedBatch([], [], [])
+        return PreparedBatch([], [], [], dead_letters=dict(count_by_reason([letter])))
 
     async def write(self, prepared: PreparedBatch) -> None:
         """Step 4's Redis write; returns when the lists are stored (or refused as older)."""
-        await self._send(prepared.lists, prepared.forget, prepared.online)
+        await self._send(prepared.lists, prepared.forget, prepared.online, prepared.dead_letters)
         now_ms = time.time() * 1000
         event_ts = np.asarray(prepared.event_ts, dtype=np.float64)
         # One histogram update per bucket for the batch, not one per event.
@@ -273,12 +278,16 @@ class BatchProcessor:
         return lists
 
     async def _send(
-        self, lists: Sequence[UserList], forget: Sequence[str] = (), online: Totals | None = None
+        self,
+        lists: Sequence[UserList],
+        forget: Sequence[str] = (),
+        online: Totals | None = None,
+        dead_letters: dict[str, int] | None = None,
     ) -> None:
         """One Redis pipeline: compare-and-set every list, delete the lists of ``forget``,
-        add the ``online`` counts."""
+        add the ``online`` counts and the ``dead_letters`` by reason."""
         started = time.perf_counter()
-        written = await self._sink.write(lists, forget, online or {})
+        written = await self._sink.write(lists, forget, online or {}, dead_letters or {})
         self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
         self._metrics.lists_written.inc(written)
         self._metrics.lists_stale.inc(len(lists) - written)

@@ -66,7 +66,8 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from schemas.online import OnlineCounts, online_key
+from schemas.dead_letters import dead_letters_key
+from schemas.online import OnlineCounts, decode_counts, online_key
 from schemas.recs import (
     DATA_FIELD,
     ORDER_FIELD,
@@ -128,9 +129,11 @@ class RedisSink:
         lists: Sequence[UserList],
         forget: Sequence[str] = (),
         online: Mapping[tuple[str, str], OnlineCounts] | None = None,
+        dead_letters: Mapping[str, int] | None = None,
     ) -> int:
         """Store ``lists`` (compare-and-set), delete the lists of ``forget`` and add the
-        ``online`` counts (:mod:`schemas.online`), in one pipeline.
+        ``online`` counts (:mod:`schemas.online`) and the ``dead_letters`` by reason
+        (:mod:`schemas.dead_letters`), in one pipeline.
 
         Returns how many lists were written; the rest were older than what Redis holds.
         """
@@ -138,7 +141,7 @@ class RedisSink:
             (online_key(self._prefix, version, arm), name, amount)
             for (version, arm), c in (online or {}).items()
             for name, amount in c.increments()
-        ]
+        ] + [(dead_letters_key(self._prefix), r, n) for r, n in (dead_letters or {}).items()]
         if not lists and not forget and not counts:
             return 0
         payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
@@ -283,6 +286,22 @@ class RedisSink:
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return True
+
+        return await self._retry.call_async(attempt)
+
+    async def online_counts(self, arms: Sequence[tuple[str, str]]) -> list[OnlineCounts]:
+        """Every worker's online counts of each ``(version, arm)`` (:mod:`schemas.online`),
+        in one pipeline: what the canary's test reads."""
+
+        async def attempt() -> list[OnlineCounts]:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for version, arm in arms:
+                        pipe.hgetall(online_key(self._prefix, version, arm))
+                    results: list[dict[bytes, bytes]] = await pipe.execute()
+            except TRANSIENT_ERRORS as exc:
+                raise TransientError(f"redis read failed: {exc}") from exc
+            return [decode_counts(fields) for fields in results]
 
         return await self._retry.call_async(attempt)
 

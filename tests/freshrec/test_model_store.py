@@ -221,3 +221,30 @@ def test_prune_spares_the_current_version_and_those_named_within_the_hour(
     store.set_current(a.version_id, move="rollback")
     assert store.prune(keep=1) == [old.version_id, c.version_id]
     assert store.versions() == sorted([a.version_id, b.version_id, d.version_id])
+
+
+def test_a_canary_starts_promotes_and_aborts_as_moves_and_is_never_pruned(
+    store_root: str,
+) -> None:
+    store = ModelStore(store_root)
+    old, a, b, c = (_version() for _ in range(4))
+    for v in (old, a, b, c):
+        save_version(store, v)
+    with pytest.raises(ModelStoreError, match="no current version"):
+        store.start_canary(b.version_id, 0.2)
+    store.set_current(a.version_id)
+    started = store.start_canary(b.version_id, 0.2, by="ops")
+    assert (started.version, started.canary, started.fraction) == (a.version_id, b.version_id, 0.2)
+    assert (started.move, started.generation) == ("canary", 2)
+    assert store.pointer() == started
+    assert b.version_id in store.pointer().named_since(10**15)
+    assert old.version_id in store.prune(keep=1) and b.version_id in store.versions()
+    aborted = store.end_canary(promote=False)
+    assert (aborted.version, aborted.canary, aborted.move) == (a.version_id, None, "abort")
+    with pytest.raises(ModelStoreError, match="no canary"):
+        store.end_canary(promote=True)
+    store.start_canary(c.version_id, 0.5)
+    promoted = store.end_canary(promote=True)
+    assert (promoted.version, promoted.canary, promoted.generation) == (c.version_id, None, 5)
+    with pytest.raises(PointerMoved):
+        store.start_canary(b.version_id, 0.1, expect=4)

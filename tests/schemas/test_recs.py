@@ -418,3 +418,23 @@ def test_tokens_written_before_generations_still_parse_and_are_replaced() -> Non
     assert order_model_version(legacy) == "20261207T020000000000Z-bbbb"
     assert order_token(BASE, "20261101T010000000000Z-aaaa", 0) > legacy
     assert order_token(BASE, "v", 0) > f"{BASE:015d}|"  # a list made without a model
+
+
+def test_a_canarys_compact_list_says_so_and_older_lists_read_as_current() -> None:
+    """Issue 24, item 4: lists carry the arm that made them (a header flag in the compact
+    format, a key in JSON); lists written before canaries have neither."""
+    table = ItemTable("v2", ["a", "b", "c"])
+    items = np.array([[2, 0]])
+    scores = np.array([[0.5, 0.25]], dtype=np.float32)
+    none = np.full_like(items, -1)
+    rows = np.array([True])
+    (canary,) = table.encode(items, scores, none, rows, [1], 2, variant="canary")
+    (plain,) = table.encode(items, scores, none, rows, [1], 2)
+    assert canary is not None and plain is not None
+    assert decode(canary, ["a", "b", "c"], "u").variant == "canary"
+    assert decode(plain, ["a", "b", "c"], "u").variant == "current"
+    assert parse_compact(canary, ["a", "b", "c"])["variant"] == "canary"
+    old_json = orjson.loads(stored([("a", 1.0, None)]))
+    del old_json["variant"]
+    assert decode(orjson.dumps(old_json)).variant == "current"
+    assert parse_head(orjson.dumps(old_json), 1)["items"] == [{"item": "a", "score": 1.0}]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from models.canary import in_canary
 from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, WeightingConfig, user_confidences
@@ -19,6 +20,8 @@ class _Follower:
     def __init__(self, recommender: Recommender | None) -> None:
         self.recommender = recommender
         self.generation = 7
+        self.canary: Recommender | None = None
+        self.fraction = 0.0
 
 
 def _recommender(n_items: int) -> Recommender:
@@ -153,3 +156,35 @@ def test_each_state_records_the_top_of_its_new_list_for_the_online_metrics() -> 
     plain = [_state(names[1])]
     ListBuilder(5, _Follower(rec), Popularity()).build(["a"], plain, 999)  # type: ignore[arg-type]
     assert plain[0].shown is None, "shown_top 0: the online metrics are off"
+
+
+def test_a_canary_ranks_its_users_with_the_candidate_and_marks_their_lists() -> None:
+    """Issue 24, item 4: the stable hash puts a user in the canary; their list comes from
+    the candidate's model and says ``variant: canary``; everyone else's from the current."""
+    rec = _recommender(12)
+    candidate = Recommender(
+        "20260202T000000000000Z-cafe",
+        rec.item_ids,
+        rec.foldin.item_factors[::-1].copy(),
+        0.1,
+        2.0,
+        popular_items=list(rec.item_ids.ids),
+        popular_scores=[1.0] * 12,
+    )
+    follower = _Follower(rec)
+    follower.canary, follower.fraction = candidate, 0.5
+    names = rec.item_ids.ids
+    users = [f"user-{n}" for n in range(200)]
+    states = [_state(names[n % 12]) for n in range(200)]
+    builder = ListBuilder(5, follower, Popularity(), shown_top=3)  # type: ignore[arg-type]
+    built = builder.build(users, states, 999)
+    assert [x.user for x in built] == users
+    arms = [in_canary(u, candidate.version_id, 0.5) for u in users]
+    assert 70 < sum(arms) < 130
+    for x, state, arm in zip(built, states, arms, strict=True):
+        model = candidate if arm else rec
+        got = decode(x.data, model.item_ids.ids, x.user)
+        assert compact_version(x.data) == model.version_id == got.model_version
+        assert got.variant == ("canary" if arm else "current")
+        assert state.shown is not None and state.shown.arm == got.variant
+        assert state.shown.version == model.version_id
