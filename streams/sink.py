@@ -35,9 +35,12 @@ node with fewer replicas than n (a replica promoted after its primary died) is
 held to those it has, and each batch waits the whole timeout there until a
 replica is back.
 
-The batch's online counts (:mod:`schemas.online`) ride in the same pipeline,
-one ``HINCRBY`` per field; unlike the lists they are not idempotent, and a
-pipeline resent adds them again (the contract says why that is acceptable).
+The batch's online counts (:mod:`schemas.online`) and dead letters by reason
+(:mod:`schemas.dead_letters`) ride in the same pipeline, one ``HINCRBY`` per
+field. Unlike the lists they are not idempotent: a resend after ``NOSCRIPT``
+(the server ran the rest of the pipeline) leaves them out, while one after a
+dropped connection, which may or may not have run them, sends them again (the
+contracts say why an occasional double count is acceptable).
 
 Before the lists of a model version, the version's item table
 (``P items:<version>`` in :mod:`schemas.recs`), which its compact lists index
@@ -146,6 +149,9 @@ class RedisSink:
             return 0
         payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
+        #: The counts still to send: a pipeline that ran (a NOSCRIPT answer too: the
+        #: server runs every command of a pipeline) added them, and a resend must not.
+        pending = counts
 
         async def attempt() -> int:
             try:
@@ -161,23 +167,27 @@ class RedisSink:
                         # its slot map catches up: again, under the worker's policy.
                         await self._client.script_load(_COMPARE_AND_SET)
                         raise TransientError(f"redis lacked the list script ({exc})") from exc
-                waited = results[len(payload) + len(deletes) + len(counts) :]
+                waited = results[len(payload) + len(deletes) + sent :]
                 for node, reached in zip(targets, waited, strict=True):
                     await self._check_replicas(node, int(reached))
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return sum(int(r) for r in results[: len(payload)])
 
+        sent = 0
+
         async def send() -> tuple[list[int], list[ClusterNode | None]]:
-            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in counts]
+            nonlocal pending, sent
+            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in pending]
             targets = await self._wait_targets(keys)
+            sent = len(pending)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
                 for key in deletes:  # one key per command: a cluster has them on several nodes
                     command("DEL", key)
-                for key, name, amount in counts:
+                for key, name, amount in pending:
                     if isinstance(amount, float):
                         command("HINCRBYFLOAT", key, name, amount)
                     elif name == "k":  # the top k in force, not a total
@@ -189,7 +199,12 @@ class RedisSink:
                         command("WAIT", self._wait_replicas, self._wait_ms)
                     else:
                         command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
-                results: list[int] = await pipe.execute()
+                try:
+                    results: list[int] = await pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    pending = []  # the server ran the pipeline, counts included
+                    raise
+                pending = []
                 return results, targets
 
         return await self._retry.call_async(attempt)
