@@ -89,6 +89,8 @@ class ListBuilder:
         self._popularity = popularity
         #: The list encoders of the model versions in use (the current one, a canary).
         self._tables: dict[str, ItemTable] = {}
+        #: Their item ids as numpy object arrays, for :meth:`_note_shown`.
+        self._names: dict[str, np.ndarray] = {}
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
@@ -163,7 +165,7 @@ class ListBuilder:
         )
         fallback = np.flatnonzero(~personal).tolist()
         top = self._shown_top
-        chosen = ranking.items[:, :top].tolist() if top else []
+        chosen = ranking.items[:, :top]
         if fallback:  # no usable history: the model's popular list, one encode for them all
             items = np.full((len(users), self._n), -1, dtype=np.int64)
             scores = np.zeros((len(users), self._n), dtype=np.float32)
@@ -178,22 +180,38 @@ class ListBuilder:
                 items, scores, because, ~personal, stamps, written_at, "popular", variant
             )
             data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
-            if top:
-                for row, popular_row in zip(fallback, items[fallback, :top].tolist(), strict=True):
-                    chosen[row] = popular_row
+            chosen = np.where(personal[:, None], chosen, items[:, : chosen.shape[1]])
         version = recommender.version_id
         generation = self._follower.generation
         if top:
-            names = recommender.item_ids.ids
-            for state, indices in zip(states, chosen, strict=True):
-                shown = tuple(names[i] for i in indices if i >= 0)
-                state.shown = ShownList(generation, version, variant, shown)
+            self._note_shown(recommender, variant, states, chosen)
         # every row is personal or a fallback, so every one has its list
         return [
             UserList(user, order_token(stamp, version, generation), body)
             for user, stamp, body in zip(users, stamps, data, strict=True)
             if body is not None
         ]
+
+    def _note_shown(
+        self,
+        recommender: Recommender,
+        variant: Variant,
+        states: Sequence[UserState],
+        chosen: np.ndarray,
+    ) -> None:
+        """Each state's ``shown``: the ids of its row of ``chosen`` (item indices, -1 for
+        an unfilled slot, which only trails), by one numpy take over the batch."""
+        names = self._names.get(recommender.version_id)
+        if names is None:
+            names = np.asarray(recommender.item_ids.ids, dtype=object)
+            self._names = {recommender.version_id: names} | {
+                v: n for v, n in self._names.items() if v in self._tables
+            }
+        picked = names[np.maximum(chosen, 0)].tolist()
+        filled = (chosen >= 0).sum(axis=1).tolist()
+        generation, version = self._follower.generation, recommender.version_id
+        for state, ids, n in zip(states, picked, filled, strict=True):
+            state.shown = ShownList(generation, version, variant, tuple(ids[:n]))
 
     def _popular(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
