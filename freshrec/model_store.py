@@ -43,6 +43,11 @@ between another's read and write is not detected (the retrain lock still
 keeps two retrains apart). A ``CURRENT`` that holds only a version id (written
 by freshrec before generations) reads as generation 0.
 
+The pointer may also name a canary: a second version serving a fraction of
+the users (:meth:`ModelStore.start_canary`), until it is promoted or aborted
+(:meth:`ModelStore.end_canary`); each is a move like a publish. Pruning spares
+the canary too.
+
 Versions are never modified once complete, which is what lets a worker cache
 one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
 ``gcsfs``, ...) must be installed for anything but local paths and
