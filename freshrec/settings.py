@@ -247,6 +247,43 @@ class Settings:
         ),
     )
 
+    # --- Canary releases (issue 24) -------------------------------------------
+    canary_alpha: float = field(
+        default=0.05,
+        metadata=_doc(
+            "Error rate of the canary's sequential test (mixture SPRT, models/sequential.py): "
+            "the chance, however often it is looked at, that it declares a difference "
+            "between two equally good models.",
+            min=0.001,
+            max=0.5,
+        ),
+    )
+    canary_tau: float = field(
+        default=0.005,
+        metadata=_doc(
+            "Size of the difference in hit rate @10 the canary's test is tuned to find "
+            "(its mixture's standard deviation): 0.005 is a 10% change of a 5% hit rate.",
+            min=0.0001,
+            max=0.5,
+        ),
+    )
+    canary_min_events: int = field(
+        default=1000,
+        metadata=_doc(
+            "Events each arm of a canary must have before its test decides anything (the "
+            "normal approximation is poor below).",
+            min=1,
+        ),
+    )
+    canary_auto_abort: bool = field(
+        default=True,
+        metadata=_doc(
+            "Whether a worker aborts a canary whose candidate its test finds significantly "
+            "worse than the current model (every list returns to the current version); the "
+            "worker then needs write access to FRESHREC_MODEL_STORE."
+        ),
+    )
+
     # --- Retrain job ----------------------------------------------------------
     spark_master: str = field(
         default="local[*]",
@@ -327,6 +364,16 @@ class Settings:
             "How often the worker checks whether the current model moved, and whether "
             "Redis lost its data (then it writes every list it holds again).",
             min=0.1,
+        ),
+    )
+    online_top_k: int = field(
+        default=20,
+        metadata=_doc(
+            "Items of the list last written for a user that the worker keeps in the user's "
+            "state, to count a watch or rating of one of them as a hit (top 10 and top k, "
+            "per model version and arm: the online metrics); 0 turns the online metrics off.",
+            min=0,
+            max=1000,
         ),
     )
     worker_web_host: str = field(

@@ -9,7 +9,9 @@ tunes the configuration on a validation split of the training part (unless
 the model and of the popular baseline. ``train`` evaluates the same way to
 record the metrics, then trains on all the data and writes a model version to
 ``FRESHREC_MODEL_STORE``; with ``--publish`` it also moves the current-model
-pointer to it.
+pointer to it, unless the pointer moved while it trained (a rollback, say):
+then the version is saved, not published, and it exits with
+:data:`retrain.retrain_cli.EXIT_MOVED` (5).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
 from freshrec.argtypes import finite_float, non_negative_float, positive_int, synthetic_size
 from freshrec.errors import BadInputError, UsageError
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, mover
 from freshrec.settings import Settings
 from models.als import ALSConfig
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
@@ -34,6 +37,7 @@ from retrain.als_flags import add_als_flags, configs_from_flags
 from retrain.data import FORMATS, load_data
 from retrain.progress import StageProgress
 from retrain.publish import train_and_publish
+from retrain.retrain_cli import EXIT_MOVED
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,6 +215,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.model_store)
     store.check_writable()
+    # --publish moves the pointer only if nobody moved it while this trained
+    expect = store.pointer().generation
     data, snapshot = load_data(args)
     ev, weights, tuned = _holdout(args, data, settings)
     half_life = None if args.half_life_days is None else args.half_life_days * 86_400
@@ -226,8 +232,18 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         tuning=None if tuned is None else tuned.as_dict(),
         half_life_s=half_life,
         make_current=args.publish,
+        expect=expect,
+        by=f"{mover()} (freshrec train --publish)",
     )
     version_id = outcome.version.version_id
+    if outcome.moved is not None:
+        print(
+            f"freshrec train: not published: the current-model pointer moved while this "
+            f"trained; it now names {outcome.moved.describe()}; {version_id} is saved, not "
+            f"current (`freshrec models rollback {version_id}` publishes it)",
+            file=sys.stderr,
+        )
+        return EXIT_MOVED
     where = os.path.join(settings.model_store, "versions", version_id)
     state = "published" if args.publish else "saved (not published)"
     if tuned is not None:

@@ -23,6 +23,12 @@ Format 3, compact JSON (orjson), keys::
     x  seen items: sorted unique ids of items the user interacted with that are
        no longer in ``h`` because the history cap dropped them
     f  forgotten_at: epoch ms of the user's last forget, 0 for never
+    l  optional: the top of the list the worker last wrote for the user
+       (:class:`ShownList`), for the online metrics; an array whose first
+       element is the field's own format, ``[1, generation, version, arm,
+       [item ids]]``. A record without it, or with a format of it this code
+       does not know, reads as no list shown: the field is versioned on its
+       own, so that it and the record's format change independently.
 
 By column rather than by row: the retrain job reads every user's record, a
 million rows and more per run, and parsing five lists per record instead of a
@@ -74,6 +80,51 @@ class Interaction(NamedTuple):
         return cls(event.item_id, "rate", event.rating, None, event.ts)
 
 
+#: The format of the ``l`` field (:class:`ShownList`) that :func:`encode` writes.
+SHOWN_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShownList:
+    """The top of the list the worker last wrote for a user: what the user's next watch
+    or rating is compared with (the online metrics, :mod:`streams.online`)."""
+
+    generation: int
+    """The model pointer's generation the list was made under: an event counts for
+    ``version`` only while the pointer has not moved since (after a move the worker
+    rewrote the list with another model, without touching the state)."""
+    version: str
+    arm: str
+    """The user's arm: ``current`` (or ``canary``, the candidate of a canary release)."""
+    items: tuple[str, ...]
+    """The list's first item ids, best first (``FRESHREC_ONLINE_TOP_K`` of them)."""
+
+    def rank(self, item: str) -> int | None:
+        """``item``'s 1-based place in the list, None when it is not in it."""
+        try:
+            return self.items.index(item) + 1
+        except ValueError:
+            return None
+
+
+def _shown_field(shown: ShownList | None) -> dict[str, Any]:
+    """The record's ``l`` key, or nothing when no list was shown."""
+    if shown is None:
+        return {}
+    return {"l": [SHOWN_FORMAT, shown.generation, shown.version, shown.arm, shown.items]}
+
+
+def _decode_shown(value: Any) -> ShownList | None:
+    """The ``l`` field; None when absent or of a format this code does not read."""
+    if type(value) is not list or not value or value[0] != SHOWN_FORMAT:
+        return None
+    try:
+        _, generation, version, arm, items = value
+        return ShownList(int(generation), str(version), str(arm), tuple(map(str, items)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable user state: bad shown list ({exc!r})") from exc
+
+
 @dataclass(slots=True)
 class UserState:
     """One user's state: newest interactions and newest event ids (both oldest first),
@@ -93,6 +144,8 @@ class UserState:
     before it is dropped, in whatever order it arrives. A state with an empty history
     and ``forgotten_at`` set is a forget marker: no user, as far as lists and the
     retrain snapshot go."""
+    shown: ShownList | None = None
+    """The top of the list last written for the user (None before one, after a forget)."""
 
     @property
     def newest_ts(self) -> int:
@@ -114,7 +167,11 @@ class UserState:
         memory and hand a batch copies it may throw away if the batch fails.
         """
         return UserState(
-            list(self.history), list(self.event_ids), list(self.seen_items), self.forgotten_at
+            list(self.history),
+            list(self.event_ids),
+            list(self.seen_items),
+            self.forgotten_at,
+            self.shown,
         )
 
     def forget(self, ts: int) -> None:
@@ -129,6 +186,7 @@ class UserState:
         if ts <= self.forgotten_at:
             return
         self.forgotten_at = ts
+        self.shown = None
         cutoff = self.forgotten_at
         self.history = [i for i in self.history if i.ts > cutoff]
         self.seen_items = []
@@ -229,6 +287,7 @@ def encode(state: UserState) -> bytes:
             "x": state.seen_items,
             "f": state.forgotten_at,
         }
+        | _shown_field(state.shown)
     )
 
 
@@ -253,7 +312,7 @@ def decode(raw: bytes) -> UserState:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"unreadable user state: bad history ({exc!r})") from exc
-    return UserState(history, event_ids, seen_items, forgotten_at)
+    return UserState(history, event_ids, seen_items, forgotten_at, _decode_shown(doc.get("l")))
 
 
 def history_columns(raw: bytes) -> HistoryColumns:

@@ -34,6 +34,7 @@ from serving.health import handle_healthz, handle_readyz
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
+from serving.ops import handle_ops_data, handle_ops_page
 from serving.page import handle_page
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
@@ -59,6 +60,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
+    app.router.add_get("/ops", handle_ops_page)
+    app.router.add_get("/ops.json", handle_ops_data)
     return app
 
 

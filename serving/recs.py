@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source, envelope, parse_compact, parse_head
+from schemas.recs import Source, envelope, parse_compact, parse_head, variant_of
 from serving.catalog import Catalog
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
@@ -174,9 +174,11 @@ def render(
             source = _SOURCES[doc["source"]]
         if source == "popular":
             _popularity_as_share(picked, float(top))
+        variant = variant_of(doc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
         raise CorruptList(str(exc)) from exc
-    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked)), source
+    body = envelope(user, source, version, updated_at, written_at, picked, variant)
+    return orjson.dumps(body), source
 
 
 def _popularity_as_share(entries: list[dict[str, Any]], top: float) -> None:

@@ -53,6 +53,7 @@ async def test_personal_list_is_served_cut_to_k(
         "model_version": "20260101T000000-ab",
         "updated_at": 1_700_000_123_456,
         "written_at": stored.written_at,
+        "variant": "current",
         "items": [
             {"item": "i0", "score": 150.0},
             {"item": "i1", "score": 149.0},
@@ -158,6 +159,7 @@ async def test_no_list_at_all_is_an_empty_popular_answer_not_an_error(
         "model_version": None,
         "updated_at": None,
         "written_at": None,
+        "variant": "current",
         "items": [],
     }
 
