@@ -49,6 +49,13 @@ class Settings:
     topic_watch: str = field(default="watch", metadata=_doc("Topic of `watch` events."))
     topic_rate: str = field(default="rate", metadata=_doc("Topic of `rate` events."))
     topic_forget: str = field(default="forget", metadata=_doc("Topic of `forget` events."))
+    topic_items: str = field(
+        default="items",
+        metadata=_doc(
+            "Compacted topic of item records (title, tags, availability), keyed by item id; "
+            "the item table in Redis is built from it."
+        ),
+    )
     topic_dead_letter: str = field(
         default="freshrec-dead-letter",
         metadata=_doc("Topic that receives invalid events with the reason and original bytes."),

@@ -27,7 +27,7 @@ from serving import catalog
 from serving.auth import bearer_middleware
 from serving.context import API, ApiContext
 from serving.errors import retry_after_s
-from serving.events import handle_events, producer_lifetime
+from serving.events import handle_events, handle_items, producer_lifetime
 from serving.health import handle_healthz, handle_readyz
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(producer_lifetime)
     app.router.add_get("/recs/{user}", handle_recs)
     app.router.add_post("/events", handle_events)
+    app.router.add_post("/items", handle_items)
     app.router.add_get("/", handle_page)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -61,7 +62,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _redis_lifetime(app: web.Application) -> AsyncIterator[None]:
     api = app[API]
     client = make_redis(api.settings)
-    api.store_or_none = RecsStore(client, api.settings, read_deadline_s(api.settings))
+    api.store_or_none = RecsStore(client, api.settings, read_deadline_s(api.settings), api.catalog)
     try:
         yield
     finally:

@@ -1,4 +1,10 @@
-"""An optional item catalog (id, title, tags), so people see titles where the lists hold ids.
+"""The item catalog (id, title, tags), so people see titles where the lists hold ids, and
+tag filters know each item's tags.
+
+The catalog is the item table in Redis (:mod:`schemas.items`), which the
+store reads (:class:`serving.store.RecsStore`); a file given at start is read
+under it, for a catalog not yet published (``freshrec catalog publish FILE``
+publishes one).
 
 Loaded once at start from ``FRESHREC_API_CATALOG`` (``freshrec api --catalog``)
 in one of three formats, told apart by the file's name:
@@ -53,10 +59,11 @@ MOVIELENS_GENRES = (
 
 @dataclass(frozen=True)
 class Entry:
-    """One item's title and tags."""
+    """One item's title, tags and availability (a file says nothing of the last: available)."""
 
     title: str
     tags: tuple[str, ...] = ()
+    available: bool = True
 
 
 @dataclass(frozen=True)

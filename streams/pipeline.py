@@ -42,6 +42,7 @@ from freshrec.settings import Settings
 from schemas.state import UserState
 from schemas.wire import event_types
 from streams.batch import Inbound, Message, StepResult, failure_rejection, step
+from streams.catalog import TakedownReader
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
@@ -82,8 +83,11 @@ class BatchProcessor:
         follower: ModelFollower,
         metrics: WorkerMetrics,
         ownership: Ownership,
+        takedown: TakedownReader | None = None,
     ) -> None:
         self._settings = settings
+        #: The items taken down, read with every batch (None: no catalog, as in unit tests).
+        self._takedown = takedown
         self._ownership = ownership
         self._kinds = event_types(settings)
         self._state = state
@@ -141,7 +145,11 @@ class BatchProcessor:
             }
             letters = [d for d in result.dead_letters if d.partition not in fenced]
             with self._metrics.durable_write_seconds.time():
-                await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
+                await asyncio.gather(
+                    self._state.persist(writes),
+                    self._dead_letters.send(letters),
+                    self._read_takedown(),
+                )
             keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
@@ -261,4 +269,11 @@ class BatchProcessor:
 
     async def _rewrite(self, users: Sequence[str], states: Sequence[UserState]) -> None:
         """A refresh's chunk: build and write the lists of ``users``."""
+        await self._read_takedown()
         await self._send(self._build(users, states))
+
+    async def _read_takedown(self) -> None:
+        """The items taken down, for the lists built next: read while the batch's state is
+        on its way to the broker, so it costs the batch no time of its own."""
+        if self._takedown is not None:
+            self._lists.unavailable = await self._takedown.read()
