@@ -66,5 +66,6 @@ async def _redis_lifetime(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        api.store_or_none = None
+        store, api.store_or_none = api.store_or_none, None
+        await store.close()
         await client.aclose()

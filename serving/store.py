@@ -35,7 +35,9 @@ once per :data:`CATALOG_RELOAD_S`), which the tag filters and ``fields=`` use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError, ResponseError
@@ -166,9 +168,10 @@ class RecsStore:
         """Read the item table again in the background, at most once per CATALOG_RELOAD_S."""
         if self._catalog_loading is not None:
             return
-        loop = asyncio.get_running_loop()
-        wait = self._catalog_loaded_at + CATALOG_RELOAD_S - loop.time()
-        self._catalog_loading = loop.create_task(self._load_catalog(max(0.0, wait)))
+        wait = self._catalog_loaded_at + CATALOG_RELOAD_S - time.monotonic()
+        self._catalog_loading = asyncio.get_running_loop().create_task(
+            self._load_catalog(max(0.0, wait))
+        )
 
     async def _load_catalog(self, wait_s: float) -> None:
         try:
@@ -191,11 +194,18 @@ class RecsStore:
             self._catalog_revision = revision
         except _READ_ERRORS as exc:
             log.warning("the item table could not be read (%r); trying again later", exc)
-        finally:
-            self._catalog_loaded_at = asyncio.get_running_loop().time()
-            self._catalog_loading = None
-            if self._takedown.revision != self._catalog_revision:
-                self._reload_catalog()
+        self._catalog_loaded_at = time.monotonic()
+        self._catalog_loading = None
+        if self._takedown.revision != self._catalog_revision:
+            self._reload_catalog()
+
+    async def close(self) -> None:
+        """Stop a read of the item table in flight (the app is shutting down)."""
+        loading, self._catalog_loading = self._catalog_loading, None
+        if loading is not None:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
 
     async def popular(self, *, fresh: bool = False) -> bytes | None:
         """The ``data`` field of the popular list, from memory when it is recent enough."""

@@ -166,7 +166,7 @@ class TakedownReader:
         """Read the takedown value again; a garbled one keeps the last set (and is logged by
         the caller's retry as a fault only when Redis cannot be reached)."""
         try:
-            raw: bytes | None = await self._client.hget(self._key, DATA_FIELD)  # type: ignore[misc]
+            raw: bytes | None = await self._client.hget(self._key, DATA_FIELD)  # type: ignore[assignment]
         except TRANSIENT_ERRORS as exc:
             raise TransientError(f"redis takedown read failed: {exc}") from exc
         try:
