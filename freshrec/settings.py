@@ -226,6 +226,14 @@ class Settings:
             min=1,
         ),
     )
+    similar_length: int = field(
+        default=50,
+        metadata=_doc(
+            "Neighbours stored per item and model version for `GET /similar` and `POST /recs` "
+            "(computed when a version is published); about 5 bytes each in Redis.",
+            min=1,
+        ),
+    )
     model_store: str = field(
         default="./var/models",
         metadata=_doc(
