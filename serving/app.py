@@ -35,6 +35,7 @@ from serving.openapi import handle_openapi
 from serving.page import handle_page
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
+from serving.similar import handle_session, handle_similar
 from serving.store import RecsStore
 
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifetime)
     app.cleanup_ctx.append(producer_lifetime)
     app.router.add_get("/recs/{user}", handle_recs)
+    app.router.add_post("/recs", handle_session)
+    app.router.add_get("/similar/{item}", handle_similar)
     app.router.add_post("/events", handle_events)
     app.router.add_post("/items", handle_items)
     app.router.add_get("/", handle_page)

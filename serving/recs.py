@@ -165,7 +165,7 @@ async def fill(store: RecsStore, doc: dict[str, Any], asked: Asked, down: frozen
     added item marked ``"source": "popular"`` and counted in ``filled`` (docs/api.md)."""
     have = {e["item"] for e in doc["items"]}
     more = Asked(asked.k, asked.exclude | have, asked.tags)
-    extra = (await popular_doc(store, doc["user"], more, down))["items"]
+    extra = (await popular_doc(store, doc.get("user"), more, down))["items"]
     extra = extra[: asked.k - len(doc["items"])]
     for entry in extra:
         entry["source"] = "popular"

@@ -56,9 +56,11 @@ from schemas.items import (
 from schemas.recs import (
     DATA_FIELD,
     compact_version,
+    decode,
     decode_items,
     items_key,
     popular_key,
+    similar_key,
     user_key,
 )
 from serving.catalog import Catalog, Entry
@@ -110,6 +112,7 @@ class RecsStore:
         self._catalog_revision = -1
         self._catalog_loading: asyncio.Task[None] | None = None
         self._catalog_loaded_at = float("-inf")
+        self._version_of: tuple[bytes | None, str | None] = (None, None)
         self.popular_cache_s = settings.api_popular_cache_s
         self._popular: bytes | None = None
         self._popular_expires = float("-inf")
@@ -121,6 +124,32 @@ class RecsStore:
         """The ``data`` field of the user's list (None when the user has none), and the
         items taken down, read in the same round trip."""
         return await self._read(user_key(self.prefix, user))
+
+    async def similar_list(self, version: str, item: str) -> tuple[bytes | None, frozenset[str]]:
+        """The item's similar list under a model version (None when it has none), and the
+        items taken down, read in the same round trip."""
+        return await self._read(similar_key(self.prefix, version), item)
+
+    async def similar_lists(
+        self, version: str, items: Sequence[str]
+    ) -> tuple[list[bytes | None], frozenset[str]]:
+        """:meth:`similar_list` of several items: their reads travel in one round trip."""
+        key = similar_key(self.prefix, version)
+        read = await asyncio.gather(*(self._read(key, item) for item in items))
+        return [data for data, _ in read], read[-1][1] if read else self._takedown.unavailable
+
+    async def model_version(self) -> str | None:
+        """The model version the workers serve: the popular list's, which the worker that
+        adopts a version writes (read with it, and kept in memory as long)."""
+        data = await self.popular()
+        seen, version = self._version_of
+        if data is not seen:
+            try:
+                version = None if data is None else decode(data).model_version
+            except ValueError:
+                version = None
+            self._version_of = (data, version)
+        return version
 
     async def _read(
         self, key: str, field: str | None = None

@@ -45,7 +45,9 @@ def test_lists_are_written_before_the_pointer_moves_and_pruned_with_their_versio
 
     first = publish()
     assert pointed_at_write == [None]  # written before the pointer named the version
-    names = decode_items(redis_client.get(items_key(prefix, first)))
+    table = redis_client.get(items_key(prefix, first))
+    assert table is not None
+    names = decode_items(table)
     stored = redis_client.hgetall(similar_key(prefix, first))
     assert len(stored) == 40
     ids, _ = similar_items(load_version(store, first).item_factors, 5)
