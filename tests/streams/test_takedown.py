@@ -1,9 +1,10 @@
 """Takedown in a second, end to end: a real broker, worker, redis-server and two API processes.
 
 2,000 users hold item X in their stored lists; X is published unavailable; the
-test asks both API processes for every user's list (and the popular fallback)
-over and over, noting when each request was sent, and measures when the last
-answer holding X was sent. Lists the worker writes afterwards never hold X;
+test asks both API processes for every user's list (and the popular fallback),
+the similar items of X's neighbours and their session lists, over and over,
+noting when each request was sent, and measures when the last answer holding X
+was sent. Lists the worker writes afterwards never hold X;
 published available again, X comes back.
 """
 
@@ -19,8 +20,11 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
+from models.version import load_version
+from retrain.similar_lists import write_similar_lists
 from schemas.items import ItemRecord
 from schemas.recs import DATA_FIELD, ORDER_FIELD, ItemTable, items_key, order_token, user_key
 from streams.publisher import Publisher
@@ -52,6 +56,12 @@ def test_a_taken_down_item_leaves_every_answer_of_every_api_process_within_a_sec
     settings = worker_settings
     data = synthetic()
     version = publish_model(settings, data)
+    write_similar_lists(
+        redis_client,
+        settings.key_prefix,
+        load_version(ModelStore(settings.model_store), version),
+        20,
+    )
     worker = start_worker()
     names = list(data.log.items.ids)
 
@@ -102,19 +112,30 @@ def test_a_taken_down_item_leaves_every_answer_of_every_api_process_within_a_sec
         api_process(second, tmp_path / "api-2.log") as two,
     ):
         bases = [one, two]
+        near = [n for n in names if x in ids_of(get_json(f"{one}/similar/{n}?k=10")[1])][:20]
+        assert near, "X is nobody's neighbour: the similar endpoints would prove nothing"
+        asks = [
+            *(("GET", f"/recs/{u}?k=10", None) for u in [*users, "nobody"]),
+            *(("GET", f"/similar/{n}?k=10", None) for n in near),
+            *(("POST", "/recs?k=10", {"items": [n]}) for n in near),
+        ]
         assert all(x in ids_of(get_json(f"{b}/recs/u0?k=5")[1]) for b in bases)
 
-        published_at, sent = asyncio.run(
-            sweep_around(bases, [*users, "nobody"], x, lambda: take_down(settings, x))
-        )
+        # A site back-end's publisher is long-lived: made and connected before the clock starts.
+        with Publisher(settings) as publisher:
+            publisher.publish(ItemRecord("warm-up", int(time.time() * 1000)))
+            published_at, sent = asyncio.run(
+                sweep_around(bases, asks, x, lambda: take_down(publisher, x))
+            )
         dirty = [at for at, has_x in sent if has_x]
         assert dirty, "no answer held X before the takedown: the test proves nothing"
         last_dirty_s = max(dirty) - published_at
         late = [at - published_at for at in dirty if at - published_at > TAKEDOWN_S]
         print(f"last answer holding X sent {last_dirty_s * 1000:.0f} ms after the publish began")
+        print(f"(the publish was acknowledged after {(ACKED[-1] - published_at) * 1000:.0f} ms)")
         assert not late, f"{len(late)} answers held X more than {TAKEDOWN_S}s after: {late[:5]}"
         after = sum(1 for at, _ in sent if at - published_at > TAKEDOWN_S)
-        assert after >= 2 * (USERS + 1), after  # every user asked of both processes after 1 s
+        assert after >= 2 * len(asks), after  # every question asked of both processes after 1 s
 
         # Lists the worker writes from now on never hold X.
         more = [
@@ -147,13 +168,20 @@ def ids_of(body: dict[str, Any]) -> list[str]:
     return [i["item"] for i in body["items"]]
 
 
-def take_down(settings: Settings, item: str) -> None:
-    with Publisher(settings) as publisher:
-        publisher.publish(ItemRecord(item, int(time.time() * 1000), available=False))
+def take_down(publisher: Publisher, item: str) -> None:
+    publisher.publish(ItemRecord(item, int(time.time() * 1000), available=False))
+    ACKED.append(time.monotonic())
+
+
+#: When the takedown's publish was acknowledged (for the report).
+ACKED: list[float] = []
 
 
 async def sweep_around(
-    bases: list[str], users: list[str], x: str, publish_takedown: Callable[[], None]
+    bases: list[str],
+    asks: list[tuple[str, str, Any]],
+    x: str,
+    publish_takedown: Callable[[], None],
 ) -> tuple[float, list[tuple[float, bool]]]:
     """Ask every base for every user's list again and again; a short while into it, publish
     the takedown (in a thread). Ends with a whole sweep begun more than TAKEDOWN_S after the
@@ -163,13 +191,13 @@ async def sweep_around(
     connector = aiohttp.TCPConnector(limit=ASKERS)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def asker(queue: list[tuple[str, str]]) -> None:
+        async def asker(queue: list[tuple[str, tuple[str, str, Any]]]) -> None:
             # Each asker sends its next request when the last one is answered, so the time
             # noted before it is when it went out (not when it was queued).
             while queue:
-                base, user = queue.pop()
+                base, (method, path, body) = queue.pop()
                 at = time.monotonic()
-                async with session.get(f"{base}/recs/{user}?k=10") as answer:
+                async with session.request(method, base + path, json=body) as answer:
                     body = await answer.json()
                 assert answer.status == 200, body
                 out.append((at, x in ids_of(body)))
@@ -183,7 +211,7 @@ async def sweep_around(
         publishing = asyncio.create_task(publish_soon())
         while True:
             began = time.monotonic()
-            queue = [(b, u) for u in reversed(users) for b in bases]
+            queue = [(b, a) for a in reversed(asks) for b in bases]
             await asyncio.gather(*(asker(queue) for _ in range(ASKERS)))
             if publishing.done() and began - publishing.result() > TAKEDOWN_S:
                 return publishing.result(), out
