@@ -35,10 +35,12 @@ def checked_in_document() -> dict[str, Any]:
 def load_document(settings: Settings) -> dict[str, Any]:
     """The document for these settings: their ``k`` bounds, and no security when no token is set."""
     doc = copy.deepcopy(checked_in_document())
-    for param in doc["paths"]["/recs/{user}"]["get"]["parameters"]:
-        if param["name"] == "k":
-            param["schema"]["maximum"] = settings.api_max_k
-            param["schema"]["default"] = settings.api_default_k
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for param in operation.get("parameters", ()):
+                if param["name"] == "k":
+                    param["schema"]["maximum"] = settings.api_max_k
+                    param["schema"]["default"] = settings.api_default_k
     if not settings.api_token:
         doc["security"] = []
         del doc["components"]["securitySchemes"]
@@ -60,9 +62,11 @@ async def handle_openapi(request: web.Request) -> web.Response:
 def event_component(event_type: str) -> dict[str, Any]:
     """The event contract's JSON Schema file as an OpenAPI 3.0 schema object.
 
-    OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, and
-    the draft's ``$schema``/``$id`` have no place in it; nothing else changes.
-    A test holds the checked-in document's event schemas equal to this.
+    OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, has no
+    ``propertyNames`` (the item record's attribute names: their rule goes into
+    the description, the validator still holds them to it), and the draft's
+    ``$schema``/``$id`` have no place in it; nothing else changes. A test holds
+    the checked-in document's event and item record schemas equal to this.
     """
     from schemas.validator import load_schema
 
@@ -79,6 +83,12 @@ def event_component(event_type: str) -> dict[str, Any]:
         ):
             prop["minimum"] = prop.pop("exclusiveMinimum")
             prop["exclusiveMinimum"] = True
+        names = prop.pop("propertyNames", None)
+        if names is not None:
+            prop["description"] += (
+                f" Names: {names['minLength']}-{names['maxLength']} characters matching "
+                f"{names['pattern']}."
+            )
         props[name] = prop
     out["properties"] = props
     return out

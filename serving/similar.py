@@ -94,13 +94,13 @@ async def handle_session(request: web.Request) -> web.Response:
     asked = Asked(asked.k, asked.exclude | given, asked.tags, asked.fields)
     version = await store.model_version()
     down: frozenset[str] = frozenset()
+    order = sorted(given)
+    doc = None
     if version is not None:
-        order = sorted(given)
         lists, down = await store.similar_lists(version, order)
         doc = await _combined(store, version, order, lists, asked, down)
-        if doc is not None:
-            return _answer(await finish(store, doc, asked, down))
-    doc = await popular_doc(store, None, asked, down)
+    if doc is None:
+        doc = {"given": order, **await popular_doc(store, None, asked, down)}
     return _answer(await finish(store, doc, asked, down))
 
 
@@ -112,6 +112,9 @@ def _session_items(body: bytes, content_type: str) -> frozenset[str]:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_body", f"body is not valid JSON: {exc.msg}") from None
     items = doc.get("items") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and set(doc) - {"items"}:
+        extra = sorted(set(doc) - {"items"})[0]
+        raise ApiError(400, "bad_body", f"{extra[:40]!r} is not a field of a session; send items")
     if not isinstance(items, list) or not items or len(items) > MAX_SESSION_ITEMS:
         raise ApiError(
             400,
