@@ -18,7 +18,7 @@ import orjson
 from freshrec.settings import Settings
 from schemas.items import ItemRecord, decode_record, decode_takedown, items_hash_key, takedown_key
 from schemas.recs import DATA_FIELD
-from streams.dlq import read_dead_letters
+from streams.dlq import read_dead_letters, replay
 from streams.publisher import Publisher
 from tests.serving.conftest import live_api
 from tests.streams.worker import BASE_TS, WorkerProcess, send_raw
@@ -119,3 +119,8 @@ def test_items_by_file_publisher_and_http_reach_the_item_table(
     assert items["f1"].title == "First"  # the older record did not win
     takedown = decode_takedown(redis_client.hget(takedown_key(settings.key_prefix), DATA_FIELD))
     assert takedown.unavailable == frozenset()
+
+    # freshrec dlq replay republishes the record refused only for its key, keyed right.
+    report = replay(settings, lettered())
+    assert report.replayed == 1 and sum(report.still_invalid.values()) == 1
+    worker.wait_for(lambda: "f3" in table(redis_client, settings), 30, "f3 replayed")
