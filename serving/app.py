@@ -29,6 +29,7 @@ from serving.context import API, ApiContext
 from serving.errors import retry_after_s
 from serving.events import handle_events, handle_items, producer_lifetime
 from serving.health import handle_healthz, handle_readyz
+from serving.items import handle_items_list
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/similar/{item}", handle_similar)
     app.router.add_post("/events", handle_events)
     app.router.add_post("/items", handle_items)
+    app.router.add_get("/items", handle_items_list)
     app.router.add_get("/", handle_page)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

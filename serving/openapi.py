@@ -62,11 +62,10 @@ async def handle_openapi(request: web.Request) -> web.Response:
 def event_component(event_type: str) -> dict[str, Any]:
     """The event contract's JSON Schema file as an OpenAPI 3.0 schema object.
 
-    OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, has no
-    ``propertyNames`` (the item record's attribute names: their rule goes into
-    the description, the validator still holds them to it), and the draft's
-    ``$schema``/``$id`` have no place in it; nothing else changes. A test holds
-    the checked-in document's event and item record schemas equal to this.
+    OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, and
+    the draft's ``$schema``/``$id`` have no place in it; nothing else changes.
+    A test holds the checked-in document's event and item record schemas equal
+    to this.
     """
     from schemas.validator import load_schema
 
@@ -83,12 +82,6 @@ def event_component(event_type: str) -> dict[str, Any]:
         ):
             prop["minimum"] = prop.pop("exclusiveMinimum")
             prop["exclusiveMinimum"] = True
-        names = prop.pop("propertyNames", None)
-        if names is not None:
-            prop["description"] += (
-                f" Names: {names['minLength']}-{names['maxLength']} characters matching "
-                f"{names['pattern']}."
-            )
         props[name] = prop
     out["properties"] = props
     return out

@@ -75,20 +75,19 @@ QUERY_PARAMETERS = frozenset({"k", "exclude", "fields", "tags", "exclude_tags"})
 ITEM_FIELDS = ("title", "tags")
 
 
-def check_query(query: MultiMapping[str]) -> None:
+def check_query(query: MultiMapping[str], known: frozenset[str] = QUERY_PARAMETERS) -> None:
     """A 400 for an unknown query parameter, or ``k`` given twice.
 
     A typo (``K=``, ``exlude=``) would otherwise be ignored in silence, and the
     client would get an answer to a question it did not ask; so would one of two
     different ``k``.
     """
-    unknown = sorted(set(query.keys()) - QUERY_PARAMETERS)
+    unknown = sorted(set(query.keys()) - known)
     if unknown:
         raise ApiError(
             400,
             "bad_query",
-            f"unknown query parameter {_preview(unknown[0])}; known: "
-            + ", ".join(sorted(QUERY_PARAMETERS)),
+            f"unknown query parameter {_preview(unknown[0])}; known: " + ", ".join(sorted(known)),
         )
     if len(query.getall("k", ())) > 1:
         raise ApiError(400, "bad_k", "k is given more than once")

@@ -150,3 +150,37 @@ async def test_bad_session_bodies_are_a_400(
     async with api_client() as client:
         answer = await client.post("/recs", json=body)
         assert answer.status == status, await answer.text()
+
+
+async def test_the_catalog_lists_items_by_id_a_page_at_a_time_with_tags(
+    api_client: ApiClient, redis_client: Any, settings: Settings
+) -> None:
+    records = {
+        f"m{n}": ItemRecord(f"m{n}", 1, f"Film {n}", ("war",) if n % 2 else ("drama",), n != 3)
+        for n in range(5)
+    }
+    redis_client.hset(
+        items_hash_key(settings.key_prefix),
+        mapping={i: encode_record(r) for i, r in records.items()},
+    )
+    redis_client.hset(takedown_key(settings.key_prefix), DATA_FIELD, encode_takedown(9, {"m3"}))
+    async with api_client() as client:
+        await client.get("/recs/someone")  # reads the takedown value: the catalog loads
+        for _ in range(100):
+            body = await (await client.get("/items?limit=2")).json()
+            if body["items"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [i["item"] for i in body["items"]] == ["m0", "m1"] and body["next"] == "m1"
+        rest = await (await client.get("/items?limit=10&after=m1")).json()
+        war = await (await client.get("/items?tags=war")).json()
+        bad = await client.get("/items?limit=0")
+    assert [i["item"] for i in rest["items"]] == ["m2", "m3", "m4"] and rest["next"] is None
+    assert rest["items"][1] == {
+        "item": "m3",
+        "title": "Film 3",
+        "tags": ["war"],
+        "available": False,
+    }
+    assert [i["item"] for i in war["items"]] == ["m1", "m3"]
+    assert bad.status == 400

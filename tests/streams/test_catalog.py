@@ -121,6 +121,6 @@ def test_items_by_file_publisher_and_http_reach_the_item_table(
     assert takedown.unavailable == frozenset()
 
     # freshrec dlq replay republishes the record refused only for its key, keyed right.
-    report = replay(settings, lettered())
-    assert report.replayed == 1 and sum(report.still_invalid.values()) == 1
+    replayed = replay(settings, lettered())
+    assert replayed.replayed == 1 and sum(replayed.still_invalid.values()) == 1
     worker.wait_for(lambda: "f3" in table(redis_client, settings), 30, "f3 replayed")
