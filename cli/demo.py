@@ -26,8 +26,9 @@ Once the visitor's list is shown, the demo says where the page is (``/`` on
 the API) and keeps a gentle stream of synthetic ``watch`` events going through
 ``POST /events`` (one every ``--live-interval-s``; ``--no-live-events`` turns
 it off), so the page moves by itself. The synthetic items get readable names:
-the demo writes ``catalog.jsonl`` in the state directory and the API shows
-titles from it.
+the demo writes ``catalog.jsonl`` in the state directory and publishes it to
+the items topic (``freshrec catalog publish``); the worker builds the item
+table from it, which the API shows titles and tags from.
 """
 
 from __future__ import annotations
@@ -380,10 +381,14 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     }
     catalog = state_dir / "catalog.jsonl"
     write_catalog(catalog)
-    env.setdefault("FRESHREC_API_CATALOG", str(catalog))
     trained = subprocess.run(_freshrec(*TRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
     if trained.returncode != 0:
         raise DemoError(f"training the first model failed (exit code {trained.returncode})")
+    items = subprocess.run(
+        _freshrec("catalog", "publish", str(catalog)), env=env, stdin=subprocess.DEVNULL
+    )
+    if items.returncode != 0:
+        raise DemoError(f"publishing the catalog failed (exit code {items.returncode})")
     sup.start("worker", _freshrec("worker"), state_dir / "worker.log", env)
     sup.start("API", _freshrec("api"), state_dir / "api.log", env)
     published = subprocess.run(

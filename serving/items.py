@@ -38,7 +38,7 @@ async def handle_items_list(request: web.Request) -> web.Response:
     if after is not None and not ITEM_ID.accepts(after):
         raise ApiError(400, "bad_item", f"after is outside the contract: {ITEM_ID.bounds()}")
     rule = parse_tag_filter(query)
-    catalog = api.store.catalog
+    catalog = await api.store.current_catalog()
     items = []
     for item in sorted(i for i in catalog.entries if after is None or i > after):
         entry = catalog.entries[item]

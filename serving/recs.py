@@ -121,6 +121,8 @@ async def answer(store: RecsStore, user: str, asked: Asked) -> bytes:
     down = _NOTHING
     try:
         data, down = await store.user_list(user)
+        if asked.tags or asked.fields:
+            await store.ensure_catalog()
         if data is not None:
             doc, source = render(
                 user, data, asked, store.catalog, down, names=await store.item_names(data)

@@ -57,6 +57,7 @@ async def handle_similar(request: web.Request) -> web.Response:
     down: frozenset[str] = frozenset()
     if version is not None:
         data, down = await store.similar_list(version, item)
+        await store.ensure_catalog()
         if data is not None:
             try:
                 names = await store.item_names(data)
@@ -98,6 +99,8 @@ async def handle_session(request: web.Request) -> web.Response:
     doc = None
     if version is not None:
         lists, down = await store.similar_lists(version, order)
+        if asked.tags or asked.fields:
+            await store.ensure_catalog()
         doc = await _combined(store, version, order, lists, asked, down)
     if doc is None:
         doc = {"given": order, **await popular_doc(store, None, asked, down)}

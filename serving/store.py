@@ -208,6 +208,21 @@ class RecsStore:
         if self._takedown.revision != self._catalog_revision:
             self._reload_catalog()
 
+    async def ensure_catalog(self) -> None:
+        """Wait for the item table's first read, when it is under way: the first answers that
+        use titles or tags are then not made with an empty catalog (later reads run in the
+        background, and answers use the table as last read)."""
+        loading = self._catalog_loading
+        if loading is not None and self._catalog_revision < 0:
+            await asyncio.shield(loading)
+
+    async def current_catalog(self) -> Catalog:
+        """The item table, after a read of the takedown value (whose revision says whether
+        the table changed): for answers that read no list."""
+        await self._read(takedown_key(self.prefix))
+        await self.ensure_catalog()
+        return self.catalog
+
     async def close(self) -> None:
         """Stop a read of the item table in flight (the app is shutting down)."""
         loading, self._catalog_loading = self._catalog_loading, None
