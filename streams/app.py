@@ -172,6 +172,22 @@ def create_app(settings: Settings) -> faust.App:
         producer, settings.topic_dead_letter, retry("dead-letter write")
     )
     catalog_client = redis_client(settings, "freshrec-worker-catalog")
+    catalog = CatalogWriter(settings, catalog_client, dead_letters, retry("catalog write"), metrics)
+    rebuilds: set[asyncio.Task[None]] = set()
+
+    def rebuild_catalog() -> None:
+        """Redis lost its data: the item table back from the items topic, in the background."""
+
+        async def rebuild() -> None:
+            try:
+                await catalog.rebuild(settings)
+            except Exception:
+                log.exception("rebuilding the item table failed; it refills as records come")
+
+        task = asyncio.ensure_future(rebuild())
+        rebuilds.add(task)
+        task.add_done_callback(rebuilds.discard)
+
     processor = BatchProcessor(
         settings,
         StateTable(table, producer, retry("changelog write"), settings.state_cache_users),
@@ -181,8 +197,8 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
         ownership,
         TakedownReader(settings, catalog_client),
+        rebuild_catalog,
     )
-    catalog = CatalogWriter(settings, catalog_client, dead_letters, retry("catalog write"), metrics)
     items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")
 
     #: Next offset to process per event partition, for the consumer-lag gauge.

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +84,7 @@ class BatchProcessor:
         metrics: WorkerMetrics,
         ownership: Ownership,
         takedown: TakedownReader | None = None,
+        on_data_lost: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         #: The items taken down, read with every batch (None: no catalog, as in unit tests).
@@ -100,7 +101,15 @@ class BatchProcessor:
         )
         self._lock = asyncio.Lock()
         self._refresher = ListRefresher(
-            settings, state, sink, follower, self._popularity, self._lock, self._rewrite, metrics
+            settings,
+            state,
+            sink,
+            follower,
+            self._popularity,
+            self._lock,
+            self._rewrite,
+            metrics,
+            on_data_lost,
         )
 
     async def process(self, batch: Sequence[Message]) -> None:

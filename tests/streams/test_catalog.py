@@ -124,3 +124,18 @@ def test_items_by_file_publisher_and_http_reach_the_item_table(
     replayed = replay(settings, lettered())
     assert replayed.replayed == 1 and sum(replayed.still_invalid.values()) == 1
     worker.wait_for(lambda: "f3" in table(redis_client, settings), 30, "f3 replayed")
+
+    # Redis loses its data (every key of this deployment, its epoch token included): the
+    # worker notices at its next poll and rebuilds the item table from the items topic.
+    send_raw(settings, settings.topic_items, [(b"f1", orjson.dumps(TAKEN_DOWN_F1))])
+    worker.wait_for(lambda: not table(redis_client, settings)["f1"].available, 30, "f1 down")
+    before = table(redis_client, settings)
+    for key in redis_client.scan_iter(match=f"{settings.key_prefix}*"):
+        redis_client.delete(key)
+    worker.wait_for(lambda: table(redis_client, settings) == before, 30, "the table rebuilt")
+    takedown = decode_takedown(redis_client.hget(takedown_key(settings.key_prefix), DATA_FIELD))
+    assert takedown.unavailable == {"f1"}
+
+
+#: A takedown of f1 newer than every record the test publishes before it.
+TAKEN_DOWN_F1 = {"item_id": "f1", "ts": 4_000_000_000_000, "available": False}
