@@ -9,7 +9,7 @@ and gets a 400 that says why instead of a silent fallback.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,11 +164,11 @@ class TagFilter:
     def __bool__(self) -> bool:
         return bool(self.any_of or self.none_of)
 
-    def passes(self, tags: Iterable[str]) -> bool:
-        have = frozenset(tags)
-        if self.any_of and have.isdisjoint(self.any_of):
+    def passes(self, tags: Sequence[str]) -> bool:
+        """Whether an item with ``tags`` passes (a few tags: no set is built per item)."""
+        if self.any_of and not any(t in self.any_of for t in tags):
             return False
-        return have.isdisjoint(self.none_of)
+        return not self.none_of or not any(t in self.none_of for t in tags)
 
 
 def parse_tags(values: Iterable[str], name: str) -> frozenset[str]:
