@@ -92,9 +92,9 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "WRK_JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
-    "\\"p99_us\\": %%d, \\"errors\\": %%d}\\n",
+    "\\"p99_us\\": %%d, \\"errors\\": %%d, \\"status_errors\\": %%d}\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
+    e.connect + e.read + e.write + e.status + e.timeout, e.status))
 end
 """
 
@@ -244,6 +244,7 @@ def main() -> None:
                     "filtered": ("/recs/u%012d", args.users, f"&tags={tags}"),
                 }
                 rates: dict[str, float] = {}
+                errors = 0  # wrk's: timeouts (5 s) on a machine short of CPU, non-2xx answers
                 for name, (path, n, query) in runs.items():
                     script = tmp / f"{name}.lua"
                     script.write_text(
@@ -251,11 +252,12 @@ def main() -> None:
                     )
                     run_wrk(wrk, script, base, args.connections, 2, 1)  # warm-up
                     figures = run_wrk(wrk, script, base, args.connections, args.duration, 1)
-                    assert figures["errors"] == 0, figures
+                    assert figures["status_errors"] == 0, figures  # an answer not 2xx: a bug
+                    errors += figures["errors"]
                     rates[name] = figures["requests"] / (figures["duration_us"] / 1e6)
                     print(
                         f"GET {name:18s}{rates[name]:12,.0f} req/s   "
-                        f"p99 {figures['p99_us'] / 1000:.1f} ms"
+                        f"p99 {figures['p99_us'] / 1000:.1f} ms   errors {figures['errors']}"
                     )
 
                 samples = []
@@ -297,6 +299,7 @@ def main() -> None:
                 "filtered_req_ratio": round(rates["filtered"] / rates["recs"], 3),
                 "takedown_p50_ms": round(p50, 1),
                 "takedown_p99_ms": round(p99, 1),
+                "http_errors": errors,
                 "connections": args.connections,
                 "api_workers": args.workers,
             }

@@ -27,6 +27,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import orjson
@@ -67,7 +68,7 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class Catalog:  # not slotted: cached_property keeps its value in the instance's __dict__
     """Item id -> :class:`Entry`; empty when no catalog is configured."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -83,6 +84,12 @@ class Catalog:
     def tags(self, item: str) -> tuple[str, ...]:
         entry = self.entries.get(item)
         return () if entry is None else entry.tags
+
+    @cached_property
+    def tag_sets(self) -> dict[str, frozenset[str]]:
+        """Item id -> its tags as a set, built once per catalog: the tag filters test every
+        candidate of every filtered answer against them."""
+        return {item: frozenset(entry.tags) for item, entry in self.entries.items() if entry.tags}
 
 
 def load(path: str | Path) -> Catalog:

@@ -9,7 +9,7 @@ and gets a 400 that says why instead of a silent fallback.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,11 +164,15 @@ class TagFilter:
     def __bool__(self) -> bool:
         return bool(self.any_of or self.none_of)
 
-    def passes(self, tags: Sequence[str]) -> bool:
-        """Whether an item with ``tags`` passes (a few tags: no set is built per item)."""
-        if self.any_of and not any(t in self.any_of for t in tags):
+    def passes(self, tags: Iterable[str]) -> bool:
+        """Whether an item with ``tags`` passes."""
+        return self.passes_set(frozenset(tags))
+
+    def passes_set(self, tags: frozenset[str]) -> bool:
+        """:meth:`passes` for tags already a set (:attr:`serving.catalog.Catalog.tag_sets`)."""
+        if self.any_of and self.any_of.isdisjoint(tags):
             return False
-        return not self.none_of or not any(t in self.none_of for t in tags)
+        return self.none_of.isdisjoint(tags)
 
 
 def parse_tags(values: Iterable[str], name: str) -> frozenset[str]:

@@ -199,6 +199,11 @@ def render(
     """
     k, tags = asked.k, asked.tags
     skip = asked.exclude | down if down else asked.exclude
+    none = frozenset[str]()
+    # the catalog's tag sets are built at the first filtered answer after each reload
+    tag_sets: dict[str, frozenset[str]] = catalog.tag_sets if tags else {}
+    tag_set = tag_sets.get
+    keep = tags.passes_set
     wanted = k + len(skip)
     if names is not None:  # the codec built the entries, typed and shaped as served
         if tags:
@@ -214,7 +219,7 @@ def render(
                 entries = doc["items"] = [
                     e
                     for e in entries
-                    if e["item"] not in skip and (not tags or tags.passes(catalog.tags(e["item"])))
+                    if e["item"] not in skip and (not tags or keep(tag_set(e["item"], none)))
                 ]
             if len(entries) >= k or parsed < wanted:  # enough, or the whole list was read
                 break
@@ -232,7 +237,7 @@ def render(
             if len(picked) == k:
                 break
             item = entry["item"]
-            if item in skip or (tags and not tags.passes(catalog.tags(item))):
+            if item in skip or (tags and not keep(tag_set(item, none))):
                 continue
             score = entry["score"]
             if type(item) is not str or type(score) not in (float, int):

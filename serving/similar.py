@@ -158,12 +158,12 @@ async def _combined(
     if not found:
         return None
     skip = asked.exclude | down
-    tags, catalog = asked.tags, store.catalog
+    tags, catalog, none = asked.tags, store.catalog, frozenset[str]()
     ranked = sorted(
         (
             (-score, item)
             for item, score in scores.items()
-            if item not in skip and (not tags or tags.passes(catalog.tags(item)))
+            if item not in skip and (not tags or tags.passes_set(catalog.tag_sets.get(item, none)))
         ),
     )[: asked.k]
     items = [
