@@ -13,10 +13,13 @@ and the time from a takedown's publish to its item gone from every endpoint.
    catalog agent writes the item table), stores ``--users`` lists the way the
    worker does (``bench_api.load_lists``), the similar lists of the same items
    (``retrain.similar_lists``) and an item record with tags for every item, then
-   runs ``wrk`` with ``--connections`` connections for ``--duration`` seconds on
-   plain ``GET /recs`` (the baseline), ``GET /similar/<random item>`` and
-   ``GET /recs`` filtered by ``?tags=`` (half of the catalog's tags):
-   ``similar_req_ratio`` (goal >= 0.9) and ``filtered_req_ratio`` (goal >= 0.8).
+   runs ``wrk`` with ``--connections`` connections for ``--duration`` seconds each
+   (in ``--rounds`` interleaved slices, so that the machine's other load weighs
+   on all alike) on plain ``GET /recs`` (the baseline), ``GET /similar/<random
+   item>`` and ``GET /recs`` filtered by ``?tags=`` (half of the catalog's tags):
+   ``similar_req_ratio`` (goal >= 0.9) and ``filtered_req_ratio`` (goal >= 0.8),
+   beside each one's API CPU time per request (``*_cpu_us_per_request``: hardly
+   moved by the machine's other load, the figure to compare between changes).
 3. ``--takedowns`` times: a long-lived ``Publisher`` publishes one item
    unavailable, and the time until the item is in none of the answers of
    ``GET /recs`` for a user holding it, the popular fallback, ``GET /similar`` of
@@ -52,11 +55,13 @@ from bench_api import (
     MODEL_VERSION,
     PREFIX,
     USER_FORMAT,
+    cpu_seconds,
     get_json,
     load_lists,
     require,
     run_wrk,
     start_api,
+    worker_pids,
 )
 
 from freshrec.settings import Settings
@@ -180,7 +185,10 @@ def main() -> None:
     parser.add_argument("--similar", type=int, default=50, help="neighbours stored per item")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk load each")
+    parser.add_argument(
+        "--duration", type=int, default=12, help="seconds of wrk load per endpoint, in all"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved slices per endpoint")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--takedowns", type=int, default=20)
@@ -188,6 +196,7 @@ def main() -> None:
     if args.items != CATALOG:
         parser.error(f"--items must be {CATALOG}: the stored lists (bench_api) name that many")
     wrk = require("wrk", "apt-get install wrk")
+    slice_s = max(1, args.duration // args.rounds)
 
     rng = np.random.default_rng(7)
     factors = rng.normal(size=(args.items, args.factors)).astype(np.float32)
@@ -243,21 +252,35 @@ def main() -> None:
                     "similar": ("/similar/item-%d", args.items, ""),
                     "filtered": ("/recs/u%012d", args.users, f"&tags={tags}"),
                 }
-                rates: dict[str, float] = {}
                 errors = 0  # wrk's: timeouts (5 s) on a machine short of CPU, non-2xx answers
+                requests = dict.fromkeys(runs, 0)
+                seconds = dict.fromkeys(runs, 0.0)
+                cpu = dict.fromkeys(runs, 0.0)
+                workers = worker_pids(api) if args.workers > 1 else [api.pid]
+                scripts = {}
                 for name, (path, n, query) in runs.items():
-                    script = tmp / f"{name}.lua"
-                    script.write_text(
+                    scripts[name] = tmp / f"{name}.lua"
+                    scripts[name].write_text(
                         WRK_SCRIPT % {"n": n, "k": args.k, "path": path, "query": query}
                     )
-                    run_wrk(wrk, script, base, args.connections, 2, 1)  # warm-up
-                    figures = run_wrk(wrk, script, base, args.connections, args.duration, 1)
-                    assert figures["status_errors"] == 0, figures  # an answer not 2xx: a bug
-                    errors += figures["errors"]
-                    rates[name] = figures["requests"] / (figures["duration_us"] / 1e6)
+                    run_wrk(wrk, scripts[name], base, args.connections, 2, 1)  # warm-up
+                # Interleaved slices, so that the machine's other load drifting over the run
+                # weighs on every endpoint alike.
+                for _ in range(args.rounds):
+                    for name in runs:
+                        before = cpu_seconds(workers)
+                        figures = run_wrk(wrk, scripts[name], base, args.connections, slice_s, 1)
+                        cpu[name] += cpu_seconds(workers) - before
+                        assert figures["status_errors"] == 0, figures  # not 2xx: a bug
+                        errors += figures["errors"]
+                        requests[name] += figures["requests"]
+                        seconds[name] += figures["duration_us"] / 1e6
+                rates = {name: requests[name] / seconds[name] for name in runs}
+                cpu_us = {name: cpu[name] * 1e6 / max(1, requests[name]) for name in runs}
+                for name in runs:
                     print(
                         f"GET {name:18s}{rates[name]:12,.0f} req/s   "
-                        f"p99 {figures['p99_us'] / 1000:.1f} ms   errors {figures['errors']}"
+                        f"CPU {cpu_us[name]:.0f} us/request"
                     )
 
                 samples = []
@@ -299,6 +322,9 @@ def main() -> None:
                 "filtered_req_ratio": round(rates["filtered"] / rates["recs"], 3),
                 "takedown_p50_ms": round(p50, 1),
                 "takedown_p99_ms": round(p99, 1),
+                "recs_cpu_us_per_request": round(cpu_us["recs"]),
+                "similar_cpu_us_per_request": round(cpu_us["similar"]),
+                "filtered_cpu_us_per_request": round(cpu_us["filtered"]),
                 "http_errors": errors,
                 "connections": args.connections,
                 "api_workers": args.workers,
