@@ -192,12 +192,14 @@ class TakedownReader:
         self.current: Takedown = NO_TAKEDOWN
 
     async def read(self) -> frozenset[str]:
-        """Read the takedown value again; a garbled one keeps the last set (and is logged by
-        the caller's retry as a fault only when Redis cannot be reached)."""
+        """Read the takedown value again. Never fails a batch: with Redis away (the batch's
+        own write then waits for it under the worker's retry policy) or the value garbled,
+        the last set stays, logged; a takedown cannot reach Redis meanwhile either."""
         try:
             raw: bytes | None = await self._client.hget(self._key, DATA_FIELD)  # type: ignore[assignment]
-        except TRANSIENT_ERRORS as exc:
-            raise TransientError(f"redis takedown read failed: {exc}") from exc
+        except (*TRANSIENT_ERRORS, TimeoutError) as exc:  # type: ignore[misc]
+            log.warning("takedown set not read (%r); the last one stays", exc)
+            return self.current.unavailable
         try:
             self.current = decode_takedown(raw, self.current)
         except ValueError as exc:  # the last good set stays: never write a taken-down item
