@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     again.set_defaults(func=run_dlq_replay)
 
 
-def _open_events(name: str) -> BinaryIO:
+def _open_events(name: str, what: str = "a JSON-lines file of events") -> BinaryIO:
     """The events file (``-``: stdin), or a ``BadInputError`` that says what to give instead."""
     if name == "-":
         return sys.stdin.buffer
@@ -100,8 +100,7 @@ def _open_events(name: str) -> BinaryIO:
         return Path(name).open("rb")
     except OSError as exc:
         raise BadInputError(
-            f"cannot read {name}: {exc.strerror or exc}; give a JSON-lines file of events, "
-            "or - for standard input"
+            f"cannot read {name}: {exc.strerror or exc}; give {what}, or - for standard input"
         ) from None
 
 
@@ -128,7 +127,7 @@ def run_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
     from streams.publisher import Publisher
     from streams.topics import ensure_topics
 
-    with _open_events(args.file) as source:
+    with _open_events(args.file, "a JSON-lines or CSV file of item records") as source:
         raw = source.read()
     rows = list(read_records(args.file, raw, now_ms=int(time.time() * 1000)))
     ensure_topics(settings)
