@@ -504,8 +504,9 @@ class Settings:
     api_catalog: str = field(
         default="",
         metadata=_doc(
-            "Item catalog the API shows titles from (`?fields=title`, the page at `/`): "
-            "MovieLens `u.item`, or CSV or JSON lines of `id,title,tags`; empty: ids only.",
+            "A catalog file the API reads at start under the item table in Redis (which wins; "
+            "publish a catalog with `freshrec catalog publish` instead): MovieLens `u.item`, "
+            "or CSV or JSON lines of `id,title,tags`; empty: the item table alone.",
         ),
     )
     api_page_poll_s: float = field(
