@@ -114,6 +114,7 @@ def with_fields(doc: dict[str, Any], fields: frozenset[str], catalog: Catalog) -
 #: string cannot hide a ``&`` or ``=`` in percent escapes as a decoded one can.
 _ONLY_K = re.compile(r"k=([0-9]{1,9})")
 _NOTHING: frozenset[str] = frozenset()
+_NO_TAGS: dict[str, frozenset[str]] = {}
 
 
 async def answer(store: RecsStore, user: str, asked: Asked) -> bytes:
@@ -199,10 +200,9 @@ def render(
     """
     k, tags = asked.k, asked.tags
     skip = asked.exclude | down if down else asked.exclude
-    none = frozenset[str]()
+    none = _NOTHING
     # the catalog's tag sets are built at the first filtered answer after each reload
-    tag_sets: dict[str, frozenset[str]] = catalog.tag_sets if tags else {}
-    tag_set = tag_sets.get
+    tag_set = (catalog.tag_sets if tags else _NO_TAGS).get
     keep = tags.passes_set
     wanted = k + len(skip)
     if names is not None:  # the codec built the entries, typed and shaped as served

@@ -158,7 +158,8 @@ async def _combined(
     if not found:
         return None
     skip = asked.exclude | down
-    tags, catalog, none = asked.tags, store.catalog, frozenset[str]()
+    tags, catalog = asked.tags, store.catalog
+    none: frozenset[str] = frozenset()
     ranked = sorted(
         (
             (-score, item)
