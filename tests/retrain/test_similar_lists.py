@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
+from freshrec import model_store
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.als import ALSConfig
@@ -18,8 +20,11 @@ from schemas.recs import decode, decode_items, items_key, similar_key
 
 
 def test_lists_are_written_before_the_pointer_moves_and_pruned_with_their_version(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a version the pointer named lately is never pruned (a rollback target): here the
+    # first version must go with the second publish, so "lately" is no time at all
+    monkeypatch.setattr(model_store, "RECENT_S", 0)
     prefix = settings.key_prefix
     store = ModelStore(settings.model_store)
     data = generate(n_users=200, n_items=40, n_interactions=4_000, factors=4, seed=1)
