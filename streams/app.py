@@ -337,6 +337,21 @@ def create_app(settings: Settings) -> faust.App:
         ownership.assigned((tp.topic, tp.partition) for tp in assigned)
         metrics.partitions_held.set(ownership.held)
 
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        # Answered by the event loop: a process whose loop runs is alive, whatever the
+        # broker or Redis do (the liveness probe must not restart a worker that waits).
+        return web.json({"alive": True})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        # Making progress: the broker answers the progress watch and no held records
+        # wait unattended (streams.liveness). Never awaits the broker itself.
+        reason = watch.readiness()
+        if reason is None:
+            return web.json({"ready": True})
+        return web.json({"ready": False, "reason": reason}, status=503)
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         # Never awaits the broker: the lag is the progress watch's last measure, with its

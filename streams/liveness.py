@@ -85,6 +85,9 @@ _FETCH_WAIT_MS = 100
 #: each partition was seen to reach (module doc, "Lost offsets are counted").
 LEDGER_NAME = "offsets-seen.json"
 
+#: Seconds without an answer from the broker after which the worker is not ready.
+READY_ANSWER_S = 10.0
+
 #: A partition: (topic, number).
 Key = tuple[str, int]
 
@@ -148,8 +151,13 @@ class ProgressWatch:
         self._committed = committed
         self._lag_series: set[Key] = set()
         self._lag_measured_at = clock()
-        metrics.consumer_lag_age.set_function(lambda: self._clock() - self._lag_measured_at)
+        metrics.consumer_lag_age.set_function(self.answer_age)
+        metrics.seconds_since_progress.set_function(
+            lambda: 0.0 if self._in_flight else self._clock() - self._last_progress
+        )
         self._ledger_path = ledger
+        for topic in self._topics:  # each series exists from the start, at 0
+            metrics.broker_lost_offsets.labels(topic)
         #: topic -> {"id": topic id, "reached": {partition: offset}}; None until reconciled.
         self._ledger: dict[str, dict[str, Any]] | None = None
 
@@ -268,9 +276,6 @@ class ProgressWatch:
     async def check(self, assigned: Collection[tuple[str, int]]) -> Verdict:
         """One check against the broker; a broker that does not answer is no verdict."""
         held = [key for key in assigned if key[0] in self._topics]
-        self._metrics.seconds_since_progress.set(
-            0.0 if self._in_flight else self._clock() - self._last_progress
-        )
         try:
             ends, shapes = await asyncio.wait_for(self._query(held), self._settings.stall_timeout_s)
         except (KafkaError, TransientError, OSError, TimeoutError) as exc:
@@ -286,6 +291,27 @@ class ProgressWatch:
         if not verdict.lost:
             self._keep_ledger(held, shapes)
         return verdict
+
+    def answer_age(self) -> float:
+        """Seconds since a check last got the broker's answer (since start, before the first)."""
+        return self._clock() - self._lag_measured_at
+
+    def readiness(self) -> str | None:
+        """Why this worker is not making progress now, or None: the worker's ``/readyz``.
+
+        Not ready while the broker has not answered a check for
+        :data:`READY_ANSWER_S` (a partition, a broker down), or while records wait
+        on held partitions with no batch in flight and nothing received for half
+        the stall timeout (the watch ends the process at the whole of it).
+        """
+        age = self.answer_age()
+        if age > READY_ANSWER_S:
+            return f"the broker has not answered for {age:.0f}s"
+        quiet = self._clock() - self._last_progress
+        waiting = any(end > self._next.get(key, end) for key, end in self._ends.items())
+        if waiting and not self._in_flight and quiet > self._settings.stall_timeout_s / 2:
+            return f"records wait and nothing was received for {quiet:.0f}s"
+        return None
 
     def _measure_lag(self, held: Collection[Key], ends: Mapping[Key, int]) -> None:
         """Set each held partition's lag from its end offset (module doc); remove the
@@ -329,12 +355,10 @@ class ProgressWatch:
             if total:
                 self._metrics.broker_lost_offsets.labels(topic).inc(total)
                 log.error(
-                    "the broker lost %d offset(s) of %s that this worker had seen (%s); their "
-                    "events cannot be recovered by freshrec: publish them again if the site "
-                    "still has them",
-                    total,
-                    topic,
+                    "the broker lost %s of %s that this worker had seen; their events cannot "
+                    "be recovered by freshrec: publish them again if the site still has them",
                     _figures(gone),
+                    topic,
                 )
             ledger[topic] = {"id": shape.topic_id, "reached": reached}
         self._ledger = ledger

@@ -184,7 +184,7 @@ class WorkerMetrics:
         self.seconds_since_progress = Gauge(
             "freshrec_worker_seconds_since_progress",
             "Seconds since the agent last received a batch or finished one (0 while one "
-            "is in flight), as of the last progress check.",
+            "is in flight), at the scrape: it grows through a broker partition.",
             registry=r,
         )
         self.progress_checks = Counter(

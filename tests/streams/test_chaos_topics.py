@@ -1,4 +1,5 @@
-"""Chaos, round two (issue 28): a broker that comes back different, and a stop during a retry.
+"""Chaos, round two (issue 28): a broker that comes back different, a stop during a retry,
+and a black hole between the worker and the broker.
 
 Each scenario prints one line of figures (``chaos NAME: ...``) and asserts that
 nothing valid was lost or doubled, on real services: a broker of the test's own
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,10 +23,11 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from freshrec.errors import DeliveryError
 from freshrec.settings import Settings
-from freshrec.stack import BrokerProcess
+from freshrec.stack import BrokerProcess, free_port
 from schemas.state import changelog_topic
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
@@ -43,6 +47,7 @@ from tests.streams.worker import (
     synthetic,
     watch,
 )
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -274,4 +279,88 @@ def test_chaos_sigterm_while_a_batch_waits_out_a_retry_exits_within_the_grace_pe
     figures.report()
     print(f"(stop took {stop_s:.1f}s, exit {code}; grace period 60s)")
     assert stop_s < 30.0, stop_s
+    assert figures.lost == 0 and figures.doubled == 0
+
+
+def scrape(worker: WorkerProcess, path: str) -> tuple[int, bytes, float]:
+    """Status, body and seconds of one GET of the worker's web server (1 s at most)."""
+    url = f"http://127.0.0.1:{worker.settings.worker_web_port}{path}"
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return response.status, response.read(), time.monotonic() - started
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), time.monotonic() - started
+
+
+def gauge(body: bytes, name: str) -> float:
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_chaos_a_30s_black_hole_to_the_broker_leaves_metrics_and_probes_answering(
+    worker_settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Regression (issue 28): during a black hole between the worker and the broker no scrape
+    of /metrics was answered (the lag was measured by a broker call with no timeout at the
+    scrape), and the liveness probe used /metrics. Now every scrape answers within 1 s, the
+    lag's age and the seconds since progress show the stall, /livez stays 200 while /readyz
+    turns 503, and after the heal nothing is lost or doubled."""
+    proxy_port = free_port()
+    broker = BrokerProcess(
+        log_path=tmp_path / "own-broker.log", advertised=f"127.0.0.1:{proxy_port}"
+    )
+    broker.start()
+    try:
+        with TcpProxy(("127.0.0.1", broker.port), port=proxy_port) as proxy:
+            s = worker_settings.replace(bootstrap_servers=proxy.address)
+            ensure_topics(s)
+            publish_model(s, synthetic())
+            worker = WorkerProcess(s, tmp_path / "w1.log").start()
+            try:
+                before = stream(10, 5)
+                publish(s, before)
+                worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 60, "before")
+                worker.wait_for(lambda: scrape(worker, "/readyz")[0] == 200, 30, "the worker ready")
+                proxy.black_hole()
+                hole_s, scrapes, slowest, unanswered = 30.0, 0, 0.0, 0
+                statuses: dict[str, set[int]] = {"/livez": set(), "/readyz": set()}
+                age = stalled = 0.0
+                started = time.monotonic()
+                while time.monotonic() - started < hole_s:
+                    try:
+                        _, body, took = scrape(worker, "/metrics")
+                    except OSError:
+                        unanswered += 1
+                        continue
+                    scrapes += 1
+                    slowest = max(slowest, took)
+                    age = gauge(body, "freshrec_worker_consumer_lag_age_seconds")
+                    stalled = gauge(body, "freshrec_worker_seconds_since_progress")
+                    for probe in statuses:
+                        statuses[probe].add(scrape(worker, probe)[0])
+                    time.sleep(0.5)  # a scrape every half second: the load, not a wait
+                proxy.heal()
+                after = stream(10, 5, start=1000, prefix="a")
+                publish(s, after)
+                events = before + after
+                worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 90, "after")
+                got, doubled = reflected(s, events)
+            finally:
+                worker.stop()
+    finally:
+        broker.stop()
+    figures = Figures("black-hole-30s", len(events), len(events), got, doubled, 0)
+    figures.report()
+    print(
+        f"(scrapes answered {scrapes}, unanswered {unanswered}, slowest {slowest:.2f}s; "
+        f"lag age {age:.0f}s, seconds since progress {stalled:.0f}s at the end of the hole; "
+        f"/livez {sorted(statuses['/livez'])}, /readyz {sorted(statuses['/readyz'])})"
+    )
+    assert unanswered == 0 and slowest < 1.0
+    assert age > 20 and stalled > 20
+    assert statuses["/livez"] == {200} and 503 in statuses["/readyz"]
     assert figures.lost == 0 and figures.doubled == 0
