@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY freshrec freshrec
 COPY schemas schemas
 COPY models models
+COPY retrain retrain
 COPY streams streams
 COPY serving serving
 COPY cli cli

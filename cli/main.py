@@ -23,7 +23,7 @@ from cli import demo
 from freshrec import __version__, stack_cli
 from freshrec.errors import ConfigError, FreshrecError, TransientError
 from freshrec.settings import Settings
-from models import cli as models_cli
+from retrain import cli as retrain_cli
 from serving import cli as serving_cli
 from streams import cli as streams_cli
 
@@ -33,7 +33,7 @@ PARTS = (
     demo.register,
     streams_cli.register,
     serving_cli.register,
-    models_cli.register,
+    retrain_cli.register,
 )
 
 

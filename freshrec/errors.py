@@ -31,3 +31,7 @@ class BadInputError(FreshrecError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ModelStoreError(FreshrecError):
+    """A model version is missing or unreadable, or the store's directory is unusable."""

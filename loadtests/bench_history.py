@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 from models.als import ALSConfig, train  # noqa: E402
 from models.evaluate import seen_matrix, split_log  # noqa: E402
 from models.metrics import ranking_metrics  # noqa: E402
-from models.publish import build_version  # noqa: E402
-from models.snapshot import states_from_log  # noqa: E402
-from models.store import recommender_from_version  # noqa: E402
 from models.synthetic import generate_ratings  # noqa: E402
 from models.topk import top_k  # noqa: E402
+from models.version import recommender_from_version  # noqa: E402
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix, user_confidences  # noqa: E402
+from retrain.publish import build_version  # noqa: E402
+from retrain.snapshot import states_from_log  # noqa: E402
 from schemas.state import decode, encode  # noqa: E402
 
 CAPS = (25, 50, 100, 200, 400, 800)

@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 from freshrec.settings import Settings  # noqa: E402
 from freshrec.stack import BrokerProcess, RedisProcess  # noqa: E402
 from models.als import ALSConfig  # noqa: E402
-from models.snapshot import read_changelog, states_from_log  # noqa: E402
 from models.synthetic import generate  # noqa: E402
 from models.weighting import WeightingConfig, confidence_matrix  # noqa: E402
+from retrain.snapshot import read_changelog, states_from_log  # noqa: E402
 from schemas.state import UserState, changelog_topic, encode  # noqa: E402
 
 PARTITIONS = 8

@@ -230,11 +230,11 @@ def quantile(q: float, before: dict[str, float], after: dict[str, float], name: 
 
 
 def publish_model(settings: Settings, n_items: int) -> None:
+    from freshrec.model_store import ModelStore
     from models.als import ALSConfig
-    from models.publish import train_and_publish
-    from models.store import ModelStore
     from models.synthetic import generate
     from models.weighting import DEFAULT_WEIGHTING
+    from retrain.publish import train_and_publish
 
     data = generate(n_users=5000, n_items=n_items, n_interactions=100_000, factors=16, seed=1)
     # 64 factors, as every recorded run of this benchmark (the default is now 32)

@@ -1,7 +1,8 @@
 """The numeric core: interaction weighting, ALS training, batched fold-in, top-k, evaluation.
 
-Pure over numpy arrays: nothing here imports Kafka, Redis or asyncio. File I/O
-(the model store, the data loaders) sits in its own modules (:mod:`models.store`,
-:mod:`models.movielens`, :mod:`models.eventlog`) that the numeric modules never
-import, so every numeric module is testable on in-memory data alone.
+Pure over numpy arrays: numpy, scipy and implicit only. Nothing here imports
+Kafka, Redis, fsspec, Spark, argparse or asyncio, or reads a file: the job that
+feeds it data and publishes its results is :mod:`retrain`, and the model
+version's format (:mod:`models.version`) reaches a store only through a
+protocol, so every module is testable on in-memory data alone.
 """

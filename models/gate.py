@@ -12,7 +12,7 @@ model has no factors for users it never saw, and the worker never uses them.
 With no current version the candidate must beat the popular fallback on the
 same split, so the very first model is not worse than having none.
 
-Pure: no store, no I/O; the retrain job (:mod:`models.retrain`) feeds it.
+Pure: no store, no I/O; the retrain job (:mod:`retrain.job`) feeds it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fold-in and ranking against one model version: histories in, lists out.
 
 Pure (no I/O): built once per model version from its arrays and ids
-(:func:`models.store.recommender_from_version` builds one from a stored
+(:func:`models.version.recommender_from_version` builds one from a stored
 version), then :meth:`Recommender.rank` (what the streaming worker calls per
 micro-batch) takes a batch of users' combined confidences
 (:func:`models.weighting.user_confidences` with the model's own

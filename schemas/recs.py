@@ -25,7 +25,7 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     and keeps it in memory, so a request stays one ``HGET`` of one key (one
     round trip to one node on a Redis Cluster). The jobs that prune model
     versions delete the tables of versions the store no longer holds
-    (:mod:`models.item_tables`).
+    (:mod:`retrain.item_tables`).
 ``P epoch``
     A string: a random token that names the data Redis holds now. The first
     worker to find it missing writes it; a Redis that restarted empty or was

@@ -18,8 +18,9 @@ import logging
 import time
 from dataclasses import dataclass
 
+from freshrec.model_store import ModelStore
 from models.recommender import Recommender
-from models.store import ModelStore, recommender_from_version
+from models.version import load_version, recommender_from_version
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -93,5 +94,5 @@ class ModelFollower:
         return True
 
     def _load(self, version_id: str) -> tuple[Recommender, int]:
-        version = self._store.load(version_id)
+        version = load_version(self._store, version_id)
         return recommender_from_version(version), version.created_at

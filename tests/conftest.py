@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from models.interactions import InteractionLog
-    from models.store import ModelVersion
+    from models.version import ModelVersion
 
 
 @dataclass
@@ -187,11 +187,11 @@ def model_version(
     """A new version of ``item_factors`` learnt from ``log``, with its ``popular`` most popular
     items as the fallback: what ``freshrec train`` stores, without the metrics."""
     from models.popular import popularity, top_popular
-    from models.store import ModelStore, ModelVersion
+    from models.version import ModelVersion, new_version_id
 
     idx, scores = top_popular(popularity(log), popular)
     return ModelVersion(
-        version_id=ModelStore.new_version_id(),
+        version_id=new_version_id(),
         item_factors=item_factors,
         item_ids=log.items,
         params=params,

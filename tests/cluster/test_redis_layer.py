@@ -20,7 +20,7 @@ from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from freshrec.stack import RedisClusterProcesses, free_port
-from models.lock import LockedError, RetrainLock
+from retrain.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
 from streams.lists import UserList

@@ -136,7 +136,7 @@ def test_every_confluent_client_reaches_the_broker_through_the_shared_config(
     settings: Settings, tmp_path: Path
 ) -> None:
     """The plaintext path still works for the topic admin and the changelog reader."""
-    from models.snapshot import read_changelog
+    from retrain.snapshot import read_changelog
     from streams.topics import ensure_topics
 
     ensure_topics(settings, [settings.topic_watch])

@@ -27,7 +27,7 @@ from freshrec.errors import DeliveryError, TransientError
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
 from freshrec.stack import LOOPBACK, BrokerProcess, free_port
-from models.snapshot import read_changelog
+from retrain.snapshot import read_changelog
 from streams.dlq import read_topic
 from streams.publisher import Publisher
 from streams.topics import ensure_topics

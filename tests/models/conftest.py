@@ -9,8 +9,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 
 from models.als import ALSConfig, ALSFactors, train
-from models.store import ModelVersion
 from models.synthetic import SyntheticData, generate
+from models.version import ModelVersion
 from models.weighting import confidence_matrix
 from tests.conftest import model_version
 

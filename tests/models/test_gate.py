@@ -8,11 +8,11 @@ import pytest
 from models.als import ALSConfig
 from models.gate import RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
-from models.publish import build_version
 from models.split import newest_items_split
-from models.store import recommender_from_version
 from models.synthetic import generate
+from models.version import recommender_from_version
 from models.weighting import DEFAULT_WEIGHTING
+from retrain.publish import build_version
 
 
 def _log(rows: list[tuple[str, str, int]]) -> InteractionLog:

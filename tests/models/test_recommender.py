@@ -7,8 +7,8 @@ import pytest
 
 from models.interactions import Interaction
 from models.recommender import Recommender
-from models.store import ModelVersion, recommender_from_version
 from models.synthetic import SyntheticData
+from models.version import ModelVersion, recommender_from_version
 from models.weighting import user_confidences
 
 

@@ -8,8 +8,9 @@ import fsspec
 import numpy as np
 import pytest
 
+from freshrec.model_store import ModelStore
 from models.ids import IdMap
-from models.store import ModelStore, ModelVersion
+from models.version import ModelVersion, save_version
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 
@@ -17,10 +18,11 @@ from streams.model_follower import ModelFollower
 def _save(store: ModelStore, version_id: str) -> str:
     ids = IdMap([f"item-{i}" for i in range(5)])
     factors = np.random.default_rng(len(store.versions())).standard_normal((5, 3))
-    store.save(
+    save_version(
+        store,
         ModelVersion(
             version_id, factors.astype(np.float32), ids, {"regularization": 0.1, "alpha": 1.0}
-        )
+        ),
     )
     return version_id
 

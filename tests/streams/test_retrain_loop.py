@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 import redis
 
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.als import ALSConfig, train
 from models.evaluate import seen_matrix, split_log
 from models.interactions import InteractionLog
 from models.metrics import ranking_metrics
-from models.publish import train_and_publish
-from models.retrain_cli import EXIT_PUBLISHED, EXIT_REFUSED
-from models.store import ModelStore
 from models.synthetic import generate_ratings
 from models.topk import top_k
+from models.version import load_version
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
+from retrain.publish import train_and_publish
+from retrain.retrain_cli import EXIT_PUBLISHED, EXIT_REFUSED
 from schemas.state import changelog_topic
 from streams.dlq import read_topic
 from tests.streams.worker import (
@@ -100,7 +101,7 @@ def test_retrain_learns_from_the_stream_and_the_worker_adopts_it(
     code, summary, err = run_retrain(settings)
     assert code == EXIT_PUBLISHED, err
     store = ModelStore(settings.model_store)
-    version = store.load(summary["version"])
+    version = load_version(store, summary["version"])
     # the snapshot is the changelog up to its end: offsets recorded, forgotten user absent
     newest: dict[int, int] = {}
     for msg in read_topic(settings, changelog_topic(settings.app_id)):

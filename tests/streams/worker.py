@@ -20,13 +20,13 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
 from models.als import ALSConfig
-from models.publish import train_and_publish
-from models.store import ModelStore
 from models.synthetic import SyntheticData, generate
 from models.weighting import DEFAULT_WEIGHTING
+from retrain.publish import train_and_publish
 from schemas.recs import RecList, compact_version, decode, decode_items, items_key, user_key
 from schemas.state import UserState, changelog_topic
 from schemas.state import decode as decode_state

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 from models.als import ALSConfig, train
-from models.progress import StageProgress
 from models.synthetic import generate_ratings
 from models.tuning import SearchSpace, tune
 from models.weighting import confidence_matrix
+from retrain.progress import StageProgress
 
 
 class _Terminal(io.StringIO):

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from freshrec.errors import BadInputError
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
-from models import cli
 from models.interactions import KIND_RATE
-from models.store import ModelStore, recommender_from_version
 from models.synthetic import generate
+from models.version import load_current_version, recommender_from_version
 from models.weighting import WeightingConfig
+from retrain import cli
 
 SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5", "--no-tune"]
 
@@ -115,7 +116,7 @@ def test_train_writes_and_publishes_a_version(
     (first,) = store.versions()
     assert store.current() is None  # not published without --publish
     assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
-    current = store.load_current()
+    current = load_current_version(store)
     assert current is not None and current.version_id != first
     assert current.params["factors"] == 8 and current.params["alpha"] > 0
     assert recommender_from_version(current).weighting == WeightingConfig()
@@ -134,7 +135,7 @@ def test_train_tunes_within_its_budget_and_records_the_search(
     assert (
         _run([*argv, "--factors", "8", "--iterations", "4", "--tune-budget-s", "1"], settings) == 0
     )
-    current = ModelStore(settings.model_store).load_current()
+    current = load_current_version(ModelStore(settings.model_store))
     assert current is not None
     tuning = current.params["tuning"]
     assert tuning["trials"][0]["factors"] == 8 and tuning["budget_s"] == 1.0
@@ -179,7 +180,7 @@ def test_train_publishes_to_a_store_url(capsys: pytest.CaptureFixture[str]) -> N
     """FRESHREC_MODEL_STORE may be an fsspec URL (fsspec's in-process memory filesystem here)."""
     settings = Settings(model_store=f"memory://freshrec-cli/{uuid.uuid4().hex}")
     assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
-    current = ModelStore(settings.model_store).load_current()
+    current = load_current_version(ModelStore(settings.model_store))
     assert current is not None and current.params["factors"] == 8
     assert f"published at {settings.model_store}/versions/{current.version_id}" in (
         capsys.readouterr().out
@@ -194,7 +195,7 @@ def test_train_on_events_file(
     argv = ["train", "--format", "events", "--data", str(path), "--factors", "4", "--publish"]
     argv += ["--negative-below", "0"]
     assert _run(argv, settings) == 0
-    current = ModelStore(settings.model_store).load_current()
+    current = load_current_version(ModelStore(settings.model_store))
     assert current is not None
     assert current.snapshot["rejected"] == 1 and current.snapshot["events"] == 4000
     assert recommender_from_version(current).weighting.negative_below == 0

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from freshrec.argtypes import positive_int
-from freshrec.errors import BadInputError
+from freshrec.errors import BadInputError, ModelStoreError
+from freshrec.model_store import ModelStore
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
-from models.item_tables import drop_item_tables_or_warn
-from models.store import ModelStore, ModelStoreError
+from models.version import load_version
+from retrain.item_tables import drop_item_tables_or_warn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,7 +108,8 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.model_store)
     before = store.current()
     try:
-        store.load(args.version)  # whole and readable, or the workers could not load it
+        # whole and readable, or the workers could not load it
+        load_version(store, args.version)
     except ModelStoreError as exc:
         raise BadInputError(f"cannot roll back to {args.version}: {exc}") from None
     store.set_current(args.version)

@@ -8,13 +8,21 @@ import fsspec
 import numpy as np
 import pytest
 
+from freshrec.errors import ModelStoreError
+from freshrec.model_store import ModelStore
 from models.ids import IdMap
-from models.store import ModelStore, ModelStoreError, ModelVersion
+from models.version import (
+    ModelVersion,
+    load_current_version,
+    load_version,
+    new_version_id,
+    save_version,
+)
 
 
 def _version(vid: str | None = None) -> ModelVersion:
     return ModelVersion(
-        version_id=vid or ModelStore.new_version_id(),
+        version_id=vid or new_version_id(),
         item_factors=np.arange(12, dtype=np.float32).reshape(3, 4),
         item_ids=IdMap(["a", "b", "c"]),
         params={"regularization": 0.1, "alpha": 2.0, "factors": 4},
@@ -27,7 +35,7 @@ def _version(vid: str | None = None) -> ModelVersion:
 
 
 def test_version_ids_sort_in_creation_order() -> None:
-    ids = [ModelStore.new_version_id() for _ in range(200)]
+    ids = [new_version_id() for _ in range(200)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 200
     assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{4}", ids[0])
@@ -36,8 +44,8 @@ def test_version_ids_sort_in_creation_order() -> None:
 def test_save_load_round_trip(store_root: str) -> None:
     store = ModelStore(store_root)
     v = _version()
-    assert store.save(v) == v.version_id
-    got = store.load(v.version_id)
+    assert save_version(store, v) == v.version_id
+    got = load_version(store, v.version_id)
     np.testing.assert_array_equal(got.item_factors, v.item_factors)
     assert got.item_factors.dtype == np.float32
     assert got.item_ids == v.item_ids
@@ -47,15 +55,17 @@ def test_save_load_round_trip(store_root: str) -> None:
 
 def test_versions_and_current_pointer(store_root: str) -> None:
     store = ModelStore(store_root)
-    assert store.versions() == [] and store.current() is None and store.load_current() is None
+    assert (
+        store.versions() == [] and store.current() is None and load_current_version(store) is None
+    )
     a, b = _version(), _version()
-    store.save(b)
-    store.save(a)
+    save_version(store, b)
+    save_version(store, a)
     assert store.versions() == sorted([a.version_id, b.version_id])
     store.set_current(a.version_id)
     assert store.current() == a.version_id
     store.set_current(b.version_id)
-    loaded = store.load_current()
+    loaded = load_current_version(store)
     assert loaded is not None and loaded.version_id == b.version_id
     fs, path = fsspec.core.url_to_fs(store_root)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
@@ -65,19 +75,19 @@ def test_versions_and_current_pointer(store_root: str) -> None:
 def test_errors_are_specific(store_root: str) -> None:
     store = ModelStore(store_root)
     v = _version()
-    store.save(v)
+    save_version(store, v)
     with pytest.raises(ModelStoreError, match="already exists"):
-        store.save(v)
+        save_version(store, v)
     with pytest.raises(ModelStoreError, match="no model version"):
-        store.load("20000101T000000000000Z-0000")
+        load_version(store, "20000101T000000000000Z-0000")
     with pytest.raises(ModelStoreError, match="no such version"):
         store.set_current("20000101T000000000000Z-0000")
     with pytest.raises(ModelStoreError, match="invalid"):
-        store.load("../etc")
+        load_version(store, "../etc")
     fs, path = fsspec.core.url_to_fs(store_root)
     fs.pipe_file(f"{path}/versions/{v.version_id}/meta.json", b"{not json")
     with pytest.raises(ModelStoreError, match="unreadable"):
-        store.load(v.version_id)
+        load_version(store, v.version_id)
 
 
 def test_a_version_without_its_meta_is_not_there() -> None:
@@ -86,12 +96,12 @@ def test_a_version_without_its_meta_is_not_there() -> None:
     root = f"memory://freshrec-tests/{uuid.uuid4().hex}"
     store = ModelStore(root)
     good, partial = _version(), _version()
-    store.save(good)
+    save_version(store, good)
     fs, path = fsspec.core.url_to_fs(root)
     fs.pipe_file(f"{path}/versions/{partial.version_id}/item_factors.npy", b"half a file")
     assert store.versions() == [good.version_id]
     with pytest.raises(ModelStoreError, match="no model version"):
-        store.load(partial.version_id)
+        load_version(store, partial.version_id)
     with pytest.raises(ModelStoreError, match="no such version"):
         store.set_current(partial.version_id)
 
@@ -101,7 +111,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     bad = _version()
     bad.params["oops"] = object()  # not JSON-serialisable: the write fails midway
     with pytest.raises(TypeError):
-        store.save(bad)
+        save_version(store, bad)
     assert store.versions() == []
     assert list(tmp_path.rglob("*")) == []  # not even a temporary directory
 
@@ -115,14 +125,15 @@ _KILLED_WRITER = """
 import os, sys, time
 import numpy as np
 from models.ids import IdMap
-from models.store import ModelStore, ModelVersion
+from freshrec.model_store import ModelStore
+from models.version import ModelVersion, save_version
 
 def stall(fd):
     print("writing", flush=True)
     time.sleep(60)  # killed here, mid-save
 os.fsync = stall
 v = ModelVersion(sys.argv[2], np.ones((2, 3), np.float32), IdMap(["a", "b"]), {})
-ModelStore(sys.argv[1]).save(v)
+save_version(ModelStore(sys.argv[1]), v)
 """
 
 
@@ -132,10 +143,10 @@ def test_a_writer_killed_mid_save_leaves_no_version(tmp_path: Path) -> None:
 
     store = ModelStore(tmp_path)
     good = _version()
-    store.save(good)
+    save_version(store, good)
     store.set_current(good.version_id)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), ModelStore.new_version_id()],
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), new_version_id()],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -145,5 +156,5 @@ def test_a_writer_killed_mid_save_leaves_no_version(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert store.versions() == [good.version_id]
-    current = store.load_current()
+    current = load_current_version(store)
     assert current is not None and current.version_id == good.version_id

@@ -25,22 +25,23 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
 from models.als import ALSConfig
 from models.interactions import InteractionLog
-from models.publish import train_and_publish
-from models.retrain_cli import (
+from models.synthetic import generate, generate_ratings
+from models.version import load_version
+from models.weighting import DEFAULT_WEIGHTING
+from retrain.publish import train_and_publish
+from retrain.retrain_cli import (
     EXIT_CONFIG,
     EXIT_LOCKED,
     EXIT_PUBLISHED,
     EXIT_REFUSED,
     EXIT_TRANSIENT,
 )
-from models.snapshot import read_changelog, states_from_log
-from models.store import ModelStore
-from models.synthetic import generate, generate_ratings
-from models.weighting import DEFAULT_WEIGHTING
+from retrain.snapshot import read_changelog, states_from_log
 from schemas.recs import encode_items, items_key
 from schemas.state import Interaction, UserState, changelog_topic, encode
 
@@ -131,7 +132,7 @@ def test_retrain_publishes_a_version_recording_the_snapshot_offsets(
     assert code == EXIT_PUBLISHED, err
     store = ModelStore(job_settings.model_store)
     assert store.current() == summary["version"]
-    version = store.load(summary["version"])
+    version = load_version(store, summary["version"])
     assert version.snapshot["topic"] == changelog_topic(job_settings.app_id)
     assert version.snapshot["end_offsets"] == {str(p): n for p, n in counts.items()}
     assert version.snapshot["users"] == 400
@@ -225,7 +226,7 @@ def test_a_retrain_killed_while_publishing_leaves_a_whole_version_current(
     store = ModelStore(job_settings.model_store)
     assert store.current() == first["version"]
     for version_id in store.versions():  # every listed version loads whole
-        store.load(version_id)
+        load_version(store, version_id)
     # the lock expires (FRESHREC_RETRAIN_LOCK_TTL_S=2) and the next run goes through
     wait_until(
         lambda: retrain(job_settings, "--force")[0] == EXIT_PUBLISHED,
@@ -254,7 +255,7 @@ def test_forgotten_users_are_not_in_the_snapshot_nor_the_models_training_data(
 
     code, summary, err = retrain(job_settings)
     assert code == EXIT_PUBLISHED, err
-    version = ModelStore(job_settings.model_store).load(summary["version"])
+    version = load_version(ModelStore(job_settings.model_store), summary["version"])
     assert version.snapshot["forgotten_users"] == 1 and version.snapshot["users"] == 399
     assert "secret-item" not in version.item_ids
     assert "secret-item" not in version.popular_items
@@ -273,7 +274,7 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     assert len(out.splitlines()) == 1 and summary["outcome"] == "published"
     assert "reading snapshot" not in err and "tuning (" not in err and "\x1b[" not in err
     # the search ran, and its choice and validation score are in the version
-    tuning = ModelStore(job_settings.model_store).load(summary["version"]).params["tuning"]
+    tuning = load_version(ModelStore(job_settings.model_store), summary["version"]).params["tuning"]
     assert tuning["budget_s"] == 0.5 and tuning["score"] == summary["tuned"]["score"]
     assert len(tuning["trials"]) == summary["tuned"]["trials"] >= 1
 
@@ -328,7 +329,7 @@ def test_a_first_model_from_a_file_and_a_file_without_its_format(
         job_settings, "--data", str(path), "--format", "movielens100k", *defaults
     )
     assert code == EXIT_PUBLISHED, err
-    version = ModelStore(job_settings.model_store).load(summary["version"])
+    version = load_version(ModelStore(job_settings.model_store), summary["version"])
     assert version.snapshot["format"] == "movielens100k" and "end_offsets" not in version.snapshot
     assert summary["baseline_kind"] == "popular" and summary["interactions"] == 9000
 

@@ -8,7 +8,7 @@ current-model pointer, and prune old versions. Workers follow the pointer and
 refresh their lists by themselves.
 
 The order is what makes a job killed at any point harmless: the version is
-complete before the pointer names it (:class:`~models.store.ModelStore`
+complete before the pointer names it (:class:`~freshrec.model_store.ModelStore`
 writes ``meta.json`` last), the pointer moves in one atomic write, and pruning
 runs only after it and never deletes the current version.
 """
@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from freshrec.model_store import ModelStore
 from models.als import ALSConfig, ALSFactors, train
 from models.gate import GateDecision
 from models.interactions import InteractionLog
 from models.popular import popularity, top_popular
-from models.store import ModelStore, ModelVersion
+from models.version import ModelVersion, new_version_id, save_version
 from models.weighting import WeightingConfig, confidence_matrix
 
 #: An ALS engine: a user x item confidence matrix and a config in, factors out
-#: (:func:`models.als.train`, or :func:`models.spark_als.train_spark` bound to a master).
+#: (:func:`models.als.train`, or :func:`retrain.spark_als.train_spark` bound to a master).
 Trainer = Callable[[sp.csr_matrix, ALSConfig], ALSFactors]
 
 #: A stage name reported through ``on_stage``: "trained", "evaluated", "saved", "published".
@@ -73,7 +74,7 @@ def build_version(
     seconds = time.perf_counter() - started
     idx, scores = top_popular(popularity(log, weighting, half_life_s), popular_length)
     return ModelVersion(
-        version_id=ModelStore.new_version_id(),
+        version_id=new_version_id(),
         item_factors=model.item_factors,
         item_ids=log.items,
         params=als.as_dict()
@@ -153,7 +154,7 @@ def train_and_publish(
         if not decision.publish:
             return Outcome(version, False, decision, seconds)
     started = time.perf_counter()
-    store.save(version)
+    save_version(store, version)
     stage("saved")
     pruned: list[str] = []
     if make_current:

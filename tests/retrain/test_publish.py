@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from freshrec.model_store import ModelStore
 from models.als import ALSConfig
 from models.gate import GateDecision, decide
-from models.publish import Outcome, train_and_publish
-from models.store import ModelStore, ModelVersion
 from models.synthetic import generate
+from models.version import ModelVersion, load_current_version
 from models.weighting import DEFAULT_WEIGHTING
+from retrain.publish import Outcome, train_and_publish
 
 CFG = ALSConfig(factors=4, iterations=3, num_threads=1, use_gpu=False)
 DATA = generate(100, 24, 2000, factors=4, seed=1).log
@@ -34,7 +35,7 @@ def test_publish_writes_a_version_with_its_popular_list_and_moves_the_pointer(
     store = ModelStore(tmp_path)
     stages: list[str] = []
     outcome = _publish(store, on_stage=stages.append)
-    version = store.load_current()
+    version = load_current_version(store)
     assert version is not None and version.version_id == outcome.version.version_id
     assert len(version.popular_items) == 24  # every liked item, fewer than asked for
     assert version.snapshot["source"] == "test" and version.snapshot["events"] == len(DATA)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from freshrec.errors import BadInputError
-from models import eventlog, movielens
 from models.interactions import KIND_RATE, KIND_WATCH, InteractionLog
+from retrain import eventlog, movielens
 
 ROWS = [(196, 242, 3, 881250949), (186, 302, 3.5, 891717742), (196, 377, 1, 878887116)]
 

@@ -2,11 +2,16 @@
 local directory or under an fsspec URL (``s3://bucket/models``, ``gs://...``,
 ``memory://...``).
 
+The store moves bytes: a version is a few named files (their format, and the
+:class:`~models.version.ModelVersion` they decode to, live in
+:mod:`models.version`), and ``meta.json``, a JSON object, is the one file the
+store reads itself, to list versions. It sits in the floor because the worker
+reads versions and the retrain writes them, and neither may import the other.
+
 Layout under the root::
 
-    versions/<version_id>/item_factors.npy   float32 (n_items x f), np.save, no pickle
-    versions/<version_id>/meta.json          item ids, params, metrics, snapshot,
-                                             popular list, created_at, format
+    versions/<version_id>/<file>             a version's files (item_factors.npy, ...)
+    versions/<version_id>/meta.json          written last: it completes the version
     CURRENT                                  the current version id, one line
 
 A version is complete once its ``meta.json`` exists, and ``meta.json`` is
@@ -29,65 +34,26 @@ one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
 import shutil
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import fsspec
-import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from freshrec.errors import FreshrecError
-from models.ids import IdMap
-from models.recommender import Recommender
-from models.weighting import DEFAULT_WEIGHTING, WeightingConfig
+from freshrec.errors import ModelStoreError
 
-FORMAT = 1
-_FACTORS = "item_factors.npy"
+#: The file that completes a version: written last, deleted first, read to list versions.
 _META = "meta.json"
 _POINTER = "CURRENT"
 
 #: Age after which a ``.tmp-*`` directory is a dead writer's leftover, not a save in progress.
 STALE_TMP_S = 3600.0
-
-_id_lock = threading.Lock()
-_last_id_us = 0
-
-
-class ModelStoreError(FreshrecError):
-    """A version is missing or unreadable, or the store's directory is unusable."""
-
-
-@dataclass
-class ModelVersion:
-    """Everything a worker needs to fold users in and rank items, under one id."""
-
-    version_id: str
-    item_factors: np.ndarray  # (n_items, factors) float32
-    item_ids: IdMap
-    params: dict[str, Any]  # ALS params (regularization and alpha are needed by the fold-in)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    snapshot: dict[str, Any] = field(default_factory=dict)  # data it was trained on
-    popular_items: list[str] = field(default_factory=list)  # best first
-    popular_scores: list[float] = field(default_factory=list)
-    created_at: int = 0  # epoch ms
-
-    def __post_init__(self) -> None:
-        if self.item_factors.ndim != 2 or self.item_factors.shape[0] != len(self.item_ids):
-            raise ValueError(
-                f"item_factors has shape {self.item_factors.shape} but there are "
-                f"{len(self.item_ids)} item ids"
-            )
-        if len(self.popular_items) != len(self.popular_scores):
-            raise ValueError("popular_items and popular_scores differ in length")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -115,21 +81,6 @@ class ModelStore:
         self._local = isinstance(fs, LocalFileSystem)
         self._path = path.rstrip("/") or "/"
 
-    @staticmethod
-    def new_version_id() -> str:
-        """A new id, e.g. ``20261123T054512123456Z-3f9a``: UTC time to the microsecond.
-
-        Ids made by one process strictly increase even within a microsecond, so
-        lexicographic order is creation order; the random suffix keeps ids from
-        two hosts apart.
-        """
-        global _last_id_us
-        with _id_lock:
-            now_us = max(time.time_ns() // 1000, _last_id_us + 1)
-            _last_id_us = now_us
-        stamp = datetime.fromtimestamp(now_us // 1_000_000, tz=UTC).strftime("%Y%m%dT%H%M%S")
-        return f"{stamp}{now_us % 1_000_000:06d}Z-{secrets.token_hex(2)}"
-
     def _join(self, *parts: str) -> str:
         return "/".join((self._path, *parts))
 
@@ -138,43 +89,27 @@ class ModelStore:
             raise ModelStoreError(f"invalid model version id {version_id!r}")
         return self._join("versions", version_id)
 
-    def save(self, version: ModelVersion) -> str:
-        """Write ``version`` atomically; returns its id. An existing id is an error."""
-        final = self._dir(version.version_id)
+    def save(self, version_id: str, files: Mapping[str, bytes]) -> str:
+        """Write a version's ``files`` atomically; returns its id. An existing id is an
+        error, and so are files without ``meta.json`` (it completes the version, so it is
+        written last whatever the mapping's order)."""
+        final = self._dir(version_id)
+        if _META not in files:
+            raise ModelStoreError(f"model version {version_id} has no {_META}")
         if self._fs.exists(f"{final}/{_META}"):
-            raise ModelStoreError(
-                f"model version {version.version_id} already exists in {self.root}"
-            )
-        factors = io.BytesIO()
-        np.save(
-            factors,
-            np.ascontiguousarray(version.item_factors, dtype=np.float32),
-            allow_pickle=False,
-        )
-        meta = {
-            "format": FORMAT,
-            "version_id": version.version_id,
-            "item_ids": version.item_ids.ids,
-            "params": version.params,
-            "metrics": version.metrics,
-            "snapshot": version.snapshot,
-            "popular_items": version.popular_items,
-            "popular_scores": [float(s) for s in version.popular_scores],
-            "created_at": int(version.created_at),
-        }
-        files = {  # meta.json last: it makes the version complete
-            _FACTORS: factors.getvalue(),
-            _META: json.dumps(meta, indent=1, sort_keys=True).encode(),
+            raise ModelStoreError(f"model version {version_id} already exists in {self.root}")
+        files = {name: data for name, data in files.items() if name != _META} | {
+            _META: files[_META]
         }
         if self._local:
             self._save_local(Path(final), files)
         else:
             for name, data in files.items():
                 self._fs.pipe_file(f"{final}/{name}", data)
-        return version.version_id
+        return version_id
 
     @staticmethod
-    def _save_local(final: Path, files: dict[str, bytes]) -> None:
+    def _save_local(final: Path, files: Mapping[str, bytes]) -> None:
         versions = final.parent
         versions.mkdir(parents=True, exist_ok=True)
         tmp = versions / f".tmp-{final.name}-{secrets.token_hex(4)}"
@@ -189,36 +124,19 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def load(self, version_id: str) -> ModelVersion:
-        """Read one version; :class:`ModelStoreError` when it is missing or unreadable."""
+    def load(self, version_id: str) -> dict[str, bytes]:
+        """A version's files by name; :class:`ModelStoreError` when it is missing or
+        unreadable (decode them with :func:`models.version.decode_version`)."""
         path = self._dir(version_id)
         try:
-            meta = json.loads(self._fs.cat_file(f"{path}/{_META}"))
-            with self._fs.open(f"{path}/{_FACTORS}", "rb") as fh:
-                factors = np.load(fh, allow_pickle=False)
+            if not self._fs.exists(f"{path}/{_META}"):
+                raise FileNotFoundError(path)
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(path, detail=False)]
+            return {name: self._fs.cat_file(f"{path}/{name}") for name in names}
         except FileNotFoundError:
             raise ModelStoreError(f"no model version {version_id} in {self.root}") from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise ModelStoreError(f"model version {version_id} is unreadable: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise ModelStoreError(
-                f"model version {version_id} has format {meta.get('format')!r}, "
-                f"this code reads format {FORMAT}"
-            )
-        try:
-            return ModelVersion(
-                version_id=version_id,
-                item_factors=factors.astype(np.float32, copy=False),
-                item_ids=IdMap(meta["item_ids"]),
-                params=meta["params"],
-                metrics=meta["metrics"],
-                snapshot=meta["snapshot"],
-                popular_items=meta["popular_items"],
-                popular_scores=meta["popular_scores"],
-                created_at=meta["created_at"],
-            )
-        except (KeyError, ValueError) as exc:
-            raise ModelStoreError(f"model version {version_id} is inconsistent: {exc}") from exc
 
     def meta(self, version_id: str) -> dict[str, Any]:
         """A version's ``meta.json`` (everything but the factors), for listing versions."""
@@ -307,31 +225,3 @@ class ModelStore:
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(root)
-
-    def load_current(self) -> ModelVersion | None:
-        """The version the pointer names, or None when nothing is published yet."""
-        current = self.current()
-        return None if current is None else self.load(current)
-
-
-def recommender_from_version(version: ModelVersion, num_threads: int = 1) -> Recommender:
-    """The :class:`~models.recommender.Recommender` of a stored version.
-
-    Here, beside the format, rather than in the numeric core: reading the
-    stored parameters (and the weighting rule, absent from older versions) is
-    the store's business. ``YᵀY + λI`` is computed once, here. ``num_threads``
-    is for implicit's top-k; 1 suits a worker that runs one process per core.
-    """
-    params = version.params
-    weighting = params.get("weighting")
-    return Recommender(
-        version.version_id,
-        version.item_ids,
-        version.item_factors,
-        float(params["regularization"]),
-        float(params["alpha"]),
-        version.popular_items,
-        version.popular_scores,
-        num_threads=num_threads,
-        weighting=DEFAULT_WEIGHTING if weighting is None else WeightingConfig.from_dict(weighting),
-    )

@@ -1,7 +1,7 @@
 """The retrain job's pipeline, from a snapshot to a published (or refused) version.
 
 ``freshrec retrain`` (the Kubernetes CronJob) reads the snapshot
-(:mod:`models.snapshot`) under the retrain lock (:mod:`models.lock`) and hands
+(:mod:`retrain.snapshot`) under the retrain lock (:mod:`retrain.lock`) and hands
 it here:
 
 1. **Hold-out.** A chronological hold-out of a sample of users
@@ -13,7 +13,7 @@ it here:
 3. **Train** on the training data with the chosen values, and **gate**: the
    candidate and the current version are scored on the same hold-out, as the
    worker serves them (:mod:`models.gate`).
-4. **Publish** (:func:`models.publish.train_and_publish`): write the version,
+4. **Publish** (:func:`retrain.publish.train_and_publish`): write the version,
    move the pointer, prune old versions; or leave everything as it is when the
    gate refuses.
 
@@ -33,14 +33,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from freshrec.errors import ModelStoreError
+from freshrec.model_store import ModelStore
 from models.als import ALSConfig, train
 from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
-from models.publish import Outcome, StageHook, Trainer, train_and_publish
 from models.recommender import Recommender
-from models.store import ModelStore, ModelStoreError, ModelVersion, recommender_from_version
 from models.tuning import tune
+from models.version import ModelVersion, load_current_version, recommender_from_version
 from models.weighting import WeightingConfig
+from retrain.publish import Outcome, StageHook, Trainer, train_and_publish
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class RetrainPlan:
     """Training threads; 0 means one per core (the job has its pod to itself)."""
     engine: Literal["implicit", "spark"] = "implicit"
     """Who trains: implicit on this node, or Spark MLlib at ``spark_master``
-    (:mod:`models.spark_als`); the version's format is the same."""
+    (:mod:`retrain.spark_als`); the version's format is the same."""
     spark_master: str = "local[*]"
     """Spark master URL for the spark engine."""
     permute_items: bool = False
@@ -115,7 +117,7 @@ def retrain(
     ``before_publish`` runs after the gate passed and before anything is
     written (the job checks that it still holds its lock there). ``on_stage``
     is told each stage ("tuning", "training", "evaluating", then those of
-    :func:`~models.publish.train_and_publish`); ``on_progress`` how far the
+    :func:`~retrain.publish.train_and_publish`); ``on_progress`` how far the
     current one is, as (done, total): seconds of the tuning budget, then ALS
     iterations.
     """
@@ -239,7 +241,7 @@ def _holdout(
 def _trainer(plan: RetrainPlan, progress: Callable[[float, float], None] | None) -> Trainer:
     if plan.engine == "implicit":
         return partial(train, progress=progress)
-    from models.spark_als import train_spark
+    from retrain.spark_als import train_spark
 
     return partial(train_spark, master=plan.spark_master)
 
@@ -255,7 +257,7 @@ def _current(store: ModelStore) -> ModelVersion | None:
     it either): the candidate is held to the popular fallback, with a warning.
     """
     try:
-        return store.load_current()
+        return load_current_version(store)
     except ModelStoreError as exc:
         log.warning("the current model cannot be read (%s); gating against popular", exc)
         return None

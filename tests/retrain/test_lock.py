@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from freshrec.stack import wait_until
-from models.lock import LockedError, RetrainLock
+from retrain.lock import LockedError, RetrainLock
 
 pytestmark = pytest.mark.integration
 

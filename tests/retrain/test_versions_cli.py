@@ -9,12 +9,12 @@ import pytest
 import redis
 
 from cli.main import main
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.als import ALSConfig
-from models.publish import train_and_publish
-from models.store import ModelStore
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
+from retrain.publish import train_and_publish
 from schemas.recs import encode_items, items_key
 
 

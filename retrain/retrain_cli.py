@@ -2,7 +2,7 @@
 
 Takes the retrain lock, reads the snapshot (the workers' changelog, or a file
 with ``--data``/``--format`` for a first model), and runs
-:func:`models.retrain.retrain`. Prints one JSON summary line on standard output
+:func:`retrain.job.retrain`. Prints one JSON summary line on standard output
 at the end, whatever happened; progress goes to a terminal only.
 
 Exit codes (documented in the README):
@@ -27,18 +27,19 @@ from typing import Any
 import redis
 
 from freshrec.argtypes import non_negative_float
-from freshrec.errors import BadInputError, ConfigError, TransientError
+from freshrec.errors import BadInputError, ConfigError, ModelStoreError, TransientError
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
+from freshrec.model_store import ModelStore
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
-from models.als_flags import add_als_flags, configs_from_flags
-from models.item_tables import drop_item_tables_or_warn
-from models.lock import LockedError, RetrainLock
-from models.progress import StageProgress
-from models.retrain import RetrainPlan, RetrainResult, retrain
-from models.snapshot import read_changelog
-from models.store import ModelStore, ModelStoreError
+from retrain.als_flags import add_als_flags, configs_from_flags
+from retrain.data import load_data
+from retrain.item_tables import drop_item_tables_or_warn
+from retrain.job import RetrainPlan, RetrainResult, retrain
+from retrain.lock import LockedError, RetrainLock
+from retrain.progress import StageProgress
+from retrain.snapshot import read_changelog
 from schemas.state import changelog_topic
 
 EXIT_PUBLISHED = 0
@@ -178,8 +179,6 @@ def _run(
     started = time.perf_counter()
     bar.stage("reading snapshot (records)")
     if args.format:
-        from models.cli import load_data  # the file loaders of `freshrec train`
-
         data, snapshot = load_data(args)
     else:
         # a broker that does not answer at all is reported within its connect timeout, as

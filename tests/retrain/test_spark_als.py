@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.als import ALSConfig, train
 from models.evaluate import Holdout, split_log
 from models.interactions import InteractionLog
-from models.spark_als import spark_params
-from models.store import ModelStore, recommender_from_version
 from models.synthetic import generate, generate_ratings
+from models.version import load_version, recommender_from_version
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
+from retrain.spark_als import spark_params
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def test_spark_params_match_implicit_for_a_typical_row_of_the_denser_side() -> N
 
 def both_engines_ndcg(log: InteractionLog) -> tuple[float, float]:
     """nDCG@10 of implicit's and Spark's ALS (defaults) on a stratified hold-out of ``log``."""
-    from models.spark_als import train_spark
+    from retrain.spark_als import train_spark
 
     train_log, test_log = split_log(log, "stratified-item", 0.75, 42)
     matrix = confidence_matrix(train_log, DEFAULT_WEIGHTING)
@@ -104,7 +105,7 @@ def test_retrain_with_the_spark_engine_writes_a_version_the_worker_reads(
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert summary["engine"] == "spark"
-    version = ModelStore(tmp_path / "store").load(summary["version"])
+    version = load_version(ModelStore(tmp_path / "store"), summary["version"])
     assert version.params["device"] == "spark"
     recs = recommender_from_version(version).recommend([{"item-1": 4.0}], 5)
     assert recs.personal == [True] and len(recs.items[0]) == 5

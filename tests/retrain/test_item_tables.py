@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from freshrec.settings import Settings
-from models.item_tables import drop_item_tables, drop_item_tables_or_warn
+from retrain.item_tables import drop_item_tables, drop_item_tables_or_warn
 from schemas.recs import encode_items, items_key
 
 

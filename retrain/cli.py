@@ -1,4 +1,4 @@
-"""``freshrec evaluate`` and ``freshrec train``: the offline side of the models part.
+"""``freshrec evaluate`` and ``freshrec train``: the offline side of the retrain part.
 
 This is an I/O adapter (files, the model store, stdout); the numeric work is
 in :mod:`models.evaluate`, :mod:`models.tuning`, :mod:`models.als` and friends.
@@ -15,27 +15,22 @@ pointer to it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import sys
-from pathlib import Path
-from typing import Any
 
 from freshrec.argtypes import finite_float, non_negative_float, positive_int
 from freshrec.errors import BadInputError
+from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
-from models import eventlog, movielens, retrain_cli, synthetic, versions_cli
 from models.als import ALSConfig
-from models.als_flags import add_als_flags, configs_from_flags
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
-from models.publish import train_and_publish
-from models.store import ModelStore
 from models.tuning import TuneResult, tune
 from models.weighting import WeightingConfig
-
-FORMATS = (*movielens.FORMATS, "synthetic", "events")
+from retrain import retrain_cli, versions_cli
+from retrain.als_flags import add_als_flags, configs_from_flags
+from retrain.data import FORMATS, load_data
+from retrain.publish import train_and_publish
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,50 +107,6 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="seconds of hyperparameter search on a validation split of the training part "
         "(default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
     )
-
-
-def load_data(args: argparse.Namespace) -> tuple[InteractionLog, dict[str, Any]]:
-    """The log named by ``--data``/``--format`` and the snapshot it was read from."""
-    if args.format == "synthetic":
-        try:
-            users, items, events = (int(x) for x in args.synthetic.split(","))
-        except ValueError:
-            raise BadInputError(
-                f"--synthetic {args.synthetic!r} is not USERS,ITEMS,EVENTS (three integers)"
-            ) from None
-        synth = synthetic.generate(users, items, events, seed=args.seed)
-        return synth.log, {"format": "synthetic", "size": [users, items, events], "seed": args.seed}
-    if not args.data:
-        raise BadInputError(f"--data is required with --format {args.format}")
-    path = Path(args.data).resolve()
-    snapshot: dict[str, Any] = {"format": args.format, "path": str(path)}
-    if args.format == "events":
-        read = eventlog.load(path)
-        if read.rejected:
-            print(
-                f"freshrec: {read.rejected} invalid line(s) in {path} skipped; first: "
-                + "; ".join(read.reasons[:3]),
-                file=sys.stderr,
-            )
-        snapshot |= {
-            "sha256": read.sha256,
-            "lines": read.lines,
-            "rejected": read.rejected,
-            "duplicates": read.duplicates,
-            "forgotten": read.forgotten,
-        }
-        return read.log, snapshot
-    ratings = movielens.load(path, args.format)
-    snapshot |= {"sha256": _sha256(path), "rows": len(ratings)}
-    return ratings, snapshot
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _configs(args: argparse.Namespace) -> tuple[ALSConfig, WeightingConfig]:
