@@ -55,7 +55,8 @@ _STAGE_LABELS = {
     "evaluating": "evaluating (the gate)",
 }
 
-#: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it.
+#: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it (or
+#: resume it with SIGUSR1).
 STALL_POINTS = ("trained", "evaluated", "saved")
 
 
@@ -206,6 +207,8 @@ def _run(
                 file=sys.stderr,
                 flush=True,
             )
+            # SIGUSR1 resumes it (a test that changes the world meanwhile); SIGKILL ends it.
+            signal.signal(signal.SIGUSR1, lambda signum, frame: None)
             signal.pause()
 
     store = ModelStore(settings.model_store)
