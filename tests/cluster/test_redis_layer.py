@@ -19,10 +19,11 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from freshrec.stack import RedisClusterProcesses, free_port
+from freshrec.stack import RedisClusterProcesses, free_port, wait_until
 from retrain.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
+from serving.redis_client import read_deadline_s
 from streams.lists import UserList
 from streams.sink import RedisSink
 
@@ -201,3 +202,66 @@ def test_a_cluster_no_node_of_which_answers_is_a_transient_fault(settings: Setti
 
     with pytest.raises(TransientError, match="Redis Cluster cannot be connected"):
         asyncio.run(epoch())
+
+
+def test_chaos_a_killed_primary_fails_only_its_own_users_coalesced_reads(
+    cluster_settings: Settings,
+    cluster_client: redis.cluster.RedisCluster,
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """Regression (issue 28): in the seconds before a killed primary's replica took over,
+    the API answered 503 to users on primaries that stayed up: their reads shared one
+    cluster pipeline with the dead node's users, and redis-py fails the whole pipeline on
+    one node's ConnectionError. Each node's part of a coalesced batch now fails alone."""
+    keys = [user_key(cluster_settings.key_prefix, u) for u in USERS]
+    for key in keys:
+        cluster_client.hset(key, DATA_FIELD, key)
+    victim = next(n for n in redis_cluster.primaries() if n.port in {
+        cluster_client.get_node_from_key(k).port for k in keys})  # fmt: skip
+    on_victim = {k for k in keys if cluster_client.get_node_from_key(k).port == victim.port}
+    assert 0 < len(on_victim) < len(keys)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        client = redis_client(cluster_settings, "test-api", max_connections=8)
+        reader = HgetCoalescer(client, DATA_FIELD, read_deadline_s(cluster_settings))
+        rounds = healthy_errors = victim_errors = served = 0
+        kinds: dict[str, int] = {}
+        try:
+            assert await asyncio.gather(*(reader.hget(k) for k in keys)) == [
+                k.encode() for k in keys
+            ]
+            victim.kill()
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 8.0  # past the failover (2 s node timeout, then election)
+            while loop.time() < until:
+                got = await asyncio.gather(*(reader.hget(k) for k in keys), return_exceptions=True)
+                rounds += 1
+                for key, reply in zip(keys, got, strict=True):
+                    if isinstance(reply, BaseException):
+                        if key in on_victim:
+                            victim_errors += 1
+                        else:
+                            healthy_errors += 1
+                            kinds[repr(reply)[:120]] = kinds.get(repr(reply)[:120], 0) + 1
+                    else:
+                        served += 1
+                        assert reply == key.encode()
+            final = await asyncio.gather(*(reader.hget(k) for k in keys), return_exceptions=True)
+            assert final == [k.encode() for k in keys], "every list served after the failover"
+        finally:
+            await client.aclose()
+        print(f"\nerrors on healthy primaries by kind: {kinds}")
+        return rounds, healthy_errors, victim_errors, served
+
+    try:
+        rounds, healthy_errors, victim_errors, served = asyncio.run(scenario())
+    finally:
+        for node in [n for n in redis_cluster.nodes if n not in redis_cluster.alive()]:
+            node.start()
+        wait_until(redis_cluster.healthy, 30, "the killed node back as a replica")
+    print(
+        f"\nchaos cluster-primary-killed: batches={rounds} served={served} "
+        f"errors_on_healthy_primaries={healthy_errors} errors_on_the_killed_one={victim_errors}"
+    )
+    assert healthy_errors == 0
+    assert victim_errors > 0  # the batches did reach the dead node's users meanwhile
