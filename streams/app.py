@@ -187,12 +187,20 @@ def create_app(settings: Settings) -> faust.App:
         offset: int | None = app.consumer._committed_offset.get(TP(*key))  # type: ignore[attr-defined]  # Faust's, set at each seek
         return offset
 
+    async def rewind(partitions: list[tuple[str, int]]) -> None:
+        consumer = app.consumer
+        for key in partitions:
+            tp = TP(*key)
+            consumer._committed_offset[tp] = None  # type: ignore[attr-defined]  # Faust's
+            await consumer.seek(tp, 0)
+
     watch = ProgressWatch(
         settings,
         event_topics,
         metrics,
         committed=committed,
         ledger=Path(settings.data_dir) / LEDGER_NAME,
+        rewind=rewind,
     )
     # Changelog records and dead letters go through confluent-kafka, not Faust's
     # producer (streams.delivery says why); closed, in-flight records flushed, at shutdown.

@@ -59,7 +59,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,7 @@ class ProgressWatch:
         clock: Callable[[], float] = time.monotonic,
         committed: Callable[[Key], int | None] = lambda key: None,
         ledger: Path | None = None,
+        rewind: Callable[[list[Key]], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = frozenset(topics)
@@ -156,6 +157,9 @@ class ProgressWatch:
             lambda: 0.0 if self._in_flight else self._clock() - self._last_progress
         )
         self._ledger_path = ledger
+        self._rewind = rewind
+        #: Held partitions whose last commit the last check found past their end.
+        self._beyond: set[Key] = set()
         for topic in self._topics:  # each series exists from the start, at 0
             metrics.broker_lost_offsets.labels(topic)
         #: topic -> {"id": topic id, "reached": {partition: offset}}; None until reconciled.
@@ -281,6 +285,7 @@ class ProgressWatch:
         except (KafkaError, TransientError, OSError, TimeoutError) as exc:
             log.warning("progress check: broker did not answer (%r)", exc)
             return Verdict(None)
+        await self._rewind_commits_past_the_end(held, ends)
         self._measure_lag(held, ends)
         if self._ledger is None:
             self._reconcile(shapes, ends)
@@ -291,6 +296,31 @@ class ProgressWatch:
         if not verdict.lost:
             self._keep_ledger(held, shapes)
         return verdict
+
+    async def _rewind_commits_past_the_end(
+        self, held: Collection[Key], ends: Mapping[Key, int]
+    ) -> None:
+        """Read from its start a held partition whose last commit is past its end (at two
+        checks in a row): the log was lost and created again after that commit (a worker
+        still running committed its old offsets on the new log). Kafka answers a fetch past
+        the end OFFSET_OUT_OF_RANGE and the consumer resets to the start by itself; the
+        local broker (Tansu) answers nothing, and the worker waited there for ever, the
+        new log's events unread (test_chaos.py, broker restarted without its data)."""
+        beyond = set()
+        for key in held:
+            commit, end = self._committed(key), ends.get(key)
+            if commit is not None and end is not None and commit > end:
+                beyond.add(key)
+        confirmed = sorted(beyond & self._beyond)
+        self._beyond = beyond - set(confirmed)
+        if confirmed and self._rewind is not None:
+            log.warning(
+                "committed offsets past the end of %s (the broker lost the log since): "
+                "reading them from their start",
+                ", ".join(f"{t}[{p}] ({self._committed((t, p))} > {ends[(t, p)]})"
+                          for t, p in confirmed),
+            )  # fmt: skip
+            await self._rewind(confirmed)
 
     def answer_age(self) -> float:
         """Seconds since a check last got the broker's answer (since start, before the first)."""
@@ -409,11 +439,14 @@ class ProgressWatch:
         # ListOffsets on Tansu names the last record *batch*, which can be
         # below offsets this worker read (0 for a partition that holds one
         # record): the Fetch high watermark decides, for every partition that
-        # answered above 0 or that this worker read from.
+        # answered above 0, that this worker read from, or that has a commit
+        # (a commit past a false 0 would be rewound, _rewind_commits_past_the_end).
         behind = {
             tp: max(end, 1)
             for tp, end in listed.items()
-            if end or self._reached((tp.topic, tp.partition)) > 0
+            if end
+            or self._reached((tp.topic, tp.partition)) > 0
+            or (self._committed((tp.topic, tp.partition)) or 0) > 0
         }
         fetched = await fetched_highwaters(probe, behind, _FETCH_WAIT_MS) if behind else {}
         ends = {

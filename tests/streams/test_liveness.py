@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -121,3 +122,24 @@ def test_the_next_process_counts_the_offsets_of_a_topic_created_again(tmp_path: 
     third = ProgressWatch(Settings(), [TOPIC], third_metrics, Clock(), ledger=ledger)
     third._reconcile({TOPIC: TopicShape("id-2", 4)}, {})
     assert sample(third_metrics, "freshrec_worker_broker_lost_offsets_total", topic=TOPIC) == 0
+
+
+def test_a_commit_past_the_end_at_two_checks_in_a_row_rewinds_the_partition() -> None:
+    """Regression (issue 28): a worker still running after the broker lost its log
+    committed its old offsets (600) on the new log, and the next worker waited at 600 for
+    ever on the local broker, which answers a fetch past the end with nothing."""
+    rewound: list[list[tuple[str, int]]] = []
+
+    async def rewind(partitions: list[tuple[str, int]]) -> None:
+        rewound.append(partitions)
+
+    commits = {(TOPIC, 0): 600, (TOPIC, 1): 10}
+    watch = ProgressWatch(
+        Settings(), [TOPIC], WorkerMetrics(), Clock(), committed=commits.get, rewind=rewind
+    )
+    ends = {(TOPIC, 0): 25, (TOPIC, 1): 30}
+    held = [(TOPIC, 0), (TOPIC, 1)]
+    asyncio.run(watch._rewind_commits_past_the_end(held, ends))
+    assert rewound == []  # one answer may be the broker's slip
+    asyncio.run(watch._rewind_commits_past_the_end(held, ends))
+    assert rewound == [[(TOPIC, 0)]]
