@@ -11,10 +11,11 @@ it in sync.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
@@ -510,6 +511,13 @@ class Settings:
             min=0.1,
         ),
     )
+    api_cors_origins: str = field(
+        default="",
+        metadata=_doc(
+            "Web origins (scheme://host[:port], comma-separated, or `*` for any) whose pages may "
+            "call the API from a browser (CORS); empty (the default) allows none.",
+        ),
+    )
 
     log_level: str = field(
         default="INFO",
@@ -537,10 +545,7 @@ class Settings:
             k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in known
         )
         if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)}; known: "
-                + ", ".join(ENV_PREFIX + n.upper() for n in sorted(known))
-            )
+            raise ConfigError("; ".join(_unknown_setting(name, known) for name in unknown))
         values: dict[str, Any] = {}
         for f in fields(cls):
             var = ENV_PREFIX + f.name.upper()
@@ -577,6 +582,7 @@ def _parse(var: str, raw: str, typ: Any) -> Any:
 
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
 def _validate(s: Settings) -> None:
@@ -606,6 +612,12 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"FRESHREC_BOOTSTRAP_SERVERS: {server!r} is not host:port "
                 "(several are separated by commas)"
+            )
+    for origin in s.api_cors_origins.split(","):
+        if origin.strip() and origin.strip() != "*" and not _ORIGIN.match(origin.strip()):
+            raise ConfigError(
+                f"FRESHREC_API_CORS_ORIGINS: {origin.strip()!r} is not an origin like "
+                "https://shop.example.com (scheme://host[:port], no path), or *"
             )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
@@ -693,3 +705,16 @@ def settings_table() -> str:
         shown = "(empty)" if default == "" else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
+
+
+def _unknown_setting(name: str, known: Collection[str]) -> str:
+    """Why ``name`` is refused, with the closest known setting: a list of every name buried the
+    one the user meant (issue 26)."""
+    field = name[len(ENV_PREFIX) :].lower()
+    close = difflib.get_close_matches(field, list(known), n=1, cutoff=0.6)
+    hint = (
+        f"did you mean {ENV_PREFIX}{close[0].upper()}?"
+        if close
+        else "the README's settings table lists every setting"
+    )
+    return f"unknown setting {name}; {hint}"

@@ -204,6 +204,7 @@ def tune(
     max_trials: int = 100,
     space: SearchSpace = DEFAULT_SPACE,
     progress: Callable[[float, float], None] | None = None,
+    on_trial: Callable[[int, float], None] | None = None,
 ) -> TuneResult:
     """Search configurations for ``train_log`` by validation nDCG@``k`` (see the module docstring).
 
@@ -214,7 +215,10 @@ def tune(
     fit; the base trial always runs, even with a budget of 0. The same inputs
     and number of trials give the same result. ``progress`` is told (seconds
     spent, ``budget_s``) after each trial: the budget, not the number of
-    trials, is what bounds the search.
+    trials, is what bounds the search; ``on_trial`` (trials run, best score
+    so far), so a terminal shows the search as one bar with its best score.
+    Each trial's configuration and score are logged at DEBUG: one INFO line per
+    trial (44 in the demo) buried the progress bars (issue 26).
     """
     if budget_s < 0 or max_trials < 1 or k < 1:
         raise ValueError("tune needs budget_s >= 0, max_trials >= 1 and k >= 1")
@@ -233,9 +237,11 @@ def tune(
         model = train(confidence_matrix(fit_log, weighting), als)
         score = holdout.score(model.user_factors, model.item_factors, k, als.num_threads)[metric]
         trials.append(Trial(als, weighting, score, time.perf_counter() - t0))
-        log.info("tune trial %d: %s %s", len(trials), trials[-1].as_dict(), metric)
+        log.debug("tune trial %d: %s %s", len(trials), trials[-1].as_dict(), metric)
         if progress is not None:
             progress(time.perf_counter() - started, budget_s)
+        if on_trial is not None:
+            on_trial(len(trials), max(t.score for t in trials))
     best = max(trials, key=lambda t: t.score)  # max keeps the earliest of equal scores
     return TuneResult(
         best.als,

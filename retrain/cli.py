@@ -18,8 +18,10 @@ import argparse
 import json
 import os
 
-from freshrec.argtypes import finite_float, non_negative_float, positive_int
-from freshrec.errors import BadInputError
+import numpy as np
+
+from freshrec.argtypes import finite_float, non_negative_float, positive_int, synthetic_size
+from freshrec.errors import BadInputError, UsageError
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.als import ALSConfig
@@ -30,6 +32,7 @@ from models.weighting import WeightingConfig
 from retrain import retrain_cli, versions_cli
 from retrain.als_flags import add_als_flags, configs_from_flags
 from retrain.data import FORMATS, load_data
+from retrain.progress import StageProgress
 from retrain.publish import train_and_publish
 
 
@@ -74,6 +77,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="layout of --data")
     p.add_argument(
         "--synthetic",
+        type=synthetic_size,
         default="2000,500,60000",
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
@@ -121,22 +125,54 @@ def _holdout(
     """Split, tune on the training part (unless turned off), evaluate on the test part."""
     als, weights = _configs(args)
     if not 0 < args.ratio < 1:
-        raise BadInputError("--ratio must be strictly between 0 and 1")
+        raise UsageError("--ratio must be strictly between 0 and 1")
     budget = settings.retrain_tune_budget_s if args.tune_budget_s is None else args.tune_budget_s
     if budget < 0:
         raise BadInputError("--tune-budget-s must not be negative (0 = no search)")
     train_log, test_log = split_log(data, args.split, args.ratio, args.seed, args.last_n)
     if len(train_log) == 0 or len(test_log) == 0:
-        raise BadInputError("the split left the training or the test part empty")
+        raise BadInputError(_empty_split(args, data, "training" if len(train_log) == 0 else "test"))
     tuned = None
     if budget > 0 and not args.no_tune:
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
         try:
-            tuned = tune(train_log, als, weights, args.k, budget, how, args.ratio, args.seed)
+            with StageProgress() as bar:
+                label = f"tuning ({budget:g} s budget)"
+                bar.stage(label)
+                tuned = tune(
+                    train_log,
+                    als,
+                    weights,
+                    args.k,
+                    budget,
+                    how,
+                    args.ratio,
+                    args.seed,
+                    progress=bar.advance,
+                    on_trial=lambda n, best: bar.describe(
+                        f"{label}: {n} trials, best ndcg@{args.k} {best:.4f}"
+                    ),
+                )
         except ValueError as exc:
             raise BadInputError(f"{exc}; run with --no-tune on data this small") from None
         als, weights = tuned.als, tuned.weighting
     return evaluate(train_log, test_log, als, args.k, weights), weights, tuned
+
+
+def _empty_split(args: argparse.Namespace, data: InteractionLog, part: str) -> str:
+    """Why a split left ``part`` empty, with the counts and what to try (issue 26: it said only
+    that a part was empty)."""
+    users = int(np.unique(data.user).size)
+    why = (
+        f"the {args.split} split (--ratio {args.ratio:g}) of {len(data)} events from {users} "
+        f"user(s) left the {part} part empty"
+    )
+    if args.split == "last-n":
+        return f"{why}: every user has at most --last-n {args.last_n} event(s); lower --last-n"
+    return (
+        f"{why}: too few events per {args.split.removeprefix('stratified-')} to go to both "
+        "parts; try --split last-n, which holds out each user's newest event"
+    )
 
 
 def _tuned_line(tuned: TuneResult) -> str:

@@ -111,6 +111,7 @@ def retrain(
     before_publish: Callable[[], None] | None = None,
     on_stage: StageHook | None = None,
     on_progress: Callable[[float, float], None] | None = None,
+    on_trial: Callable[[int, float], None] | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
 
@@ -119,7 +120,7 @@ def retrain(
     is told each stage ("tuning", "training", "evaluating", then those of
     :func:`~retrain.publish.train_and_publish`); ``on_progress`` how far the
     current one is, as (done, total): seconds of the tuning budget, then ALS
-    iterations.
+    iterations; ``on_trial`` each tuning trial (trials run, best score so far).
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -144,6 +145,7 @@ def retrain(
             budget_s=plan.tune_budget_s,
             seed=plan.seed,
             progress=on_progress,
+            on_trial=on_trial,
         )
         als, weighting, tuning = result.als, result.weighting, result.as_dict()
         log.info("tuned in %.1fs: %s, %s", time.perf_counter() - started, als, weighting)

@@ -26,8 +26,14 @@ from typing import Any
 
 import redis
 
-from freshrec.argtypes import non_negative_float
-from freshrec.errors import BadInputError, ConfigError, ModelStoreError, TransientError
+from freshrec.argtypes import non_negative_float, synthetic_size
+from freshrec.errors import (
+    BadInputError,
+    ConfigError,
+    ModelStoreError,
+    TransientError,
+    UsageError,
+)
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.model_store import ModelStore
@@ -39,6 +45,7 @@ from retrain.item_tables import drop_item_tables_or_warn
 from retrain.job import RetrainPlan, RetrainResult, retrain
 from retrain.lock import LockedError, RetrainLock
 from retrain.progress import StageProgress
+from retrain.served import store_mismatch
 from retrain.snapshot import read_changelog
 from schemas.state import changelog_topic
 
@@ -78,6 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--synthetic",
+        type=synthetic_size,
         default="2000,500,60000",
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
@@ -138,6 +146,9 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         if args.data and not args.format:
             raise BadInputError("--data needs --format (see `freshrec train --help`)")
         client = sync_redis_client(settings, "freshrec-retrain")
+        mismatch = store_mismatch(client, settings, ModelStore(settings.model_store))
+        if mismatch is not None and not args.force:
+            raise ConfigError(f"{mismatch}; --force publishes there anyway")
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
             summary |= _run(args, settings, plan, lock, bar)
@@ -150,7 +161,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     except LockedError as exc:
         summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}
         code = EXIT_LOCKED
-    except (BadInputError, ConfigError, ValueError) as exc:
+    except (BadInputError, ConfigError, UsageError, ValueError) as exc:
         summary |= {"outcome": "bad configuration", "message": str(exc)}
         code = EXIT_CONFIG
     except (
@@ -220,6 +231,9 @@ def _run(
         before_publish=lock.ensure_held,
         on_stage=on_stage,
         on_progress=bar.advance,
+        on_trial=lambda n, best: bar.describe(
+            f"{_STAGE_LABELS['tuning']}: {n} trials, best ndcg@{plan.k} {best:.4f}"
+        ),
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
+from retrain.served import store_mismatch
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,6 +84,14 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not rows:
         print(f"no model versions in {settings.model_store}")
+        client = sync_redis_client(settings, "freshrec-models")
+        try:
+            mismatch = store_mismatch(client, settings, store)
+        finally:
+            client.close()
+        if mismatch is not None:
+            print(f"freshrec models list: {mismatch}", file=sys.stderr)
+            return 1
         return 0
     for row in rows:
         score = "-" if row["score"] is None else f"{row['metric']} {row['score']:.4f}"
