@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -213,14 +214,16 @@ def _run(
         if name in _STAGE_LABELS:
             bar.stage(_STAGE_LABELS[name])
         if name == args.debug_stall_at:
+            # SIGUSR1 resumes it (a test that changes the world meanwhile); SIGKILL ends it.
+            # An event, not signal.pause(): a signal that comes before the wait is kept.
+            resumed = threading.Event()
+            signal.signal(signal.SIGUSR1, lambda signum, frame: resumed.set())
             print(
                 f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
                 file=sys.stderr,
                 flush=True,
             )
-            # SIGUSR1 resumes it (a test that changes the world meanwhile); SIGKILL ends it.
-            signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-            signal.pause()
+            resumed.wait()
 
     store = ModelStore(settings.model_store)
     result = retrain(
