@@ -116,6 +116,10 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "socket.timeout.ms": max(timeout_ms, MIN_SOCKET_TIMEOUT_MS),
         "linger.ms": settings.publish_linger_s * 1000,
         "compression.type": "lz4",
+        # A broker that lost its state once got the event topics and the changelog
+        # created again, with its own partition count, by producers that were still
+        # writing (issue 28): topics are created by ``freshrec`` on purpose only.
+        "allow.auto.create.topics": False,
     }
     config.update(extra)
     return config

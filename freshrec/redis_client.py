@@ -28,6 +28,19 @@ is per node and does not queue: past ``max_connections`` on one node a
 command fails with ``MaxConnectionsError`` (a connection error, so a 503 in
 the API) instead of waiting.
 
+**ASK through a slot migration.** redis-py (8.2.0) follows an ``ASK``
+redirect by sending ``ASKING`` on one pooled connection of the target node and
+the command on the next one it takes; the target node honours ``ASKING`` on
+its own connection only, so with two or more free connections the command was
+answered ``MOVED`` back to the source, which answered ``ASK`` again, until
+``ClusterError: TTL exhausted``: a slot held mid-migration ended the worker
+(issue 28). Every free connection is taken from the same end of a node's
+queue as released ones return to (:func:`ask_on_one_connection`): the
+connection ``ASKING`` just went back on is the one the command takes, as
+nothing runs between the two. A ``ClusterError`` is also transient here (the
+worker retries it, the API answers 503), so any other redirect loop is retried
+rather than fatal.
+
 hiredis parses replies when installed (a dependency of ``redis[hiredis]``).
 """
 
@@ -39,7 +52,8 @@ import redis
 import redis.cluster
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 
 from freshrec.redis_retry import redis_retry
 from freshrec.settings import Settings
@@ -60,6 +74,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,
 )
 #: A cluster client's connections per node when the caller sets no bound (redis-py's default).
 CLUSTER_MAX_CONNECTIONS = 100
@@ -79,6 +94,23 @@ def _connection_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
+_acquire_first_free = ClusterNode.acquire_connection
+
+
+def _acquire_last_released(node: ClusterNode) -> Connection:
+    """The free connection released last (redis-py takes the one released first)."""
+    if node._free:
+        connection: Connection = node._free.pop()
+        return connection
+    return _acquire_first_free(node)
+
+
+def ask_on_one_connection() -> None:
+    """Make the asyncio cluster client send ``ASKING`` and the redirected command on one
+    connection (module doc, "ASK through a slot migration"); idempotent, process-wide."""
+    ClusterNode.acquire_connection = _acquire_last_released  # type: ignore[method-assign,assignment]
+
+
 def redis_client(settings: Settings, name: str, max_connections: int | None = None) -> AsyncRedis:
     """An asyncio client for ``settings.redis_url`` that owns its pool; connects lazily.
 
@@ -88,6 +120,7 @@ def redis_client(settings: Settings, name: str, max_connections: int | None = No
     """
     options = _connection_options(settings, name) | {"retry": redis_retry(settings)}
     if settings.redis_cluster:
+        ask_on_one_connection()
         return RedisCluster.from_url(
             settings.redis_url,
             max_connections=max_connections or CLUSTER_MAX_CONNECTIONS,

@@ -446,6 +446,16 @@ class Settings:
             min=1.0,
         ),
     )
+    worker_stop_wait_s: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Longest wait of a stopping worker (SIGTERM) for its batches in flight; one "
+            "still waiting out a retry (Redis or the broker down) is then left unacked, "
+            "for the partitions' next owner. Keep the whole stop under the pod's grace "
+            "period (60 s).",
+            min=0.0,
+        ),
+    )
     broker_session_timeout_s: float = field(
         default=6.0,
         metadata=_doc(

@@ -275,6 +275,10 @@ class RedisClusterNode(RedisProcess):
             # for more replicas: a primary lost before that sync has no replica to take over
             "--repl-diskless-sync-delay",
             "0",
+            # healthy primaries keep serving reads while a dead one's slots wait for their
+            # replica (docs/scaling.md, "Failover"): what freshrec asks of a cluster
+            "--cluster-allow-reads-when-down",
+            "yes",
         ]
 
     def info(self, section: str) -> dict[str, str]:

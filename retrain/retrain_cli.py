@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -67,7 +68,8 @@ _STAGE_LABELS = {
     "evaluating": "evaluating (the gate)",
 }
 
-#: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it.
+#: Stages ``--debug-stall-at`` accepts: where a test may freeze the job to kill it (or
+#: resume it with SIGUSR1).
 STALL_POINTS = ("trained", "evaluated", "saved")
 
 
@@ -234,14 +236,16 @@ def _run(
         if name in _STAGE_LABELS:
             bar.stage(_STAGE_LABELS[name])
         if name == args.debug_stall_at:
-            # frozen until killed, or resumed by SIGUSR1 (a test moves the pointer meanwhile)
-            signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+            # SIGUSR1 resumes it (a test that changes the world meanwhile); SIGKILL ends it.
+            # An event, not signal.pause(): a signal that comes before the wait is kept.
+            resumed = threading.Event()
+            signal.signal(signal.SIGUSR1, lambda signum, frame: resumed.set())
             print(
                 f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
                 file=sys.stderr,
                 flush=True,
             )
-            signal.pause()
+            resumed.wait()
 
     store = ModelStore(settings.model_store)
     result = retrain(

@@ -22,18 +22,26 @@ own request) or, on a connection error after the client's retries or when
 ``deadline_s`` passes (a builtin :class:`TimeoutError`), fails every request
 in it with that error. The deadline is one timer per batch, not per request.
 
-On a Redis Cluster the batch goes through redis-py's cluster pipeline instead,
-which splits it by the node owning each key's slot and sends every node its
-part at once: still one round trip per request (to the one node holding its
-user's key), and one per node per batch. A command that fails there fails its
-own request only (a node being failed over answers 503 for its users while
-the others are served); ``MOVED``/``ASK`` are followed by the pipeline, and a
-connection lost while sending makes it read the slot map again and resend.
+On a Redis Cluster the batch is split by the primary that owns each key's
+slot, and each node's part goes through redis-py's cluster pipeline on its
+own, all at once: still one round trip per request (to the one node holding
+its user's key), and one per node per batch. Each node's part has its own
+deadline and its own failure: a node being failed over answers 503 for its
+own users while the others are served. One pipeline for the whole batch did
+not do that: redis-py fails a whole cluster pipeline on one node's
+``ConnectionError``, and in the ~4 s before a killed primary's replica took
+over, 127-146 requests of users on healthy primaries got 503 (issue 28).
+The ``also`` read travels with the part of its own node; when that node
+fails, the batch's requests get the last ``also`` value read, so a node's
+failover never empties the takedown set. ``MOVED``/``ASK`` are followed by
+each pipeline, and a connection lost while sending makes it read the slot map
+again and resend.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -62,6 +70,8 @@ class HgetCoalescer:
         self.deadline_s = deadline_s
         self._batch: list[tuple[str, bytes, asyncio.Future[Reply]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The last ``also`` value read, for a batch whose ``also`` read failed alone.
+        self._last_also: bytes | None = None
 
     async def hget(self, key: str) -> bytes | None:
         """The key's field."""
@@ -83,9 +93,14 @@ class HgetCoalescer:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[Reply]]]) -> None:
+        keys = [(key, field) for key, field, _ in batch]
+        replies: list[bytes | BaseException | None]
         try:
-            async with asyncio.timeout(self.deadline_s):
-                replies = await self._exchange([(key, field) for key, field, _ in batch])
+            if isinstance(self.client, RedisCluster):
+                replies = await self._cluster_exchange(self.client, keys)  # deadline per node
+            else:
+                async with asyncio.timeout(self.deadline_s):
+                    replies = list(await self._exchange(keys))
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -98,12 +113,16 @@ class HgetCoalescer:
         also: bytes | None = None
         if self.also is not None:
             last = replies.pop()
-            # a wrong type is as good as missing, for the reader
-            also = None if isinstance(last, RedisError) else last
+            if isinstance(last, ResponseError):  # a wrong type is as good as missing
+                also = None
+            elif isinstance(last, BaseException):  # its node failed: the last value read
+                also = self._last_also
+            else:
+                also = self._last_also = last
         for (_, _, future), reply in zip(batch, replies, strict=True):
             if future.done():  # cancelled: the server is shutting down
                 continue
-            if isinstance(reply, Exception):
+            if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result((reply, also))
@@ -119,8 +138,7 @@ class HgetCoalescer:
         the whole batch again), every reply read before the connection goes
         back, and an error reply (``WRONGTYPE``) is that command's result.
         """
-        if isinstance(self.client, RedisCluster):
-            return await self._cluster_exchange(self.client, keys)
+        assert not isinstance(self.client, RedisCluster)  # _cluster_exchange's
         commands = [_HGET % (len(k), k, field) for k, field in ((k.encode(), f) for k, f in keys)]
         if self.also is not None:
             also = self.also.encode()
@@ -138,14 +156,37 @@ class HgetCoalescer:
 
     async def _cluster_exchange(
         self, client: RedisCluster, keys: list[tuple[str, bytes]]
-    ) -> list[bytes | RedisError | None]:
-        """The batch on a cluster: one pipeline, split by node, each command's error its own."""
-        async with client.pipeline(transaction=False) as pipe:
-            for key, field in keys:
-                pipe.execute_command("HGET", key, _unpacked(field))
-            if self.also is not None:
-                pipe.execute_command("HGET", self.also, self.field)
-            replies: list[bytes | RedisError | None] = await pipe.execute(raise_on_error=False)
+    ) -> list[bytes | BaseException | None]:
+        """The batch on a cluster (``also`` last): one pipeline per node owning some of its
+        keys, sent at once, each under its own deadline; a node's failure is the result of
+        its keys only."""
+        commands = [(key, _unpacked(field)) for key, field in keys]
+        if self.also is not None:
+            commands.append((self.also, self.field.encode()))
+        await client.initialize()  # the slot map, once (later calls return at once)
+        by_node: dict[str, list[int]] = {}
+        for index, (key, _) in enumerate(commands):
+            try:
+                owner = client.nodes_manager.get_node_from_slot(client.keyslot(key)).name
+            except RedisError:  # a slot the map lacks now: its own part, routed by redis-py
+                owner = ""
+            by_node.setdefault(owner, []).append(index)
+        replies: list[bytes | BaseException | None] = [None] * len(commands)
+
+        async def one_node(indexes: Sequence[int]) -> None:
+            got: list[bytes | BaseException | None]
+            try:
+                async with asyncio.timeout(self.deadline_s):
+                    async with client.pipeline(transaction=False) as pipe:
+                        for index in indexes:
+                            pipe.execute_command("HGET", *commands[index])
+                        got = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                got = [exc] * len(indexes)
+            for index, reply in zip(indexes, got, strict=True):
+                replies[index] = reply
+
+        await asyncio.gather(*(one_node(indexes) for indexes in by_node.values()))
         return replies
 
 

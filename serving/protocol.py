@@ -13,7 +13,14 @@ module replaces aiohttp's connection handler with one that:
 * closes a connection whose request headers are not complete within
   ``api_header_timeout_s`` of their first byte (or of the connection's
   opening), while the idle time between requests stays bounded by
-  ``api_keepalive_timeout_s`` (aiohttp's own keep-alive timer).
+  ``api_keepalive_timeout_s`` (aiohttp's own keep-alive timer). Bytes that
+  arrive while a request is read or handled are its body, never the start of
+  the next request's headers: a body sent after its headers (``Expect:
+  100-continue``, as curl sends a body over 1 KB) once armed the header
+  timeout, which closed the connection, unanswered, while ``POST /events``
+  waited for a broker that was down (issue 28). A handler's wait is bounded by
+  its own timeouts (``POST /events``: the publish timeout), whatever the
+  header timeout.
 
 :class:`GuardedRunner` is ``aiohttp.web.AppRunner`` with that handler; the
 server (:mod:`serving.server`) and the tests serve the app through it.
@@ -78,6 +85,9 @@ class GuardedRequestHandler(RequestHandler):
         #: Whether the last request the parser finished (or refused) had a
         #: request line over the limit: what a LineTooLong is about.
         self._long_request_line = False
+        #: Requests whose headers were parsed and whose answer is not written yet:
+        #: bytes arriving meanwhile are their bodies (module doc).
+        self._open_requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -101,9 +111,19 @@ class GuardedRequestHandler(RequestHandler):
             end = self._first_line_end
             self._long_request_line = end is None or end > MAX_LINE_BYTES
             self._head_bytes, self._first_line_end = 0, None
+            self._open_requests += self._request_count - completed
             self._disarm_header_deadline()
+        elif self._open_requests:
+            self._head_bytes, self._first_line_end = 0, None  # a body, not a head
         elif self._header_deadline is None:
             self._arm_header_deadline()
+
+    async def finish_response(self, request: BaseRequest, *args: Any, **kwargs: Any) -> Any:
+        """aiohttp's, and then the request is answered: later bytes start the next one."""
+        try:
+            return await super().finish_response(request, *args, **kwargs)
+        finally:
+            self._open_requests = max(0, self._open_requests - 1)
 
     def _arm_header_deadline(self) -> None:
         if self._header_timeout_s > 0:

@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -43,19 +44,23 @@ from streams.batch import Message
 from streams.catalog import CatalogWriter, TakedownReader
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
-from streams.liveness import ProgressWatch
+from streams.liveness import LEDGER_NAME, ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 from streams.ownership import Ownership
 from streams.pipeline import BatchProcessor
 from streams.sink import RedisSink
 from streams.state import StateTable
+from streams.topology import TopologyError, check_topics
 from streams.transport import transport_class
 
 log = logging.getLogger(__name__)
 
 #: Exit status when a batch could not be completed (EX_TEMPFAIL: restart and retry).
 EXIT_UNPROCESSED = 75
+#: Exit status when the worker refuses to run (its topics disagree with its settings):
+#: the command's "failed for the reason it prints".
+EXIT_REFUSED = 1
 
 #: Forget markers past their retention are looked for this many times per
 #: retention, so a marker outlives it by at most that share of it ...
@@ -79,16 +84,40 @@ def _die(reason: str) -> None:
     os._exit(EXIT_UNPROCESSED)
 
 
+def _refuse(reason: str) -> None:
+    """End the process, in one line, when running on would be wrong (see :data:`EXIT_REFUSED`)."""
+    log.critical("refusing to run: %s", reason)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_REFUSED)
+
+
+async def verify_topics(settings: Settings) -> None:
+    """Refuse (:func:`_refuse`) when the worker's topics disagree with the settings
+    (:mod:`streams.topology`); a broker that does not answer within its connect
+    timeout is left to the progress watch."""
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(check_topics, settings), settings.topic_admin_timeout_s
+        )
+    except TopologyError as exc:
+        _refuse(str(exc))
+    except Exception as exc:  # a silent broker: no verdict
+        log.warning("topic partition counts not checked (%r)", exc)
+
+
 def faust_app(
     settings: Settings,
     app_id: str | None = None,
     on_revoking: Callable[[set[TP]], None] | None = None,
+    stop_wait_s: float | None = None,
 ) -> faust.App:
     """A Faust app with the worker's broker, consumer and producer settings, and no agents.
 
     The worker is built on it, and so is the benchmark's baseline (a bare agent
     that only counts), so that both read the stream the same way.
-    ``on_revoking`` is called as each revoke starts (``streams.transport``).
+    ``on_revoking`` is called as each revoke starts, and a stop waits at most
+    ``stop_wait_s`` for the batches in flight (``streams.transport``).
     """
     app = faust.App(
         app_id or settings.app_id,
@@ -116,7 +145,7 @@ def faust_app(
     )
     # Before anything touches app.transport (declaring a topic does). A fetch
     # never waits on the broker longer than a batch waits to fill.
-    transport = transport_class(settings.batch_max_wait_s, on_revoking)
+    transport = transport_class(settings.batch_max_wait_s, on_revoking, stop_wait_s)
     app.transport = transport(app.conf.broker_consumer, app)
     return app
 
@@ -138,7 +167,7 @@ def create_app(settings: Settings) -> faust.App:
         ownership.revoking((tp.topic, tp.partition) for tp in revoked)
         metrics.partitions_held.set(ownership.held)
 
-    app = faust_app(settings, on_revoking=revoking)
+    app = faust_app(settings, on_revoking=revoking, stop_wait_s=settings.worker_stop_wait_s)
 
     def retry(operation: str) -> RetryPolicy:
         counter = metrics.retries.labels(operation)
@@ -155,7 +184,26 @@ def create_app(settings: Settings) -> faust.App:
         STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     source = app.topic(*event_topics, key_serializer="raw", value_serializer="raw")
-    watch = ProgressWatch(settings, event_topics, metrics)
+
+    def committed(key: tuple[str, int]) -> int | None:
+        offset: int | None = app.consumer._committed_offset.get(TP(*key))  # type: ignore[attr-defined]  # Faust's, set at each seek
+        return offset
+
+    async def rewind(partitions: list[tuple[str, int]]) -> None:
+        consumer = app.consumer
+        for key in partitions:
+            tp = TP(*key)
+            consumer._committed_offset[tp] = None  # type: ignore[attr-defined]  # Faust's
+            await consumer.seek(tp, 0)
+
+    watch = ProgressWatch(
+        settings,
+        event_topics,
+        metrics,
+        committed=committed,
+        ledger=Path(settings.data_dir) / LEDGER_NAME,
+        rewind=rewind,
+    )
     # Changelog records and dead letters go through confluent-kafka, not Faust's
     # producer (streams.delivery says why); closed, in-flight records flushed, at shutdown.
     producer = WorkerProducer(settings)
@@ -166,6 +214,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def close_producer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The consumer stopped waiting for these (streams.transport, "A bounded stop"):
+        # nothing of theirs was acked, and nothing of theirs may be written from now on.
+        for task in in_flight:
+            task.cancel()
         await producer.close()
 
     dead_letters = DeadLetterWriter(
@@ -201,36 +253,8 @@ def create_app(settings: Settings) -> faust.App:
     )
     items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")
 
-    #: Next offset to process per event partition, for the consumer-lag gauge.
-    processed: dict[TP, int] = {}
-    lag_series: set[tuple[str, str]] = set()
-
-    async def observe_lag() -> None:
-        """Set ``freshrec_worker_consumer_lag`` for every assigned event partition.
-
-        The lag counts from what this worker has processed (acked), not from
-        what it has fetched, so a stuck batch shows as growing lag; a partition
-        nothing was processed on yet counts from the consumer's position.
-        Series of partitions no longer assigned are removed.
-        """
-        consumer = app.consumer
-        current: set[tuple[str, str]] = set()
-        for tp in consumer.assignment():
-            if tp.topic not in event_topics:
-                continue
-            high = consumer.highwater(tp)
-            done = processed.get(tp)
-            if done is None:
-                done = await consumer.position(tp)
-            if high is None or done is None:
-                continue
-            labels = (tp.topic, str(tp.partition))
-            metrics.consumer_lag.labels(*labels).set(max(0, high - done))
-            current.add(labels)
-        for labels in lag_series - current:
-            metrics.consumer_lag.remove(*labels)
-        lag_series.clear()
-        lag_series.update(current)
+    #: Batches in flight, cancelled as the worker stops (after its bounded wait for them).
+    in_flight: set[asyncio.Task[None]] = set()
 
     async def complete(
         events: list[Any],
@@ -258,6 +282,11 @@ def create_app(settings: Settings) -> faust.App:
             await processor.write(ready)
         except Exception as exc:
             log.exception("batch of %d failed", len(batch))
+            if isinstance(exc, TopologyError):
+                # A topic or partition the batch writes to does not exist: no retry helps.
+                # Refuse in one line if the topics disagree with the settings (a restart
+                # would refuse too); otherwise a restart creates what is missing.
+                await verify_topics(settings)
             _die(f"batch failed: {exc!r}")
         if ready.fenced:
             # Not acked: the partitions' next owner processes them.
@@ -266,9 +295,7 @@ def create_app(settings: Settings) -> faust.App:
             messages = [m for m in messages if m.partition not in ready.fenced]
         # The whole batch in one step (streams.transport): each processed offset is acked.
         ack_processed = app.consumer.ack_processed  # type: ignore[attr-defined]
-        for tp, after in ack_processed(messages).items():
-            if after > processed.get(tp, 0):
-                processed[tp] = after
+        watch.processed(ack_processed(messages))
         watch.batch_done()
 
     @app.agent(source, name="fold-in")
@@ -292,10 +319,10 @@ def create_app(settings: Settings) -> faust.App:
                 await before_last
             watch.batch_started()
             prepared = asyncio.Event()
-            before_last, last = (
-                last,
-                asyncio.create_task(complete(list(events), received_at, prepared, last)),
-            )
+            task = asyncio.create_task(complete(list(events), received_at, prepared, last))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            before_last, last = last, task
 
     @app.agent(items_source, name="catalog")
     async def fold_catalog(stream: Any) -> None:
@@ -348,20 +375,34 @@ def create_app(settings: Settings) -> faust.App:
         watch.revoked((tp.topic, tp.partition) for tp in revoked)
 
     @app.on_partitions_assigned.connect
-    def take_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def take_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = kwargs.get("assigned", args[0] if args else ())
+        # Checked at every rebalance (the topics may have changed under the worker),
+        # before any batch of the new assignment runs.
+        await verify_topics(settings)
         ownership.assigned((tp.topic, tp.partition) for tp in assigned)
         metrics.partitions_held.set(ownership.held)
 
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        # Answered by the event loop: a process whose loop runs is alive, whatever the
+        # broker or Redis do (the liveness probe must not restart a worker that waits).
+        return web.json({"alive": True})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        # Making progress: the broker answers the progress watch and no held records
+        # wait unattended (streams.liveness). Never awaits the broker itself.
+        reason = watch.readiness()
+        if reason is None:
+            return web.json({"ready": True})
+        return web.json({"ready": False, "reason": reason}, status=503)
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        try:
-            await observe_lag()
-        except Exception:
-            # Before the first assignment (or mid-rebalance) there is no lag to
-            # tell; the other metrics are still worth a scrape.
-            log.debug("consumer lag not measured", exc_info=True)
-        # aiohttp refuses a charset inside content_type; the format is ASCII anyway.
+        # Never awaits the broker: the lag is the progress watch's last measure, with its
+        # age (streams.liveness). aiohttp refuses a charset inside content_type; the
+        # format is ASCII anyway.
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     return app

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the streaming worker (Faust): events in, users' lists in Redis",
         description="Consumes the watch, rate and forget topics, folds each touched user into "
         "the current model in micro-batches and writes their lists to Redis. Creates the "
-        "topics when missing. Metrics at "
+        "topics when missing, and refuses (exit code 1, naming each topic and count) when "
+        "a topic has another partition count than FRESHREC_TOPIC_PARTITIONS. Metrics at "
         "http://FRESHREC_WORKER_WEB_HOST:FRESHREC_WORKER_WEB_PORT/metrics. "
         "Exit code 75: a batch could not be completed within FRESHREC_RETRY_DEADLINE_S; "
         "restart it, it resumes from the last committed offsets.",
@@ -195,10 +196,12 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams.app import create_app
     from streams.topics import ensure_topics
+    from streams.topology import check_topics
 
     check_worker_can_start(settings)
     use_fast_loop()
     ensure_topics(settings)
+    check_topics(settings)  # one line naming each topic and count when they disagree
     app = create_app(settings)
     tune_gc()
     Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -24,9 +24,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from confluent_kafka import KafkaError
+
 from freshrec.errors import FreshrecError, TransientError
 from freshrec.kafka_producer import AsyncBatchProducer, DeliveryError, OutgoingRecord
 from freshrec.settings import Settings
+from streams.topology import TopologyError
+
+#: Error codes of a record whose topic or partition does not exist. The same batch
+#: failed with "Unknown partition" on every attempt for 305 s, then on every
+#: restart, on a changelog with fewer partitions than the event topics (issue 28):
+#: a :class:`~streams.topology.TopologyError`, never retried.
+MISSING_DESTINATION = frozenset(
+    {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC}
+)
 
 #: How long the worker's producer waits to fill a request. A batch's changelog
 #: records and dead letters are sent together and awaited together: a short
@@ -96,7 +107,8 @@ async def send_all(what: str, producer: RecordProducer, records: Sequence[Outgoi
     ``what`` names the records in the error. Raises :class:`RecordRefusedError`
     when a record was refused for its size (no retry changes the answer: the
     batch is split down to the record that causes it, see
-    :mod:`streams.pipeline`), and :class:`TransientError` for any other
+    :mod:`streams.pipeline`), :class:`~streams.topology.TopologyError` when a
+    topic or partition does not exist, and :class:`TransientError` for any other
     failure, which may be an outage: the caller's policy retries it.
     """
     if not records:
@@ -109,6 +121,9 @@ async def send_all(what: str, producer: RecordProducer, records: Sequence[Outgoi
     tally = f"{len(failed)} of {len(records)} records"
     if refused is not None:
         raise RecordRefusedError(f"{what} write refused ({tally}): {refused}")
+    missing = next((error for error in failed if error.code in MISSING_DESTINATION), None)
+    if missing is not None:
+        raise TopologyError(f"{what} write failed ({tally}): {missing}: no such topic or partition")
     raise TransientError(f"{what} write failed ({tally}): {failed[0]}")
 
 

@@ -184,7 +184,7 @@ class WorkerMetrics:
         self.seconds_since_progress = Gauge(
             "freshrec_worker_seconds_since_progress",
             "Seconds since the agent last received a batch or finished one (0 while one "
-            "is in flight), as of the last progress check.",
+            "is in flight), at the scrape: it grows through a broker partition.",
             registry=r,
         )
         self.progress_checks = Counter(
@@ -213,8 +213,24 @@ class WorkerMetrics:
         self.consumer_lag = Gauge(
             "freshrec_worker_consumer_lag",
             "Messages on an assigned event partition that this worker has not processed yet "
-            "(high watermark minus the next offset to process), set at each scrape.",
+            "(end offset minus the next offset to process: the last processed one, else "
+            "the last commit, else the first one received), as of the last progress check "
+            "that got an answer from the broker (its age: the next metric).",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag_age = Gauge(
+            "freshrec_worker_consumer_lag_age_seconds",
+            "Seconds since the consumer lag was last measured: /metrics never waits on the "
+            "broker, so during a partition the lag is the last one measured, this old.",
+            registry=r,
+        )
+        self.broker_lost_offsets = Counter(
+            "freshrec_worker_broker_lost_offsets",
+            "Offsets of an event topic this worker (or its previous run) had seen that the "
+            "broker no longer has: the topic was created again, or a partition ends below "
+            "them. Their events are gone with the broker's state (an alert fires).",
+            ["topic"],
             registry=r,
         )
         self.partitions_held = Gauge(

@@ -58,6 +58,7 @@ from streams.popularity import Popularity
 from streams.refresh import ListRefresher
 from streams.sink import RedisSink
 from streams.state import StateTable, Write
+from streams.topology import TopologyError
 
 __all__ = ["BatchProcessor", "Inbound", "Message", "PreparedBatch"]
 
@@ -197,7 +198,9 @@ class BatchProcessor:
         down to the message that fails alone, which is dead-lettered with the error.
 
         A transient fault that outlasted its retries (:class:`TransientError`)
-        is raised as it is: the process exits and a restart tries again. Any
+        is raised as it is: the process exits and a restart tries again. So is a
+        :class:`~streams.topology.TopologyError` (a topic or partition missing):
+        the events are valid, and splitting would dead-letter every one. Any
         other exception is permanent for some message of the batch (a bug, a
         record the broker refuses); left alone it would fail every restart the
         same way and stop every partition. Halves are prepared in order, and
@@ -205,7 +208,7 @@ class BatchProcessor:
         """
         try:
             return await self.prepare(batch, received_at)
-        except TransientError:
+        except (TransientError, TopologyError):
             raise
         except Exception as exc:
             if len(batch) == 1:

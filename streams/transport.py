@@ -1,4 +1,13 @@
-"""Faust's aiokafka transport, with two corrections for Kafka-compatible brokers such as Tansu.
+"""Faust's aiokafka transport, with corrections for Kafka-compatible brokers such as Tansu.
+
+**No topic auto-creation.** aiokafka asks the broker to create every topic
+its metadata requests name (``allow_auto_topic_creation`` is always true), so
+a worker whose broker came back without its state created the event topics
+and the changelog again with the broker's default partition count, beside
+topics freshrec had created with its own (issue 28; :mod:`streams.topology`).
+:func:`forbid_topic_auto_creation` makes every aiokafka client of the process
+(Faust's consumer and producer, the progress watch's probe) ask without it:
+a missing topic is then missing, and the worker notices instead of creating it.
 
 **Fetch wait.** Faust creates its worker consumer with ``fetch_max_wait_ms=1500``
 hard-coded. Against Kafka that costs nothing, as a fetch returns as soon as
@@ -33,6 +42,13 @@ workers that joined together never left their first generation: the survivor
 of a SIGTERM waited for the whole session timeout, plus a rebalance
 (``tests/streams/test_chaos.py``). The worker's consumer leaves whenever it
 has a member id, whatever the generation.
+
+**A bounded stop.** A stopping Faust app waits until every message handed
+to the agent is acked. A batch waiting out a retry (Redis or the broker down)
+held a SIGTERMed worker for 99-132 s, past the pod's grace period of 60 s. A
+stopping worker waits at most ``stop_wait_s`` for its batches in flight, then
+stops waiting for them: their offsets are not acked, so not committed, and the
+partitions' next owner processes them again (issue 28).
 
 **Acking a batch at once.** Faust acks one event at a time (``Stream.ack``
 -> ``Event.ack`` -> ``Message.ack`` -> ``Consumer.ack``, a lock and a wake-up
@@ -75,15 +91,33 @@ from functools import partial
 from typing import Any, cast
 
 import aiokafka
+import aiokafka.client
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 log = logging.getLogger(__name__)
+
+
+class MetadataWithoutCreation(MetadataRequest):
+    """aiokafka's metadata request, asking the broker not to create the topics it names."""
+
+    def __init__(
+        self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False
+    ) -> None:
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+def forbid_topic_auto_creation() -> None:
+    """Make every aiokafka client of this process send :class:`MetadataWithoutCreation`
+    (module doc). aiokafka has no setting for it; its client builds each request from
+    the ``MetadataRequest`` name of its own module, which this rebinds."""
+    aiokafka.client.MetadataRequest = MetadataWithoutCreation
 
 
 async def fetched_highwaters(
@@ -139,17 +173,22 @@ async def rewind_to_committed(
 
 
 def transport_class(
-    fetch_max_wait_s: float, on_revoking: Callable[[set[TP]], None] | None = None
+    fetch_max_wait_s: float,
+    on_revoking: Callable[[set[TP]], None] | None = None,
+    stop_wait_s: float | None = None,
 ) -> type[driver.Transport]:
     """A ``faust`` Kafka transport whose worker consumer waits at most ``fetch_max_wait_s``,
-    whose changelog highwaters are the ones Fetch responses report, and which leaves its
-    group at any generation (see module doc).
+    whose changelog highwaters are the ones Fetch responses report, which leaves its
+    group at any generation, creates no topic by asking for its metadata and, when
+    ``stop_wait_s`` is given, waits at most that long for batches in flight as it
+    stops (see module doc).
 
     ``on_revoking`` is called with the partitions of every revoke as it starts,
     before Faust waits for the batches in flight (Faust's own
     ``on_partitions_revoked`` signal comes after that wait).
     """
     wait_ms = max(1, int(fetch_max_wait_s * 1000))
+    forbid_topic_auto_creation()
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -260,6 +299,29 @@ def transport_class(
                 if flowing:
                     self.resume_flow()
                 raise
+
+        async def wait_empty(self) -> None:
+            if stop_wait_s is None or not self.app.should_stop:
+                await super().wait_empty()
+                return
+            # Faust's own loop, with a deadline. Not wait_for(super().wait_empty()):
+            # its wait for acks swallows the cancellation, and the loop goes on.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + stop_wait_s
+            while self._unacked_messages and loop.time() < deadline:
+                await self.commit()
+                await self._wait_for_ack(timeout=min(1.0, max(0.0, deadline - loop.time())))
+                self._clean_unacked_messages()
+            if self._unacked_messages:
+                log.warning(
+                    "stopping without %d event(s) of batches still in flight after %.0fs "
+                    "(waiting out a retry?): not acked, so not committed; the partitions' "
+                    "next owner processes them",
+                    len(self._unacked_messages),
+                    stop_wait_s,
+                )
+                self._unacked_messages.clear()
+            await self.commit_and_end_transactions()
 
         def _new_offset(self, tp: TP) -> int | None:
             # Faust commits the first run of consecutive acked offsets and keeps

@@ -19,10 +19,11 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from freshrec.stack import RedisClusterProcesses, free_port
+from freshrec.stack import RedisClusterProcesses, free_port, wait_until
 from retrain.lock import LockedError, RetrainLock
 from schemas.recs import DATA_FIELD, ORDER_FIELD, order_token, user_key
 from serving.coalesce import HgetCoalescer
+from serving.redis_client import read_deadline_s
 from streams.lists import UserList
 from streams.sink import RedisSink
 
@@ -201,3 +202,137 @@ def test_a_cluster_no_node_of_which_answers_is_a_transient_fault(settings: Setti
 
     with pytest.raises(TransientError, match="Redis Cluster cannot be connected"):
         asyncio.run(epoch())
+
+
+def test_chaos_a_killed_primary_fails_only_its_own_users_coalesced_reads(
+    cluster_settings: Settings,
+    cluster_client: redis.cluster.RedisCluster,
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """Regression (issue 28): in the seconds before a killed primary's replica took over,
+    the API answered 503 to users on primaries that stayed up: their reads shared one
+    cluster pipeline with the dead node's users, and redis-py fails the whole pipeline on
+    one node's ConnectionError. Each node's part of a coalesced batch now fails alone."""
+    keys = [user_key(cluster_settings.key_prefix, u) for u in USERS]
+    for key in keys:
+        cluster_client.hset(key, DATA_FIELD, key)
+    victim = next(n for n in redis_cluster.primaries() if n.port in {
+        cluster_client.get_node_from_key(k).port for k in keys})  # fmt: skip
+    on_victim = {k for k in keys if cluster_client.get_node_from_key(k).port == victim.port}
+    assert 0 < len(on_victim) < len(keys)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        client = redis_client(cluster_settings, "test-api", max_connections=8)
+        reader = HgetCoalescer(client, DATA_FIELD, read_deadline_s(cluster_settings))
+        rounds = healthy_errors = victim_errors = served = 0
+        kinds: dict[str, int] = {}
+        try:
+            assert await asyncio.gather(*(reader.hget(k) for k in keys)) == [
+                k.encode() for k in keys
+            ]
+            victim.kill()
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 8.0  # past the failover (2 s node timeout, then election)
+            while loop.time() < until:
+                got = await asyncio.gather(*(reader.hget(k) for k in keys), return_exceptions=True)
+                rounds += 1
+                for key, reply in zip(keys, got, strict=True):
+                    if isinstance(reply, BaseException):
+                        if key in on_victim:
+                            victim_errors += 1
+                        else:
+                            healthy_errors += 1
+                            kinds[repr(reply)[:120]] = kinds.get(repr(reply)[:120], 0) + 1
+                    else:
+                        served += 1
+                        assert reply == key.encode()
+            final = await asyncio.gather(*(reader.hget(k) for k in keys), return_exceptions=True)
+            assert final == [k.encode() for k in keys], "every list served after the failover"
+        finally:
+            await client.aclose()
+        print(f"\nerrors on healthy primaries by kind: {kinds}")
+        return rounds, healthy_errors, victim_errors, served
+
+    try:
+        rounds, healthy_errors, victim_errors, served = asyncio.run(scenario())
+    finally:
+        for node in [n for n in redis_cluster.nodes if n not in redis_cluster.alive()]:
+            node.start()
+        wait_until(redis_cluster.healthy, 30, "the killed node back as a replica")
+    print(
+        f"\nchaos cluster-primary-killed: batches={rounds} served={served} "
+        f"errors_on_healthy_primaries={healthy_errors} errors_on_the_killed_one={victim_errors}"
+    )
+    assert healthy_errors == 0
+    assert victim_errors > 0  # the batches did reach the dead node's users meanwhile
+
+
+def node_client(node: redis.cluster.ClusterNode) -> redis.Redis:
+    return redis.Redis(host=node.host, port=node.port, socket_timeout=5)
+
+
+def test_chaos_slots_held_mid_migration_keep_writes_and_reads_going(
+    cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
+) -> None:
+    """Regression (issue 28): with slots held mid-migration the worker exited 75 about a
+    second in (``ClusterError: TTL exhausted`` on EVALSHA): redis-py sent ASKING and the
+    redirected command on two different pooled connections once a node had two or more
+    (freshrec/redis_client.py, "ASK through a slot migration"). Every slot of the users'
+    keys is held migrating to the next primary for a few seconds while concurrent batches
+    write (half the users exist on the source, half are new: those are ASKed to the
+    target) and coalesced reads ask; then the migration completes, and every list is the
+    newest written."""
+    users = [f"mig-{i}" for i in range(80)]
+    keys = [user_key(cluster_settings.key_prefix, u) for u in users]
+    for key in keys[::2]:
+        cluster_client.hset(key, mapping={ORDER_FIELD: order_token(1, "v1"), DATA_FIELD: b"0"})
+    primaries = sorted(cluster_client.get_primaries(), key=lambda n: n.name)
+    ids = {n.name: node_client(n).execute_command("CLUSTER MYID").decode() for n in primaries}
+    moves: dict[int, tuple[redis.cluster.ClusterNode, redis.cluster.ClusterNode]] = {}
+    for key in keys:
+        slot = cluster_client.keyslot(key)
+        source = cluster_client.nodes_manager.get_node_from_slot(slot)
+        target = primaries[(primaries.index(source) + 1) % len(primaries)]
+        moves[slot] = (source, target)
+    for slot, (source, target) in moves.items():
+        node_client(target).execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name])
+        node_client(source).execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name])
+
+    async def scenario() -> tuple[int, int, int]:
+        sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
+        client = redis_client(cluster_settings, "test-api", max_connections=8)
+        reader = HgetCoalescer(client, DATA_FIELD, read_deadline_s(cluster_settings))
+        written = reads = 0
+        try:
+            loop = asyncio.get_running_loop()
+            until, ts = loop.time() + 5.0, 10
+            while loop.time() < until:
+                ts += 1
+                batches = [users[j::4] for j in range(4)]
+                got = await asyncio.gather(
+                    *(sink.write([user_list(u, ts, str(ts).encode()) for u in b]) for b in batches)
+                )
+                written += sum(got)
+                answers = await asyncio.gather(*(reader.hget(k) for k in keys))
+                reads += sum(1 for a in answers if a is not None)
+            return written, reads, ts
+        finally:
+            await sink.close()
+            await client.aclose()
+
+    try:
+        written, reads, last = asyncio.run(scenario())
+    finally:
+        for slot, (source, target) in moves.items():  # complete the migration, as redis-cli
+            src = node_client(source)
+            while moving := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS",
+                                    *moving)  # fmt: skip
+            for node in primaries:
+                node_client(node).execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name])
+    print(
+        f"\nchaos cluster-slots-mid-migration: slots={len(moves)} lists_written={written} "
+        f"reads_answered={reads} errors=0"
+    )
+    fresh = sync_redis_client(cluster_settings, "test-after")
+    assert all(fresh.hget(k, DATA_FIELD) == str(last).encode() for k in keys)

@@ -408,3 +408,32 @@ def test_a_bad_setting_is_a_bad_configuration_said_in_one_line(job_settings: Set
     )
     assert done.returncode == EXIT_CONFIG
     assert len(done.stderr.splitlines()) == 1 and "FRESHREC_RETRAIN_TOLERANCE" in done.stderr
+
+
+def test_a_retrain_that_lost_its_lock_publishes_nothing(job_settings: Settings) -> None:
+    """Issue 28, item 8: the lock's check was tested only on the lock class, and a job that
+    published after losing its lock left every test green. Break that this catches:
+    ``retrain/retrain_cli.py`` not passing ``before_publish=lock.ensure_held`` (or the job
+    not calling it). The lock is taken over by another holder while the job is frozen
+    after training; resumed, it must stop before the gate's publish, exit 75, and leave
+    the current model as it was."""
+    write_changelog(job_settings, data())
+    code, first, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    store = ModelStore(job_settings.model_store)
+    versions = set(store.versions())
+    victim = start_retrain(job_settings, "--force", "--debug-stall-at", "trained")
+    try:
+        wait_for_stall(victim, "trained")
+        client = redis.Redis.from_url(job_settings.redis_url)
+        key = f"{job_settings.key_prefix}retrain-lock"
+        assert client.set(key, b"another retrain", xx=True)  # expired, taken by another job
+        os.kill(victim.pid, signal.SIGUSR1)
+        out, rest = victim.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)
+    assert store.current() == first["version"], "published after losing the lock"
+    assert set(store.versions()) == versions
+    assert victim.returncode == EXIT_TRANSIENT, rest
+    assert "lock" in json.loads(out.strip().splitlines()[-1])["message"]

@@ -120,3 +120,57 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
         sock.settimeout(5)
         assert sock.recv(1) == b""  # closed by the server, not by our timeout
         assert 1.0 <= time.monotonic() - started < 4.0
+
+
+def test_chaos_post_events_with_the_broker_unreachable_gets_its_503_under_default_timeouts(
+    settings: Settings,
+) -> None:
+    """Regression (issue 28): with the default settings a client got its connection closed
+    after 10 s with no answer. The body came after the headers (``Expect: 100-continue``,
+    as curl sends a body over 1 KB), and the header timeout (10 s) took it for the start of
+    the next request and cut the connection while the handler waited for the broker
+    (publish timeout 10 s). The documented 503 with Retry-After and per-event results now
+    arrives, within the publish timeout and its grace."""
+    from freshrec.kafka_producer import ACK_GRACE_S
+    from freshrec.stack import free_port
+
+    defaults = Settings()
+    event = {
+        "type": "watch",
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "m1",
+        "watched_s": 60.0,
+        "ts": 1_735_689_600_000,
+    }
+    body = orjson.dumps([event, {**event, "event_id": "bad", "watched_s": -1}])
+    with live_api(
+        settings,
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        publish_timeout_s=defaults.publish_timeout_s,
+        api_header_timeout_s=defaults.api_header_timeout_s,
+    ) as api:
+        head = (
+            f"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+        started = time.monotonic()
+        with socket.create_connection((api.settings.api_host, api.settings.api_port), 30) as sock:
+            sock.sendall(head)
+            interim = sock.recv(65536)
+            assert interim.startswith(b"HTTP/1.1 100"), interim
+            sock.sendall(body)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        took = time.monotonic() - started
+    head_bytes, _, answer = data.partition(b"\r\n\r\n")
+    print(f"\nchaos post-events-broker-down: answered_in_s={took:.1f} bytes={len(data)}")
+    assert head_bytes.startswith(b"HTTP/1.1 503"), data[:200]
+    assert b"Retry-After:" in head_bytes
+    parsed = orjson.loads(answer)
+    assert [r["status"] for r in parsed["results"]] == ["failed", "rejected"]
+    assert took < defaults.publish_timeout_s + ACK_GRACE_S + 3

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from confluent_kafka import KafkaError
 
 from freshrec.errors import TransientError
 from freshrec.kafka_producer import AsyncBatchProducer, DeliveryError, OutgoingRecord
 from freshrec.settings import Settings
 from streams.delivery import WORKER_PRODUCER_CONFIG, RecordRefusedError, send_all
 from streams.dlq import read_topic
+from streams.topology import TopologyError
 
 
 class Answers:
@@ -26,8 +28,49 @@ class Answers:
 RECORDS = [OutgoingRecord("t", b"k1", b"v1", 0), OutgoingRecord("t", b"k2", None, 1)]
 
 
+class HeldAcks:
+    """A producer whose acknowledgements arrive only when the test releases them."""
+
+    def __init__(self) -> None:
+        self.handed: list[OutgoingRecord] = []
+        self.release = asyncio.Event()
+
+    async def send_records(self, records: Sequence[OutgoingRecord]) -> list[DeliveryError | None]:
+        self.handed.extend(records)
+        await self.release.wait()
+        return [None] * len(records)
+
+
 def test_send_all_returns_once_every_record_is_acknowledged() -> None:
-    asyncio.run(send_all("changelog", Answers(None, None), RECORDS))
+    """Regression (issue 28, a weak test): this test once only checked that send_all did
+    not raise. It must hand every record over and not return before their acks."""
+
+    async def scenario() -> None:
+        producer = HeldAcks()
+        sending = asyncio.create_task(send_all("changelog", producer, RECORDS))
+        async with asyncio.timeout(5):
+            while not producer.handed:
+                await asyncio.sleep(0.01)
+        assert producer.handed == RECORDS
+        await asyncio.sleep(0.05)  # time for a wrong send_all to return early
+        assert not sending.done(), "send_all returned before the acknowledgements"
+        producer.release.set()
+        async with asyncio.timeout(5):
+            await sending
+
+    asyncio.run(scenario())
+
+
+def test_a_missing_topic_or_partition_is_a_topology_error_never_retried() -> None:
+    """Regression (issue 28): a changelog with fewer partitions than the event topics
+    failed one batch with "Unknown partition" on every attempt for 305 s, then on every
+    restart. No retry fixes it: it is not a TransientError."""
+    answers = Answers(
+        DeliveryError("Local: Unknown partition", KafkaError._UNKNOWN_PARTITION), None
+    )
+    with pytest.raises(TopologyError, match="no such topic or partition") as caught:
+        asyncio.run(send_all("changelog", answers, RECORDS))
+    assert not isinstance(caught.value, TransientError)
 
 
 def test_a_record_refused_for_its_size_is_not_an_outage() -> None:
