@@ -160,7 +160,9 @@ def test_readme_example_publishes_and_refuses_rating_7(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 13.1, from the README itself: its example runs as written, and the same
-    example with ``rating=7`` raises ``BadInputError`` naming the field and the rule."""
+    example with ``rating=7`` raises ``BadInputError`` naming the field and the rule.
+    The topics exist first, as on a running stack: no client creates one (issue 28)."""
+    ensure_topics(settings)
     for key in [k for k in os.environ if k.startswith("FRESHREC_")]:
         monkeypatch.delenv(key)
     for key, value in settings.as_env().items():
