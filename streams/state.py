@@ -40,8 +40,9 @@ Memory: an entry costs about :data:`STATE_BYTES_PER_ROW` per history row,
 :data:`CONFIDENCE_BYTES_PER_ITEM` per item of its confidences (about 18 KB
 plus 280 bytes per history row at the default dedupe window of 200: 64 KB for
 the long-history profile's mean user of 165 ratings), so
-``FRESHREC_STATE_CACHE_USERS`` bounds the whole; the estimate is the gauge ``freshrec_worker_state_cache_bytes``. The cap also bounds Python's
-full garbage collections, which walk every cached history row (docs/worker.md,
+``FRESHREC_STATE_CACHE_USERS`` bounds the whole; the estimate is the gauge
+``freshrec_worker_state_cache_bytes``. The cap also bounds Python's full
+garbage collections, which walk every cached history row (docs/worker.md,
 "In memory").
 """
 
