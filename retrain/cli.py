@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 
 from freshrec.argtypes import finite_float, non_negative_float, positive_int
 from freshrec.errors import BadInputError
@@ -94,7 +95,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="test events per user for --split last-n (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=42, help="split and training seed (default: 42)")
-    add_als_flags(p)
+    add_als_flags(p, threads_default=0)
     p.add_argument(
         "--no-tune",
         action="store_true",
@@ -104,8 +105,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         "--tune-budget-s",
         type=non_negative_float,
         default=None,
-        help="seconds of hyperparameter search on a validation split of the training part "
-        "(default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
+        help="safety limit in seconds of the hyperparameter search: a search it cuts short "
+        "keeps the given configuration (default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
+    )
+    p.add_argument(
+        "--tune-trials",
+        type=positive_int,
+        default=None,
+        help="configurations the search scores on a validation split of the training part, "
+        "the given one included (default: FRESHREC_RETRAIN_TUNE_TRIALS)",
     )
 
 
@@ -132,7 +140,17 @@ def _holdout(
     if budget > 0 and not args.no_tune:
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
         try:
-            tuned = tune(train_log, als, weights, args.k, budget, how, args.ratio, args.seed)
+            tuned = tune(
+                train_log,
+                als,
+                weights,
+                args.k,
+                budget,
+                how,
+                args.ratio,
+                args.seed,
+                max_trials=args.tune_trials or settings.retrain_tune_trials,
+            )
         except ValueError as exc:
             raise BadInputError(f"{exc}; run with --no-tune on data this small") from None
         als, weights = tuned.als, tuned.weighting
@@ -142,13 +160,35 @@ def _holdout(
 def _tuned_line(tuned: TuneResult) -> str:
     w = tuned.weighting
     c = tuned.als
+    stopped = (
+        f" (stopped at the safety limit of {tuned.budget_s:g} s: kept the given config)"
+        if tuned.timed_out
+        else ""
+    )
     return (
-        f"tuned over {len(tuned.trials)} trials in {tuned.seconds:.0f} s "
+        f"tuned over {len(tuned.trials)} trials in {tuned.seconds:.0f} s{stopped} "
         f"(validation {tuned.metric} {tuned.score:.4f}, given config "
-        f"{tuned.trials[0].score:.4f}): factors {c.factors}, regularization "
+        f"{tuned.base_score:.4f}): factors {c.factors}, regularization "
         f"{c.regularization:g}, alpha {c.alpha:g}, iterations {c.iterations}, "
         f"negative_below {w.negative_below:g}"
     )
+
+
+def _tuning(tuned: TuneResult | None) -> dict[str, object] | None:
+    """What the search chose, for ``--json``: the configuration, how many trials it scored,
+    and the validation scores of the given configuration and of the chosen one."""
+    if tuned is None:
+        return None
+    return {
+        "als": tuned.als.as_dict(),
+        "weighting": asdict(tuned.weighting),
+        "trials": len(tuned.trials),
+        "max_trials": tuned.max_trials,
+        "timed_out": tuned.timed_out,
+        "metric": tuned.metric,
+        "base_score": tuned.base_score,
+        "score": tuned.score,
+    }
 
 
 def _table(ev: Evaluation) -> str:
@@ -162,7 +202,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     data, _ = load_data(args)
     ev, _, tuned = _holdout(args, data, settings)
     if args.json:
-        print(json.dumps(ev.metrics | {"popular": ev.popular_metrics}))
+        print(json.dumps(ev.metrics | {"popular": ev.popular_metrics, "tuning": _tuning(tuned)}))
         return 0
     print(f"{len(data)} events, {ev.users} users ranked, split {args.split}, k {args.k}")
     if tuned is not None:
