@@ -13,8 +13,12 @@ either in both or in neither.
 Format 4, binary, since histories are whole (issue 25): a user's record holds
 up to ``FRESHREC_HISTORY_LENGTH`` rows, hundreds to thousands for heavy users
 of rating data, and is rewritten on every event of theirs, so its size is what
-the changelog carries per event. Integers are LEB128 varints (7 bits a byte),
-encoded and decoded by numpy a column at a time. In order:
+the changelog carries per event. Counts and lengths are LEB128 varints (7
+bits a byte); integer columns are *packed*: a width byte (0, 1, 2, 4 or 8),
+every value at that width (the narrowest that leaves at most 1 in 16 values
+over it; those are written as the width's largest value, then at 8 bytes each
+after the column), a handful of numpy calls per column whatever its length.
+In order:
 
 - the byte ``0x04`` (a JSON record starts with ``{``), ``forgotten_at`` (epoch
   ms of the user's last forget, 0 for never), the number of history rows;
@@ -22,14 +26,14 @@ encoded and decoded by numpy a column at a time. In order:
   no newlines), as a length-prefixed UTF-8 string;
 - kinds, a bit per row (1 = rate, 0 = watch), ``ceil(rows / 8)`` bytes;
 - timestamps (epoch ms): the first, then the difference to the previous one,
-  zigzag-coded so an out-of-order row costs no more than a sign; a
-  length-prefixed run of varints. The history is in event-time order, so the
-  differences are small (3 to 4 bytes against 13 digits in JSON);
+  zigzag-coded (an out-of-order row costs a sign), packed. The history is in
+  event-time order, so the differences are small (4 bytes against 13 digits
+  in JSON);
 - values (seconds watched, or the rating) and durations: a mode byte, then
-  mode 0, hundredths as varints (durations: 0 for unknown, hundredths plus one
-  otherwise), which holds every rating and watch time given to the hundredth
-  exactly; or mode 1, float64 each (NaN for an unknown duration), for anything
-  else;
+  mode 0 or 1, integer halves or hundredths, packed (durations: 0 for
+  unknown, the integer plus one otherwise): the coarsest that holds every
+  known number exactly (a half-star rating in a byte); or mode 255, float64
+  each (NaN for an unknown duration), for anything else;
 - the newest event ids (the dedupe window), oldest first, then the seen items
   (sorted unique ids of items the user interacted with that are no longer in
   the history because the cap dropped them): each a count and a
