@@ -238,12 +238,12 @@ class Settings:
         ),
     )
     retrain_tune_trials: int = field(
-        default=20,
+        default=12,
         metadata=_doc(
             "Configurations the hyperparameter search scores (Optuna TPE, seeded), the "
             "starting one included: what bounds the search, so the same data and seed "
-            "choose the same configuration on any machine. 20 reach the best validation "
-            'score on the long-history profile (BENCHMARKS.md, "Tuning"); 1 scores the '
+            "choose the same configuration on any machine. 12 keep a retrain with its "
+            "search within 15 bare fits (`loadtests/bench_retrain.py`); 1 scores the "
             "starting configuration only.",
             min=1,
         ),

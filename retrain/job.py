@@ -60,7 +60,7 @@ class RetrainPlan:
     tune_budget_s: float = 600.0
     """Safety limit of the search in seconds (a search it cuts short keeps its starting
     configuration); 0 trains ``als`` as it is."""
-    tune_trials: int = 20
+    tune_trials: int = 12
     """Configurations the search scores, its starting one included."""
     tolerance: float = 0.02
     """Relative nDCG@k a candidate may lose against the current version

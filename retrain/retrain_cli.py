@@ -256,6 +256,7 @@ def _summary(
             "weighting": result.tuning["weighting"],
             "score": result.tuning["score"],
             "base_score": result.tuning.get("base_score"),
+            "start": result.tuning["trials"][0] if result.tuning.get("trials") else None,
             "trials": len(result.tuning.get("trials", [])),
             "timed_out": result.tuning.get("timed_out", False),
         },

@@ -133,7 +133,7 @@ def _ease_ndcg(train_log: InteractionLog, test_log: InteractionLog, lam: float) 
     """EASE (Steck 2019) in numpy: ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹``, the
     diagonal zeroed; a user's scores are their binary row times ``B``."""
     x = _binary(train_log)
-    gram = (x.T @ x).toarray()
+    gram = (x.T @ x).toarray()  # float32: half the time of float64, the same ranking
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     b = (p / -np.diag(p)).astype(np.float32)
@@ -168,7 +168,10 @@ def test_default_pipeline_is_level_with_tuned_baselines_on_long_histories() -> N
     validation split (carved from the training part; the test part is only scored).
 
     Measured: 600 users, 20 trials: ours 0.4545, EASE (λ 400) 0.3913, implicit tuned
-    (32 factors, λ 10, α 1) 0.4241; here (300 users, the default trials) in the print.
+    (32 factors, λ 10, α 1) 0.4241; 300 users (here): ours 0.4276, EASE (λ 800) 0.3555,
+    implicit tuned 0.3751. The synthetic tastes are low-rank, which suits ALS; on
+    real ratings EASE was the stronger baseline, so the margin here says little more
+    than that the default pipeline is not behind.
     """
     log = long_history_ratings(n_users=300, seed=5).log
     train_log, test_log = split_log(log, "stratified-item", 0.75, 42)
@@ -177,7 +180,7 @@ def test_default_pipeline_is_level_with_tuned_baselines_on_long_histories() -> N
     tuned = tune(train_log, ALSConfig(num_threads=0), DEFAULT_WEIGHTING, k=10, budget_s=1e6)
     ours = evaluate(train_log, test_log, tuned.als, 10, tuned.weighting).metrics["ndcg@10"]
 
-    lam = max((200.0, 400.0, 800.0), key=lambda lam: _ease_ndcg(fit_log, val_log, lam))
+    lam = max((400.0, 800.0, 1600.0), key=lambda lam: _ease_ndcg(fit_log, val_log, lam))
     ease = _ease_ndcg(train_log, test_log, lam)
     grid = [(f, r, a) for f in (32, 64) for r in (1.0, 10.0) for a in (1.0, 5.0)]
     best = max(grid, key=lambda g: _implicit_ndcg(fit_log, val_log, *g))
