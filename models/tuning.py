@@ -278,7 +278,6 @@ def tune(
         seed=seed,
         n_startup_trials=STARTUP_TRIALS,
         multivariate=True,
-        warn_independent_sampling=False,
     )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     known = _base_trial(base, base_weighting, base_score, space)
@@ -301,7 +300,7 @@ def tune(
         als, weighting = _suggest(trial, base, base_weighting, space)
         if (als, weighting) in tried:  # a repeat costs a fit and tells nothing new
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            if len(study.trials) > 4 * max_trials:
+            if len(study.trials) > 4 * max_trials:  # a space too small for max_trials
                 break
             continue
         tried.add((als, weighting))
