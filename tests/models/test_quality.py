@@ -131,15 +131,20 @@ def _binary(log: InteractionLog) -> sp.csr_matrix:
 
 def _ease_ndcg(train_log: InteractionLog, test_log: InteractionLog, lam: float) -> float:
     """EASE (Steck 2019) in numpy: ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹``, the
-    diagonal zeroed; a user's scores are their binary row times ``B``."""
-    x = _binary(train_log)
-    gram = (x.T @ x).toarray()  # float32: half the time of float64, the same ranking
-    gram[np.diag_indices_from(gram)] += lam
-    p = np.linalg.inv(gram)
-    b = (p / -np.diag(p)).astype(np.float32)
+    diagonal zeroed; a user's scores are their binary row times ``B``.
+
+    ``P`` by the Woodbury identity, ``(I - Xᵀ(XXᵀ + λI)⁻¹X) / λ``: exact, and with
+    fewer users than items (here 300 against 3,600) a users-sized solve instead of
+    an items-sized inverse, ten times less work."""
+    x = _binary(train_log).toarray()  # float32, in place below: items² floats are 52 MB
+    kernel = x @ x.T
+    kernel[np.diag_indices_from(kernel)] += lam
+    b = x.T @ np.linalg.solve(kernel, x)  # = I - λP
+    diagonal = 1.0 - np.diag(b)  # λ·diag(P)
+    b /= diagonal  # off the diagonal: -P / diag(P), what B is
     b[np.diag_indices_from(b)] = 0.0
     holdout = Holdout.of(train_log, test_log)
-    return holdout.score(x.toarray(), np.ascontiguousarray(b.T), 10)["ndcg@10"]
+    return holdout.score(x, np.ascontiguousarray(b.T), 10)["ndcg@10"]
 
 
 def _implicit_ndcg(
@@ -182,7 +187,7 @@ def test_default_pipeline_is_level_with_tuned_baselines_on_long_histories() -> N
 
     lam = max((400.0, 800.0, 1600.0), key=lambda lam: _ease_ndcg(fit_log, val_log, lam))
     ease = _ease_ndcg(train_log, test_log, lam)
-    grid = [(f, r, a) for f in (32, 64) for r in (1.0, 10.0) for a in (1.0, 5.0)]
+    grid = [(f, r, 1.0) for f in (32, 64) for r in (1.0, 10.0, 50.0)]
     best = max(grid, key=lambda g: _implicit_ndcg(fit_log, val_log, *g))
     theirs = _implicit_ndcg(train_log, test_log, *best)
     print(
