@@ -29,7 +29,7 @@ Why TPE rather than the random search (a shifted Halton sequence) used before:
 its seeded sampler is reproducible by construction, and it models the scores,
 so its later trials go where the good ones were instead of spreading evenly.
 Measured on the long-history profile at 300 users, neither beat the base
-configuration's validation score within 20 trials (BENCHMARKS.md); the base
+configuration's validation score within 20 trials (BENCHMARKS.md, retrain); the base
 is what both keep then. Not successive halving: it needs
 a cheap, low-fidelity score to discard configurations early, and ALS's natural
 ones mislead on the parameter that matters most. A fit on a sample of the users
@@ -63,7 +63,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Configurations scored by default, the base included: a retrain with its search then
 #: costs about 13 bare fits (``loadtests/bench_retrain.py``'s ratio_tuned, goal 15);
 #: on the long-history profile neither TPE nor random search beat the base
-#: configuration's validation score within 20 trials at 300 users (BENCHMARKS.md).
+#: configuration's validation score within 20 trials at 300 users (BENCHMARKS.md, retrain).
 DEFAULT_TRIALS = 12
 #: Trials TPE draws at random before it models the scores.
 STARTUP_TRIALS = 5
