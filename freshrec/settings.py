@@ -242,9 +242,10 @@ class Settings:
         metadata=_doc(
             "Configurations the hyperparameter search scores (Optuna TPE, seeded), the "
             "starting one included: what bounds the search, so the same data and seed "
-            "choose the same configuration on any machine. 12 keep a retrain with its "
-            "search within 15 bare fits (`loadtests/bench_retrain.py`); 1 scores the "
-            "starting configuration only.",
+            "choose the same configuration on any machine. Each costs about two bare "
+            "fits: with 12, a retrain of 300k interactions took 24 times implicit's own "
+            "fit (`loadtests/bench_retrain.py`, goal 15); 1 scores the starting "
+            "configuration only.",
             min=1,
         ),
     )

@@ -60,8 +60,9 @@ log = logging.getLogger(__name__)
 # Optuna logs every trial at INFO on its own logger; ours logs them at DEBUG.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-#: Configurations scored by default, the base included: a retrain with its search then
-#: costs about 13 bare fits (``loadtests/bench_retrain.py``'s ratio_tuned, goal 15);
+#: Configurations scored by default, the base included. A trial costs about two bare
+#: fits (the space's expensive end): with 12, a retrain of 300k interactions took 24
+#: bare fits (``loadtests/bench_retrain.py``'s ratio_tuned; goal 15, not met yet);
 #: on the long-history profile neither TPE nor random search beat the base
 #: configuration's validation score within 20 trials at 300 users (BENCHMARKS.md, retrain).
 DEFAULT_TRIALS = 12
