@@ -1,8 +1,12 @@
 """``freshrec demo`` (what ``./dev run`` runs): the whole system on one machine, supervised.
 
-It starts the local stack, trains and publishes a model, starts ``freshrec
-worker`` and ``freshrec api`` as child processes, publishes the example events
-(rebased to now) and waits for a visitor's personal list. Then it watches the
+It starts the local stack and ``freshrec worker`` and ``freshrec api`` as
+child processes, publishes the older part of a synthetic history, waits until
+the worker holds it, makes the first model with ``freshrec retrain`` (the
+CronJob's command: the model learns from the stream, as a deployment's does),
+publishes the example events (rebased to now) and waits for a visitor's
+personal list; then it publishes the newer part of the history, so a retrain against
+the running demo has something new to learn and to be gated on. Then it watches the
 children until Ctrl-C (or SIGTERM) and stops what it started, and only that.
 
 What a new user met before this was a bash script, and each of these fixes one
@@ -36,6 +40,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import random
 import signal
@@ -54,6 +59,8 @@ from freshrec.argtypes import positive_float
 from freshrec.errors import FreshrecError
 from freshrec.ports import bind_problem
 from freshrec.settings import Settings
+from models import synthetic
+from models.interactions import KIND_RATE
 
 LOCK_FILE = "run.lock"
 #: Lines of a dead child's log shown with the message.
@@ -64,12 +71,22 @@ PERSONAL_LIST_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.2
 #: How long a child may take to stop on SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
-#: The short search ``./dev run`` trains with: the demo should start in seconds.
-TRAIN_ARGS = ("train", "--format", "synthetic", "--publish", "--tune-budget-s", "10")
-#: The synthetic data set's items and planted clusters (``freshrec train``'s defaults): item
-#: ``item-<i>`` is in cluster ``i % CLUSTERS``, and ``item-<c>`` is its cluster's most popular.
+#: The first model comes from the CronJob's own command, with a short search: the demo should
+#: start in seconds.
+RETRAIN_ARGS = ("retrain", "--tune-budget-s", "10")
+#: The synthetic history published as events: users, items and events (``freshrec train``'s
+#: synthetic defaults). Item ``item-<i>`` is in cluster ``i % CLUSTERS``, and ``item-<c>`` is
+#: its cluster's most popular.
+SYNTHETIC_USERS = 2000
 SYNTHETIC_ITEMS = 500
+SYNTHETIC_EVENTS = 60_000
 CLUSTERS = 8
+#: Share of the history (the older events) the first model learns from; the newer rest is
+#: published once the visitor's list is shown, so a retrain against the running demo has
+#: events its current model never saw, and its gate scores both models on them.
+FIRST_MODEL_SHARE = 0.6
+#: How long the worker may take to hold the history published before the first retrain.
+HISTORY_HELD_TIMEOUT_S = 300.0
 #: What each cluster is called in the catalog, and the words the titles are made of.
 GENRES = (
     "space opera",
@@ -257,6 +274,37 @@ def check_events_readable(path: Path) -> None:
         ) from None
 
 
+def write_history(older: Path, newer: Path, now_ms: int) -> tuple[int, int]:
+    """The synthetic history as ``watch``/``rate`` events, its newest a minute before
+    ``now_ms``: the older :data:`FIRST_MODEL_SHARE` into ``older``, the rest into ``newer``.
+    Returns how many events each holds.
+
+    The demo's model learns from the stream as a deployment's does (issue 26): the
+    history goes through the worker into its state changelog, and ``freshrec retrain``
+    reads it from there.
+    """
+    log = synthetic.generate(SYNTHETIC_USERS, SYNTHETIC_ITEMS, SYNTHETIC_EVENTS, seed=42).log
+    shift = now_ms - 60_000 - int(log.ts.max())
+    cut = int(len(log) * FIRST_MODEL_SHARE)
+    users, items = log.users.ids, log.items.ids
+    with open(older, "w", encoding="utf-8") as first, open(newer, "w", encoding="utf-8") as rest:
+        for i in range(len(log)):
+            event: dict[str, Any] = {
+                "event_id": f"history-{i}",
+                "user_id": users[log.user[i]],
+                "item_id": items[log.item[i]],
+                "ts": int(log.ts[i]) + shift,
+            }
+            if log.kind[i] == KIND_RATE:
+                event |= {"type": "rate", "rating": float(log.value[i])}
+            else:
+                event |= {"type": "watch", "watched_s": float(log.value[i])}
+                if not math.isnan(log.duration_s[i]):
+                    event["duration_s"] = float(log.duration_s[i])
+            (first if i < cut else rest).write(json.dumps(event) + "\n")
+    return cut, len(log) - cut
+
+
 def write_catalog(path: Path, n_items: int = SYNTHETIC_ITEMS) -> None:
     """A JSON-lines catalog naming the synthetic items: a title each, the cluster's genre as tag."""
     with open(path, "w", encoding="utf-8") as out:
@@ -312,6 +360,14 @@ class LiveEvents:
             print(f"freshrec demo: a live event was not taken ({exc})", file=sys.stderr)
 
 
+def _publish(env: Mapping[str, str], sup: Supervisor, *args: str) -> None:
+    """``freshrec publish ARGS`` (its summary line shows); a failure ends the demo."""
+    published = subprocess.run(_freshrec("publish", *args), env=env, stdin=subprocess.DEVNULL)
+    sup.check()
+    if published.returncode != 0:
+        raise DemoError(f"publishing {args[-1]} failed (exit code {published.returncode})")
+
+
 def _freshrec(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
@@ -339,6 +395,39 @@ def wait_personal(url: str, supervisor: Supervisor, timeout_s: float) -> Any:
     raise DemoError(
         f"no personal list at {url} within {timeout_s:.0f}s (last answer: {body}); "
         "see the worker's and the API's logs"
+    )
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample of ``name`` (all its labels) in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_held(metrics_url: str, events: int, supervisor: Supervisor, timeout_s: float) -> None:
+    """Wait until the worker has read ``events`` and has nothing left to read, and its lists
+    (written once a batch's state is in the changelog) stopped moving for a second."""
+    deadline = time.monotonic() + timeout_s
+    written, quiet_since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        supervisor.check()
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(metrics_url, timeout=2) as resp:
+                text = resp.read().decode()
+            consumed = metric_sum(text, "freshrec_worker_events_consumed_total")
+            lag = metric_sum(text, "freshrec_worker_consumer_lag")
+            now_written = metric_sum(text, "freshrec_worker_lists_written_total")
+            if now_written != written:
+                written, quiet_since = now_written, time.monotonic()
+            if consumed >= events and lag == 0 and time.monotonic() - quiet_since >= 1.0:
+                return
+        time.sleep(POLL_INTERVAL_S)
+    raise DemoError(
+        f"the worker did not take the {events} history events within {timeout_s:.0f}s; "
+        "see the worker's log"
     )
 
 
@@ -373,29 +462,46 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     state = stack.up(state_dir)
     env = {
         **os.environ,
-        **state.env,
-        "FRESHREC_MODEL_STORE": os.environ.get("FRESHREC_MODEL_STORE", str(state_dir / "models")),
+        **state.env,  # the model store too: what `freshrec stack env` exports
         "FRESHREC_DATA_DIR": os.environ.get("FRESHREC_DATA_DIR", str(state_dir / "worker")),
         "FRESHREC_API_PORT": str(settings.api_port),
     }
     catalog = state_dir / "catalog.jsonl"
     write_catalog(catalog)
     env.setdefault("FRESHREC_API_CATALOG", str(catalog))
-    trained = subprocess.run(_freshrec(*TRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
-    if trained.returncode != 0:
-        raise DemoError(f"training the first model failed (exit code {trained.returncode})")
+    older, newer = state_dir / "history-older.jsonl", state_dir / "history-newer.jsonl"
+    n_older, n_newer = write_history(older, newer, int(time.time() * 1000))
     sup.start("worker", _freshrec("worker"), state_dir / "worker.log", env)
     sup.start("API", _freshrec("api"), state_dir / "api.log", env)
-    published = subprocess.run(
-        _freshrec("publish", "--rebase-ts", str(args.events)), env=env, stdin=subprocess.DEVNULL
-    )
+    print(f"publishing the older part of a synthetic history ({n_older} events)", flush=True)
+    _publish(env, sup, str(older))
+    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
+    metrics = f"http://{host}:{settings.worker_web_port}/metrics"
+    wait_held(metrics, n_older, sup, HISTORY_HELD_TIMEOUT_S)
+    print("the worker holds it; the first model: freshrec " + " ".join(RETRAIN_ARGS), flush=True)
+    retrained = subprocess.run(_freshrec(*RETRAIN_ARGS), env=env, stdin=subprocess.DEVNULL)
     sup.check()
-    if published.returncode != 0:
-        raise DemoError(f"publishing {args.events} failed (exit code {published.returncode})")
+    if retrained.returncode != 0:
+        raise DemoError(
+            f"freshrec retrain gave no first model (exit code {retrained.returncode}); "
+            "its message is above"
+        )
+    # the visitors' events come after the first model (rebased to now, they would make its
+    # data end now, and no later event could be one the model never saw)
+    _publish(env, sup, "--rebase-ts", str(args.events))
+    visitors = sum(1 for line in args.events.read_text().splitlines() if line.strip())
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
     url = f"http://{host}:{settings.api_port}/recs/{args.user}?k=5&fields=title"
     body = wait_personal(url, sup, PERSONAL_LIST_TIMEOUT_S)
     print(f"GET {url}\n{json.dumps(body, indent=2)}")
+    _publish(env, sup, str(newer))
+    wait_held(metrics, n_older + visitors + n_newer, sup, HISTORY_HELD_TIMEOUT_S)
+    print(
+        f"\nthe newer part of the history is in too ({newer.name}): a retrain now learns "
+        "from it and its gate scores both models on it:\n"
+        f'  eval "$(freshrec stack env --state-dir {state_dir})"; freshrec retrain',
+        flush=True,
+    )
     base = f"http://{host}:{settings.api_port}"
     print(f"\nthe page: {base}/#{args.user}  (pick a user, click an item to watch it)")
     live = None if args.no_live_events else LiveEvents(f"{base}/events")
@@ -421,9 +527,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
         help="run everything locally (what ./dev run runs): stack, model, worker, API",
-        description="Starts the local stack, trains and publishes a model on synthetic data, "
-        "starts the worker and the API, publishes the example events (rebased to now) and "
-        "prints a visitor's personal list; runs until Ctrl-C, then stops what it started. "
+        description="Starts the local stack, the worker and the API, publishes a synthetic "
+        "history and the example events (rebased to now), makes the first model with "
+        "freshrec retrain and prints a visitor's personal list; runs until Ctrl-C, then "
+        "stops what it started. "
         "One run per state directory. Exit codes: 0 stopped by Ctrl-C; 1 a process died or "
         "could not start (the message names it and shows its log), a port is taken, or "
         "another run holds the state directory.",

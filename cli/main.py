@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from cli import demo
 from freshrec import __version__, stack_cli
-from freshrec.errors import ConfigError, FreshrecError, TransientError
+from freshrec.errors import ConfigError, FreshrecError, TransientError, UsageError
 from freshrec.settings import Settings
 from retrain import cli as retrain_cli
 from serving import cli as serving_cli
@@ -72,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(build_parser(), sys.argv[1:] if argv is None else list(argv))
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -87,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransientError as exc:
         print(f"freshrec {args.command}: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
+    except UsageError as exc:
+        print(f"freshrec {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FreshrecError as exc:
         print(f"freshrec {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -98,6 +100,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return code
+
+
+def parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
+    """The command line's arguments; a usage error exits 2 with the usage of the command given."""
+    _refuse_unknown_option_before_command(parser, words)
+    args, unknown = parser.parse_known_args(words)
+    if unknown:
+        # argparse reports them on the top parser, with its usage; the command's own says more
+        _command_parser(parser, words).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _command_parser(
+    parser: argparse.ArgumentParser, words: Sequence[str]
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``words`` name, the deepest one: its usage is the one a
+    user who gave it a wrong flag needs (``freshrec demo --no-such-flag``, issue 26)."""
+    for word in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and word in subs[0].choices:
+            parser = subs[0].choices[word]
+    return parser
+
+
+def _refuse_unknown_option_before_command(
+    parser: argparse.ArgumentParser, words: Sequence[str]
+) -> None:
+    """Name an unknown option given before any command (``freshrec --bogus``): argparse checks
+    the missing command first and said only that a command is required (issue 26)."""
+    known = {opt for action in parser._actions for opt in action.option_strings}
+    first = words[0] if words else ""
+    if first.startswith("-") and first.split("=", 1)[0] not in known:
+        parser.error(
+            f"unrecognized option {first} (a command's options go after it: freshrec COMMAND "
+            "--help lists them)"
+        )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def synthetic_size(text: str) -> str:
+    """``USERS,ITEMS,EVENTS``: three whole numbers of at least 1 (kept as given)."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not USERS,ITEMS,EVENTS (three whole numbers of at least 1)"
+        )
+    return text
+
+
 def port(text: str) -> int:
     """A TCP port, 1 to 65535 (0, "any free one", would leave clients not knowing where)."""
     value = _int(text)

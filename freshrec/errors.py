@@ -17,6 +17,11 @@ class ConfigError(FreshrecError):
     """A setting is missing, malformed or out of bounds; fix the environment and restart."""
 
 
+class UsageError(FreshrecError):
+    """The command line cannot be acted on (a flag another one needs is missing): the ``freshrec``
+    command exits 2, as for any argument error argparse itself catches."""
+
+
 class TransientError(FreshrecError):
     """A fault that may go away by itself (service down, timeout): retry with backoff."""
 

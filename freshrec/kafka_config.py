@@ -14,6 +14,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from freshrec.repeats import RepeatFilter
 from freshrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
 
 
 #: The logger librdkafka's own messages go through (they would go straight to stderr).
+#: A fault it reports on every reconnect (a broker down: about 9 lines a second) is shown
+#: once, then at a backoff with a count (:class:`~freshrec.repeats.RepeatFilter`).
 LIBRDKAFKA_LOG = logging.getLogger("freshrec.kafka.librdkafka")
+LIBRDKAFKA_LOG.addFilter(RepeatFilter())
 
 #: librdkafka's ``log_level`` (syslog severities) for each ``FRESHREC_LOG_LEVEL``, so that it
 #: does not format messages the Python logger would drop.

@@ -202,6 +202,18 @@ class PolledProducer:
         self._producer = renewed(self._producer, self.settings, self._config)
         self.spent = None
 
+    def broker_problem(self, timeout_s: float) -> str | None:
+        """Why the brokers cannot take records now (no metadata within ``timeout_s``), or None.
+
+        One metadata request on the producer's own connections: a few milliseconds
+        with a broker up, ``timeout_s`` with none reachable. Blocking: call it in a thread.
+        """
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            return f"no answer from {self.settings.bootstrap_servers}: {exc.args[0]}"
+        return None
+
     async def close(self) -> None:
         """Wait (up to the publish timeout) for what is in flight, then stop the poller."""
         await asyncio.to_thread(self._producer.flush, self.settings.publish_timeout_s)

@@ -12,7 +12,7 @@ Layout under the root::
 
     versions/<version_id>/<file>             a version's files (item_factors.npy, ...)
     versions/<version_id>/meta.json          written last: it completes the version
-    CURRENT                                  the current version id, one line
+    CURRENT                                  the pointer: a small JSON document (below)
 
 A version is complete once its ``meta.json`` exists, and ``meta.json`` is
 always written last, so readers see a whole version or none:
@@ -26,6 +26,28 @@ always written last, so readers see a whole version or none:
   no listing or load will ever name. ``CURRENT`` is one object written whole,
   which object stores replace atomically.
 
+The pointer (:class:`Pointer`) names the current version and carries a
+*generation*, a number that every move of the pointer (a publish, a rollback)
+raises by one. Lists in Redis are ordered by it (:func:`schemas.recs.order_token`),
+not by the version id: a rollback names an older id, yet its generation is the
+newest, so every list and the popular list are replaced after it. It also
+names who moved it, how and when, and keeps the recent moves, so that pruning
+spares a version the pointer named within :data:`RECENT_S`. A move is a
+compare-and-set (:meth:`ModelStore.set_current` with ``expect``): a publish moves the
+pointer only if its generation is still the one the candidate was gated
+against, else :class:`PointerMoved` says who moved it meanwhile. In a local
+directory the read, compare and replace run under an exclusive ``flock`` on
+the store's directory, so two movers on one filesystem (a rollback and a
+retrain) are serialised; under a URL there is no lock, and a move that lands
+between another's read and write is not detected (the retrain lock still
+keeps two retrains apart). A ``CURRENT`` that holds only a version id (written
+by freshrec before generations) reads as generation 0.
+
+The pointer may also name a canary: a second version serving a fraction of
+the users (:meth:`ModelStore.start_canary`), until it is promoted or aborted
+(:meth:`ModelStore.end_canary`); each is a move like a publish. Pruning spares
+the canary too.
+
 Versions are never modified once complete, which is what lets a worker cache
 one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
 ``gcsfs``, ...) must be installed for anything but local paths and
@@ -34,19 +56,24 @@ one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import getpass
 import json
 import os
 import secrets
 import shutil
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from freshrec.errors import ModelStoreError
+from freshrec.errors import FreshrecError, ModelStoreError
 
 #: The file that completes a version: written last, deleted first, read to list versions.
 _META = "meta.json"
@@ -54,6 +81,114 @@ _POINTER = "CURRENT"
 
 #: Age after which a ``.tmp-*`` directory is a dead writer's leftover, not a save in progress.
 STALE_TMP_S = 3600.0
+
+
+#: Seconds after the pointer stopped naming a version during which pruning spares it:
+#: a worker may still be loading or serving it, and it is the obvious rollback target.
+RECENT_S = 3600.0
+#: Moves the pointer's history keeps at least (older ones go once past :data:`RECENT_S`).
+_HISTORY_MIN = 20
+
+#: How the pointer got where it is: ``legacy`` is a ``CURRENT`` written before generations.
+Move = Literal["publish", "rollback", "canary", "promote", "abort", "legacy"]
+
+
+@dataclass(frozen=True)
+class Named:
+    """One past position of the pointer: ``version`` was current from ``since_ms`` to
+    ``until_ms`` (epoch ms)."""
+
+    version: str
+    since_ms: int
+    until_ms: int
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What ``CURRENT`` says: the current version and how it got there."""
+
+    version: str | None
+    generation: int = 0
+    """Raised by one at every move: what lists are ordered by (see the module doc)."""
+    move: Move = "legacy"
+    by: str = ""
+    """Who moved it: user, host and pid of the process, and the command."""
+    at_ms: int = 0
+    history: tuple[Named, ...] = field(default_factory=tuple)
+    """Earlier positions, oldest first (the recent ones at least)."""
+    canary: str | None = None
+    """The candidate of a canary release: ``fraction`` of the users get its lists."""
+    fraction: float = 0.0
+
+    def describe(self) -> str:
+        """One line for an operator: what it names and who put it there."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at_ms / 1000))
+        return (
+            f"{self.version} (generation {self.generation}, {self.move} by "
+            f"{self.by or 'unknown'} at {when})"
+        )
+
+    def named_since(self, since_ms: int) -> set[str]:
+        """Versions the pointer named at any time since ``since_ms``, the current one and
+        the canary included."""
+        named = {n.version for n in self.history if n.until_ms >= since_ms}
+        return named | {v for v in (self.version, self.canary) if v}
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "version": self.version,
+                "generation": self.generation,
+                "move": self.move,
+                "by": self.by,
+                "at_ms": self.at_ms,
+                "history": [[n.version, n.since_ms, n.until_ms] for n in self.history],
+                "canary": None if self.canary is None else [self.canary, self.fraction],
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Pointer:
+        """Parse ``CURRENT``: the JSON document, or a bare version id (generation 0)."""
+        text = data.decode().strip()
+        if not text.startswith("{"):
+            return cls(text or None)
+        try:
+            doc = json.loads(text)
+            return cls(
+                version=doc["version"],
+                generation=int(doc["generation"]),
+                move=doc["move"],
+                by=str(doc.get("by", "")),
+                at_ms=int(doc.get("at_ms", 0)),
+                history=tuple(Named(str(v), int(a), int(b)) for v, a, b in doc.get("history", [])),
+                canary=None if doc.get("canary") is None else str(doc["canary"][0]),
+                fraction=0.0 if doc.get("canary") is None else float(doc["canary"][1]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelStoreError(f"the model store's pointer is unreadable: {exc}") from exc
+
+
+class PointerMoved(FreshrecError):
+    """A compare-and-set move found the pointer moved since the mover read it."""
+
+    def __init__(self, expected: int, found: Pointer) -> None:
+        super().__init__(
+            f"the current-model pointer moved since generation {expected}: it now names "
+            f"{found.describe()}"
+        )
+        self.expected = expected
+        self.found = found
+
+
+def mover() -> str:
+    """Who this process is, for the pointer's ``by``: user@host pid N."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -157,6 +292,9 @@ class ModelStore:
         """
         if version_id == self.current():
             raise ModelStoreError(f"{version_id} is the current version; roll back first")
+        self._delete(version_id)
+
+    def _delete(self, version_id: str) -> None:
         path = self._dir(version_id)
         if not self._fs.exists(f"{path}/{_META}"):
             raise ModelStoreError(f"no model version {version_id} in {self.root}")
@@ -164,16 +302,19 @@ class ModelStore:
         self._fs.rm(path, recursive=True)
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the ``keep`` newest versions and the current one; returns the ids
-        deleted, oldest first. Leftovers of local writers killed mid-save go too, once
-        they are older than :data:`STALE_TMP_S` (a younger one may still be writing)."""
+        """Delete all but the ``keep`` newest versions; returns the ids deleted, oldest
+        first. The current version and every version the pointer named within
+        :data:`RECENT_S` are kept whatever their age: a worker may still serve one, and
+        the last one is what a rollback goes back to. Leftovers of local writers killed
+        mid-save go too, once they are older than :data:`STALE_TMP_S` (a younger one may
+        still be writing)."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        current = self.current()
+        spared = self.pointer().named_since(int((time.time() - RECENT_S) * 1000))
         versions = self.versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in spared]
         for version_id in doomed:
-            self.delete(version_id)
+            self._delete(version_id)
         if self._local:
             root = Path(self._path) / "versions"
             for tmp in root.glob(".tmp-*") if root.exists() else ():
@@ -201,19 +342,119 @@ class ModelStore:
         names = (m.rstrip("/").split("/")[-2] for m in metas)
         return sorted(n for n in names if not n.startswith("."))
 
+    def pointer(self) -> Pointer:
+        """What ``CURRENT`` says (version None before the first publish)."""
+        try:
+            data = self._fs.cat_file(self._join(_POINTER))
+        except FileNotFoundError:
+            return Pointer(None)
+        return Pointer.decode(data)
+
     def current(self) -> str | None:
         """The id the current-model pointer names, or None before the first publish."""
-        try:
-            text = self._fs.cat_file(self._join(_POINTER)).decode().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
+        return self.pointer().version
 
-    def set_current(self, version_id: str) -> None:
-        """Point ``CURRENT`` at an existing version, atomically."""
+    def set_current(
+        self,
+        version_id: str,
+        *,
+        move: Move = "publish",
+        by: str | None = None,
+        expect: int | None = None,
+    ) -> Pointer:
+        """Point ``CURRENT`` at an existing version, atomically, with the next generation;
+        returns the new pointer. A canary release running ends (its candidate no longer
+        serves anyone).
+
+        With ``expect``, only if the pointer's generation is still ``expect``
+        (the one the caller read before deciding), else :class:`PointerMoved`.
+        ``by`` names the mover (default: this process, :func:`mover`).
+        """
+        self._require(version_id, "publish")
+        return self._move(lambda before: (version_id, None, 0.0), move=move, by=by, expect=expect)
+
+    def start_canary(
+        self, version_id: str, fraction: float, *, by: str | None = None, expect: int | None = None
+    ) -> Pointer:
+        """Make ``version_id`` the canary for ``fraction`` (0 < F < 1) of the users, the
+        current version staying current for the rest; a move like any other."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"a canary's fraction is between 0 and 1, not {fraction}")
+        self._require(version_id, "start a canary of")
+
+        def place(before: Pointer) -> tuple[str | None, str | None, float]:
+            if before.version is None:
+                raise ModelStoreError("no current version to hold a canary against; publish one")
+            if before.version == version_id:
+                raise ModelStoreError(f"{version_id} is the current version already")
+            return before.version, version_id, fraction
+
+        return self._move(place, move="canary", by=by, expect=expect)
+
+    def end_canary(
+        self, *, promote: bool, by: str | None = None, expect: int | None = None
+    ) -> Pointer:
+        """End the canary: ``promote`` makes it current for everyone, else (an abort) the
+        current version serves everyone again."""
+
+        def place(before: Pointer) -> tuple[str | None, str | None, float]:
+            if before.canary is None:
+                raise ModelStoreError("no canary release is running")
+            return (before.canary if promote else before.version), None, 0.0
+
+        return self._move(place, move="promote" if promote else "abort", by=by, expect=expect)
+
+    def _require(self, version_id: str, doing: str) -> None:
         if not self._fs.exists(f"{self._dir(version_id)}/{_META}"):
-            raise ModelStoreError(f"cannot publish {version_id}: no such version in {self.root}")
-        data = (version_id + "\n").encode()
+            raise ModelStoreError(f"cannot {doing} {version_id}: no such version in {self.root}")
+
+    def _move(
+        self,
+        place: Callable[[Pointer], tuple[str | None, str | None, float]],
+        *,
+        move: Move,
+        by: str | None,
+        expect: int | None,
+    ) -> Pointer:
+        """Compare-and-set the pointer: ``place`` says, from the pointer found, where the
+        current version, the canary and its fraction go (see :meth:`set_current`)."""
+        with self._pointer_lock():
+            before = self.pointer()
+            if expect is not None and before.generation != expect:
+                raise PointerMoved(expect, before)
+            version, canary, fraction = place(before)
+            now = int(time.time() * 1000)
+            history = before.history + tuple(
+                Named(v, before.at_ms, now) for v in (before.version, before.canary) if v
+            )
+            cutoff = now - int(RECENT_S * 1000)
+            history = tuple(
+                n
+                for i, n in enumerate(history)
+                if n.until_ms >= cutoff or i >= len(history) - _HISTORY_MIN
+            )
+            after = Pointer(
+                version, before.generation + 1, move, by or mover(), now, history, canary, fraction
+            )
+            self._write_pointer(after.encode())
+        return after
+
+    @contextlib.contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """Exclusive among local movers (``flock`` on the store's directory); nothing
+        under a URL (see the module doc)."""
+        if not self._local:
+            yield
+            return
+        os.makedirs(self._path, exist_ok=True)
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _write_pointer(self, data: bytes) -> None:
         if not self._local:
             self._fs.pipe_file(self._join(_POINTER), data)
             return

@@ -11,10 +11,11 @@ it in sync.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
@@ -258,6 +259,43 @@ class Settings:
         ),
     )
 
+    # --- Canary releases (issue 24) -------------------------------------------
+    canary_alpha: float = field(
+        default=0.05,
+        metadata=_doc(
+            "Error rate of the canary's sequential test (mixture SPRT, models/sequential.py): "
+            "the chance, however often it is looked at, that it declares a difference "
+            "between two equally good models.",
+            min=0.001,
+            max=0.5,
+        ),
+    )
+    canary_tau: float = field(
+        default=0.005,
+        metadata=_doc(
+            "Size of the difference in hit rate @10 the canary's test is tuned to find "
+            "(its mixture's standard deviation): 0.005 is a 10% change of a 5% hit rate.",
+            min=0.0001,
+            max=0.5,
+        ),
+    )
+    canary_min_events: int = field(
+        default=1000,
+        metadata=_doc(
+            "Events each arm of a canary must have before its test decides anything (the "
+            "normal approximation is poor below).",
+            min=1,
+        ),
+    )
+    canary_auto_abort: bool = field(
+        default=True,
+        metadata=_doc(
+            "Whether a worker aborts a canary whose candidate its test finds significantly "
+            "worse than the current model (every list returns to the current version); the "
+            "worker then needs write access to FRESHREC_MODEL_STORE."
+        ),
+    )
+
     # --- Retrain job ----------------------------------------------------------
     spark_master: str = field(
         default="local[*]",
@@ -342,6 +380,16 @@ class Settings:
             "How often the worker checks whether the current model moved, and whether "
             "Redis lost its data (then it writes every list it holds again).",
             min=0.1,
+        ),
+    )
+    online_top_k: int = field(
+        default=20,
+        metadata=_doc(
+            "Items of the list last written for a user that the worker keeps in the user's "
+            "state, to count a watch or rating of one of them as a hit (top 10 and top k, "
+            "per model version and arm: the online metrics); 0 turns the online metrics off.",
+            min=0,
+            max=1000,
         ),
     )
     worker_web_host: str = field(
@@ -517,6 +565,13 @@ class Settings:
             min=0.1,
         ),
     )
+    api_cors_origins: str = field(
+        default="",
+        metadata=_doc(
+            "Web origins (scheme://host[:port], comma-separated, or `*` for any) whose pages may "
+            "call the API from a browser (CORS); empty (the default) allows none.",
+        ),
+    )
 
     log_level: str = field(
         default="INFO",
@@ -544,10 +599,7 @@ class Settings:
             k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in known
         )
         if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)}; known: "
-                + ", ".join(ENV_PREFIX + n.upper() for n in sorted(known))
-            )
+            raise ConfigError("; ".join(_unknown_setting(name, known) for name in unknown))
         values: dict[str, Any] = {}
         for f in fields(cls):
             var = ENV_PREFIX + f.name.upper()
@@ -584,6 +636,7 @@ def _parse(var: str, raw: str, typ: Any) -> Any:
 
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
 def _validate(s: Settings) -> None:
@@ -613,6 +666,12 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"FRESHREC_BOOTSTRAP_SERVERS: {server!r} is not host:port "
                 "(several are separated by commas)"
+            )
+    for origin in s.api_cors_origins.split(","):
+        if origin.strip() and origin.strip() != "*" and not _ORIGIN.match(origin.strip()):
+            raise ConfigError(
+                f"FRESHREC_API_CORS_ORIGINS: {origin.strip()!r} is not an origin like "
+                "https://shop.example.com (scheme://host[:port], no path), or *"
             )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
@@ -700,3 +759,16 @@ def settings_table() -> str:
         shown = "(empty)" if default == "" else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
+
+
+def _unknown_setting(name: str, known: Collection[str]) -> str:
+    """Why ``name`` is refused, with the closest known setting: a list of every name buried the
+    one the user meant (issue 26)."""
+    field = name[len(ENV_PREFIX) :].lower()
+    close = difflib.get_close_matches(field, list(known), n=1, cutoff=0.6)
+    hint = (
+        f"did you mean {ENV_PREFIX}{close[0].upper()}?"
+        if close
+        else "the README's settings table lists every setting"
+    )
+    return f"unknown setting {name}; {hint}"

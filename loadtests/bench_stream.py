@@ -26,6 +26,20 @@ write of the list that includes it) before and after, interpolating quantiles
 within buckets the way Prometheus' ``histogram_quantile`` does (goal: p99 at
 most 100 ms).
 
+Issue 24's two prices are measured against a plain worker run again just
+before and just after them over the same uniform backlog
+(``plain_events_per_s``, the mean of the two, each in a consumer group of its
+own; the first worker's figure is minutes older, and the load drifts). The online
+metrics' bookkeeping (``streams.online``: each list's top kept in its user's
+state, each event compared with it, the counts added to Redis):
+``online_metrics_cost`` is ``1 - plain_events_per_s /
+online_off_events_per_s``, the latter a worker with ``FRESHREC_ONLINE_TOP_K=0``
+(goal: at most 0.05; noise on a loaded machine moves it either way). A canary
+release makes the worker hold two models and rank each batch in two groups:
+``canary_ratio`` is the events/s of a worker while a second version serves 20%
+of the users over ``plain_events_per_s`` (goal: at least 0.8); the canary is
+aborted after it. ``--skip-online`` and ``--skip-canary`` leave them out.
+
 Scaling out: the last phase runs two bare agents, then two workers, each pair
 in one consumer group of its own over the uniform backlog (the topics'
 partitions split between the two processes), timed the same way over the sum
@@ -41,8 +55,11 @@ the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
 "freshness_p50_ms", "freshness_p99_ms", "zipf_events_per_s",
 "zipf_bare_events_per_s", "zipf_ratio", "two_workers_events_per_s", "scale_ratio",
-"two_bare_events_per_s", "two_bare_scale_ratio", ...}`` (``--skip-zipf`` and
-``--skip-scale`` leave their phases and keys out); the raw series the plots are
+"two_bare_events_per_s", "two_bare_scale_ratio", "plain_events_per_s",
+"online_off_events_per_s", "online_metrics_cost", "canary_events_per_s",
+"canary_ratio", ...}``
+(``--skip-zipf``, ``--skip-scale``, ``--skip-online`` and ``--skip-canary``
+leave their phases and keys out); the raw series the plots are
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
@@ -229,7 +246,8 @@ def quantile(q: float, before: dict[str, float], after: dict[str, float], name: 
     return lower
 
 
-def publish_model(settings: Settings, n_items: int) -> None:
+def publish_model(settings: Settings, n_items: int, *, seed: int = 1, current: bool = True) -> str:
+    """Train on synthetic data and save the version (current unless told); returns its id."""
     from freshrec.model_store import ModelStore
     from models.als import ALSConfig
     from models.synthetic import generate
@@ -238,15 +256,17 @@ def publish_model(settings: Settings, n_items: int) -> None:
 
     data = generate(n_users=5000, n_items=n_items, n_interactions=100_000, factors=16, seed=1)
     # 64 factors, as every recorded run of this benchmark (the default is now 32)
-    cfg = ALSConfig(factors=64, iterations=8, use_gpu=False)
-    train_and_publish(
+    cfg = ALSConfig(factors=64, iterations=8, use_gpu=False, seed=seed)
+    outcome = train_and_publish(
         ModelStore(settings.model_store),
         data.log,
         cfg,
         DEFAULT_WEIGHTING,
         popular_length=settings.list_length + settings.history_length,
         snapshot={"source": "bench_stream"},
+        make_current=current,
     )
+    return outcome.version.version_id
 
 
 def draw_users(
@@ -457,6 +477,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=240.0, help="limit of each phase, seconds")
     parser.add_argument("--skip-zipf", action="store_true", help="leave out the Zipf mix")
     parser.add_argument("--skip-scale", action="store_true", help="leave out the two-process runs")
+    parser.add_argument(
+        "--skip-online", action="store_true", help="leave out the online-metrics-off run"
+    )
+    parser.add_argument("--skip-canary", action="store_true", help="leave out the canary run")
     args = parser.parse_args()
     if args.bare:
         run_bare()
@@ -516,6 +540,56 @@ def main() -> int:
             f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
             f"p99 {result['freshness_p99_ms']} ms"
         )
+
+        # The online metrics off, and a 20% canary, each against a plain worker (neither)
+        # run just before and just after them on the same backlog (groups of their own):
+        # the first worker above is minutes older, a shared machine's load drifts, and
+        # the mean of the plain runs either side cancels a drift that is linear in time.
+        if not (args.skip_online and args.skip_canary):
+
+            def plain(app_id: str) -> float:
+                return stack.group_rate(
+                    WORKER_CMD,
+                    settings.replace(app_id=app_id),
+                    1,
+                    worker_count,
+                    args.events,
+                    args.timeout,
+                )
+
+            before_per_s = plain("bench-plain")
+            off_per_s = canary_per_s = 0.0
+            if not args.skip_online:
+                off = settings.replace(app_id="bench-online-off", online_top_k=0)
+                off_per_s = stack.group_rate(
+                    WORKER_CMD, off, 1, worker_count, args.events, args.timeout
+                )
+            if not args.skip_canary:
+                from freshrec.model_store import ModelStore
+
+                store = ModelStore(settings.model_store)
+                candidate = publish_model(settings, args.items, seed=2, current=False)
+                store.start_canary(candidate, 0.2, by="bench_stream")
+                canary_per_s = plain("bench-canary")
+                store.end_canary(promote=False, by="bench_stream")
+            after_per_s = plain("bench-plain-after")
+            plain_per_s = (before_per_s + after_per_s) / 2
+            result["plain_events_per_s"] = round(plain_per_s)
+            result["plain_events_per_s_before_after"] = [round(before_per_s), round(after_per_s)]
+            summary += f"; a plain worker {before_per_s:,.0f} then {after_per_s:,.0f} events/s"
+            if not args.skip_online:
+                result["online_off_events_per_s"] = round(off_per_s)
+                result["online_metrics_cost"] = round(1 - plain_per_s / off_per_s, 3)
+                summary += (
+                    f", with the online metrics off {off_per_s:,.0f} events/s "
+                    f"(cost {result['online_metrics_cost']:+.1%})"
+                )
+            if not args.skip_canary:
+                result["canary_events_per_s"] = round(canary_per_s)
+                result["canary_ratio"] = round(canary_per_s / plain_per_s, 3)
+                summary += (
+                    f", with a 20% canary {canary_per_s:,.0f} events/s (x{result['canary_ratio']})"
+                )
 
         # The Zipf mix: the same count of events, a few hot users in every batch.
         if zipf is not None:

@@ -126,7 +126,7 @@ def train(
         model.fit(matrix, show_progress=False, callback=None if progress is None else done)
         if use_gpu:
             model = model.to_cpu()
-    log.info(
+    log.debug(  # a tuning search fits dozens: one line each would bury everything else
         "trained ALS on %d users x %d items (%d stored) on %s",
         matrix.shape[0],
         matrix.shape[1],

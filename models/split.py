@@ -81,10 +81,12 @@ def newest_items_split(
     users' included, stays in training: the model the gate scores is the model
     it publishes, trained on all but a few thousand users' newest items.
 
-    With ``after_ts``, only items whose latest event is newer than it may be
-    held out (and only users with such items are drawn): the gate passes the
-    current model's newest training event here, so that neither model has
-    learnt from what it is scored on.
+    With ``after_ts``, only items the user first met after it may be held out
+    (and only users with such items are drawn): the gate passes the current
+    model's newest training event here, so that neither model has learnt from
+    what it is scored on. (An item met before and again after it was held out
+    once, every row of it removed from the candidate's training while the
+    current model had learnt it: candidates with more data lost, issue 26.)
     """
     if not 0 < fraction < 1:
         raise ValueError("fraction must be strictly between 0 and 1")
@@ -97,11 +99,13 @@ def newest_items_split(
     # newest event per (user, item) pair
     order = np.lexsort((ts, key))
     last = np.r_[key[order][1:] != key[order][:-1], True]
-    pair_key, pair_ts = key[order][last], ts[order][last]
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    pair_key, pair_ts, pair_first_ts = key[order][last], ts[order][last], ts[order][first]
     pair_user = pair_key // width
     users, counts = np.unique(pair_user, return_counts=True)
     eligible = users[counts >= 2]
-    fresh = np.ones(pair_key.size, dtype=bool) if after_ts is None else pair_ts > after_ts
+    # a pair met at or before after_ts is one the current model learnt: not held out
+    fresh = np.ones(pair_key.size, dtype=bool) if after_ts is None else pair_first_ts > after_ts
     eligible = np.intersect1d(eligible, pair_user[fresh])
     rng = np.random.default_rng(seed)
     chosen = rng.choice(eligible, size=min(n_users, eligible.size), replace=False)

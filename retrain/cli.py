@@ -9,7 +9,9 @@ tunes the configuration on a validation split of the training part (unless
 the model and of the popular baseline. ``train`` evaluates the same way to
 record the metrics, then trains on all the data and writes a model version to
 ``FRESHREC_MODEL_STORE``; with ``--publish`` it also moves the current-model
-pointer to it.
+pointer to it, unless the pointer moved while it trained (a rollback, say):
+then the version is saved, not published, and it exits with
+:data:`retrain.retrain_cli.EXIT_MOVED` (5).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict
 
-from freshrec.argtypes import finite_float, non_negative_float, positive_int
-from freshrec.errors import BadInputError
-from freshrec.model_store import ModelStore
+import numpy as np
+
+from freshrec.argtypes import finite_float, non_negative_float, positive_int, synthetic_size
+from freshrec.errors import BadInputError, UsageError
+from freshrec.model_store import ModelStore, mover
 from freshrec.settings import Settings
 from models.als import ALSConfig
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
@@ -31,7 +36,9 @@ from models.weighting import WeightingConfig
 from retrain import retrain_cli, versions_cli
 from retrain.als_flags import add_als_flags, configs_from_flags
 from retrain.data import FORMATS, load_data
+from retrain.progress import StageProgress
 from retrain.publish import train_and_publish
+from retrain.retrain_cli import EXIT_MOVED
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +82,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="layout of --data")
     p.add_argument(
         "--synthetic",
+        type=synthetic_size,
         default="2000,500,60000",
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
@@ -129,32 +137,55 @@ def _holdout(
     """Split, tune on the training part (unless turned off), evaluate on the test part."""
     als, weights = _configs(args)
     if not 0 < args.ratio < 1:
-        raise BadInputError("--ratio must be strictly between 0 and 1")
+        raise UsageError("--ratio must be strictly between 0 and 1")
     budget = settings.retrain_tune_budget_s if args.tune_budget_s is None else args.tune_budget_s
     if budget < 0:
         raise BadInputError("--tune-budget-s must not be negative (0 = no search)")
     train_log, test_log = split_log(data, args.split, args.ratio, args.seed, args.last_n)
     if len(train_log) == 0 or len(test_log) == 0:
-        raise BadInputError("the split left the training or the test part empty")
+        raise BadInputError(_empty_split(args, data, "training" if len(train_log) == 0 else "test"))
     tuned = None
     if budget > 0 and not args.no_tune:
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
         try:
-            tuned = tune(
-                train_log,
-                als,
-                weights,
-                args.k,
-                budget,
-                how,
-                args.ratio,
-                args.seed,
-                max_trials=args.tune_trials or settings.retrain_tune_trials,
-            )
+            with StageProgress() as bar:
+                label = "tuning (trials)"
+                bar.stage(label)
+                tuned = tune(
+                    train_log,
+                    als,
+                    weights,
+                    args.k,
+                    budget,
+                    how,
+                    args.ratio,
+                    args.seed,
+                    max_trials=args.tune_trials or settings.retrain_tune_trials,
+                    progress=bar.advance,
+                    on_trial=lambda n, best: bar.describe(
+                        f"{label}: {n} trials, best ndcg@{args.k} {best:.4f}"
+                    ),
+                )
         except ValueError as exc:
             raise BadInputError(f"{exc}; run with --no-tune on data this small") from None
         als, weights = tuned.als, tuned.weighting
     return evaluate(train_log, test_log, als, args.k, weights), weights, tuned
+
+
+def _empty_split(args: argparse.Namespace, data: InteractionLog, part: str) -> str:
+    """Why a split left ``part`` empty, with the counts and what to try (issue 26: it said only
+    that a part was empty)."""
+    users = int(np.unique(data.user).size)
+    why = (
+        f"the {args.split} split (--ratio {args.ratio:g}) of {len(data)} events from {users} "
+        f"user(s) left the {part} part empty"
+    )
+    if args.split == "last-n":
+        return f"{why}: every user has at most --last-n {args.last_n} event(s); lower --last-n"
+    return (
+        f"{why}: too few events per {args.split.removeprefix('stratified-')} to go to both "
+        "parts; try --split last-n, which holds out each user's newest event"
+    )
 
 
 def _tuned_line(tuned: TuneResult) -> str:
@@ -215,6 +246,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.model_store)
     store.check_writable()
+    # --publish moves the pointer only if nobody moved it while this trained
+    expect = store.pointer().generation
     data, snapshot = load_data(args)
     ev, weights, tuned = _holdout(args, data, settings)
     half_life = None if args.half_life_days is None else args.half_life_days * 86_400
@@ -230,8 +263,18 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         tuning=None if tuned is None else tuned.as_dict(),
         half_life_s=half_life,
         make_current=args.publish,
+        expect=expect,
+        by=f"{mover()} (freshrec train --publish)",
     )
     version_id = outcome.version.version_id
+    if outcome.moved is not None:
+        print(
+            f"freshrec train: not published: the current-model pointer moved while this "
+            f"trained; it now names {outcome.moved.describe()}; {version_id} is saved, not "
+            f"current (`freshrec models rollback {version_id}` publishes it)",
+            file=sys.stderr,
+        )
+        return EXIT_MOVED
     where = os.path.join(settings.model_store, "versions", version_id)
     state = "published" if args.publish else "saved (not published)"
     if tuned is not None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from freshrec.errors import BadInputError
+from freshrec.errors import BadInputError, UsageError
 from models import synthetic
 from models.interactions import InteractionLog
 from retrain import eventlog, movielens
@@ -34,7 +34,7 @@ def load_data(args: argparse.Namespace) -> tuple[InteractionLog, dict[str, Any]]
         synth = synthetic.generate(users, items, events, seed=args.seed)
         return synth.log, {"format": "synthetic", "size": [users, items, events], "seed": args.seed}
     if not args.data:
-        raise BadInputError(f"--data is required with --format {args.format}")
+        raise UsageError(f"--data FILE is required with --format {args.format}")
     path = Path(args.data).resolve()
     snapshot: dict[str, Any] = {"format": args.format, "path": str(path)}
     if args.format == "events":

@@ -40,7 +40,7 @@ from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, se
 from models.interactions import InteractionLog
 from models.recommender import Recommender
 from models.tuning import tune
-from models.version import ModelVersion, load_current_version, recommender_from_version
+from models.version import ModelVersion, load_version, recommender_from_version
 from models.weighting import WeightingConfig
 from retrain.publish import Outcome, StageHook, Trainer, train_and_publish
 
@@ -83,6 +83,8 @@ class RetrainPlan:
     (:mod:`retrain.spark_als`); the version's format is the same."""
     spark_master: str = "local[*]"
     """Spark master URL for the spark engine."""
+    canary: float | None = None
+    """Publish the candidate as a canary for this fraction of the users, not for everyone."""
     permute_items: bool = False
     """Test hook: shuffle the candidate's item factors against their ids, so the gate
     must refuse it."""
@@ -114,6 +116,8 @@ def retrain(
     before_publish: Callable[[], None] | None = None,
     on_stage: StageHook | None = None,
     on_progress: Callable[[float, float], None] | None = None,
+    on_trial: Callable[[int, float], None] | None = None,
+    by: str | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
 
@@ -121,14 +125,23 @@ def retrain(
     written (the job checks that it still holds its lock there). ``on_stage``
     is told each stage ("tuning", "training", "evaluating", then those of
     :func:`~retrain.publish.train_and_publish`); ``on_progress`` how far the
-    current one is, as (done, total): trials of the search, then ALS iterations.
-    The search starts from the current version's configuration (its ALS values
-    and dislike threshold; the plan's seed and threads), so a good configuration
-    found once is kept unless the search finds a better one on today's data.
+    current one is, as (done, total): trials of the search, then ALS iterations;
+    ``on_trial`` each tuning trial (trials run, best score so far). ``by`` names
+    the job in the pointer when it publishes. The search starts from the current
+    version's configuration (its ALS values and dislike threshold; the plan's
+    seed and threads), so a good configuration found once is kept unless the
+    search finds a better one on today's data.
+
+    The candidate is gated against the version the pointer named at the start,
+    and published only if the pointer has not moved since (compare-and-set on
+    its generation): a rollback made meanwhile stands, and the result's
+    ``outcome.moved`` says who made it.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
-    current_version = _current(store)
+    # the publish moves the pointer only if it still names what the gate compared against
+    pointer = store.pointer()
+    current_version = _current(store, pointer.version)
     current = None if current_version is None else _recommender(current_version)
     holdout, unseen = _holdout(data, plan, current_version)
     als = replace(plan.als, seed=plan.seed, num_threads=plan.num_threads)
@@ -152,6 +165,7 @@ def retrain(
             seed=plan.seed,
             max_trials=plan.tune_trials,
             progress=on_progress,
+            on_trial=on_trial,
         )
         als, weighting, tuning = result.als, result.weighting, result.as_dict()
         log.info("tuned in %.1fs: %s, %s", time.perf_counter() - started, als, weighting)
@@ -200,6 +214,9 @@ def retrain(
         trainer=_trainer(plan, on_progress),
         transform=_permute if plan.permute_items else None,
         on_stage=stage,
+        expect=pointer.generation,
+        by=by,
+        canary=plan.canary,
     )
     seconds |= outcome.seconds
     return RetrainResult(
@@ -258,14 +275,16 @@ def _recommender(version: ModelVersion) -> Recommender:
     return recommender_from_version(version)
 
 
-def _current(store: ModelStore) -> ModelVersion | None:
-    """The current version; None before the first publish.
+def _current(store: ModelStore, version_id: str | None) -> ModelVersion | None:
+    """The current version ``version_id``; None before the first publish.
 
     A current version that cannot be read is no baseline (workers cannot load
     it either): the candidate is held to the popular fallback, with a warning.
     """
+    if version_id is None:
+        return None
     try:
-        return load_current_version(store)
+        return load_version(store, version_id)
     except ModelStoreError as exc:
         log.warning("the current model cannot be read (%s); gating against popular", exc)
         return None

@@ -81,6 +81,11 @@ class StageProgress:
         self._finish()
         self._task = self._progress.add_task(name, total=None)
 
+    def describe(self, text: str) -> None:
+        """Rename the current stage's line (the tuning search's trials and best score)."""
+        if self._task is not None:
+            self._progress.update(self._task, description=text)
+
     def advance(self, done: float, total: float) -> None:
         """Set the current stage's count (records read, seconds, iterations out of ``total``)."""
         if self._task is not None:

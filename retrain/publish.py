@@ -11,6 +11,13 @@ The order is what makes a job killed at any point harmless: the version is
 complete before the pointer names it (:class:`~freshrec.model_store.ModelStore`
 writes ``meta.json`` last), the pointer moves in one atomic write, and pruning
 runs only after it and never deletes the current version.
+
+The pointer moves by compare-and-set: the caller reads the pointer's
+generation before it trains and gates (``expect``), and the publish moves the
+pointer only if it is still there. A rollback made while the job trained is
+therefore not undone: the candidate is saved, not made current, and the
+outcome names who moved the pointer (``Outcome.moved``), which the commands
+turn into their own exit code.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, Pointer, PointerMoved
 from models.als import ALSConfig, ALSFactors, train
 from models.gate import GateDecision
 from models.interactions import InteractionLog
@@ -50,6 +57,9 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each stage: ``train``, ``evaluate`` (the gate), ``publish``."""
     pruned: list[str] = field(default_factory=list)
+    moved: Pointer | None = None
+    """Where the pointer was found when the publish refused because it had moved since
+    ``expect`` (the candidate is saved, not current)."""
 
 
 def build_version(
@@ -113,6 +123,9 @@ def train_and_publish(
     keep: int | None = None,
     transform: Callable[[ModelVersion], ModelVersion] | None = None,
     on_stage: StageHook | None = None,
+    expect: int | None = None,
+    by: str | None = None,
+    canary: float | None = None,
 ) -> Outcome:
     """Train, gate, save, point, prune (see the module doc).
 
@@ -125,6 +138,10 @@ def train_and_publish(
     versions afterwards (the current one is always kept). ``transform`` alters
     the candidate before the gate; it exists for tests that prove the gate
     refuses a broken model. ``on_stage`` is told each stage as it completes.
+    ``expect`` is the pointer generation read before training: the pointer moves
+    only if it is still that one (see the module doc); ``by`` names the mover.
+    ``canary`` publishes the candidate as a canary for that fraction of the users
+    (:meth:`~freshrec.model_store.ModelStore.start_canary`) instead of for everyone.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -158,7 +175,14 @@ def train_and_publish(
     stage("saved")
     pruned: list[str] = []
     if make_current:
-        store.set_current(version.version_id)
+        try:
+            if canary is None:
+                store.set_current(version.version_id, move="publish", by=by, expect=expect)
+            else:
+                store.start_canary(version.version_id, canary, by=by, expect=expect)
+        except PointerMoved as exc:
+            seconds["publish"] = time.perf_counter() - started
+            return Outcome(version, False, decision, seconds, moved=exc.found)
         stage("published")
     if keep is not None:
         pruned = store.prune(keep)

@@ -10,6 +10,8 @@ Exit codes (documented in the README):
 * 0: a new version was published;
 * 3: the gate refused the candidate (nothing changed), both figures printed;
 * 4: another retrain holds the lock;
+* 5: the current-model pointer moved while the job ran (a rollback, say): the
+  candidate is saved, not published, and the pointer's mover is named;
 * 2: bad configuration or arguments;
 * 75: a transient fault (broker, Redis or store unreachable): run it again.
 """
@@ -26,11 +28,17 @@ from typing import Any
 
 import redis
 
-from freshrec.argtypes import non_negative_float, positive_int
-from freshrec.errors import BadInputError, ConfigError, ModelStoreError, TransientError
+from freshrec.argtypes import non_negative_float, positive_int, synthetic_size
+from freshrec.errors import (
+    BadInputError,
+    ConfigError,
+    ModelStoreError,
+    TransientError,
+    UsageError,
+)
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from retrain.als_flags import add_als_flags, configs_from_flags
@@ -39,6 +47,7 @@ from retrain.item_tables import drop_item_tables_or_warn
 from retrain.job import RetrainPlan, RetrainResult, retrain
 from retrain.lock import LockedError, RetrainLock
 from retrain.progress import StageProgress
+from retrain.served import store_mismatch
 from retrain.snapshot import read_changelog
 from schemas.state import changelog_topic
 
@@ -46,6 +55,7 @@ EXIT_PUBLISHED = 0
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 EXIT_LOCKED = 4
+EXIT_MOVED = 5
 EXIT_TRANSIENT = 75
 
 #: The retrain's stages shown on a terminal, with the unit of their bars.
@@ -69,6 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "current model on a chronological hold-out and publishes only when nDCG@10 is not "
         "worse than FRESHREC_RETRAIN_TOLERANCE allows. One run at a time (a Redis lock). "
         "Exit codes: 0 published; 3 refused by the gate; 4 another retrain runs; "
+        "5 the model pointer moved meanwhile (a rollback stands; the candidate is saved); "
         "2 bad configuration; 75 transient fault (run again).",
     )
     p.add_argument("--data", help="train from this file instead of the changelog (a first model)")
@@ -78,11 +89,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--synthetic",
+        type=synthetic_size,
         default="2000,500,60000",
         metavar="USERS,ITEMS,EVENTS",
         help="size of the --format synthetic data set (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="publish even when the gate refuses")
+    p.add_argument(
+        "--canary",
+        type=float,
+        default=None,
+        metavar="F",
+        help="publish the candidate as a canary for a fraction F of the users (0 < F < 1) "
+        "instead of for everyone; `freshrec models canary status|promote|abort` follow it",
+    )
     p.add_argument(
         "--engine",
         choices=("implicit", "spark"),
@@ -109,7 +129,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--seed", type=int, default=42, help="hold-out, search and training seed (default: 42)"
     )
     add_als_flags(p, threads_default=0)
-    # test hooks: a model the gate must refuse, and a job frozen where a test kills it
+    # test hooks: a model the gate must refuse, and a job frozen where a test kills or
+    # resumes it
     p.add_argument("--debug-permute-items", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-stall-at", choices=STALL_POINTS, help=argparse.SUPPRESS)
     p.set_defaults(func=run_retrain)
@@ -120,6 +141,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
     als, weighting = configs_from_flags(args)
     if budget < 0:
         raise BadInputError("--tune-budget-s must not be negative")
+    if args.canary is not None and not 0 < args.canary < 1:
+        raise BadInputError("--canary needs a fraction F with 0 < F < 1 (0.2: a fifth of users)")
     return RetrainPlan(
         als=als,
         weighting=weighting,
@@ -136,17 +159,21 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
         engine=args.engine,
         spark_master=settings.spark_master,
         permute_items=args.debug_permute_items,
+        canary=args.canary,
     )
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
-    summary: dict[str, Any] = {"job": "retrain", "engine": args.engine}
+    summary: dict[str, Any] = {"job": "retrain", "engine": args.engine, "canary": args.canary}
     try:
         plan = _plan(args, settings)
         if args.data and not args.format:
             raise BadInputError("--data needs --format (see `freshrec train --help`)")
         client = sync_redis_client(settings, "freshrec-retrain")
+        mismatch = store_mismatch(client, settings, ModelStore(settings.model_store))
+        if mismatch is not None and not args.force:
+            raise ConfigError(f"{mismatch}; --force publishes there anyway")
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
             summary |= _run(args, settings, plan, lock, bar)
@@ -155,11 +182,14 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
                 summary["item_tables_dropped"] = drop_item_tables_or_warn(
                     client, settings.key_prefix, kept
                 )
-        code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
+        if summary["outcome"] == "pointer moved":
+            code = EXIT_MOVED
+        else:
+            code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
     except LockedError as exc:
         summary |= {"outcome": "locked", "holder": exc.holder, "message": str(exc)}
         code = EXIT_LOCKED
-    except (BadInputError, ConfigError, ValueError) as exc:
+    except (BadInputError, ConfigError, UsageError, ValueError) as exc:
         summary |= {"outcome": "bad configuration", "message": str(exc)}
         code = EXIT_CONFIG
     except (
@@ -211,6 +241,8 @@ def _run(
         if name in _STAGE_LABELS:
             bar.stage(_STAGE_LABELS[name])
         if name == args.debug_stall_at:
+            # frozen until killed, or resumed by SIGUSR1 (a test moves the pointer meanwhile)
+            signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
             print(
                 f"freshrec retrain: stalled at {name} (pid {os.getpid()})",
                 file=sys.stderr,
@@ -227,6 +259,10 @@ def _run(
         before_publish=lock.ensure_held,
         on_stage=on_stage,
         on_progress=bar.advance,
+        on_trial=lambda n, best: bar.describe(
+            f"{_STAGE_LABELS['tuning']}: {n} trials, best ndcg@{plan.k} {best:.4f}"
+        ),
+        by=f"{mover()} (freshrec retrain)",
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 
@@ -236,10 +272,22 @@ def _summary(
 ) -> dict[str, Any]:
     decision = result.decision
     version = result.outcome.version
+    moved = result.outcome.moved
     return {
-        "outcome": "published" if result.outcome.published else "refused",
+        "outcome": "pointer moved"
+        if moved is not None
+        else "published"
+        if result.outcome.published
+        else "refused",
         "published": result.outcome.published,
-        "message": decision.reason(),
+        "message": decision.reason()
+        if moved is None
+        else (
+            f"not published: the current-model pointer moved while the retrain ran; it now "
+            f"names {moved.describe()}; the candidate {version.version_id} is saved, not "
+            f"current (`freshrec models rollback {version.version_id}` publishes it)"
+        ),
+        "moved_by": None if moved is None else moved.by,
         "version": version.version_id if result.outcome.published else None,
         "candidate": decision.candidate,
         "baseline": decision.baseline,

@@ -1,25 +1,36 @@
-"""``freshrec models list|show|rollback|prune``: the model versions, for ops.
+"""``freshrec models list|show|rollback|prune|online|canary``: the model versions, for ops.
 
 Versions are immutable; what ops change is the current-model pointer. A
 rollback moves it back to an older version (workers follow it at their next
-poll and refresh every list, as after a publish); pruning deletes all but the
-newest ``FRESHREC_MODEL_KEEP`` versions and never the current one.
+poll and refresh every list, as after a publish: the move raises the pointer's
+generation, which lists are ordered by); pruning deletes all but the newest
+``FRESHREC_MODEL_KEEP`` versions and never the current one nor one the pointer
+named within the last hour. ``online`` prints what users did with each
+version's lists (:mod:`schemas.online`, :mod:`models.online`); ``canary``
+starts, follows (:mod:`models.sequential`), promotes and aborts canary releases.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from freshrec.argtypes import positive_int
-from freshrec.errors import BadInputError, ModelStoreError
-from freshrec.model_store import ModelStore
+from freshrec.errors import BadInputError, ModelStoreError, TransientError
+from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
+from models.online import OnlineFigures
+from models.sequential import look
 from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
+from retrain.served import store_mismatch
+from schemas.online import decode_counts, online_key, parse_key
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +57,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="versions to keep (default: FRESHREC_MODEL_KEEP)",
     )
     prune.set_defaults(func=run_prune)
+    canary = actions.add_parser(
+        "canary",
+        help="canary releases: start one (VERSION --fraction F), status, promote, abort",
+        description="'canary VERSION --fraction F' serves VERSION to a stable fraction F of the "
+        "users (a hash of the user id) beside the current version; 'canary status' shows both "
+        "arms' online figures, the difference of their hit rates @10 with an always-valid "
+        "interval and the sequential test's decision (FRESHREC_CANARY_ALPHA); 'canary "
+        "promote' makes the candidate current for everyone, 'canary abort' returns everyone "
+        "to the current version. Every one of them moves the pointer: workers rewrite every "
+        "list at their next poll.",
+    )
+    canary.add_argument("target", metavar="VERSION|status|promote|abort")
+    canary.add_argument(
+        "--fraction", type=float, default=None, help="share of users on the candidate (0 < F < 1)"
+    )
+    canary.add_argument("--json", action="store_true", help="status as one JSON object")
+    canary.set_defaults(func=run_canary)
+    online = actions.add_parser(
+        "online",
+        help="online figures per version and arm: events, hit rates (95%% CI), mean rating",
+        description="What users did with the lists each model version made: of the watch and "
+        "rate events of users shown a version's list, the share on an item of its top 10 and "
+        "top k (FRESHREC_ONLINE_TOP_K), with Wilson 95%% intervals, the mean reciprocal rank, "
+        "and the mean rating given to recommended items. Counted by the workers in Redis.",
+    )
+    online.add_argument("--json", action="store_true", help="one JSON object per line")
+    online.set_defaults(func=run_online)
 
 
 def _row(store: ModelStore, version_id: str, current: str | None) -> dict[str, Any]:
@@ -82,6 +120,14 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not rows:
         print(f"no model versions in {settings.model_store}")
+        client = sync_redis_client(settings, "freshrec-models")
+        try:
+            mismatch = store_mismatch(client, settings, store)
+        finally:
+            client.close()
+        if mismatch is not None:
+            print(f"freshrec models list: {mismatch}", file=sys.stderr)
+            return 1
         return 0
     for row in rows:
         score = "-" if row["score"] is None else f"{row['metric']} {row['score']:.4f}"
@@ -112,8 +158,13 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
         load_version(store, args.version)
     except ModelStoreError as exc:
         raise BadInputError(f"cannot roll back to {args.version}: {exc}") from None
-    store.set_current(args.version)
-    print(f"current model: {args.version} (was {before}); workers refresh at their next poll")
+    after = store.set_current(
+        args.version, move="rollback", by=f"{mover()} (freshrec models rollback)"
+    )
+    print(
+        f"current model: {args.version} (was {before}; generation {after.generation}); "
+        "workers refresh every list at their next poll"
+    )
     return 0
 
 
@@ -130,3 +181,156 @@ def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     if tables:
         print(f"deleted the Redis item tables of {len(tables)} version(s) no longer in the store")
     return 0
+
+
+def online_figures(settings: Settings) -> list[tuple[str, str, OnlineFigures]]:
+    """Every ``(version, arm, figures)`` the workers counted in Redis, by version then arm."""
+    client = sync_redis_client(settings, "freshrec-models")
+    prefix = settings.key_prefix
+    try:
+        found = []
+        for raw in client.scan_iter(match=f"{prefix}online:*", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            named = parse_key(prefix, key)
+            if named is not None:
+                found.append((*named, OnlineFigures.of(decode_counts(client.hgetall(key)))))
+    except redis.RedisError as exc:
+        raise TransientError(f"cannot read the online counts from Redis: {exc}") from exc
+    finally:
+        client.close()
+    return sorted(found, key=lambda row: (row[0], row[1]))
+
+
+def _rate(rate: float, ci: tuple[float, float]) -> str:
+    return f"{rate:6.2%} [{ci[0]:.2%}, {ci[1]:.2%}]"
+
+
+def run_online(args: argparse.Namespace, settings: Settings) -> int:
+    current = ModelStore(settings.model_store).current()
+    rows = online_figures(settings)
+    if args.json:
+        for version, arm, figures in rows:
+            row = {"version": version, "arm": arm, "current": version == current}
+            print(json.dumps(row | figures.as_dict(), sort_keys=True))
+        return 0
+    if not rows:
+        print("no online figures yet: no worker has seen an event of a user shown a model's list")
+        return 0
+    print(
+        f"  {'version':<28} {'arm':<8} {'events':>8}  {'hit@10 (95% CI)':<26} "
+        f"{'hit@k (95% CI)':<28} {'MRR':>6} {'rated':>6} {'rating':>6}"
+    )
+    for version, arm, f in rows:
+        rating = "-" if f.mean_rating is None else f"{f.mean_rating:.2f}"
+        print(
+            f"{'*' if version == current else ' '} {version:<28} {arm:<8} {f.events:>8}  "
+            f"{_rate(f.hit_rate10, f.hit_rate10_ci):<26} "
+            f"{'k=' + str(f.k) + ' ' + _rate(f.hit_ratek, f.hit_ratek_ci):<28} "
+            f"{f.mrr:>6.3f} {f.rated:>6} {rating:>6}"
+        )
+    return 0
+
+
+def canary_status(settings: Settings) -> dict[str, Any] | None:
+    """Both arms' online figures and the sequential test's state; None without a canary."""
+    pointer = ModelStore(settings.model_store).pointer()
+    if pointer.canary is None or pointer.version is None:
+        return None
+    figures = {(v, arm): f for v, arm, f in online_figures(settings)}
+    client = sync_redis_client(settings, "freshrec-models")
+    try:
+        counts = [
+            decode_counts(client.hgetall(online_key(settings.key_prefix, v, arm)))
+            for v, arm in ((pointer.version, "current"), (pointer.canary, "canary"))
+        ]
+    except redis.RedisError as exc:
+        raise TransientError(f"cannot read the online counts from Redis: {exc}") from exc
+    finally:
+        client.close()
+    a, b = counts
+    state = look(
+        a.hits10,
+        a.events,
+        b.hits10,
+        b.events,
+        alpha=settings.canary_alpha,
+        tau=settings.canary_tau,
+        min_events=settings.canary_min_events,
+    )
+    empty = OnlineFigures.of(decode_counts({}))
+    return {
+        "current": {"version": pointer.version}
+        | figures.get((pointer.version, "current"), empty).as_dict(),
+        "canary": {"version": pointer.canary, "fraction": pointer.fraction}
+        | figures.get((pointer.canary, "canary"), empty).as_dict(),
+        "test": state.as_dict()
+        | {
+            "metric": "hit_rate@10",
+            "method": "mixture SPRT (always valid)",
+            "alpha": settings.canary_alpha,
+            "tau": settings.canary_tau,
+            "min_events": settings.canary_min_events,
+            "auto_abort": settings.canary_auto_abort,
+        },
+        "started": pointer.describe(),
+    }
+
+
+def run_canary(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(settings.model_store)
+    by = f"{mover()} (freshrec models canary {args.target})"
+    if args.target in ("promote", "abort"):
+        before = store.pointer()
+        after = store.end_canary(promote=args.target == "promote", by=by)
+        print(
+            f"{args.target}: current model {after.version} for every user (canary "
+            f"{before.canary} ended; generation {after.generation}); workers rewrite every "
+            "list at their next poll"
+        )
+        return 0
+    if args.target == "status":
+        status = canary_status(settings)
+        if status is None:
+            print("no canary release is running")
+            return 0
+        if args.json:
+            print(json.dumps(status, sort_keys=True))
+            return 0
+        _print_status(status)
+        return 0
+    if args.fraction is None or not 0 < args.fraction < 1:
+        raise BadInputError("a canary needs --fraction F, with 0 < F < 1 (0.2: a fifth of users)")
+    try:
+        load_version(store, args.target)  # whole and readable, or the workers could not load it
+    except ModelStoreError as exc:
+        raise BadInputError(f"cannot start a canary of {args.target}: {exc}") from None
+    after = store.start_canary(args.target, args.fraction, by=by)
+    print(
+        f"canary: {args.target} for {args.fraction:.1%} of users, {after.version} for the "
+        f"rest (generation {after.generation}); `freshrec models canary status` to follow it"
+    )
+    return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    test = status["test"]
+    print(f"canary started: {status['started']}")
+    for arm in ("current", "canary"):
+        f = status[arm]
+        low, high = f["hit_rate@10_ci95"]
+        rating = "-" if f["mean_rating"] is None else f"{f['mean_rating']:.2f}"
+        share = f" ({f['fraction']:.0%} of users)" if arm == "canary" else ""
+        print(
+            f"  {arm:<8} {f['version']}{share}: {f['events']} events, hit rate @10 "
+            f"{f['hit_rate@10']:.2%} [{low:.2%}, {high:.2%}], mean rating of recommended "
+            f"items {rating} ({f['rated']})"
+        )
+    low, high = test["interval"]
+    print(
+        f"  difference (canary - current) {test['difference']:+.2%}, always-valid "
+        f"{1 - test['alpha']:.0%} interval [{low:+.2%}, {high:+.2%}]"
+    )
+    print(
+        f"  test ({test['method']}, alpha {test['alpha']}): {test['decision']} "
+        f"(p {test['p_value']:.3g}; decides after {test['min_events']} events per arm)"
+    )

@@ -9,10 +9,12 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
         the list, in one of two formats told apart by its first byte (below);
         the API reads this one field with one ``HGET``.
     ``order``
-        ``"<newest event ts ms, 15 digits>|<model version>"``; a writer replaces
-        the list only when its own order string is not smaller, compared in one
-        atomic script, so a replay or a late zombie worker never rolls a user
-        back, while a newer model version for the same events does win.
+        ``"<newest event ts ms>|~<pointer generation>|<model version>"``
+        (:func:`order_token`); a writer replaces the list only when its own
+        order string is not smaller, compared in one atomic script, so a replay
+        or a late zombie worker never rolls a user back, while a list made after
+        the model pointer moved (a publish, and a rollback to an older version
+        too) does win for the same events.
 ``P popular``
     The same hash shape holding the popular fallback (``user`` is null,
     ``source`` is ``"popular"``), always JSON.
@@ -39,8 +41,8 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     it serves (:func:`epoch_key` with ``tag``). The worker's epoch is all of
     them together.
 
-Model version ids sort lexicographically in creation order, which is what makes
-the ``order`` comparison mean "newer".
+The ``order`` comparison means "newer" through the pointer's generation, not
+the version id: ids sort in creation order, which a rollback goes against.
 
 The ``data`` field has two formats, and readers take both, so that lists of
 either kind coexist while workers are upgraded and until each list is written
@@ -85,6 +87,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 Source = Literal["personal", "popular"]
+#: Which arm of a canary release made a list: ``current`` (also every list outside a
+#: canary, and every list written before variants existed) or ``canary``.
+Variant = Literal["current", "canary"]
 
 DATA_FIELD = "data"
 ORDER_FIELD = "order"
@@ -106,17 +111,45 @@ def epoch_key(prefix: str, tag: str | None = None) -> str:
     return f"{prefix}epoch" if tag is None else f"{prefix}epoch:{{{tag}}}"
 
 
-def order_token(newest_event_ts: int, model_version: str | None) -> str:
+#: Marks an order token that carries a pointer generation (format 2). It sorts
+#: after every character a version id starts with, so at the same event time a
+#: list with a generation replaces one written before generations existed.
+_GENERATION_MARK = "~"
+
+
+def order_token(newest_event_ts: int, model_version: str | None, generation: int = 0) -> str:
     """The string a writer compares to decide whether its list is newer than the stored one.
 
-    The timestamp is zero-padded so that string order equals numeric order.
+    ``"<newest event ts ms, 15 digits>|~<pointer generation, 12 digits>|<model version>"``:
+    the newest event first, then the generation of the model pointer the list was
+    made under (:class:`freshrec.model_store.Pointer`), which every publish,
+    rollback, promote or abort raises, so a list made after a rollback replaces one
+    made before it although its version id is older. The version only names the
+    model. Numbers are zero-padded so that string order equals numeric order.
+    Tokens written before generations (``"<ts>|<model version>"``) sort below any
+    token of the same event time with one.
     """
-    return f"{max(0, newest_event_ts):015d}|{model_version or ''}"
+    return (
+        f"{max(0, newest_event_ts):015d}|{_GENERATION_MARK}{generation:012d}|{model_version or ''}"
+    )
 
 
 def order_model_version(token: str) -> str | None:
     """The model version an :func:`order_token` names (None for a list made without a model)."""
-    return token.partition("|")[2] or None
+    rest = token.partition("|")[2]
+    if rest.startswith(_GENERATION_MARK):
+        rest = rest.partition("|")[2]
+    return rest or None
+
+
+def order_generation(token: str) -> int | None:
+    """The pointer generation an :func:`order_token` names; None for a token written
+    before generations (or one that is not a token)."""
+    rest = token.partition("|")[2]
+    if not rest.startswith(_GENERATION_MARK):
+        return None
+    digits = rest[1:].partition("|")[0]
+    return int(digits) if digits.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +176,13 @@ class RecList:
     updated_at: int
     written_at: int
     items: tuple[RecItem, ...] = field(default_factory=tuple)
+    generation: int = 0
+    """The model pointer's generation the list was made under (its ``order``, not its data)."""
+    variant: Variant = "current"
 
     @property
     def order(self) -> str:
-        return order_token(self.updated_at, self.model_version)
+        return order_token(self.updated_at, self.model_version, self.generation)
 
 
 def _item_dict(item: RecItem) -> dict[str, Any]:
@@ -163,6 +199,7 @@ def envelope(
     updated_at: int | None,
     written_at: int | None,
     items: list[Any],
+    variant: Variant = "current",
 ) -> dict[str, Any]:
     """A list's JSON object around already-built ``items``: the one place its fields are named.
 
@@ -176,7 +213,8 @@ def envelope(
         "model_version": model_version,
         "updated_at": updated_at,
         "written_at": written_at,
-        "items": items,
+        "variant": variant,
+        "items": items,  # last: parse_head reads the envelope before it
     }
 
 
@@ -189,6 +227,7 @@ def to_dict(recs: RecList) -> dict[str, Any]:
         recs.updated_at,
         recs.written_at,
         [_item_dict(i) for i in recs.items],
+        recs.variant,
     )
 
 
@@ -228,6 +267,7 @@ def decode(
             updated_at=int(doc["updated_at"]),
             written_at=int(doc["written_at"]),
             items=items,
+            variant=_VARIANTS[doc.get("variant", "current")],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a freshrec list: {exc}") from exc
@@ -251,6 +291,16 @@ def encode_list(
     return orjson.dumps(envelope(user, source, model_version, updated_at, written_at, entries))
 
 
+#: The stored ``variant`` values, each to itself (a lookup that refuses any other).
+_VARIANTS: dict[str, Variant] = {"current": "current", "canary": "canary"}
+
+
+def variant_of(doc: dict[str, Any]) -> Variant:
+    """A parsed list's ``variant`` (``current`` for lists written before variants);
+    ``KeyError`` for an unknown one."""
+    return _VARIANTS[doc.get("variant", "current")]
+
+
 #: The first byte of a compact list (:class:`ItemTable`): the format's version. A
 #: JSON list (:func:`encode`, format 1) starts with ``{``, so one byte tells them apart.
 COMPACT_FORMAT = 2
@@ -262,9 +312,10 @@ _COMPACT_BYTE = bytes([COMPACT_FORMAT])
 _HEAD = struct.Struct("<BBHHqqB")
 #: Header flags: the source is ``personal`` (else ``popular``); the scores are
 #: float32 (else float16); the item indices are uint32 (else uint16); the
-#: explanation slots are uint16 (else uint8).
-_PERSONAL, _SCORES_F32, _INDEX_U32, _BECAUSE_U16 = 1, 2, 4, 8
-_FLAGS = _PERSONAL | _SCORES_F32 | _INDEX_U32 | _BECAUSE_U16
+#: explanation slots are uint16 (else uint8); the list is a canary's (variant
+#: ``canary``, else ``current``; lists written before canaries never set it).
+_PERSONAL, _SCORES_F32, _INDEX_U32, _BECAUSE_U16, _CANARY = 1, 2, 4, 8, 16
+_FLAGS = _PERSONAL | _SCORES_F32 | _INDEX_U32 | _BECAUSE_U16 | _CANARY
 #: An explanation slot meaning "no explanation", for uint8 and uint16 slots.
 NO_BECAUSE_U8, NO_BECAUSE_U16 = 0xFF, 0xFFFF
 #: The most items a model may have for uint16 item indices.
@@ -332,6 +383,7 @@ class ItemTable:
         updated_at: Sequence[int],
         written_at: int,
         source: Source = "personal",
+        variant: Variant = "current",
     ) -> list[bytes | None]:
         """Per row of the ``(users, k)`` arrays, its whole compact list (None where ``rows``
         is False), stamped with the row's ``updated_at``.
@@ -386,6 +438,7 @@ class ItemTable:
             else b""
         )
         flags = self._index_flag | (_PERSONAL if source == "personal" else 0)
+        flags |= _CANARY if variant == "canary" else 0
         pack = _HEAD.pack
         version = self._version
         for row in wanted:
@@ -483,7 +536,8 @@ def parse_compact(data: bytes, names: Sequence[str], n: int | None = None) -> di
     except (struct.error, IndexError, ValueError) as exc:
         raise ValueError(f"not a freshrec compact list: {exc}") from exc
     source: Source = "personal" if flags & _PERSONAL else "popular"
-    return envelope(None, source, version, updated_at, written_at, items)
+    variant: Variant = "canary" if flags & _CANARY else "current"
+    return envelope(None, source, version, updated_at, written_at, items, variant)
 
 
 #: Compiled little-endian formats of ``n`` values of one type, by ``(n, code)``: a
@@ -525,7 +579,10 @@ def _half(bits: int) -> float:
 #: How :func:`encode` (orjson, compact) writes the start of the items array.
 _ITEMS_KEY = b'"items":['
 #: The fields around the items, as :func:`envelope` names them.
-_ENVELOPE = tuple(k for k in envelope(None, "popular", None, None, None, []) if k != "items")
+#: (``variant`` is not required: lists written before it lack it.)
+_ENVELOPE = tuple(
+    k for k in envelope(None, "popular", None, None, None, []) if k not in ("items", "variant")
+)
 
 
 def parse_head(data: bytes, n: int) -> Any:

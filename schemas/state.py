@@ -38,6 +38,12 @@ In order:
   (sorted unique ids of items the user interacted with that are no longer in
   the history because the cap dropped them): each a count and a
   length-prefixed, newline-joined string.
+- the top of the list the worker last wrote for the user (:class:`ShownList`,
+  for the online metrics), a length-prefixed JSON array whose first element is
+  the field's own format, ``[1, generation, version, arm, [item ids]]``, empty
+  for none. A format of it this code does not know reads as no list shown:
+  the field is versioned on its own, so that it and the record's format change
+  independently. Format 3 records carry it as their optional key ``l``.
 
 ``loadtests/bench_state.py`` and ``loadtests/bench_history.py`` measure its
 size and cost per history length (docs/worker.md, "History length").
@@ -92,6 +98,51 @@ class Interaction(NamedTuple):
         return cls(event.item_id, "rate", event.rating, None, event.ts)
 
 
+#: The format of the ``l`` field (:class:`ShownList`) that :func:`encode` writes.
+SHOWN_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShownList:
+    """The top of the list the worker last wrote for a user: what the user's next watch
+    or rating is compared with (the online metrics, :mod:`streams.online`)."""
+
+    generation: int
+    """The model pointer's generation the list was made under: an event counts for
+    ``version`` only while the pointer has not moved since (after a move the worker
+    rewrote the list with another model, without touching the state)."""
+    version: str
+    arm: str
+    """The user's arm: ``current`` (or ``canary``, the candidate of a canary release)."""
+    items: tuple[str, ...]
+    """The list's first item ids, best first (``FRESHREC_ONLINE_TOP_K`` of them)."""
+
+    def rank(self, item: str) -> int | None:
+        """``item``'s 1-based place in the list, None when it is not in it."""
+        try:
+            return self.items.index(item) + 1
+        except ValueError:
+            return None
+
+
+def _shown_field(shown: ShownList | None) -> dict[str, Any]:
+    """The record's ``l`` key, or nothing when no list was shown."""
+    if shown is None:
+        return {}
+    return {"l": [SHOWN_FORMAT, shown.generation, shown.version, shown.arm, shown.items]}
+
+
+def _decode_shown(value: Any) -> ShownList | None:
+    """The ``l`` field; None when absent or of a format this code does not read."""
+    if type(value) is not list or not value or value[0] != SHOWN_FORMAT:
+        return None
+    try:
+        _, generation, version, arm, items = value
+        return ShownList(int(generation), str(version), str(arm), tuple(map(str, items)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable user state: bad shown list ({exc!r})") from exc
+
+
 @dataclass(slots=True)
 class UserState:
     """One user's state: newest interactions and newest event ids (both oldest first),
@@ -111,6 +162,8 @@ class UserState:
     before it is dropped, in whatever order it arrives. A state with an empty history
     and ``forgotten_at`` set is a forget marker: no user, as far as lists and the
     retrain snapshot go."""
+    shown: ShownList | None = None
+    """The top of the list last written for the user (None before one, after a forget)."""
 
     @property
     def newest_ts(self) -> int:
@@ -132,7 +185,11 @@ class UserState:
         memory and hand a batch copies it may throw away if the batch fails.
         """
         return UserState(
-            list(self.history), list(self.event_ids), list(self.seen_items), self.forgotten_at
+            list(self.history),
+            list(self.event_ids),
+            list(self.seen_items),
+            self.forgotten_at,
+            self.shown,
         )
 
     def forget(self, ts: int) -> None:
@@ -147,6 +204,7 @@ class UserState:
         if ts <= self.forgotten_at:
             return
         self.forgotten_at = ts
+        self.shown = None
         cutoff = self.forgotten_at
         self.history = [i for i in self.history if i.ts > cutoff]
         self.seen_items = []
@@ -249,6 +307,8 @@ def encode(state: UserState) -> bytes:
     _put_text(out, _joined(state.event_ids, "event id"))
     _put_uint(out, len(state.seen_items))
     _put_text(out, _joined(state.seen_items, "item id"))
+    shown = _shown_field(state.shown)
+    _put_blob(out, orjson.dumps(shown["l"]) if shown else b"")
     return bytes(out)
 
 
@@ -259,8 +319,10 @@ def decode(raw: bytes) -> UserState:
         cols = reader.columns()
         event_ids = reader.texts()
         seen_items = reader.texts()
+        shown = reader.blob()
         reader.done()
         forgotten_at = reader.forgotten_at
+        doc = {"l": _json(bytes(shown))} if len(shown) else {}
     else:
         doc = _load(raw)
         version = doc["v"]
@@ -281,7 +343,7 @@ def decode(raw: bytes) -> UserState:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"unreadable user state: bad history ({exc!r})") from exc
-    return UserState(history, event_ids, seen_items, forgotten_at)
+    return UserState(history, event_ids, seen_items, forgotten_at, _decode_shown(doc.get("l")))
 
 
 _BINARY = bytes((FORMAT,))
@@ -290,6 +352,13 @@ _SCALES = {0: 2.0, 1: 100.0}
 _MODE_FLOAT = 255
 #: Largest scaled value stored as an integer (exact in a float64).
 _MAX_SCALED = 2.0**52
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"unreadable user state: bad shown list ({exc})") from exc
 
 
 def _joined(texts: Any, what: str) -> bytes:

@@ -153,7 +153,15 @@ def _rejection_from_schema(event_type: str, doc: dict[str, Any], exc: Any) -> Re
     prefix = f"{exc.name} "
     if message.startswith(prefix):
         message = message[len(prefix) :]
+    if name == "ts" and rule == "minimum" and _in_seconds(exc.value):
+        message += "; ts is in epoch milliseconds, and this looks like seconds (multiply by 1000)"
     return Rejection(name or "payload", rule, message, _preview(exc.value))
+
+
+def _in_seconds(value: Any) -> bool:
+    """Whether a too-small ``ts`` reads as a time from 2000 to 2100 in epoch seconds: the
+    likeliest mistake (issue 26), which the bare "must be bigger than" did not name."""
+    return type(value) is int and 946_684_800 <= value <= 4_102_444_800
 
 
 def _build(event_type: str, doc: dict[str, Any]) -> Event:

@@ -10,7 +10,8 @@ closed by a second ``cleanup_ctx`` (:mod:`serving.events`); the page for people
 is at ``/`` (:mod:`serving.page`). The item catalog, when configured, is read
 here, before the app starts, so a bad file fails ``freshrec api`` at once.
 
-Middlewares, outermost first: :mod:`serving.middleware` (counts and times
+Middlewares, outermost first: :mod:`serving.cors` when origins are set (browser
+preflights, answered before the token is asked for), :mod:`serving.middleware` (counts and times
 every request with the status the client gets, and turns every failure into a
 JSON body), then the bearer check when a token is set.
 """
@@ -26,12 +27,14 @@ from freshrec.settings import Settings
 from serving import catalog
 from serving.auth import bearer_middleware
 from serving.context import API, ApiContext
+from serving.cors import cors_middleware, parse_origins
 from serving.errors import retry_after_s
 from serving.events import handle_events, producer_lifetime
 from serving.health import handle_healthz, handle_readyz
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
+from serving.ops import handle_ops_data, handle_ops_page
 from serving.page import handle_page
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
@@ -41,6 +44,8 @@ from serving.store import RecsStore
 def create_app(settings: Settings) -> web.Application:
     """The API for these settings; nothing touches the network until the app starts."""
     middlewares: list[Middleware] = [serving_middleware(retry_after_s(settings))]
+    if settings.api_cors_origins:
+        middlewares.insert(0, cors_middleware(parse_origins(settings.api_cors_origins)))
     if settings.api_token:
         middlewares.append(bearer_middleware(settings.api_token))
     app = web.Application(middlewares=middlewares, client_max_size=settings.api_events_max_bytes)
@@ -55,6 +60,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
+    app.router.add_get("/ops", handle_ops_page)
+    app.router.add_get("/ops.json", handle_ops_data)
     return app
 
 

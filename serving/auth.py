@@ -19,9 +19,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from serving.errors import ApiError
 
-#: Paths that never need the token. ``/`` is the page for people: the same
-#: static HTML for everyone, which asks for the token and sends it with its calls.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+#: Paths that never need the token. ``/`` and ``/ops`` are pages for people: the
+#: same static HTML for everyone, which asks for the token and sends it with its calls.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ops"})
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="freshrec"'}
 

@@ -10,6 +10,9 @@ microseconds of work. Both formats give the same response; a compact list's
 item ids come from its model's item table, which the store reads once per
 version (:meth:`serving.store.RecsStore.item_names`).
 
+Scores of both sources are on one scale, 0 to about 1 (a popular list's
+counts are divided by its first item's, :func:`_popularity_as_share`).
+
 ``source`` is what the writer stored, never assumed: a user's list is
 ``popular`` when no model ranked it (no model yet, or none of the user's items
 known to the model), and only a list the model ranked says ``personal``.
@@ -30,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.recs import Source, envelope, parse_compact, parse_head
+from schemas.recs import Source, envelope, parse_compact, parse_head, variant_of
 from serving.catalog import Catalog
 from serving.context import API
 from serving.metrics import REDIS_ERRORS, TALLY
@@ -132,16 +135,20 @@ def render(
         except ValueError as exc:
             raise CorruptList(str(exc)) from exc
         entries = doc["items"]
+        top = entries[0]["score"] if entries else 0.0
         if exclude:
             entries = doc["items"] = [e for e in entries if e["item"] not in exclude]
         del entries[k:]
         doc["user"] = user
         if source is not None:
             doc["source"] = source
+        if doc["source"] == "popular":
+            _popularity_as_share(entries, top)
         return orjson.dumps(doc), doc["source"]
     try:
         doc = parse_head(data, wanted)
         picked: list[dict[str, Any]] = []
+        top = doc["items"][0]["score"] if doc["items"] else 0.0
         for entry in doc["items"]:
             if len(picked) == k:
                 break
@@ -165,9 +172,29 @@ def render(
             raise TypeError("model_version is not a string")
         if source is None:
             source = _SOURCES[doc["source"]]
+        if source == "popular":
+            _popularity_as_share(picked, float(top))
+        variant = variant_of(doc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
         raise CorruptList(str(exc)) from exc
-    return orjson.dumps(envelope(user, source, version, updated_at, written_at, picked)), source
+    body = envelope(user, source, version, updated_at, written_at, picked, variant)
+    return orjson.dumps(body), source
+
+
+def _popularity_as_share(entries: list[dict[str, Any]], top: float) -> None:
+    """Put a popular list's scores on the personal lists' scale: 0 to 1.
+
+    A popular list stores counts of users (566.0 beside personal scores of
+    0.x, issue 26), so a client mixing both sources could not compare them. A
+    personal score is the model's predicted preference, whose target is 1 for
+    an item the user took and 0 otherwise; a popular item's score becomes its
+    count over the most popular item's (the list's first), so the most popular
+    item scores 1 and the scale reads the same way: 1 as sure as it gets.
+    """
+    if top <= 0:
+        return
+    for entry in entries:
+        entry["score"] = round(entry["score"] / top, 4)
 
 
 #: The stored ``source`` values, each to itself (a lookup that refuses any other value).

@@ -5,8 +5,11 @@ each listen on the same address with ``SO_REUSEPORT``; the kernel spreads new
 connections across them. The parent only supervises:
 
 * it binds the port first (without listening) to fail early with a clear
-  message when the port is taken, and to learn the real port when 0 is asked
-  for; the workers then bind the same port beside it;
+  message when the port is taken, and keeps it reserved; the workers then bind
+  the same port beside it. Before that it binds the port once without
+  ``SO_REUSEPORT``: another process listening there (another ``freshrec api``
+  included, whose sockets would otherwise let ours join theirs and take a
+  share of its requests) makes that fail;
 * it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory so ``/metrics``
   adds up every worker (see :mod:`serving.metrics`), and removes it at the end;
 * it forwards SIGTERM and SIGINT to the workers, each of which stops
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import multiprocessing
@@ -38,6 +42,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from freshrec.errors import ConfigError
+from freshrec.ports import bind_problem
 from freshrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -168,16 +173,24 @@ def _reserve_port(host: str, port: int) -> Iterator[int]:
 
     The socket accepts nothing; it makes a taken port fail here, once, with a
     clear message, and keeps that port ours between the workers' restarts.
+    SO_REUSEPORT alone would let this bind succeed beside any other process of
+    the same user that listens with it (a second ``freshrec api`` on the same
+    port, issue 26), so the port is first probed without it: an exclusive bind
+    fails on any socket bound there.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
+            problem = bind_problem(host, port)
+            if problem is not None:
+                raise OSError(errno.EADDRINUSE, problem)
             sock.bind((host, port))
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-                "(set FRESHREC_API_HOST/FRESHREC_API_PORT or --host/--port)"
+                "(another process listens there; stop it, or set "
+                "FRESHREC_API_HOST/FRESHREC_API_PORT or --host/--port)"
             ) from exc
         yield int(sock.getsockname()[1])
 

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.events import EventType, ForgetEvent
+from schemas.events import EventType, ForgetEvent, RateEvent
 from schemas.state import UserState
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter
+from streams.online import Exposure
 
 
 class Message(Protocol):
@@ -86,6 +87,9 @@ class StepResult:
     new_items: list[str]
     """With ``track_new_items``, one entry per user and item interacted with for the first
     time (per the kept history), for the pre-model popularity; empty otherwise."""
+    exposures: list[Exposure] = field(default_factory=list)
+    """One per new watch or rate event of a user who had been shown a list (the online
+    metrics, :mod:`streams.online`): the list is the one written before this batch."""
 
     @property
     def event_ts(self) -> list[int]:
@@ -160,7 +164,7 @@ def step(
                     failure_rejection(exc),
                 )
             )
-    return StepResult(run.touched, run.letters, run.tallies, run.new_items)
+    return StepResult(run.touched, run.letters, run.tallies, run.new_items, run.exposures)
 
 
 @dataclass(slots=True)
@@ -177,6 +181,7 @@ class _Step:
     letters: list[DeadLetter] = field(default_factory=list)
     tallies: Tallies = field(default_factory=Tallies)
     new_items: list[str] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)
 
     def one(self, msg: Message) -> None:
         """Apply one message (its ``consumed`` count is the caller's)."""
@@ -216,5 +221,9 @@ class _Step:
             tallies.valid[msg.topic] += 1
             if is_new:
                 self.new_items.append(result.item_id)
+            shown = state.shown
+            if shown is not None:
+                rating = result.rating if isinstance(result, RateEvent) else None
+                self.exposures.append(Exposure(user, shown, shown.rank(result.item_id), rating))
         else:
             tallies.duplicate[msg.topic] += 1

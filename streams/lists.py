@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.canary import in_canary
+from models.recommender import Recommender
 from models.weighting import WeightingConfig, user_confidences
-from schemas.recs import ItemTable, encode_list, order_token
-from schemas.state import UserState
+from schemas.recs import ItemTable, Variant, encode_list, order_token
+from schemas.state import ShownList, UserState
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
 
@@ -76,36 +78,94 @@ class ListBuilder:
         follower: ModelFollower,
         popularity: Popularity,
         histories: Histories = _computed,
+        shown_top: int = 0,
     ) -> None:
         self._n = list_length
+        #: Items of each list noted in its user's state (``state.shown``) for the
+        #: online metrics (:mod:`streams.online`); 0 notes nothing.
+        self._shown_top = shown_top
         self._histories = histories
         self._follower = follower
         self._popularity = popularity
-        #: The list encoder of the current model version.
-        self._table: ItemTable | None = None
+        #: The list encoders of the model versions in use (the current one, a canary).
+        self._tables: dict[str, ItemTable] = {}
+        #: Their item ids as numpy object arrays, for :meth:`_note_shown`.
+        self._names: dict[str, np.ndarray] = {}
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
     ) -> list[UserList]:
-        """The lists of ``users`` (same order), stamped with each state's newest event."""
+        """The lists of ``users`` (same order), stamped with each state's newest event.
+
+        During a canary release, the users :func:`models.canary.in_canary` puts in
+        the canary are ranked by the candidate and their lists marked ``canary``;
+        the others by the current model, marked ``current``.
+
+        With ``shown_top``, each state's ``shown`` becomes the top of its list (a
+        list made with a model; the worker's popularity before any model is not
+        measured): the caller persists it with the state, or drops it with a copy.
+        """
         if not users:
             return []
         recommender = self._follower.recommender
         if recommender is None:
             return self._popular(users, states, written_at)
+        canary = self._follower.canary
+        in_use = {recommender.version_id} | ({canary.version_id} if canary else set())
+        self._tables = {v: t for v, t in self._tables.items() if v in in_use}
+        if canary is None:
+            return self._ranked(recommender, "current", users, states, written_at)
+        fraction = self._follower.fraction
+        arms = [in_canary(user, canary.version_id, fraction) for user in users]
+        built: dict[str, UserList] = {}
+        arm_models: tuple[tuple[Variant, Recommender, bool], ...] = (
+            ("current", recommender, False),
+            ("canary", canary, True),
+        )
+        for variant, model, wanted in arm_models:
+            rows = [row for row, arm in enumerate(arms) if arm is wanted]
+            if rows:
+                lists = self._ranked(
+                    model,
+                    variant,
+                    [users[row] for row in rows],
+                    [states[row] for row in rows],
+                    written_at,
+                )
+                built.update((x.user, x) for x in lists)
+        return [built[user] for user in users]
+
+    def _ranked(
+        self,
+        recommender: Recommender,
+        variant: Variant,
+        users: Sequence[str],
+        states: Sequence[UserState],
+        written_at: int,
+    ) -> list[UserList]:
+        """The lists of ``users`` ranked by ``recommender``, marked ``variant``."""
         histories = self._histories(users, states, recommender.weighting)
         ranking = recommender.rank(
             histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
         )
-        table = self._table
-        if table is None or table.version != recommender.version_id:
-            table = self._table = ItemTable(recommender.version_id, recommender.item_ids.ids)
+        table = self._tables.get(recommender.version_id)
+        if table is None:
+            table = ItemTable(recommender.version_id, recommender.item_ids.ids)
+            self._tables[recommender.version_id] = table
         stamps = [state.newest_ts for state in states]
         personal = ranking.personal
         data = table.encode(
-            ranking.items, ranking.scores, ranking.because, personal, stamps, written_at
+            ranking.items,
+            ranking.scores,
+            ranking.because,
+            personal,
+            stamps,
+            written_at,
+            variant=variant,
         )
         fallback = np.flatnonzero(~personal).tolist()
+        top = self._shown_top
+        chosen = ranking.items[:, :top]
         if fallback:  # no usable history: the model's popular list, one encode for them all
             items = np.full((len(users), self._n), -1, dtype=np.int64)
             scores = np.zeros((len(users), self._n), dtype=np.float32)
@@ -116,15 +176,42 @@ class ListBuilder:
                 items[row, : known.sum()] = indices[known]
                 scores[row, : known.sum()] = np.asarray(values, dtype=np.float32)[known]
             because = np.full_like(items, -1)
-            popular = table.encode(items, scores, because, ~personal, stamps, written_at, "popular")
+            popular = table.encode(
+                items, scores, because, ~personal, stamps, written_at, "popular", variant
+            )
             data = [p if d is None else d for d, p in zip(data, popular, strict=True)]
+            chosen = np.where(personal[:, None], chosen, items[:, : chosen.shape[1]])
         version = recommender.version_id
+        generation = self._follower.generation
+        if top:
+            self._note_shown(recommender, variant, states, chosen)
         # every row is personal or a fallback, so every one has its list
         return [
-            UserList(user, order_token(stamp, version), body)
+            UserList(user, order_token(stamp, version, generation), body)
             for user, stamp, body in zip(users, stamps, data, strict=True)
             if body is not None
         ]
+
+    def _note_shown(
+        self,
+        recommender: Recommender,
+        variant: Variant,
+        states: Sequence[UserState],
+        chosen: np.ndarray,
+    ) -> None:
+        """Each state's ``shown``: the ids of its row of ``chosen`` (item indices, -1 for
+        an unfilled slot, which only trails), by one numpy take over the batch."""
+        names = self._names.get(recommender.version_id)
+        if names is None:
+            names = np.asarray(recommender.item_ids.ids, dtype=object)
+            self._names = {recommender.version_id: names} | {
+                v: n for v, n in self._names.items() if v in self._tables
+            }
+        picked = names[np.maximum(chosen, 0)].tolist()
+        filled = (chosen >= 0).sum(axis=1).tolist()
+        generation, version = self._follower.generation, recommender.version_id
+        for state, ids, n in zip(states, picked, filled, strict=True):
+            state.shown = ShownList(generation, version, variant, tuple(ids[:n]))
 
     def _popular(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int

@@ -229,6 +229,66 @@ class WorkerMetrics:
             registry=r,
         )
 
+        # the online metrics (streams.online): per model version and arm
+        online = ["version", "arm"]
+        self.online_events = Counter(
+            "freshrec_worker_online_events",
+            "Watch and rate events of users whose last written list (still in force) was "
+            "made by this model version and arm.",
+            online,
+            registry=r,
+        )
+        self.online_hits = Counter(
+            "freshrec_worker_online_hits",
+            "Of those events, the ones on an item in the list's top 10 (top=10) or top "
+            "FRESHREC_ONLINE_TOP_K (top=k).",
+            [*online, "top"],
+            registry=r,
+        )
+        self.online_reciprocal_rank = Counter(
+            "freshrec_worker_online_reciprocal_rank",
+            "Sum of 1/rank of the event's item in the list over those events (0 for a miss): "
+            "over online_events, the mean reciprocal rank.",
+            online,
+            registry=r,
+        )
+        self.online_rated = Counter(
+            "freshrec_worker_online_rated",
+            "Rate events on an item of the list's top k.",
+            online,
+            registry=r,
+        )
+        self.online_rating = Counter(
+            "freshrec_worker_online_rating_sum",
+            "Sum of the ratings of those rate events: over online_rated, the mean rating "
+            "users gave to what they were recommended.",
+            online,
+            registry=r,
+        )
+
+        self.canary_fraction = Gauge(
+            "freshrec_worker_canary_fraction",
+            "Share of users the canary's candidate serves (0: no canary release).",
+            registry=r,
+        )
+        self.canary_difference = Gauge(
+            "freshrec_worker_canary_hit_rate_difference",
+            "The canary's hit rate @10 minus the current model's, over every worker's "
+            "events, as of the last model poll.",
+            registry=r,
+        )
+        self.canary_worse = Gauge(
+            "freshrec_worker_canary_worse",
+            "1 while the canary's sequential test finds the candidate significantly worse "
+            "than the current model (FRESHREC_CANARY_ALPHA), else 0.",
+            registry=r,
+        )
+        self.canary_aborts = Counter(
+            "freshrec_worker_canary_aborts",
+            "Canaries this worker aborted because its test found the candidate worse.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)

@@ -7,8 +7,11 @@ crash-by-crash account):
 2. apply valid events to their users' states, dropping repeated ``event_id``\\ s;
 3. make the new states and the dead letters durable in Kafka and wait for the
    broker's acknowledgement;
-4. fold every touched user in with one batched call and write their lists to
-   Redis in one pipeline (compare-and-set on the list's order token);
+4. fold every touched user in with one batched call (before step 3's write, in
+   fact, so that each state records the top of its new list for the online
+   metrics, :mod:`streams.online`) and write their lists to Redis in one
+   pipeline (compare-and-set on the list's order token), with the batch's
+   online counts;
 5. return; only then does the agent ack the batch, and only acked offsets are committed.
 
 Steps 1 and 2 are the pure :func:`streams.batch.step`; this module
@@ -32,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,10 +46,12 @@ from freshrec.settings import Settings
 from schemas.state import UserState
 from schemas.wire import event_types
 from streams.batch import Inbound, Message, StepResult, failure_rejection, step
-from streams.dead_letter import DeadLetter, DeadLetterWriter
+from streams.dead_letter import DeadLetter, DeadLetterWriter, count_by_reason
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
+from streams.online import OnlineMetrics, Totals, combine
+from streams.online import tally as online_tally
 from streams.ownership import Ownership
 from streams.popularity import Popularity
 from streams.refresh import ListRefresher
@@ -68,6 +74,10 @@ class PreparedBatch:
     fenced: frozenset[int] = frozenset()
     """Partitions revoked before the batch's records were written: nothing of
     theirs was written, and their events must not be acked (streams.ownership)."""
+    online: Totals = field(default_factory=dict)
+    """The batch's online counts per model version and arm, added to Redis with its lists."""
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    """The batch's dead letters by reason, added to Redis's tally with its lists."""
 
 
 class BatchProcessor:
@@ -92,8 +102,14 @@ class BatchProcessor:
         self._metrics = metrics
         self._popularity = Popularity()
         self._lists = ListBuilder(
-            settings.list_length, follower, self._popularity, state.confidences
+            settings.list_length,
+            follower,
+            self._popularity,
+            state.confidences,
+            shown_top=settings.online_top_k,
         )
+        self._follower = follower
+        self._online = OnlineMetrics(metrics)
         self._lock = asyncio.Lock()
         self._refresher = ListRefresher(
             settings, state, sink, follower, self._popularity, self._lock, self._rewrite, metrics
@@ -140,15 +156,23 @@ class BatchProcessor:
                 user: (t.partition, t.state) for user, t in touched.items() if t.changed
             }
             letters = [d for d in result.dead_letters if d.partition not in fenced]
-            with self._metrics.durable_write_seconds.time():
-                await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
             keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
+            # built before the persist: each state records the top of its new list (online
+            # metrics), and a state must not change once persisted (the cache keeps it)
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
+            online = online_tally(
+                (e for e in result.exposures if touched.get(e.user) is not None),
+                self._follower.generation,
+            )
+            self._online.count(online)
+            with self._metrics.durable_write_seconds.time():
+                await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
             self._metrics.users_held.set(len(self._state))
             self._metrics.state_cache_users.set(self._state.cache_users)
             self._metrics.state_cache_bytes.set(self._state.cache_bytes)
-        return PreparedBatch(lists, forget, result.event_ts, fenced)
+        reasons = dict(count_by_reason(letters))
+        return PreparedBatch(lists, forget, result.event_ts, fenced, online, reasons)
 
     async def prepare_isolating(
         self, batch: Sequence[Message], received_at: int | None = None
@@ -180,6 +204,8 @@ class BatchProcessor:
                 first.forget + second.forget,
                 first.event_ts + second.event_ts,
                 first.fenced | second.fenced,
+                combine(first.online, second.online),
+                dict(Counter(first.dead_letters) + Counter(second.dead_letters)),
             )
 
     async def _dead_letter_alone(
@@ -200,11 +226,11 @@ class BatchProcessor:
         )
         await self._dead_letters.send([letter])
         self._metrics.invalid.labels(msg.topic).inc()
-        return PreparedBatch([], [], [])
+        return PreparedBatch([], [], [], dead_letters=dict(count_by_reason([letter])))
 
     async def write(self, prepared: PreparedBatch) -> None:
         """Step 4's Redis write; returns when the lists are stored (or refused as older)."""
-        await self._send(prepared.lists, prepared.forget)
+        await self._send(prepared.lists, prepared.forget, prepared.online, prepared.dead_letters)
         now_ms = time.time() * 1000
         event_ts = np.asarray(prepared.event_ts, dtype=np.float64)
         # One histogram update per bucket for the batch, not one per event.
@@ -251,10 +277,17 @@ class BatchProcessor:
         self._metrics.foldin_seconds.observe(time.perf_counter() - started)
         return lists
 
-    async def _send(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> None:
-        """One Redis pipeline: compare-and-set every list, delete the lists of ``forget``."""
+    async def _send(
+        self,
+        lists: Sequence[UserList],
+        forget: Sequence[str] = (),
+        online: Totals | None = None,
+        dead_letters: dict[str, int] | None = None,
+    ) -> None:
+        """One Redis pipeline: compare-and-set every list, delete the lists of ``forget``,
+        add the ``online`` counts and the ``dead_letters`` by reason."""
         started = time.perf_counter()
-        written = await self._sink.write(lists, forget)
+        written = await self._sink.write(lists, forget, online or {}, dead_letters or {})
         self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
         self._metrics.lists_written.inc(written)
         self._metrics.lists_stale.inc(len(lists) - written)

@@ -33,7 +33,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from freshrec.settings import Settings
-from schemas.recs import RecItem, RecList, order_model_version
+from models.sequential import look
+from schemas.recs import RecItem, RecList, order_generation
 from schemas.state import Interaction, UserState
 from streams.metrics import WorkerMetrics
 from streams.model_follower import Candidate, ModelFollower
@@ -124,6 +125,39 @@ class ListRefresher:
             self._metrics.users_held.set(len(self._state))
         if self._refresh_requests != self._refreshes_done:
             await self._refresh_all()
+        await self._judge_canary()
+
+    async def _judge_canary(self) -> None:
+        """Look at the canary's sequential test (every worker's counts in Redis), export
+        it, and abort a candidate found significantly worse when the settings say so."""
+        canary, current = self._follower.canary, self._follower.recommender
+        self._metrics.canary_fraction.set(self._follower.fraction if canary else 0.0)
+        if canary is None or current is None:
+            self._metrics.canary_worse.set(0)
+            return
+        a, b = await self._sink.online_counts(
+            [(current.version_id, "current"), (canary.version_id, "canary")]
+        )
+        s = self._settings
+        state = look(
+            a.hits10,
+            a.events,
+            b.hits10,
+            b.events,
+            alpha=s.canary_alpha,
+            tau=s.canary_tau,
+            min_events=s.canary_min_events,
+        )
+        self._metrics.canary_difference.set(state.difference)
+        worse = state.decision == "candidate worse"
+        self._metrics.canary_worse.set(1 if worse else 0)
+        if worse and s.canary_auto_abort:
+            reason = (
+                f"hit rate @10 {b.hits10}/{b.events} against {a.hits10}/{a.events}, "
+                f"p {state.p_value:.2g} < {s.canary_alpha}"
+            )
+            if await self._follower.abort_canary(reason):
+                self._metrics.canary_aborts.inc()
 
     async def _redis_lost_data(self) -> bool:
         """Whether Redis may lack lists this worker holds: its epoch token is new (one round trip).
@@ -165,6 +199,9 @@ class ListRefresher:
         recommender = self._follower.recommender
         assert recommender is not None
         await self._sink.write_items(recommender.version_id, recommender.item_ids.ids)
+        canary = self._follower.canary
+        if canary is not None:  # the canary's lists index into its own table
+            await self._sink.write_items(canary.version_id, canary.item_ids.ids)
         items, scores = recommender.popular(self._settings.list_length)
         popular = RecList(
             None,
@@ -173,6 +210,7 @@ class ListRefresher:
             0,
             int(time.time() * 1000),
             tuple(RecItem(item, score) for item, score in zip(items, scores, strict=True)),
+            self._follower.generation,
         )
         await self._sink.write_popular(popular)
 
@@ -190,10 +228,15 @@ class ListRefresher:
         the model each was made with: lists a batch already wrote with this
         model are skipped, and so is everything after a restart that found the
         model unchanged, while a Redis that lost its data has no token and
-        gets every list again.
+        gets every list again. "This model" is the pointer's generation, not
+        the version id: after a rollback to a version some lists were once made
+        with, those lists are written again all the same (the regression of
+        issue 24, where a rollback left every idle user on the rolled-back
+        version).
         """
         requests = self._refresh_requests
         version = self._follower.version
+        generation = self._follower.generation
         users = list(self._state.users())
         size = self._settings.refresh_chunk_size
         refreshed = 0
@@ -208,9 +251,11 @@ class ListRefresher:
                 chunk = [
                     pair
                     for pair, order in zip(held, stored, strict=True)
-                    if order is None or order_model_version(order) != version
+                    if order is None or order_generation(order) != generation
                 ]
                 await self._rewrite([u for u, _ in chunk], [s for _, s in chunk])
                 refreshed += len(chunk)
         self._refreshes_done = requests
-        log.info("refreshed %d list(s) with model %s", refreshed, version)
+        log.info(
+            "refreshed %d list(s) with model %s (generation %d)", refreshed, version, generation
+        )

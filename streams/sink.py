@@ -35,6 +35,13 @@ node with fewer replicas than n (a replica promoted after its primary died) is
 held to those it has, and each batch waits the whole timeout there until a
 replica is back.
 
+The batch's online counts (:mod:`schemas.online`) and dead letters by reason
+(:mod:`schemas.dead_letters`) ride in the same pipeline, one ``HINCRBY`` per
+field. Unlike the lists they are not idempotent: a resend after ``NOSCRIPT``
+(the server ran the rest of the pipeline) leaves them out, while one after a
+dropped connection, which may or may not have run them, sends them again (the
+contracts say why an occasional double count is acceptable).
+
 Before the lists of a model version, the version's item table
 (``P items:<version>`` in :mod:`schemas.recs`), which its compact lists index
 into, is written by :meth:`RedisSink.write_items`: when the worker adopts the
@@ -53,7 +60,7 @@ which is safe because every call in it is idempotent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -62,6 +69,8 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from schemas.dead_letters import dead_letters_key
+from schemas.online import OnlineCounts, decode_counts, online_key
 from schemas.recs import (
     DATA_FIELD,
     ORDER_FIELD,
@@ -118,15 +127,31 @@ class RedisSink:
         self._sha = self._script.sha
         self._epoch = self._client.register_script(_EPOCH)
 
-    async def write(self, lists: Sequence[UserList], forget: Sequence[str] = ()) -> int:
-        """Store ``lists`` (compare-and-set) and delete the lists of ``forget``, in one pipeline.
+    async def write(
+        self,
+        lists: Sequence[UserList],
+        forget: Sequence[str] = (),
+        online: Mapping[tuple[str, str], OnlineCounts] | None = None,
+        dead_letters: Mapping[str, int] | None = None,
+    ) -> int:
+        """Store ``lists`` (compare-and-set), delete the lists of ``forget`` and add the
+        ``online`` counts (:mod:`schemas.online`) and the ``dead_letters`` by reason
+        (:mod:`schemas.dead_letters`), in one pipeline.
 
         Returns how many lists were written; the rest were older than what Redis holds.
         """
-        if not lists and not forget:
+        counts = [
+            (online_key(self._prefix, version, arm), name, amount)
+            for (version, arm), c in (online or {}).items()
+            for name, amount in c.increments()
+        ] + [(dead_letters_key(self._prefix), r, n) for r, n in (dead_letters or {}).items()]
+        if not lists and not forget and not counts:
             return 0
         payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
+        #: The counts still to send: a pipeline that ran (a NOSCRIPT answer too: the
+        #: server runs every command of a pipeline) added them, and a resend must not.
+        pending = counts
 
         async def attempt() -> int:
             try:
@@ -142,27 +167,44 @@ class RedisSink:
                         # its slot map catches up: again, under the worker's policy.
                         await self._client.script_load(_COMPARE_AND_SET)
                         raise TransientError(f"redis lacked the list script ({exc})") from exc
-                waited = results[len(payload) + len(deletes) :]
+                waited = results[len(payload) + len(deletes) + sent :]
                 for node, reached in zip(targets, waited, strict=True):
                     await self._check_replicas(node, int(reached))
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return sum(int(r) for r in results[: len(payload)])
 
+        sent = 0
+
         async def send() -> tuple[list[int], list[ClusterNode | None]]:
-            targets = await self._wait_targets([key for key, _, _ in payload] + deletes)
+            nonlocal pending, sent
+            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in pending]
+            targets = await self._wait_targets(keys)
+            sent = len(pending)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key, order, data in payload:
                     command("EVALSHA", self._sha, 1, key, order, data)
                 for key in deletes:  # one key per command: a cluster has them on several nodes
                     command("DEL", key)
+                for key, name, amount in pending:
+                    if isinstance(amount, float):
+                        command("HINCRBYFLOAT", key, name, amount)
+                    elif name == "k":  # the top k in force, not a total
+                        command("HSET", key, name, amount)
+                    else:
+                        command("HINCRBY", key, name, amount)
                 for node in targets:
                     if node is None:
                         command("WAIT", self._wait_replicas, self._wait_ms)
                     else:
                         command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
-                results: list[int] = await pipe.execute()
+                try:
+                    results: list[int] = await pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    pending = []  # the server ran the pipeline, counts included
+                    raise
+                pending = []
                 return results, targets
 
         return await self._retry.call_async(attempt)
@@ -259,6 +301,22 @@ class RedisSink:
             except TRANSIENT_ERRORS as exc:
                 raise TransientError(f"redis write failed: {exc}") from exc
             return True
+
+        return await self._retry.call_async(attempt)
+
+    async def online_counts(self, arms: Sequence[tuple[str, str]]) -> list[OnlineCounts]:
+        """Every worker's online counts of each ``(version, arm)`` (:mod:`schemas.online`),
+        in one pipeline: what the canary's test reads."""
+
+        async def attempt() -> list[OnlineCounts]:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for version, arm in arms:
+                        pipe.hgetall(online_key(self._prefix, version, arm))
+                    results: list[dict[bytes, bytes]] = await pipe.execute()
+            except TRANSIENT_ERRORS as exc:
+                raise TransientError(f"redis read failed: {exc}") from exc
+            return [decode_counts(fields) for fields in results]
 
         return await self._retry.call_async(attempt)
 

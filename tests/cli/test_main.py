@@ -6,16 +6,19 @@ run), so what is checked is exactly what the user sees on stderr.
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.main import EXIT_FAILED, EXIT_TRANSIENT, EXIT_USAGE
+from cli.main import EXIT_CODES, EXIT_FAILED, EXIT_TRANSIENT, EXIT_USAGE, build_parser, parse
 from freshrec import __version__
 from freshrec.stack import free_port
 
@@ -197,3 +200,95 @@ def test_worker_with_its_port_taken_or_an_unusable_data_dir_fails_in_one_line(
         f"freshrec worker: cannot create the worker's data directory {data}: Not a directory; "
         "set FRESHREC_DATA_DIR to a writable directory"
     )
+
+
+def test_an_unknown_option_before_the_command_is_named() -> None:
+    """Issue 26, item 6: ``freshrec --bogus`` said only that a command is required."""
+    result = freshrec("--bogus")
+    assert result.returncode == EXIT_USAGE
+    assert "freshrec: error: unrecognized option --bogus" in result.stderr
+
+
+def _leaf_commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaf_commands(child, (*path, name))
+
+
+def test_the_readmes_exit_code_table_is_what_the_command_uses() -> None:
+    """Issue 26, item 6: the README's table, read from the README, against the code's."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Exit codes of the `freshrec` command", 1)[1].split("\n## ", 1)[0]
+    codes = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
+    assert codes == set(EXIT_CODES)
+
+
+def test_every_commands_argument_errors_exit_2_with_its_own_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 26, item 6: the README's table says bad arguments exit 2; checked on every parser
+    (parsing only: no command runs), with an unknown flag and with a value each typed flag
+    refuses, and the usage shown is the command's own (``freshrec demo --no-such-flag``
+    showed the top-level usage)."""
+    leaves = list(_leaf_commands(build_parser()))
+    assert len(leaves) > 15
+    refused = 0
+    for path, parser in leaves:
+        with pytest.raises(SystemExit) as unknown:
+            parse(build_parser(), [*path, "--no-such-flag"])
+        err = capsys.readouterr().err
+        assert unknown.value.code == EXIT_USAGE, path
+        assert f"usage: freshrec {' '.join(path)}" in err, err
+        for action in parser._actions:
+            if not action.option_strings or not callable(action.type):
+                continue
+            try:
+                action.type(BAD_VALUE)
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                pass
+            else:
+                continue  # a path or a name: any text parses, the command judges it
+            with pytest.raises(SystemExit) as bad:
+                parse(build_parser(), [*path, action.option_strings[0], BAD_VALUE])
+            err = capsys.readouterr().err
+            assert bad.value.code == EXIT_USAGE, (path, action.option_strings)
+            assert action.option_strings[0] in err, (path, err)
+            refused += 1
+    assert refused > 10
+
+
+BAD_VALUE = "not a value"
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["train", "--format", "movielens100k"], "--data FILE is required with --format"),
+        (["evaluate", "--format", "synthetic", "--synthetic", "12,x"], "is not USERS,ITEMS"),
+        (["train", "--format", "synthetic", "--ratio", "1.5"], "--ratio must be strictly"),
+    ],
+)
+def test_argument_problems_found_after_parsing_exit_2_too(argv: list[str], text: str) -> None:
+    """Issue 26, item 6: ``train --format movielens100k`` without ``--data`` and a malformed
+    ``--synthetic`` exited 1, which the README's table keeps for failures, not arguments."""
+    result = freshrec(*argv)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert text in result.stderr
+
+
+def test_a_split_that_leaves_a_part_empty_names_the_cause_and_what_to_try(
+    tmp_path: Path,
+) -> None:
+    """Issue 26, item 6: it said only "the split left the training or the test part empty"."""
+    events = tmp_path / "few.jsonl"
+    events.write_text("".join((EXAMPLES / "events.jsonl").read_text().splitlines(True)[:3]))
+    result = freshrec("evaluate", "--format", "events", "--data", str(events), "--no-tune")
+    assert result.returncode == EXIT_FAILED
+    line = one_line(result.stderr)
+    assert "of 3 events from 1 user(s) left the test part empty" in line
+    assert "try --split last-n" in line

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from freshrec.errors import ModelStoreError
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, Pointer, PointerMoved
 from models.ids import IdMap
 from models.version import (
     ModelVersion,
@@ -125,7 +125,7 @@ _KILLED_WRITER = """
 import os, sys, time
 import numpy as np
 from models.ids import IdMap
-from freshrec.model_store import ModelStore
+from freshrec.model_store import ModelStore, Pointer, PointerMoved
 from models.version import ModelVersion, save_version
 
 def stall(fd):
@@ -158,3 +158,93 @@ def test_a_writer_killed_mid_save_leaves_no_version(tmp_path: Path) -> None:
     assert store.versions() == [good.version_id]
     current = load_current_version(store)
     assert current is not None and current.version_id == good.version_id
+
+
+def test_every_move_of_the_pointer_raises_its_generation_and_names_its_mover(
+    store_root: str,
+) -> None:
+    """Issue 24: lists are ordered by the pointer's generation, so a rollback to an
+    older version id must still be a newer generation."""
+    store = ModelStore(store_root)
+    a, b = _version(), _version()
+    save_version(store, a)
+    save_version(store, b)
+    assert store.pointer() == Pointer(None)
+    moves = [
+        store.set_current(a.version_id, by="retrain"),
+        store.set_current(b.version_id, by="retrain"),
+        store.set_current(a.version_id, move="rollback", by="ops"),
+    ]
+    assert [m.generation for m in moves] == [1, 2, 3]
+    got = store.pointer()
+    assert got == moves[-1] and (got.version, got.move, got.by) == (a.version_id, "rollback", "ops")
+    assert [n.version for n in got.history] == [a.version_id, b.version_id]
+    assert "rollback by ops" in got.describe()
+
+
+def test_a_move_expecting_a_generation_the_pointer_left_is_refused(store_root: str) -> None:
+    """Issue 24: a publish moves the pointer only if it is where the gate saw it."""
+    store = ModelStore(store_root)
+    a, b, c = _version(), _version(), _version()
+    for v in (a, b, c):
+        save_version(store, v)
+    gated = store.set_current(a.version_id).generation
+    store.set_current(b.version_id, move="rollback", by="ops on call")
+    with pytest.raises(PointerMoved, match="rollback by ops on call") as refused:
+        store.set_current(c.version_id, expect=gated)
+    assert refused.value.found.version == b.version_id
+    assert store.current() == b.version_id
+    assert store.set_current(c.version_id, expect=gated + 1).version == c.version_id
+
+
+def test_a_pointer_written_before_generations_reads_as_generation_0(store_root: str) -> None:
+    store = ModelStore(store_root)
+    a = _version()
+    save_version(store, a)
+    fs, path = fsspec.core.url_to_fs(store_root)
+    fs.pipe_file(f"{path}/CURRENT", f"{a.version_id}\n".encode())
+    assert store.pointer() == Pointer(a.version_id, 0, "legacy")
+    assert store.set_current(a.version_id).generation == 1
+
+
+def test_prune_spares_the_current_version_and_those_named_within_the_hour(
+    store_root: str,
+) -> None:
+    """Issue 24: a forced retrain's prune deleted the version ops had just rolled back
+    from (and to); every version the pointer named within RECENT_S now stays."""
+    store = ModelStore(store_root)
+    old, a, b, c, d = (_version() for _ in range(5))
+    for v in (old, a, b, c, d):
+        save_version(store, v)
+    store.set_current(a.version_id)
+    store.set_current(b.version_id)
+    store.set_current(a.version_id, move="rollback")
+    assert store.prune(keep=1) == [old.version_id, c.version_id]
+    assert store.versions() == sorted([a.version_id, b.version_id, d.version_id])
+
+
+def test_a_canary_starts_promotes_and_aborts_as_moves_and_is_never_pruned(
+    store_root: str,
+) -> None:
+    store = ModelStore(store_root)
+    old, a, b, c = (_version() for _ in range(4))
+    for v in (old, a, b, c):
+        save_version(store, v)
+    with pytest.raises(ModelStoreError, match="no current version"):
+        store.start_canary(b.version_id, 0.2)
+    store.set_current(a.version_id)
+    started = store.start_canary(b.version_id, 0.2, by="ops")
+    assert (started.version, started.canary, started.fraction) == (a.version_id, b.version_id, 0.2)
+    assert (started.move, started.generation) == ("canary", 2)
+    assert store.pointer() == started
+    assert b.version_id in store.pointer().named_since(10**15)
+    assert old.version_id in store.prune(keep=1) and b.version_id in store.versions()
+    aborted = store.end_canary(promote=False)
+    assert (aborted.version, aborted.canary, aborted.move) == (a.version_id, None, "abort")
+    with pytest.raises(ModelStoreError, match="no canary"):
+        store.end_canary(promote=True)
+    store.start_canary(c.version_id, 0.5)
+    promoted = store.end_canary(promote=True)
+    assert (promoted.version, promoted.canary, promoted.generation) == (c.version_id, None, 5)
+    with pytest.raises(PointerMoved):
+        store.start_canary(b.version_id, 0.1, expect=4)

@@ -40,12 +40,25 @@ def test_values_are_parsed_to_their_types() -> None:
         ({"FRESHREC_LOG_LEVEL": "LOUD"}, r"is not one of DEBUG"),
         ({"FRESHREC_API_DEFAULT_K": "500"}, r"larger than FRESHREC_API_MAX_K"),
         ({"FRESHREC_LIST_LENGTH": "50"}, r"must be at least FRESHREC_API_MAX_K"),
-        ({"FRESHREC_BATCHSIZE": "5"}, r"unknown setting\(s\) FRESHREC_BATCHSIZE"),
+        (
+            {"FRESHREC_BATCHSIZE": "5"},
+            r"^unknown setting FRESHREC_BATCHSIZE; did you mean FRESHREC_BATCH_SIZE\?$",
+        ),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_a_misspelt_setting_names_the_closest_one_not_all_of_them() -> None:
+    """Issue 26, item 6: a typo got a list of 70 names instead of the one meant."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"FRESHREC_REDIS_ULR": "redis://x", "FRESHREC_ZZZ_QQQ": "1"})
+    assert str(caught.value) == (
+        "unknown setting FRESHREC_REDIS_ULR; did you mean FRESHREC_REDIS_URL?; "
+        "unknown setting FRESHREC_ZZZ_QQQ; the README's settings table lists every setting"
+    )
 
 
 def test_overrides_win_and_replace_revalidates() -> None:

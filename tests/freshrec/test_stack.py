@@ -46,6 +46,9 @@ def test_stack_up_publish_down(tmp_path: Path) -> None:
             if line.startswith("export ")
         )
         assert env == state.env
+        # issue 26, item 2: the model store was left out, so `models list` and `retrain`
+        # with these settings acted on ./var/models, not the store the stack's workers follow
+        assert env["FRESHREC_MODEL_STORE"] == str((state_dir / "models").resolve())
 
         again = freshrec("stack", "up", "--state-dir", str(state_dir))
         assert again.returncode == 1 and "already running" in again.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from freshrec.errors import BadInputError
+from freshrec.errors import BadInputError, UsageError
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from models.interactions import KIND_RATE
@@ -22,6 +22,7 @@ from models.synthetic import generate
 from models.version import load_current_version, recommender_from_version
 from models.weighting import WeightingConfig
 from retrain import cli
+from retrain.retrain_cli import EXIT_MOVED
 
 SMALL = ["--synthetic", "400,120,8000", "--factors", "8", "--iterations", "5", "--no-tune"]
 
@@ -208,14 +209,39 @@ def test_train_on_events_file(
 
 
 def test_bad_arguments_are_bad_input(settings: Settings, tmp_path: Path) -> None:
-    with pytest.raises(BadInputError, match="--data is required"):
+    with pytest.raises(UsageError, match="--data FILE is required"):
         _run(["evaluate", "--format", "movielens1m"], settings)
-    with pytest.raises(BadInputError, match="USERS,ITEMS,EVENTS"):
+    with pytest.raises(SystemExit):  # the parser refuses it: exit 2 (issue 26)
         _run(["evaluate", "--format", "synthetic", "--synthetic", "12"], settings)
     with pytest.raises(BadInputError, match="cannot read"):
         _run(["evaluate", "--format", "movielens1m", "--data", str(tmp_path / "no")], settings)
     # --factors 0 and --tune-budget-s -1 are refused by the parser:
     # test_bad_flags_are_refused_naming_the_flag
+
+
+def test_train_publish_does_not_overwrite_a_rollback_made_while_it_trained(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: ``train --publish`` moved the pointer over a rollback made while it
+    trained. It reads the pointer's generation first and refuses with exit 5."""
+    store = ModelStore(settings.model_store)
+    assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
+    assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == 0
+    first, second = store.versions()
+    assert store.current() == second
+    load = cli.load_data
+
+    def load_then_roll_back(args: argparse.Namespace) -> object:
+        # the rollback lands after the command read the pointer, while it trains
+        store.set_current(first, move="rollback", by="ops (test)")
+        return load(args)
+
+    monkeypatch.setattr(cli, "load_data", load_then_roll_back)
+    capsys.readouterr()
+    assert _run(["train", "--format", "synthetic", "--publish", *SMALL], settings) == EXIT_MOVED
+    err = capsys.readouterr().err
+    assert "rollback by ops (test)" in err and "is saved, not current" in err
+    assert store.current() == first and len(store.versions()) == 3
 
 
 def _evaluate(settings: Settings, *flags: str) -> dict[str, Any]:

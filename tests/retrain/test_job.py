@@ -37,6 +37,7 @@ from retrain.publish import train_and_publish
 from retrain.retrain_cli import (
     EXIT_CONFIG,
     EXIT_LOCKED,
+    EXIT_MOVED,
     EXIT_PUBLISHED,
     EXIT_REFUSED,
     EXIT_TRANSIENT,
@@ -210,6 +211,35 @@ def test_two_retrains_at_once_one_runs_the_other_is_told_who_holds_the_lock(
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait(10)
+
+
+def test_a_rollback_made_while_a_retrain_runs_is_not_undone(job_settings: Settings) -> None:
+    """Issue 24: the retrain read the current version once at its start and moved the
+    pointer without looking again, so it published over a rollback made meanwhile
+    (exit 0, nothing said). It now refuses with its own exit code and names the mover;
+    its candidate is saved, not current."""
+    write_changelog(job_settings, data())
+    code, first, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    code, _, err = retrain(job_settings, "--force")
+    assert code == EXIT_PUBLISHED, err
+    store = ModelStore(job_settings.model_store)
+    running = start_retrain(job_settings, "--force", "--debug-stall-at", "trained")
+    try:
+        wait_for_stall(running, "trained")
+        store.set_current(first["version"], move="rollback", by="ops on call (test)")
+        running.send_signal(signal.SIGUSR1)
+        out, err = running.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.pid, signal.SIGKILL)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert running.returncode == EXIT_MOVED, err
+    assert summary["outcome"] == "pointer moved" and summary["published"] is False
+    assert summary["moved_by"] == "ops on call (test)"
+    assert "rollback by ops on call (test)" in err and "is saved, not current" in err
+    assert store.current() == first["version"]
+    assert len(store.versions()) == 3  # the candidate is kept; a rollback can publish it
 
 
 @pytest.mark.parametrize("stage", ["trained", "saved"])

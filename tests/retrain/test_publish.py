@@ -64,3 +64,22 @@ def test_save_without_publishing_and_prune_keeps_the_current_version(tmp_path: P
     outcome = _publish(store, make_current=False, keep=2)
     assert outcome.pruned == later[:2]
     assert store.versions() == sorted([current, later[2], outcome.version.version_id])
+
+
+def test_a_canary_publish_puts_the_candidate_beside_the_current_version(tmp_path: Path) -> None:
+    """``freshrec retrain --canary F``: the candidate serves F of the users, the current
+    version the rest, by one compare-and-set move."""
+    store = ModelStore(tmp_path)
+    current = _publish(store).version.version_id
+    generation = store.pointer().generation
+    outcome = _publish(store, canary=0.3, expect=generation)
+    pointer = store.pointer()
+    assert outcome.published and outcome.moved is None
+    assert (pointer.version, pointer.canary, pointer.fraction) == (
+        current,
+        outcome.version.version_id,
+        0.3,
+    )
+    assert (pointer.move, pointer.generation) == ("canary", generation + 1)
+    late = _publish(store, canary=0.3, expect=generation)  # the pointer moved since
+    assert not late.published and late.moved == pointer

@@ -20,12 +20,13 @@ from schemas.recs import encode_items, items_key
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
-    """A store with three versions, the newest current, and FRESHREC_MODEL_STORE naming it."""
+    """A store with three versions, the newest current (the only one the pointer has
+    named: pruning spares those for an hour), and FRESHREC_MODEL_STORE naming it."""
     root = tmp_path / "store"
     monkeypatch.setenv("FRESHREC_MODEL_STORE", str(root))
     store = ModelStore(root)
     data = generate(80, 24, 1500, factors=4, seed=2).log
-    for _ in range(3):
+    for n in range(3):
         train_and_publish(
             store,
             data,
@@ -33,6 +34,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
             DEFAULT_WEIGHTING,
             popular_length=10,
             snapshot={"source": "test"},
+            make_current=n == 2,
         )
     return store
 

@@ -33,9 +33,15 @@ from schemas.recs import (
     encode,
     encode_items,
     encode_list,
+    order_generation,
+    order_model_version,
+    order_token,
     parse_compact,
     parse_head,
 )
+
+#: An event time (epoch ms) for order tokens.
+BASE = 1_735_689_600_000
 
 #: Any id orjson can write (no lone surrogates), escapes and braces included.
 ids = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
@@ -392,3 +398,43 @@ def test_the_head_parse_agrees_with_a_full_decode(items: list[RecItem], n: int) 
     parsed = [RecItem(i["item"], i["score"], i.get("because")) for i in head["items"]]
     full = decode(encode(recs))
     assert parsed == list(full.items[: len(parsed)]) and len(parsed) >= min(n, len(items))
+
+
+def test_a_list_made_after_a_rollback_outranks_the_one_it_replaces() -> None:
+    """Issue 24: tokens compared the version id, so after a rollback to an older id the
+    refresh's lists looked older and were refused; they compare the generation now."""
+    newer_id_older_generation = order_token(BASE, "20261207T020000000000Z-bbbb", 4)
+    rollback = order_token(BASE, "20261101T010000000000Z-aaaa", 5)
+    assert rollback > newer_id_older_generation
+    assert order_token(BASE + 1, "x", 1) > rollback, "a newer event still comes first"
+    assert order_generation(rollback) == 5
+    assert order_model_version(rollback) == "20261101T010000000000Z-aaaa"
+    assert order_model_version(order_token(BASE, None, 0)) is None
+
+
+def test_tokens_written_before_generations_still_parse_and_are_replaced() -> None:
+    legacy = f"{BASE:015d}|20261207T020000000000Z-bbbb"
+    assert order_generation(legacy) is None
+    assert order_model_version(legacy) == "20261207T020000000000Z-bbbb"
+    assert order_token(BASE, "20261101T010000000000Z-aaaa", 0) > legacy
+    assert order_token(BASE, "v", 0) > f"{BASE:015d}|"  # a list made without a model
+
+
+def test_a_canarys_compact_list_says_so_and_older_lists_read_as_current() -> None:
+    """Issue 24, item 4: lists carry the arm that made them (a header flag in the compact
+    format, a key in JSON); lists written before canaries have neither."""
+    table = ItemTable("v2", ["a", "b", "c"])
+    items = np.array([[2, 0]])
+    scores = np.array([[0.5, 0.25]], dtype=np.float32)
+    none = np.full_like(items, -1)
+    rows = np.array([True])
+    (canary,) = table.encode(items, scores, none, rows, [1], 2, variant="canary")
+    (plain,) = table.encode(items, scores, none, rows, [1], 2)
+    assert canary is not None and plain is not None
+    assert decode(canary, ["a", "b", "c"], "u").variant == "canary"
+    assert decode(plain, ["a", "b", "c"], "u").variant == "current"
+    assert parse_compact(canary, ["a", "b", "c"])["variant"] == "canary"
+    old_json = orjson.loads(stored([("a", 1.0, None)]))
+    del old_json["variant"]
+    assert decode(orjson.dumps(old_json)).variant == "current"
+    assert parse_head(orjson.dumps(old_json), 1)["items"] == [{"item": "a", "score": 1.0}]

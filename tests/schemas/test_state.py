@@ -12,6 +12,7 @@ from schemas.state import (
     FORMAT,
     HistoryColumns,
     Interaction,
+    ShownList,
     UserState,
     decode,
     encode,
@@ -267,3 +268,29 @@ def test_decode_refuses_a_bad_binary_record_saying_why(raw: bytes, reason: str) 
     with pytest.raises(ValueError, match="unreadable user state") as info:
         decode(raw)
     assert reason in str(info.value)
+
+
+def test_the_shown_list_round_trips_and_a_record_without_it_reads_as_none() -> None:
+    """Issue 24: the top of the last written list rides in the record (``l``), on a format
+    of its own, so that it and the history's encoding change independently."""
+    state = UserState()
+    state.apply(w("e1", "a", 1000), 10, 10)
+    assert decode(encode(state)).shown is None and encode(state).endswith(b"\x00")
+    state.shown = ShownList(3, "v1", "current", ("x", "y", "z"))
+    back = decode(encode(state))
+    assert back == state and back.shown is not None and back.shown.rank("y") == 2
+    assert back.shown.rank("a") is None
+    raw = encode(state)
+    field = b'[1,3,"v1","current",["x","y","z"]]'
+    assert raw.endswith(field)
+    # a later format of the field: no shown list, the rest still reads
+    later = decode(raw[: -len(field)] + b"[9" + field[2:])
+    assert later.shown is None and later.history == state.history
+
+
+def test_a_forget_drops_the_shown_list() -> None:
+    state = UserState()
+    state.apply(w("e1", "a", 1000), 10, 10)
+    state.shown = ShownList(1, "v1", "current", ("x",))
+    state.forget(2000)
+    assert state.shown is None and state.copy().shown is None

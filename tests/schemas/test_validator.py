@@ -205,6 +205,15 @@ def test_rejection_shows_the_offending_value_truncated() -> None:
     assert len(result.value) <= 60
 
 
+def test_a_ts_in_seconds_is_rejected_with_a_milliseconds_hint() -> None:
+    """Issue 26, item 6: a ts in seconds got only "must be bigger than or equal to ..."."""
+    seconds = validate(with_(WATCH, ts=1_763_870_000))
+    tiny = validate(with_(WATCH, ts=12))
+    assert isinstance(seconds, Rejection) and isinstance(tiny, Rejection)
+    assert "epoch milliseconds, and this looks like seconds (multiply by 1000)" in str(seconds)
+    assert "seconds" not in str(tiny)
+
+
 def test_payload_at_the_size_limit_is_parsed_not_rejected_for_size() -> None:
     raw = with_(WATCH)
     padded = raw[:-1] + b" " * (MAX_EVENT_BYTES - len(raw)) + b"}"

@@ -7,6 +7,8 @@ a topic" is checked where it matters, in the topics.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
+from freshrec.kafka_config import LIBRDKAFKA_LOG
+from freshrec.repeats import _NUMBERS
 from freshrec.settings import Settings
 from freshrec.stack import BrokerProcess, free_port
 from schemas.validator import MAX_EVENT_BYTES
@@ -227,6 +231,43 @@ async def test_no_broker_reachable_is_a_503_with_retry_after_and_reads_still_wor
     assert body["error"]["code"] == "unavailable"
     assert (body["accepted"], body["rejected"], body["failed"]) == (0, 1, 1)
     assert [r["status"] for r in body["results"]] == ["failed", "rejected"]
+
+
+async def test_an_unreachable_broker_is_logged_at_a_backoff_and_readyz_says_events_fail(
+    api_client: ApiClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 26, item 4: an API whose broker was unreachable wrote about 9 error lines a
+    second (librdkafka's every reconnect), and /readyz did not mention the broker."""
+    caplog.set_level(logging.WARNING, logger=LIBRDKAFKA_LOG.name)
+    async with api_client(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0
+    ) as client:
+        idle = await (await client.get("/readyz")).json()
+        resp = await client.post(
+            "/events", data=orjson.dumps([watch("y1", "ann", "m1", NOW)]), headers=JSON
+        )
+        assert resp.status == 503
+        started = time.monotonic()
+        body = await (await client.get("/readyz")).json()
+        await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - started)))
+    lines = [r for r in caplog.records if r.name == LIBRDKAFKA_LOG.name]
+    assert (idle["events"], body["ready"], body["events"]) == ("idle", True, "unavailable")
+    assert "POST /events answers 503" in body["events_reason"]
+    # about 5 s of reconnects: the first of each kind, then one per backoff (1 s, 2 s)
+    kinds = {_NUMBERS.sub("#", r.getMessage().split(" (")[0]) for r in lines}
+    assert 1 <= len(lines) <= 3 * len(kinds), [r.getMessage() for r in lines]
+    assert any("more like it in the last" in r.getMessage() for r in lines), lines
+
+
+async def test_readyz_says_events_are_accepted_once_the_broker_answered(
+    api_client: ApiClient, settings: Settings, topics: list[str]
+) -> None:
+    async with api_client() as client:
+        resp = await client.post(
+            "/events", data=orjson.dumps([watch("y2", "ann", "m1", NOW)]), headers=JSON
+        )
+        body = await (await client.get("/readyz")).json()
+    assert (resp.status, body["events"]) == (200, "accepting")
 
 
 async def test_an_integer_beyond_64_bits_is_rejected_not_a_500(

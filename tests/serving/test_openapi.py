@@ -104,7 +104,7 @@ async def test_served_document_with_a_token_describes_the_bearer_scheme_and_401(
     assert doc["security"] == [{"bearer": []}]
     for path, item in doc["paths"].items():
         for operation in item.values():
-            probe = path in ("/healthz", "/readyz", "/")
+            probe = path in ("/healthz", "/readyz", "/", "/ops")
             assert ("401" in operation["responses"]) is not probe, path
             assert (operation.get("security") == []) is probe, path
 

@@ -105,3 +105,58 @@ def test_clicking_an_item_changes_the_list_in_the_browser(
         f"the list changed {took:.2f}s after the click; the objective is "
         f"{FRESHNESS_OBJECTIVE_S}s + the {poll_s}s poll interval"
     )
+
+
+def test_the_page_fits_390_and_1280_pixels_with_varied_explanations(
+    running_system: RunningSystem, artifacts: Path
+) -> None:
+    """Issue 26, item 8: the table overflowed a 390 px screen, the page opened on empty
+    cards, had no favicon, and one history item explained most rows. Screenshots at both
+    widths are kept as artifacts (``page-390.png``, ``page-1280.png``)."""
+    from playwright.sync_api import sync_playwright
+
+    base, items = running_system.api.url, running_system.items
+    now = int(time.time() * 1000)
+    # two clusters' items (item i is in cluster i % 8): several history items to name
+    picks = [items[0], items[8], items[16], items[1], items[9]]
+    seed = [watch(f"fit-{n}", "petra", item, now + n) for n, item in enumerate(picks)]
+    request = urllib.request.Request(
+        f"{base}/events", json.dumps(seed).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        assert response.status == 200
+
+    def caught_up() -> bool:
+        with urllib.request.urlopen(f"{base}/recs/petra", timeout=5) as response:
+            body = json.loads(response.read())
+        return body["source"] == "personal" and body["updated_at"] == now + len(picks) - 1
+
+    wait_until(caught_up, 30, "petra's personal list")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            for width in (390, 1280):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(base + "/")
+                assert page.is_hidden("#facts-card") and page.is_hidden("#log-card")
+                assert page.get_attribute("link[rel=icon]", "href", timeout=2000)
+                page.fill("#user", "petra")
+                page.click("#show")
+                page.wait_for_selector("#recs tr[data-item]")
+                assert page.is_visible("#facts-card")
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"{overflow}px wider than a {width}px screen"
+                where = "#recs .because-inline" if width == 390 else "#recs td.because"
+                shown = [t for t in page.locator(where).all_inner_texts() if t.strip()]
+                assert shown, f"no explanation shown at {width}px"
+                assert len(set(shown)) >= 2, f"one item explains every row: {shown}"
+                shot = artifacts / f"page-{width}.png"
+                shot.unlink(missing_ok=True)
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.read_bytes().startswith(b"\x89PNG")
+                print(f"screenshot: {shot}")
+                page.close()
+        finally:
+            browser.close()

@@ -53,6 +53,7 @@ async def test_personal_list_is_served_cut_to_k(
         "model_version": "20260101T000000-ab",
         "updated_at": 1_700_000_123_456,
         "written_at": stored.written_at,
+        "variant": "current",
         "items": [
             {"item": "i0", "score": 150.0},
             {"item": "i1", "score": 149.0},
@@ -98,6 +99,24 @@ async def test_user_without_list_gets_popular_fallback(
     assert item_ids(body) == ["p1", "p2"]
 
 
+@pytest.mark.parametrize("compact", [False, True])
+async def test_popular_scores_share_the_personal_scale(
+    api_client: ApiClient, write_list: ListWriter, compact: bool
+) -> None:
+    """Issue 26, item 9: popular answers carried raw counts (566.0) beside personal scores of
+    0.x; both sources now score from 0 to about 1, the most popular item 1, with exclusions
+    too."""
+    write_list(None, ["p1", "p2", "p3", "p4"], model_version="v9", compact=compact)
+    write_list("dora", ["p1", "p2"], source="popular", compact=compact)
+    async with api_client() as client:
+        fallback = await (await client.get("/recs/bob")).json()
+        excluded = await (await client.get("/recs/bob", params={"exclude": "p1"})).json()
+        dora = await (await client.get("/recs/dora")).json()
+    assert [i["score"] for i in fallback["items"]] == [1.0, 0.75, 0.5, 0.25]
+    assert [i["score"] for i in excluded["items"]] == [0.75, 0.5, 0.25]
+    assert [i["score"] for i in dora["items"]] == [1.0, 0.5]
+
+
 async def test_a_users_popular_list_is_served_as_popular_not_personal(
     api_client: ApiClient, write_list: ListWriter
 ) -> None:
@@ -140,6 +159,7 @@ async def test_no_list_at_all_is_an_empty_popular_answer_not_an_error(
         "model_version": None,
         "updated_at": None,
         "written_at": None,
+        "variant": "current",
         "items": [],
     }
 

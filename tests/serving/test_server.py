@@ -188,6 +188,28 @@ def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
     assert f"cannot listen on {LOOPBACK}:{port}" in done.stderr
 
 
+def test_a_second_api_on_the_same_port_fails_at_once(
+    api_process: type[ApiProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 26, item 3: a second ``freshrec api`` on the port of a running one joined it through
+    SO_REUSEPORT and took a share of its requests; it must fail in one line, exit 1."""
+    first = api_process(settings, tmp_path / "api.log", workers=2)
+    first.wait_ready()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHREC_")}
+    for workers in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "api", "--port", str(first.port), "--workers", workers],
+            env={**env, **settings.as_env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f"cannot listen on {LOOPBACK}:{first.port}" in done.stderr
+    assert first.get("/healthz")[0] == 200
+
+
 def test_one_worker_serves_in_process_and_stops_on_sigterm(
     api_process: type[ApiProcess], settings: Settings, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from schemas.events import EventType
-from schemas.state import Interaction, UserState
+from schemas.state import Interaction, ShownList, UserState
 from streams.batch import Inbound, StepResult, step
 
 BASE_TS = 1_735_689_600_000
@@ -178,3 +178,38 @@ def test_new_items_are_tracked_only_when_asked() -> None:
     ]
     assert run(messages).new_items == []
     assert run(messages, track_new_items=True).new_items == ["a", "a"]
+
+
+def rate(event_id: str, user: str, item: str, ts: int, rating: float) -> dict[str, Any]:
+    return {
+        "type": "rate",
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": item,
+        "rating": rating,
+        "ts": ts,
+    }
+
+
+def test_each_new_event_of_a_user_shown_a_list_is_an_exposure_with_its_rank() -> None:
+    """Issue 24 (online metrics): events are compared with the list written before the
+    batch; duplicates and users never shown a list make none."""
+    shown = ShownList(2, "v1", "current", ("a", "b", "c"))
+    before = UserState()
+    before.shown = shown
+    result = run(
+        [
+            msg(watch("e1", "u1", "b", BASE_TS + 1), 0),
+            msg(rate("e2", "u1", "c", BASE_TS + 2, 4.5), 1),
+            msg(watch("e3", "u1", "z", BASE_TS + 3), 2),
+            msg(watch("e3", "u1", "z", BASE_TS + 3), 3),  # a duplicate
+            msg(watch("e4", "u2", "a", BASE_TS + 4), 4),  # never shown a list
+        ],
+        {"u1": before},
+    )
+    got = [(e.user, e.shown, e.rank, e.rating) for e in result.exposures]
+    assert got == [
+        ("u1", shown, 2, None),
+        ("u1", shown, 3, 4.5),
+        ("u1", shown, None, None),
+    ]

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from models.canary import in_canary
 from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, WeightingConfig, user_confidences
-from schemas.recs import RecItem, RecList, Source, compact_version, decode
+from schemas.recs import RecItem, RecList, Source, compact_version, decode, order_generation
 from schemas.state import UserState
 from streams.lists import ListBuilder
 from streams.popularity import Popularity
@@ -18,6 +19,9 @@ from streams.popularity import Popularity
 class _Follower:
     def __init__(self, recommender: Recommender | None) -> None:
         self.recommender = recommender
+        self.generation = 7
+        self.canary: Recommender | None = None
+        self.fraction = 0.0
 
 
 def _recommender(n_items: int) -> Recommender:
@@ -80,6 +84,7 @@ def test_batch_encoder_matches_the_model_for_every_kind_of_user() -> None:
     built = ListBuilder(5, _Follower(rec), Popularity()).build(users, states, 999)  # type: ignore[arg-type]
     assert [x.user for x in built] == users
     assert all(compact_version(x.data) == rec.version_id for x in built)
+    assert all(order_generation(x.order) == 7 for x in built), "ordered by the pointer's move"
     decoded = [_half(_read(rec, x.user, x.data)) for x in built]
     assert decoded == [_half(e) for e in _expected(rec, users, states, 5)]
     assert decoded[2].source == "popular" and decoded[3].source == "personal"
@@ -131,3 +136,55 @@ def test_items_the_history_cap_dropped_never_make_any_list() -> None:
     assert decode(with_model[0].data, names).source == "personal"
     assert decode(with_model[1].data, names).source == "popular"
     assert compact_version(without[0].data) is None  # no model: JSON
+
+
+def test_each_state_records_the_top_of_its_new_list_for_the_online_metrics() -> None:
+    """Issue 24, item 3: the worker keeps each user's last list's first ids in the state,
+    for personal lists and the popular fallback alike."""
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    users = ["a", "b", "c"]
+    states = [_state(names[1]), _state("not-in-the-model"), _state(*names[:9])]
+    builder = ListBuilder(5, _Follower(rec), Popularity(), shown_top=4)  # type: ignore[arg-type]
+    built = builder.build(users, states, 999)
+    for state, x in zip(states, built, strict=True):
+        listed = tuple(i.item for i in _read(rec, x.user, x.data).items)
+        assert state.shown is not None
+        assert (state.shown.generation, state.shown.version) == (7, rec.version_id)
+        assert state.shown.items == listed[:4] and state.shown.arm == "current"
+    assert len(states[2].shown.items) == 3  # type: ignore[union-attr]  # only 3 items left
+    plain = [_state(names[1])]
+    ListBuilder(5, _Follower(rec), Popularity()).build(["a"], plain, 999)  # type: ignore[arg-type]
+    assert plain[0].shown is None, "shown_top 0: the online metrics are off"
+
+
+def test_a_canary_ranks_its_users_with_the_candidate_and_marks_their_lists() -> None:
+    """Issue 24, item 4: the stable hash puts a user in the canary; their list comes from
+    the candidate's model and says ``variant: canary``; everyone else's from the current."""
+    rec = _recommender(12)
+    candidate = Recommender(
+        "20260202T000000000000Z-cafe",
+        rec.item_ids,
+        rec.foldin.item_factors[::-1].copy(),
+        0.1,
+        2.0,
+        popular_items=list(rec.item_ids.ids),
+        popular_scores=[1.0] * 12,
+    )
+    follower = _Follower(rec)
+    follower.canary, follower.fraction = candidate, 0.5
+    names = rec.item_ids.ids
+    users = [f"user-{n}" for n in range(200)]
+    states = [_state(names[n % 12]) for n in range(200)]
+    builder = ListBuilder(5, follower, Popularity(), shown_top=3)  # type: ignore[arg-type]
+    built = builder.build(users, states, 999)
+    assert [x.user for x in built] == users
+    arms = [in_canary(u, candidate.version_id, 0.5) for u in users]
+    assert 70 < sum(arms) < 130
+    for x, state, arm in zip(built, states, arms, strict=True):
+        model = candidate if arm else rec
+        got = decode(x.data, model.item_ids.ids, x.user)
+        assert compact_version(x.data) == model.version_id == got.model_version
+        assert got.variant == ("canary" if arm else "current")
+        assert state.shown is not None and state.shown.arm == got.variant
+        assert state.shown.version == model.version_id

@@ -86,3 +86,22 @@ def test_a_broken_version_is_skipped_until_the_pointer_moves(
     assert "could not load" not in caplog.text, "a failed version is not retried"
     store.set_current(_save(store, "v3"))
     assert follower.adopt(asyncio.run(follower.fetch())) and follower.version == "v3"
+
+
+def test_a_move_back_to_the_version_in_use_is_adopted_as_a_new_generation(
+    store: ModelStore, follower: ModelFollower
+) -> None:
+    """Issue 24: a rollback to v1 and a publish of v1 again between two polls leave the
+    version in use but move the pointer: lists written under the generation between
+    (by another worker, with v2) must be written again, so the move is adopted,
+    without loading v1 again."""
+    v1 = _save(store, "v1")
+    store.set_current(v1)
+    assert follower.adopt(asyncio.run(follower.fetch())) and follower.generation == 1
+    in_use = follower.recommender
+    store.set_current(_save(store, "v2"))
+    store.set_current(v1, move="rollback")
+    again = asyncio.run(follower.fetch())
+    assert again is not None and again.recommender is in_use and again.generation == 3
+    assert follower.adopt(again) and (follower.version, follower.generation) == ("v1", 3)
+    assert asyncio.run(follower.fetch()) is None

@@ -12,6 +12,8 @@ import redis
 from freshrec.backoff import NoBackoff
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from schemas.dead_letters import dead_letters_key, decode_tally
+from schemas.online import OnlineCounts, decode_counts, online_key
 from schemas.recs import (
     RecItem,
     RecList,
@@ -175,3 +177,24 @@ def test_waiting_for_replicas_holds_a_primary_to_those_it_has(
     waiting = settings.replace(redis_wait_replicas=1, redis_socket_timeout_s=0.2)
     assert write(waiting, [recs("u1", 200, "v1", "new")], forget=("gone",)) == 1
     assert stored(redis_client, settings, "u1").items[0].item == "new"
+
+
+def test_counts_ride_with_the_lists_and_a_noscript_resend_adds_them_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Issue 24: the online counts and dead-letter tally go in the lists' pipeline; a
+    server without the list script runs the rest of that pipeline all the same, so the
+    resend must leave them out (the first batch after every Redis restart counted twice)."""
+    redis_client.script_flush()
+    online = {("v1", "current"): OnlineCounts(3, 1, 2, 0.75, 1, 4.5, 20)}
+    written = with_sink(
+        settings,
+        lambda sink: sink.write([recs("u1", 100, "v1")], (), online, {"ts/minimum": 2}),
+    )
+    assert written == 1
+    p = settings.key_prefix
+    counts = decode_counts(redis_client.hgetall(online_key(p, "v1", "current")))
+    assert counts == OnlineCounts(3, 1, 2, 0.75, 1, 4.5, 20)
+    assert decode_tally(redis_client.hgetall(dead_letters_key(p))) == {"ts/minimum": 2}
+    got = with_sink(settings, lambda sink: sink.online_counts([("v1", "current"), ("v2", "x")]))
+    assert got == [counts, OnlineCounts()]

@@ -15,8 +15,10 @@ import pytest
 import redis
 
 from freshrec.settings import Settings
+from schemas.dead_letters import dead_letters_key, decode_tally
 from schemas.events import EventType
 from schemas.wire import topics_by_type
+from streams.dead_letter import count_by_reason
 from streams.dlq import read_dead_letters, replay
 from tests.streams.worker import (
     BASE_TS,
@@ -135,6 +137,20 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_valid_ones_all_c
     assert len(letters) == len(BAD)
     assert sorted((x.topic, x.field, x.rule) for x in letters) == sorted(
         (topic[kind], field, rule) for kind, _, _, field, rule in BAD
+    )
+    # the tally by reason the ops page reads (issue 24, item 5), added with the batches
+    # (once each: the first batch's pipeline meets a server without the list script,
+    # and its resend must not add them again)
+    worker.wait_for(
+        lambda: (
+            sum(decode_tally(redis_client.hgetall(dead_letters_key(s.key_prefix))).values())
+            == len(BAD)
+        ),
+        30,
+        "the dead-letter tally",
+    )
+    assert decode_tally(redis_client.hgetall(dead_letters_key(s.key_prefix))) == dict(
+        count_by_reason(letters)
     )
     originals = {(key, value or b"") for _, key, value, _, _ in BAD}
     for letter in letters:
