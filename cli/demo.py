@@ -30,8 +30,9 @@ Once the visitor's list is shown, the demo says where the page is (``/`` on
 the API) and keeps a gentle stream of synthetic ``watch`` events going through
 ``POST /events`` (one every ``--live-interval-s``; ``--no-live-events`` turns
 it off), so the page moves by itself. The synthetic items get readable names:
-the demo writes ``catalog.jsonl`` in the state directory and the API shows
-titles from it.
+the demo writes ``catalog.jsonl`` in the state directory and publishes it to
+the items topic (``freshrec catalog publish``); the worker builds the item
+table from it, which the API shows titles and tags from.
 """
 
 from __future__ import annotations
@@ -468,7 +469,11 @@ def _run(args: argparse.Namespace, settings: Settings, state_dir: Path, sup: Sup
     }
     catalog = state_dir / "catalog.jsonl"
     write_catalog(catalog)
-    env.setdefault("FRESHREC_API_CATALOG", str(catalog))
+    items = subprocess.run(
+        _freshrec("catalog", "publish", str(catalog)), env=env, stdin=subprocess.DEVNULL
+    )
+    if items.returncode != 0:
+        raise DemoError(f"publishing the catalog failed (exit code {items.returncode})")
     older, newer = state_dir / "history-older.jsonl", state_dir / "history-newer.jsonl"
     n_older, n_newer = write_history(older, newer, int(time.time() * 1000))
     sup.start("worker", _freshrec("worker"), state_dir / "worker.log", env)

@@ -50,6 +50,13 @@ class Settings:
     topic_watch: str = field(default="watch", metadata=_doc("Topic of `watch` events."))
     topic_rate: str = field(default="rate", metadata=_doc("Topic of `rate` events."))
     topic_forget: str = field(default="forget", metadata=_doc("Topic of `forget` events."))
+    topic_items: str = field(
+        default="items",
+        metadata=_doc(
+            "Compacted topic of item records (title, tags, availability), keyed by item id; "
+            "the item table in Redis is built from it."
+        ),
+    )
     topic_dead_letter: str = field(
         default="freshrec-dead-letter",
         metadata=_doc("Topic that receives invalid events with the reason and original bytes."),
@@ -217,6 +224,14 @@ class Settings:
         metadata=_doc(
             "Items stored per user list; longer than `api_max_k` so that excluded "
             "items can be replaced.",
+            min=1,
+        ),
+    )
+    similar_length: int = field(
+        default=50,
+        metadata=_doc(
+            "Neighbours stored per item and model version for `GET /similar` and `POST /recs` "
+            "(computed when a version is published); about 5 bytes each in Redis.",
             min=1,
         ),
     )
@@ -554,8 +569,9 @@ class Settings:
     api_catalog: str = field(
         default="",
         metadata=_doc(
-            "Item catalog the API shows titles from (`?fields=title`, the page at `/`): "
-            "MovieLens `u.item`, or CSV or JSON lines of `id,title,tags`; empty: ids only.",
+            "A catalog file the API reads at start under the item table in Redis (which wins; "
+            "publish a catalog with `freshrec catalog publish` instead): MovieLens `u.item`, "
+            "or CSV or JSON lines of `id,title,tags`; empty: the item table alone.",
         ),
     )
     api_page_poll_s: float = field(

@@ -26,6 +26,8 @@ RESULTS_DIR = ROOT / "loadtests" / "results"
 STREAM_WINDOW_S = 1.0
 #: The freshness objective (p99 from an event to its list in Redis), drawn on the CDF.
 FRESHNESS_OBJECTIVE_MS = 500
+#: The takedown promise: gone from every answer within a second of the publish.
+TAKEDOWN_OBJECTIVE_MS = 1000
 
 Figures = dict[str, Any]
 
@@ -201,6 +203,39 @@ def quality(results: dict[str, Any]) -> Path | None:
     return _save(fig, "quality.png")
 
 
+def items_requests(results: dict[str, Any]) -> Path | None:
+    """The catalog's endpoints beside plain GET /recs, at the same connections."""
+    figures = _figures(results, "items") or {}
+    names = ("recs_req_per_s", "similar_req_per_s", "filtered_req_per_s")
+    if not all(n in figures for n in names):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3))
+    labels = ["GET /recs (baseline)", "GET /similar", "GET /recs?tags="]
+    values = [figures[n] for n in names]
+    bars = ax.barh(labels, values, color=["#8a94a6", "#2f6fde", "#1e8a4c"])
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=4)
+    ax.set_xlabel("requests/s (wrk)")
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_title("Catalog endpoints beside plain GET /recs")
+    return _save(fig, "items_requests.png")
+
+
+def items_takedown(results: dict[str, Any]) -> Path | None:
+    """Each takedown's time from publish to gone from every endpoint, against the 1 s promise."""
+    samples = (series("items") or {}).get("takedown_ms") or []
+    if not samples:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(range(1, len(samples) + 1), samples, marker="o", linestyle="", color="#2f6fde")
+    ax.axhline(TAKEDOWN_OBJECTIVE_MS, color="#b42318", linestyle="--", label="1 s promise")
+    ax.set_xlabel("takedown")
+    ax.set_ylabel("ms from publish to gone everywhere")
+    ax.set_ylim(bottom=0, top=max(TAKEDOWN_OBJECTIVE_MS, max(samples)) * 1.1)
+    ax.set_title("Takedown: publish to gone from every endpoint")
+    ax.legend()
+    return _save(fig, "items_takedown.png")
+
+
 #: bench -> its plots (title, drawing function), in the order the report shows them.
 PLOTS: dict[str, list[tuple[str, Callable[[dict[str, Any]], Path | None]]]] = {
     "api": [
@@ -214,6 +249,10 @@ PLOTS: dict[str, list[tuple[str, Callable[[dict[str, Any]], Path | None]]]] = {
     ],
     "retrain": [("Retrain stage times", retrain_stages)],
     "quality": [("Offline quality beside the popular baseline", quality)],
+    "items": [
+        ("Catalog endpoints beside plain GET /recs", items_requests),
+        ("Takedown times", items_takedown),
+    ],
 }
 
 

@@ -68,6 +68,13 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "ndcg_ratio = the model's nDCG@k / the popular baseline's on the same split "
         "(freshrec evaluate, Microsoft Recommenders' definitions); goal > 1",
     ),
+    "items": (
+        ["python", "loadtests/bench_items.py"],
+        "similar_ratio = the similar-items precompute's items/s / the matrix products' alone on "
+        "the same 20k items; goal >= 0.5; similar_req_ratio and filtered_req_ratio = GET "
+        "/similar and GET /recs?tags= req/s / plain GET /recs at 200 connections; goals >= 0.9 "
+        "and >= 0.8; takedown_p99_ms from publish to gone from every endpoint; goal <= 1,000",
+    ),
     "history": (
         ["python", "loadtests/bench_history.py"],
         "ndcg_ratio = nDCG@10 of users folded in from their newest `cap` interactions / the "

@@ -32,6 +32,7 @@ from models.als import ALSConfig
 from models.evaluate import SPLITS, Evaluation, SplitKind, evaluate, split_log
 from models.interactions import InteractionLog
 from models.tuning import TuneResult, tune
+from models.version import ModelVersion
 from models.weighting import WeightingConfig
 from retrain import retrain_cli, versions_cli
 from retrain.als_flags import add_als_flags, configs_from_flags
@@ -243,6 +244,26 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _similar_or_warn(settings: Settings, version: ModelVersion) -> None:
+    """The published version's similar-item lists, to Redis; a first model trained where no
+    Redis answers is still published, with a warning (``GET /similar`` then answers 404
+    for its items until a retrain publishes the next version)."""
+    import redis
+
+    from freshrec.redis_client import sync_redis_client
+    from retrain.similar_lists import write_similar_lists
+
+    try:
+        client = sync_redis_client(settings, "freshrec-train")
+        write_similar_lists(client, settings.key_prefix, version, settings.similar_length)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        print(
+            f"freshrec train: similar-item lists not written ({exc}); GET /similar answers 404 "
+            "for this version's items",
+            file=sys.stderr,
+        )
+
+
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.model_store)
     store.check_writable()
@@ -263,6 +284,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         tuning=None if tuned is None else tuned.as_dict(),
         half_life_s=half_life,
         make_current=args.publish,
+        after_save=(lambda v: _similar_or_warn(settings, v)) if args.publish else None,
         expect=expect,
         by=f"{mover()} (freshrec train --publish)",
     )

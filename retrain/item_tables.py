@@ -5,7 +5,9 @@ version's item table, ``P items:<version>`` (:mod:`schemas.recs`), which a
 worker writes when it adopts the version and which nothing else removes. A
 version pruned from the store is never adopted again, and the workers rewrote
 their lists when they followed the newer versions that were kept, so its table
-is only memory (about 250 KB for 20,000 items). The jobs that prune versions
+is only memory (about 250 KB for 20,000 items). So are its similar-item
+lists (``P similar:<version>``, :mod:`retrain.similar_lists`), deleted with
+it (``UNLINK``: Redis frees a large hash in the background). The jobs that prune versions
 (``freshrec retrain`` and ``freshrec models prune``) delete every table whose
 version the store no longer holds, so one that a prune could not delete
 (Redis away) goes at the next.
@@ -20,29 +22,33 @@ from collections.abc import Collection
 import redis
 
 from freshrec.redis_client import SyncRedis
-from schemas.recs import items_key
+from schemas.recs import items_key, similar_key
 
 log = logging.getLogger(__name__)
 
 
 def drop_item_tables(client: SyncRedis, prefix: str, kept: Collection[str]) -> list[str]:
-    """Delete the item tables of every version not in ``kept``; returns those versions.
+    """Delete the item tables and similar-item lists of every version not in ``kept``;
+    returns those versions.
 
     The tables are found with ``SCAN`` (every primary on a Redis Cluster) and
-    deleted with one ``DEL`` each in one pipeline, which a cluster client
+    deleted with one ``UNLINK`` each in one pipeline, which a cluster client
     splits by node.
     """
-    start = items_key(prefix, "")
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"
-    stale = []
-    for key in client.scan_iter(match=pattern, count=1000):
-        version = (key.decode() if isinstance(key, bytes) else str(key))[len(start) :]
-        if version not in kept:
-            stale.append(version)
+    stale: set[str] = set()
+    for key_of in (items_key, similar_key):
+        start = key_of(prefix, "")
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"
+        for key in client.scan_iter(match=pattern, count=1000):
+            version = (key.decode() if isinstance(key, bytes) else str(key))[len(start) :]
+            if version not in kept:
+                stale.add(version)
     if stale:
         with client.pipeline(transaction=False) as pipe:
             for version in stale:
-                pipe.delete(items_key(prefix, version))
+                # one key per command: a cluster holds them on different nodes
+                pipe.unlink(items_key(prefix, version))
+                pipe.unlink(similar_key(prefix, version))
             pipe.execute()
     return sorted(stale)
 

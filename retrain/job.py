@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
@@ -118,8 +118,14 @@ def retrain(
     on_progress: Callable[[float, float], None] | None = None,
     on_trial: Callable[[int, float], None] | None = None,
     by: str | None = None,
+    leave_out: Collection[str] = (),
+    after_save: Callable[[ModelVersion], None] | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
+
+    ``leave_out`` (the items taken down) stays out of the popular list;
+    ``after_save`` runs between saving the version and pointing at it
+    (:func:`~retrain.publish.train_and_publish`).
 
     ``before_publish`` runs after the gate passed and before anything is
     written (the job checks that it still holds its lock there). ``on_stage``
@@ -217,6 +223,8 @@ def retrain(
         expect=pointer.generation,
         by=by,
         canary=plan.canary,
+        leave_out=leave_out,
+        after_save=after_save,
     )
     seconds |= outcome.seconds
     return RetrainResult(

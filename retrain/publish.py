@@ -23,7 +23,7 @@ turn into their own exit code.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,16 +73,23 @@ def build_version(
     tuning: Mapping[str, Any] | None = None,
     half_life_s: float | None = None,
     trainer: Trainer = train,
+    leave_out: Collection[str] = (),
 ) -> ModelVersion:
     """Train on ``log`` and assemble an unsaved version (factors, ids, params, popular list).
 
     ``popular_length`` should be the list length plus the history length, so
     that a user's fallback stays full after their own items are removed.
+    ``leave_out`` names items the popular list must not hold (those taken down).
     """
     started = time.perf_counter()
     model = trainer(confidence_matrix(log, weighting), als)
     seconds = time.perf_counter() - started
-    idx, scores = top_popular(popularity(log, weighting, half_life_s), popular_length)
+    counts = popularity(log, weighting, half_life_s)
+    if leave_out:
+        gone = log.items.indices(list(leave_out))
+        counts = np.array(counts, dtype=float, copy=True)
+        counts[gone[gone >= 0]] = 0.0
+    idx, scores = top_popular(counts, popular_length)
     return ModelVersion(
         version_id=new_version_id(),
         item_factors=model.item_factors,
@@ -126,6 +133,8 @@ def train_and_publish(
     expect: int | None = None,
     by: str | None = None,
     canary: float | None = None,
+    leave_out: Collection[str] = (),
+    after_save: Callable[[ModelVersion], None] | None = None,
 ) -> Outcome:
     """Train, gate, save, point, prune (see the module doc).
 
@@ -142,6 +151,10 @@ def train_and_publish(
     only if it is still that one (see the module doc); ``by`` names the mover.
     ``canary`` publishes the candidate as a canary for that fraction of the users
     (:meth:`~freshrec.model_store.ModelStore.start_canary`) instead of for everyone.
+    ``leave_out`` names items the popular list must not hold (those taken down).
+    ``after_save`` runs once the version is saved and before the pointer moves
+    to it: the retrain writes the version's similar-item lists there
+    (:mod:`retrain.similar_lists`), so they exist by the time workers adopt it.
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -156,6 +169,7 @@ def train_and_publish(
         tuning=tuning,
         half_life_s=half_life_s,
         trainer=trainer,
+        leave_out=leave_out,
     )
     if transform is not None:
         version = transform(version)
@@ -173,6 +187,8 @@ def train_and_publish(
     started = time.perf_counter()
     save_version(store, version)
     stage("saved")
+    if after_save is not None:
+        after_save(version)
     pruned: list[str] = []
     if make_current:
         try:

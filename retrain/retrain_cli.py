@@ -39,15 +39,17 @@ from freshrec.errors import (
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.model_store import ModelStore, mover
-from freshrec.redis_client import sync_redis_client
+from freshrec.redis_client import SyncRedis, sync_redis_client
 from freshrec.settings import Settings
 from retrain.als_flags import add_als_flags, configs_from_flags
+from retrain.catalog import read_unavailable
 from retrain.data import load_data
 from retrain.item_tables import drop_item_tables_or_warn
 from retrain.job import RetrainPlan, RetrainResult, retrain
 from retrain.lock import LockedError, RetrainLock
 from retrain.progress import StageProgress
 from retrain.served import store_mismatch
+from retrain.similar_lists import write_similar_lists
 from retrain.snapshot import read_changelog
 from schemas.state import changelog_topic
 
@@ -176,7 +178,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"{mismatch}; --force publishes there anyway")
         key = f"{settings.key_prefix}retrain-lock"
         with RetrainLock(client, key, settings.retrain_lock_ttl_s) as lock, StageProgress() as bar:
-            summary |= _run(args, settings, plan, lock, bar)
+            summary |= _run(args, settings, plan, lock, bar, client)
             if summary["pruned"]:
                 kept = ModelStore(settings.model_store).versions()
                 summary["item_tables_dropped"] = drop_item_tables_or_warn(
@@ -215,6 +217,7 @@ def _run(
     plan: RetrainPlan,
     lock: RetrainLock,
     bar: StageProgress,
+    client: SyncRedis,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     bar.stage("reading snapshot (records)")
@@ -263,6 +266,10 @@ def _run(
             f"{_STAGE_LABELS['tuning']}: {n} trials, best ndcg@{plan.k} {best:.4f}"
         ),
         by=f"{mover()} (freshrec retrain)",
+        leave_out=read_unavailable(client, settings.key_prefix),
+        after_save=lambda version: write_similar_lists(
+            client, settings.key_prefix, version, settings.similar_length
+        ),
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 

@@ -22,9 +22,12 @@ import orjson
 
 from freshrec.errors import BadInputError
 from schemas.events import Event
-from schemas.validator import Rejection, validate
+from schemas.items import ItemRecord
+from schemas.validator import Rejection, validate, validate_item
 
 Outcome = Event | Rejection
+#: What ``POST /items`` makes of each element: a record, or why it is refused.
+ItemOutcome = ItemRecord | Rejection
 
 
 class _Flagged(dict[str, Any]):
@@ -60,7 +63,16 @@ _FLAGGING_DECODER = json.JSONDecoder(
 
 def parse_lines(body: bytes) -> list[Outcome]:
     """Newline-delimited JSON: one event per non-blank line (``\\r\\n`` endings accepted)."""
-    return [validate(line) for raw in body.split(b"\n") if (line := raw.rstrip(b"\r")).strip()]
+    return [validate(line) for line in _lines(body)]
+
+
+def parse_item_lines(body: bytes) -> list[ItemOutcome]:
+    """:func:`parse_lines` for item records (``POST /items``)."""
+    return [validate_item(line) for line in _lines(body)]
+
+
+def _lines(body: bytes) -> list[bytes]:
+    return [line for raw in body.split(b"\n") if (line := raw.rstrip(b"\r")).strip()]
 
 
 def parse_array(body: bytes) -> list[Outcome]:
@@ -69,17 +81,27 @@ def parse_array(body: bytes) -> list[Outcome]:
     Raises :class:`BadInputError` when the body is not JSON or not an array of
     values: nothing in it can be told apart as an event.
     """
+    return [validate(raw) if isinstance(raw, bytes) else raw for raw in _elements(body)]
+
+
+def parse_item_array(body: bytes) -> list[ItemOutcome]:
+    """:func:`parse_array` for item records (``POST /items``)."""
+    return [validate_item(raw) if isinstance(raw, bytes) else raw for raw in _elements(body)]
+
+
+def _elements(body: bytes) -> list[bytes | Rejection]:
+    """Each element of a JSON array body as its own JSON bytes, or why it cannot be one."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadInputError(f"body is not valid JSON: {exc.msg} at {exc.pos}") from None
     if isinstance(doc, dict):
-        return [validate(body)]
+        return [body]
     if not isinstance(doc, list):
         raise BadInputError(f"body must be a JSON array of events, not {type(doc).__name__}")
     if _may_repeat_keys(body, doc):
         doc = _FLAGGING_DECODER.decode(body.decode("utf-8"))
-    out: list[Outcome] = []
+    out: list[bytes | Rejection] = []
     for element in doc:
         duplicate = getattr(element, "duplicate", None)
         if duplicate is not None:
@@ -97,7 +119,7 @@ def parse_array(body: bytes) -> list[Outcome]:
             except orjson.JSONEncodeError as exc:
                 out.append(Rejection("payload", "json", f"cannot be read as an event: {exc}"))
                 continue
-            out.append(validate(raw))
+            out.append(raw)
     return out
 
 

@@ -28,6 +28,14 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
     round trip to one node on a Redis Cluster). The jobs that prune model
     versions delete the tables of versions the store no longer holds
     (:mod:`retrain.item_tables`).
+``P similar:<model version>``
+    A hash: item id -> the item's nearest neighbours by the version's item
+    factors (cosine, :mod:`models.similar`), best first, each with its score,
+    in the compact format below (``source`` ``personal``, no explanations,
+    ``updated_at`` 0), indexing into ``P items:<model version>``. Written for
+    every item when the version is published, before the pointer moves to it
+    (:mod:`retrain.similar_lists`); deleted with the version when it is pruned
+    (:mod:`retrain.item_tables`). The API reads one field per request.
 ``P epoch``
     A string: a random token that names the data Redis holds now. The first
     worker to find it missing writes it; a Redis that restarted empty or was
@@ -103,6 +111,11 @@ def user_key(prefix: str, user_id: str) -> str:
 def popular_key(prefix: str) -> str:
     """Redis key of the popular fallback list."""
     return f"{prefix}popular"
+
+
+def similar_key(prefix: str, model_version: str) -> str:
+    """Redis key of a model version's similar-item lists (see the module doc)."""
+    return f"{prefix}similar:{model_version}"
 
 
 def epoch_key(prefix: str, tag: str | None = None) -> str:

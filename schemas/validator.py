@@ -22,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import fastjsonschema
 import orjson
 
 from schemas.events import EVENT_TYPES, Event, EventType, ForgetEvent, RateEvent, WatchEvent
+from schemas.items import ItemRecord
 
 #: Largest accepted message, in bytes. A valid event is well under 1 KiB; the
 #: bound keeps a hostile 1 MB payload from costing a full JSON parse.
@@ -108,8 +109,13 @@ def _duplicate_key(data: bytes | bytearray | memoryview | str, doc: dict[str, An
     return None
 
 
-def load_schema(event_type: EventType) -> dict[str, Any]:
-    """The parsed JSON Schema of one event type (the newest version)."""
+#: The item record's type: not an event (it is keyed by item, on its own topic), but
+#: held to the same rules by the same validator (:func:`validate_item`).
+ITEM_TYPE = "item"
+
+
+def load_schema(event_type: EventType | Literal["item"]) -> dict[str, Any]:
+    """The parsed JSON Schema of one event type, or of the item record (the newest version)."""
     raw = resources.files(__package__).joinpath(f"{event_type}.v1.json").read_bytes()
     schema: dict[str, Any] = orjson.loads(raw)
     return schema
@@ -120,6 +126,7 @@ def load_schema(event_type: EventType) -> dict[str, Any]:
 _CHECKERS: dict[str, Callable[[Any], Any]] = {
     t: fastjsonschema.compile(load_schema(t)) for t in EVENT_TYPES
 }
+_CHECKERS[ITEM_TYPE] = fastjsonschema.compile(load_schema("item"))
 
 
 def _properties(event_type: str) -> dict[str, Any]:
@@ -146,7 +153,12 @@ def _rejection_from_schema(event_type: str, doc: dict[str, Any], exc: Any) -> Re
         extra = sorted(k for k in doc if k not in _allowed(event_type))
         name = extra[0] if extra else "payload"
         return Rejection(
-            name, "additionalProperties", f"is not a field of a {event_type} event", _preview(name)
+            name,
+            "additionalProperties",
+            "is not a field of an item record"
+            if event_type == ITEM_TYPE
+            else f"is not a field of a {event_type} event",
+            _preview(name),
         )
     name = exc.name[5:] if exc.name.startswith("data.") else exc.name
     message = exc.message
@@ -188,9 +200,40 @@ def validate(
     """Parse and validate one message.
 
     ``event_type`` is the type the topic carries; when given, an event whose
-    ``type`` differs is rejected. When None, the event's own ``type`` decides.
+    ``type`` differs is rejected. When None, the event's own ``type`` decides
+    (one of the event types: an item record is no event, :func:`validate_item`).
     An unknown ``event_type`` is a programming error (``KeyError``), not bad input.
     """
+    if event_type == ITEM_TYPE:
+        raise KeyError("item records are validated by validate_item")
+    checked = _checked(data, event_type)
+    if isinstance(checked, Rejection):
+        return checked
+    kind, doc = checked
+    return _build(kind, doc)
+
+
+def validate_item(data: bytes | bytearray | memoryview | str | None) -> ItemRecord | Rejection:
+    """Parse and validate one item record (``item.v1.json``), by the rules of the events:
+    the same size limit, parsing and checks; its ``type`` may be left out."""
+    checked = _checked(data, ITEM_TYPE)
+    if isinstance(checked, Rejection):
+        return checked
+    _, doc = checked
+    return ItemRecord(
+        doc["item_id"],
+        int(doc["ts"]),
+        doc.get("title"),
+        tuple(doc.get("tags", ())),
+        doc.get("available", True),
+        doc.get("attrs", {}),
+    )
+
+
+def _checked(
+    data: bytes | bytearray | memoryview | str | None, event_type: str | None
+) -> tuple[str, dict[str, Any]] | Rejection:
+    """The checked type and JSON object of one message, or why it is refused."""
     if data is None:
         return Rejection("payload", "empty", "message has no value")
     size = len(data)
@@ -226,7 +269,7 @@ def validate(
     declared = doc.get("type")
     if event_type is not None:
         kind = event_type
-    elif isinstance(declared, str) and declared in _CHECKERS:
+    elif isinstance(declared, str) and declared in EVENT_TYPES:
         kind = declared
     elif declared is None:
         return Rejection("type", "required", "is required")
@@ -235,7 +278,9 @@ def validate(
             "type", "enum", f"must be one of {', '.join(EVENT_TYPES)}", _preview(declared)
         )
     checker = _CHECKERS[kind]
-    if declared != kind:
+    if declared is None and kind == ITEM_TYPE:
+        pass  # a record's type is optional: its topic says what it is
+    elif declared != kind:
         if declared is None:
             return Rejection("type", "required", "is required")
         return Rejection("type", "const", f"must be {kind!r} on this topic", _preview(declared))
@@ -243,7 +288,7 @@ def validate(
         checker(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         return _rejection_from_schema(kind, doc, exc)
-    return _build(kind, doc)
+    return kind, doc
 
 
 def check(data: bytes | str, event_type: str | None = None) -> Event:

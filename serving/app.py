@@ -29,8 +29,9 @@ from serving.auth import bearer_middleware
 from serving.context import API, ApiContext
 from serving.cors import cors_middleware, parse_origins
 from serving.errors import retry_after_s
-from serving.events import handle_events, producer_lifetime
+from serving.events import handle_events, handle_items, producer_lifetime
 from serving.health import handle_healthz, handle_readyz
+from serving.items import handle_items_list
 from serving.metrics import handle_metrics
 from serving.middleware import serving_middleware
 from serving.openapi import handle_openapi
@@ -38,6 +39,7 @@ from serving.ops import handle_ops_data, handle_ops_page
 from serving.page import handle_page
 from serving.recs import handle_recs
 from serving.redis_client import make_redis, read_deadline_s
+from serving.similar import handle_session, handle_similar
 from serving.store import RecsStore
 
 
@@ -54,7 +56,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifetime)
     app.cleanup_ctx.append(producer_lifetime)
     app.router.add_get("/recs/{user}", handle_recs)
+    app.router.add_post("/recs", handle_session)
+    app.router.add_get("/similar/{item}", handle_similar)
     app.router.add_post("/events", handle_events)
+    app.router.add_post("/items", handle_items)
+    app.router.add_get("/items", handle_items_list)
     app.router.add_get("/", handle_page)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -68,9 +74,10 @@ def create_app(settings: Settings) -> web.Application:
 async def _redis_lifetime(app: web.Application) -> AsyncIterator[None]:
     api = app[API]
     client = make_redis(api.settings)
-    api.store_or_none = RecsStore(client, api.settings, read_deadline_s(api.settings))
+    api.store_or_none = RecsStore(client, api.settings, read_deadline_s(api.settings), api.catalog)
     try:
         yield
     finally:
-        api.store_or_none = None
+        store, api.store_or_none = api.store_or_none, None
+        await store.close()
         await client.aclose()

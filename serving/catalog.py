@@ -1,4 +1,10 @@
-"""An optional item catalog (id, title, tags), so people see titles where the lists hold ids.
+"""The item catalog (id, title, tags), so people see titles where the lists hold ids, and
+tag filters know each item's tags.
+
+The catalog is the item table in Redis (:mod:`schemas.items`), which the
+store reads (:class:`serving.store.RecsStore`); a file given at start is read
+under it, for a catalog not yet published (``freshrec catalog publish FILE``
+publishes one).
 
 Loaded once at start from ``FRESHREC_API_CATALOG`` (``freshrec api --catalog``)
 in one of three formats, told apart by the file's name:
@@ -21,6 +27,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import orjson
@@ -53,14 +60,15 @@ MOVIELENS_GENRES = (
 
 @dataclass(frozen=True)
 class Entry:
-    """One item's title and tags."""
+    """One item's title, tags and availability (a file says nothing of the last: available)."""
 
     title: str
     tags: tuple[str, ...] = ()
+    available: bool = True
 
 
 @dataclass(frozen=True)
-class Catalog:
+class Catalog:  # not slotted: cached_property keeps its value in the instance's __dict__
     """Item id -> :class:`Entry`; empty when no catalog is configured."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -76,6 +84,12 @@ class Catalog:
     def tags(self, item: str) -> tuple[str, ...]:
         entry = self.entries.get(item)
         return () if entry is None else entry.tags
+
+    @cached_property
+    def tag_sets(self) -> dict[str, frozenset[str]]:
+        """Item id -> its tags as a set, built once per catalog: the tag filters test every
+        candidate of every filtered answer against them."""
+        return {item: frozenset(entry.tags) for item, entry in self.entries.items() if entry.tags}
 
 
 def load(path: str | Path) -> Catalog:

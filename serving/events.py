@@ -1,4 +1,10 @@
-"""``POST /events``: events over HTTP for site back-ends that do not speak Kafka.
+"""``POST /events`` and ``POST /items``: events and item records over HTTP, for site
+back-ends that do not speak Kafka.
+
+``POST /items`` takes item records (``schemas/item.v1.json``, ``type`` optional)
+exactly as ``POST /events`` takes events, with the same answers; each valid
+record is produced to the items topic keyed by item id
+(:func:`schemas.items.as_message`). What follows says "event" for both.
 
 The body is a JSON array of events (``application/json``; one object is a
 batch of one) or newline-delimited JSON (``application/x-ndjson``). Each event
@@ -28,31 +34,52 @@ shares; ``serving`` never imports ``streams``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from freshrec.errors import BadInputError
 from freshrec.kafka_producer import AsyncBatchProducer
-from schemas.batch import Outcome, parse_array, parse_lines
+from schemas import items
+from schemas.batch import (
+    ItemOutcome,
+    Outcome,
+    parse_array,
+    parse_item_array,
+    parse_item_lines,
+    parse_lines,
+)
+from schemas.items import ItemRecord
 from schemas.validator import Rejection
 from schemas.wire import as_message
 from serving.context import API, ApiContext
 from serving.errors import ApiError, retry_after_header
 from serving.metrics import EVENTS
 
+T = TypeVar("T")
+
 #: Content types of a newline-delimited body; ``application/json`` is an array.
 LINES_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-seq"})
 
 
 async def handle_events(request: web.Request) -> web.Response:
+    return await _ingest(request, _parser(request.content_type, parse_lines, parse_array))
+
+
+async def handle_items(request: web.Request) -> web.Response:
+    return await _ingest(request, _parser(request.content_type, parse_item_lines, parse_item_array))
+
+
+async def _ingest(
+    request: web.Request, parse: Callable[[bytes], list[Outcome] | list[ItemOutcome]]
+) -> web.Response:
+    """Validate each element of the body, produce the valid ones, answer per element."""
     api = request.app[API]
     settings = api.settings
     limit = settings.api_events_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(f"the body is {request.content_length} bytes, the limit is {limit}")
-    parse = _parser(request.content_type)
     body = await request.read()  # the app's client_max_size is the same limit
     try:
         outcomes = parse(body)
@@ -77,7 +104,14 @@ async def handle_events(request: web.Request) -> web.Response:
             extra={"accepted": 0, "rejected": rejected, "results": results},
         )
     producer = _producer(api)
-    errors = await producer.send([as_message(settings, ev) for _, ev in valid])
+    errors = await producer.send(
+        [
+            items.as_message(settings, ev)
+            if isinstance(ev, ItemRecord)
+            else as_message(settings, ev)
+            for _, ev in valid
+        ]
+    )
     failed = 0
     for (index, _), error in zip(valid, errors, strict=True):
         if error is not None:
@@ -101,11 +135,13 @@ async def handle_events(request: web.Request) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(summary), content_type="application/json")
 
 
-def _parser(content_type: str) -> Callable[[bytes], list[Outcome]]:
+def _parser(
+    content_type: str, lines: Callable[[bytes], T], array: Callable[[bytes], T]
+) -> Callable[[bytes], T]:
     if content_type in LINES_TYPES:
-        return parse_lines
+        return lines
     if content_type == "application/json":
-        return parse_array
+        return array
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -118,7 +154,7 @@ def _too_large(message: str) -> ApiError:
     return ApiError(413, "too_large", message)
 
 
-def _judged(index: int, outcome: Outcome) -> dict[str, Any]:
+def _judged(index: int, outcome: Outcome | ItemOutcome) -> dict[str, Any]:
     if isinstance(outcome, Rejection):
         return {
             "index": index,
@@ -127,6 +163,8 @@ def _judged(index: int, outcome: Outcome) -> dict[str, Any]:
             "field": outcome.field,
             "rule": outcome.rule,
         }
+    if isinstance(outcome, ItemRecord):
+        return {"index": index, "status": "accepted", "item_id": outcome.item_id}
     return {"index": index, "status": "accepted", "event_id": outcome.event_id}
 
 

@@ -35,10 +35,12 @@ def checked_in_document() -> dict[str, Any]:
 def load_document(settings: Settings) -> dict[str, Any]:
     """The document for these settings: their ``k`` bounds, and no security when no token is set."""
     doc = copy.deepcopy(checked_in_document())
-    for param in doc["paths"]["/recs/{user}"]["get"]["parameters"]:
-        if param["name"] == "k":
-            param["schema"]["maximum"] = settings.api_max_k
-            param["schema"]["default"] = settings.api_default_k
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for param in operation.get("parameters", ()):
+                if param["name"] == "k":
+                    param["schema"]["maximum"] = settings.api_max_k
+                    param["schema"]["default"] = settings.api_default_k
     if not settings.api_token:
         doc["security"] = []
         del doc["components"]["securitySchemes"]
@@ -62,7 +64,8 @@ def event_component(event_type: str) -> dict[str, Any]:
 
     OpenAPI 3.0 has no ``const`` and takes ``exclusiveMinimum`` as a flag, and
     the draft's ``$schema``/``$id`` have no place in it; nothing else changes.
-    A test holds the checked-in document's event schemas equal to this.
+    A test holds the checked-in document's event and item record schemas equal
+    to this.
     """
     from schemas.validator import load_schema
 

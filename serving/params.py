@@ -70,25 +70,24 @@ def parse_user(user: str) -> str:
 
 
 #: The query parameters of ``GET /recs/{user}``.
-QUERY_PARAMETERS = frozenset({"k", "exclude", "fields"})
+QUERY_PARAMETERS = frozenset({"k", "exclude", "fields", "tags", "exclude_tags"})
 #: What ``fields=`` may add to each item, from the item catalog.
 ITEM_FIELDS = ("title", "tags")
 
 
-def check_query(query: MultiMapping[str]) -> None:
+def check_query(query: MultiMapping[str], known: frozenset[str] = QUERY_PARAMETERS) -> None:
     """A 400 for an unknown query parameter, or ``k`` given twice.
 
     A typo (``K=``, ``exlude=``) would otherwise be ignored in silence, and the
     client would get an answer to a question it did not ask; so would one of two
     different ``k``.
     """
-    unknown = sorted(set(query.keys()) - QUERY_PARAMETERS)
+    unknown = sorted(set(query.keys()) - known)
     if unknown:
         raise ApiError(
             400,
             "bad_query",
-            f"unknown query parameter {_preview(unknown[0])}; known: "
-            + ", ".join(sorted(QUERY_PARAMETERS)),
+            f"unknown query parameter {_preview(unknown[0])}; known: " + ", ".join(sorted(known)),
         )
     if len(query.getall("k", ())) > 1:
         raise ApiError(400, "bad_k", "k is given more than once")
@@ -147,3 +146,57 @@ def parse_fields(values: Iterable[str]) -> frozenset[str]:
 def _preview(value: str, limit: int = 70) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: A tag as ``schemas/item.v1.json`` bounds it, read from that file.
+_TAG = load_schema("item")["properties"]["tags"]["items"]
+_TAG_PATTERN = re.compile(_TAG["pattern"])
+
+
+@dataclass(frozen=True, slots=True)
+class TagFilter:
+    """``?tags=`` (an item passes with any of them) and ``&exclude_tags=`` (it fails with any
+    of them); an item the catalog does not know has no tags."""
+
+    any_of: frozenset[str] = frozenset()
+    none_of: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.any_of or self.none_of)
+
+    def passes(self, tags: Iterable[str]) -> bool:
+        """Whether an item with ``tags`` passes."""
+        return self.passes_set(frozenset(tags))
+
+    def passes_set(self, tags: frozenset[str]) -> bool:
+        """:meth:`passes` for tags already a set (:attr:`serving.catalog.Catalog.tag_sets`)."""
+        if self.any_of and self.any_of.isdisjoint(tags):
+            return False
+        return self.none_of.isdisjoint(tags)
+
+
+def parse_tags(values: Iterable[str], name: str) -> frozenset[str]:
+    """Tags from ``name=a,b`` and/or repeated parameters; empty entries are ignored, a tag
+    outside the item contract is a 400 (no item can carry it)."""
+    tags: set[str] = set()
+    for value in values:
+        for tag in value.split(","):
+            if not tag:
+                continue
+            if len(tag) > _TAG["maxLength"] or _TAG_PATTERN.fullmatch(tag) is None:
+                raise ApiError(
+                    400,
+                    f"bad_{name}",
+                    f"tag {_preview(tag)} in {name} is outside the item contract: 1 to "
+                    f"{_TAG['maxLength']} characters, no commas or control characters",
+                )
+            tags.add(tag)
+    return frozenset(tags)
+
+
+def parse_tag_filter(query: MultiMapping[str]) -> TagFilter:
+    """The query's ``tags`` and ``exclude_tags``."""
+    return TagFilter(
+        parse_tags(query.getall("tags", ()), "tags"),
+        parse_tags(query.getall("exclude_tags", ()), "exclude_tags"),
+    )

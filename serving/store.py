@@ -22,11 +22,22 @@ for it), and keeps the newest :data:`TABLES_KEPT`. A request is then still one
 Redis lacks (a Redis that lost its data, before the worker writes it again)
 is never kept as missing: the list is skipped like an unreadable one, and the
 next request asks again.
+
+Every read of a list also reads the catalog's takedown value
+(``P{catalog}:takedown``, :mod:`schemas.items`) in the same round trip (one
+``HGET`` per coalesced batch): answers leave out the items it names, so an item
+taken down is gone from every answer of every process as soon as the worker
+has written its record. Its revision tells the store the catalog changed; the
+store then reads the item table again (``HGETALL``, in the background, at most
+once per :data:`CATALOG_RELOAD_S`), which the tag filters and ``fields=`` use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError, ResponseError
@@ -34,16 +45,33 @@ from redis.exceptions import RedisError, ResponseError
 from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis
 from freshrec.settings import Settings
+from schemas.items import (
+    NO_TAKEDOWN,
+    Takedown,
+    decode_record,
+    decode_takedown,
+    items_hash_key,
+    takedown_key,
+)
 from schemas.recs import (
     DATA_FIELD,
     compact_version,
+    decode,
     decode_items,
     items_key,
     popular_key,
+    similar_key,
     user_key,
 )
+from serving.catalog import Catalog, Entry
 from serving.coalesce import HgetCoalescer
 from serving.metrics import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+#: The least time between two reads of the item table (a catalog being published
+#: moves the revision with every record).
+CATALOG_RELOAD_S = 1.0
 
 #: Model versions whose item tables a process keeps: the one served, the one
 #: before it while the workers switch, and one more.
@@ -64,11 +92,27 @@ class CorruptList(Exception):
 class RecsStore:
     """The lists of one key prefix, read through one client."""
 
-    def __init__(self, client: AsyncRedis, settings: Settings, deadline_s: float) -> None:
+    def __init__(
+        self,
+        client: AsyncRedis,
+        settings: Settings,
+        deadline_s: float,
+        base_catalog: Catalog | None = None,
+    ) -> None:
         self.deadline_s = deadline_s
         self.client = client
-        self.reader = HgetCoalescer(client, DATA_FIELD, deadline_s)
         self.prefix = settings.key_prefix
+        self.reader = HgetCoalescer(client, DATA_FIELD, deadline_s, takedown_key(self.prefix))
+        #: The file catalog given at start (``--catalog``), under the item table's records.
+        self.base_catalog = base_catalog or Catalog()
+        #: The item table as last read from Redis, over the file catalog.
+        self.catalog = self.base_catalog
+        self._takedown: Takedown = NO_TAKEDOWN
+        self._takedown_raw: bytes | None = None
+        self._catalog_revision = -1
+        self._catalog_loading: asyncio.Task[None] | None = None
+        self._catalog_loaded_at = float("-inf")
+        self._version_of: tuple[bytes | None, str | None] = (None, None)
         self.popular_cache_s = settings.api_popular_cache_s
         self._popular: bytes | None = None
         self._popular_expires = float("-inf")
@@ -76,9 +120,116 @@ class RecsStore:
         self._tables: dict[str, list[str]] = {}
         self._loading: dict[str, asyncio.Future[list[str]]] = {}
 
-    async def user_list(self, user: str) -> bytes | None:
-        """The ``data`` field of the user's list, or None when the user has none."""
-        return await self._hget(user_key(self.prefix, user))
+    async def user_list(self, user: str) -> tuple[bytes | None, frozenset[str]]:
+        """The ``data`` field of the user's list (None when the user has none), and the
+        items taken down, read in the same round trip."""
+        return await self._read(user_key(self.prefix, user))
+
+    async def similar_list(self, version: str, item: str) -> tuple[bytes | None, frozenset[str]]:
+        """The item's similar list under a model version (None when it has none), and the
+        items taken down, read in the same round trip."""
+        return await self._read(similar_key(self.prefix, version), item)
+
+    async def similar_lists(
+        self, version: str, items: Sequence[str]
+    ) -> tuple[list[bytes | None], frozenset[str]]:
+        """:meth:`similar_list` of several items: their reads travel in one round trip."""
+        key = similar_key(self.prefix, version)
+        read = await asyncio.gather(*(self._read(key, item) for item in items))
+        return [data for data, _ in read], read[-1][1] if read else self._takedown.unavailable
+
+    async def model_version(self) -> str | None:
+        """The model version the workers serve: the popular list's, which the worker that
+        adopts a version writes (read with it, and kept in memory as long)."""
+        data = await self.popular()
+        seen, version = self._version_of
+        if data is not seen:
+            try:
+                version = None if data is None else decode(data).model_version
+            except ValueError:
+                version = None
+            self._version_of = (data, version)
+        return version
+
+    async def _read(
+        self, key: str, field: str | None = None
+    ) -> tuple[bytes | None, frozenset[str]]:
+        try:
+            data, raw = await self.reader.hget_also(key, field)  # under the reader's deadline
+        except _READ_ERRORS as exc:
+            raise _fault(key, exc, self.deadline_s) from exc
+        return data, self._unavailable(raw)
+
+    def _unavailable(self, raw: bytes | None) -> frozenset[str]:
+        """The takedown set of a read's takedown value, parsed only when it changed."""
+        if raw != self._takedown_raw:
+            try:
+                self._takedown = decode_takedown(raw, self._takedown)
+            except ValueError as exc:  # keep the last good set: never serve a taken-down item
+                REDIS_ERRORS.labels("corrupt").inc()
+                log.warning("keeping the last takedown set: %s", exc)
+            self._takedown_raw = raw
+            if self._takedown.revision != self._catalog_revision:
+                self._reload_catalog()
+        return self._takedown.unavailable
+
+    def _reload_catalog(self) -> None:
+        """Read the item table again in the background, at most once per CATALOG_RELOAD_S."""
+        if self._catalog_loading is not None:
+            return
+        wait = self._catalog_loaded_at + CATALOG_RELOAD_S - time.monotonic()
+        self._catalog_loading = asyncio.get_running_loop().create_task(
+            self._load_catalog(max(0.0, wait))
+        )
+
+    async def _load_catalog(self, wait_s: float) -> None:
+        try:
+            await asyncio.sleep(wait_s)
+            revision = self._takedown.revision
+            key = items_hash_key(self.prefix)
+            async with asyncio.timeout(max(self.deadline_s, TABLE_DEADLINE_S)):
+                table = await self.client.hgetall(key)
+            entries = dict(self.base_catalog.entries)
+            for raw in table.values():
+                try:
+                    record = decode_record(raw)
+                except ValueError as exc:
+                    log.warning("skipping an unreadable record in %s: %s", key, exc)
+                    continue
+                entries[record.item_id] = Entry(
+                    record.title or record.item_id, record.tags, record.available
+                )
+            self.catalog = Catalog(entries)
+            self._catalog_revision = revision
+        except _READ_ERRORS as exc:
+            log.warning("the item table could not be read (%r); trying again later", exc)
+        self._catalog_loaded_at = time.monotonic()
+        self._catalog_loading = None
+        if self._takedown.revision != self._catalog_revision:
+            self._reload_catalog()
+
+    async def ensure_catalog(self) -> None:
+        """Wait for the item table's first read, when it is under way: the first answers that
+        use titles or tags are then not made with an empty catalog (later reads run in the
+        background, and answers use the table as last read)."""
+        loading = self._catalog_loading
+        if loading is not None and self._catalog_revision < 0:
+            await asyncio.shield(loading)
+
+    async def current_catalog(self) -> Catalog:
+        """The item table, after a read of the takedown value (whose revision says whether
+        the table changed): for answers that read no list."""
+        await self._read(takedown_key(self.prefix))
+        await self.ensure_catalog()
+        return self.catalog
+
+    async def close(self) -> None:
+        """Stop a read of the item table in flight (the app is shutting down)."""
+        loading, self._catalog_loading = self._catalog_loading, None
+        if loading is not None:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
 
     async def popular(self, *, fresh: bool = False) -> bytes | None:
         """The ``data`` field of the popular list, from memory when it is recent enough."""

@@ -34,11 +34,13 @@ from faust.types import TP
 from threadpoolctl import threadpool_limits
 
 from freshrec.kafka_config import faust_credentials
+from freshrec.redis_client import redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
 from schemas.wire import topics_by_type
 from streams.batch import Message
+from streams.catalog import CatalogWriter, TakedownReader
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
 from streams.liveness import ProgressWatch
@@ -166,15 +168,38 @@ def create_app(settings: Settings) -> faust.App:
     async def close_producer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await producer.close()
 
+    dead_letters = DeadLetterWriter(
+        producer, settings.topic_dead_letter, retry("dead-letter write")
+    )
+    catalog_client = redis_client(settings, "freshrec-worker-catalog")
+    catalog = CatalogWriter(settings, catalog_client, dead_letters, retry("catalog write"), metrics)
+    rebuilds: set[asyncio.Task[None]] = set()
+
+    def rebuild_catalog() -> None:
+        """Redis lost its data: the item table back from the items topic, in the background."""
+
+        async def rebuild() -> None:
+            try:
+                await catalog.rebuild(settings)
+            except Exception:
+                log.exception("rebuilding the item table failed; it refills as records come")
+
+        task = asyncio.ensure_future(rebuild())
+        rebuilds.add(task)
+        task.add_done_callback(rebuilds.discard)
+
     processor = BatchProcessor(
         settings,
         StateTable(table, producer, retry("changelog write"), settings.state_cache_users),
-        DeadLetterWriter(producer, settings.topic_dead_letter, retry("dead-letter write")),
+        dead_letters,
         RedisSink(settings, retry("redis write")),
         ModelFollower(settings.model_store, metrics),
         metrics,
         ownership,
+        TakedownReader(settings, catalog_client),
+        rebuild_catalog,
     )
+    items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")
 
     #: Next offset to process per event partition, for the consumer-lag gauge.
     processed: dict[TP, int] = {}
@@ -271,6 +296,19 @@ def create_app(settings: Settings) -> faust.App:
                 last,
                 asyncio.create_task(complete(list(events), received_at, prepared, last)),
             )
+
+    @app.agent(items_source, name="catalog")
+    async def fold_catalog(stream: Any) -> None:
+        # Item records into the Redis item table (streams.catalog), a batch at a time,
+        # acked once its records are in Redis and its dead letters acknowledged.
+        async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            messages = [e.message for e in events]
+            try:
+                await catalog.process(messages)
+            except Exception as exc:
+                log.exception("catalog batch of %d failed", len(messages))
+                _die(f"catalog batch failed: {exc!r}")
+            app.consumer.ack_processed(messages)  # type: ignore[attr-defined]
 
     @app.timer(settings.model_poll_interval_s, name="follow-model")
     async def follow_model() -> None:

@@ -1,4 +1,4 @@
-"""Subcommands of the Kafka side: ``publish``, ``worker`` and ``dlq list|replay``."""
+"""Subcommands of the Kafka side: ``publish``, ``catalog publish``, ``worker``, ``dlq``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     worker.set_defaults(func=run_worker)
 
+    catalog = sub.add_parser(
+        "catalog",
+        help="publish item records (title, tags, availability) to the items topic",
+        description="The item table in Redis is built by the worker from the items topic; "
+        "publishing a catalog file is one way to fill it.",
+    )
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    publish_items = catalog_sub.add_parser(
+        "publish",
+        help="validate and send item records from a JSON-lines or CSV file ('-' for stdin)",
+        description="JSON lines: one record per line ({'item_id', 'ts', 'title', 'tags', "
+        "'available', 'attrs'}; 'id' stands for 'item_id'). CSV (*.csv): a header naming the "
+        "columns, tags separated by |, other columns become attributes. A record without ts is "
+        "stamped with the time of the publish. Bad lines are reported with their reason and "
+        "skipped; every valid record is sent. Exit code 0: all sent; 1: some lines rejected, or "
+        "the file cannot be read; 75: the broker cannot be reached or did not acknowledge.",
+    )
+    publish_items.add_argument("file", help="JSON-lines or CSV file of item records, or -")
+    publish_items.set_defaults(func=run_catalog_publish)
+
     dlq = sub.add_parser(
         "dlq",
         help="list or replay the dead-letter topic",
@@ -72,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     again.set_defaults(func=run_dlq_replay)
 
 
-def _open_events(name: str) -> BinaryIO:
+def _open_events(name: str, what: str = "a JSON-lines file of events") -> BinaryIO:
     """The events file (``-``: stdin), or a ``BadInputError`` that says what to give instead."""
     if name == "-":
         return sys.stdin.buffer
@@ -80,8 +100,7 @@ def _open_events(name: str) -> BinaryIO:
         return Path(name).open("rb")
     except OSError as exc:
         raise BadInputError(
-            f"cannot read {name}: {exc.strerror or exc}; give a JSON-lines file of events, "
-            "or - for standard input"
+            f"cannot read {name}: {exc.strerror or exc}; give {what}, or - for standard input"
         ) from None
 
 
@@ -100,6 +119,23 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
     for line_no, reason in report.rejected:
         print(f"{args.file}:{line_no}: rejected: {reason}", file=sys.stderr)
     print(f"sent {report.sent} event(s), rejected {len(report.rejected)}")
+    return 1 if report.rejected else 0
+
+
+def run_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.catalog_file import read_records
+    from streams.publisher import Publisher
+    from streams.topics import ensure_topics
+
+    with _open_events(args.file, "a JSON-lines or CSV file of item records") as source:
+        raw = source.read()
+    rows = list(read_records(args.file, raw, now_ms=int(time.time() * 1000)))
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        report = publisher.publish_items(record for _, record in rows)
+    for position, reason in report.rejected:
+        print(f"{args.file}:{rows[position - 1][0]}: rejected: {reason}", file=sys.stderr)
+    print(f"sent {report.sent} item record(s), rejected {len(report.rejected)}")
     return 1 if report.rejected else 0
 
 

@@ -32,7 +32,7 @@ from freshrec.errors import TransientError
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
-from schemas.validator import Rejection, validate
+from schemas.validator import Rejection, validate, validate_item
 from schemas.wire import event_types
 from streams.dead_letter import DeadLetter, unique
 from streams.publisher import Publisher
@@ -125,21 +125,31 @@ class ReplayReport:
 
 
 def replay(settings: Settings, letters: list[DeadLetter], dry_run: bool = False) -> ReplayReport:
-    """Re-validate ``letters`` and publish the valid ones to their source topics."""
+    """Re-validate ``letters`` and publish the valid ones to their source topics (an item
+    record's letter as an item record)."""
     kinds = event_types(settings)
     fixed: list[DeadLetter] = []
+    fixed_items: list[DeadLetter] = []
     still_invalid: dict[str, int] = {}
     for letter in letters:
-        result = validate(letter.value, kinds.get(letter.topic))
+        is_item = letter.topic == settings.topic_items
+        result: object = (
+            validate_item(letter.value)
+            if is_item
+            else validate(letter.value, kinds.get(letter.topic))
+        )
         if isinstance(result, Rejection):
             reason = f"{result.field}/{result.rule}"
             still_invalid[reason] = still_invalid.get(reason, 0) + 1
         else:
-            fixed.append(letter)
-    if fixed and not dry_run:
-        # The publisher keys each event by its user_id, which also repairs the
-        # letters that were rejected only for a wrong message key.
+            (fixed_items if is_item else fixed).append(letter)
+    if (fixed or fixed_items) and not dry_run:
+        # The publisher keys each event by its user_id (an item record by its item_id),
+        # which also repairs the letters that were rejected only for a wrong message key.
         with Publisher(settings) as publisher:
-            publisher.publish_many(letter.value for letter in fixed)
+            if fixed:
+                publisher.publish_many(letter.value for letter in fixed)
+            if fixed_items:
+                publisher.publish_items(letter.value for letter in fixed_items)
     ranked = dict(sorted(still_invalid.items(), key=lambda kv: (-kv[1], kv[0])))
-    return ReplayReport(len(fixed), ranked)
+    return ReplayReport(len(fixed) + len(fixed_items), ranked)

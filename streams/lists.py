@@ -10,6 +10,11 @@ A list never holds an item the user interacted with: the history's items,
 and the items the history cap dropped (``UserState.seen_items``), are left
 out of personal and popular lists alike.
 
+Nor does it hold an item taken down (:attr:`ListBuilder.unavailable`, the
+takedown set the worker reads with each batch: :mod:`streams.catalog`); the
+API filters those at serve time anyway, within a second of the takedown, and
+this keeps lists written afterwards free of them.
+
 Lists come out already encoded. A list the model ranked is in the contract's
 compact format, from the model's index arrays (:meth:`Recommender.rank`), the
 whole batch at once by :meth:`schemas.recs.ItemTable.encode` (one per model
@@ -91,6 +96,8 @@ class ListBuilder:
         self._tables: dict[str, ItemTable] = {}
         #: Their item ids as numpy object arrays, for :meth:`_note_shown`.
         self._names: dict[str, np.ndarray] = {}
+        #: Items taken down: left out of every list built (set before each build).
+        self.unavailable: frozenset[str] = frozenset()
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
@@ -145,9 +152,11 @@ class ListBuilder:
     ) -> list[UserList]:
         """The lists of ``users`` ranked by ``recommender``, marked ``variant``."""
         histories = self._histories(users, states, recommender.weighting)
-        ranking = recommender.rank(
-            histories, self._n, exclude_seen=True, exclude=_unranked(states, histories)
-        )
+        exclude = _unranked(states, histories)
+        down = self.unavailable
+        if down:
+            exclude = [[*items, *down] for items in exclude]
+        ranking = recommender.rank(histories, self._n, exclude_seen=True, exclude=exclude)
         table = self._tables.get(recommender.version_id)
         if table is None:
             table = ItemTable(recommender.version_id, recommender.item_ids.ids)
@@ -170,7 +179,10 @@ class ListBuilder:
             items = np.full((len(users), self._n), -1, dtype=np.int64)
             scores = np.zeros((len(users), self._n), dtype=np.float32)
             for row in fallback:
-                names, values = recommender.fallback(ranking.seen(row), self._n)
+                names, values = recommender.fallback(ranking.seen(row), self._n + len(down))
+                if down:
+                    kept = [(i, v) for i, v in zip(names, values, strict=True) if i not in down]
+                    names, values = [i for i, _ in kept][: self._n], [v for _, v in kept][: self._n]
                 indices = recommender.item_ids.indices(names)
                 known = indices >= 0  # the model's popular items are its own: all, but be sure
                 items[row, : known.sum()] = indices[known]
@@ -219,10 +231,11 @@ class ListBuilder:
         # One ranking for the batch, long enough that excluding any one user's
         # history still leaves ``n`` items.
         longest = max(len(s.history) + len(s.seen_items) for s in states)
-        ranked = self._popularity.top(self._n + longest)
+        down = self.unavailable
+        ranked = self._popularity.top(self._n + longest + len(down))
         lists = []
         for user, state in zip(users, states, strict=True):
-            seen = state.items()
+            seen = state.items() | down if down else state.items()
             kept = [(item, score) for item, score in ranked if item not in seen][: self._n]
             data = encode_list(
                 user,

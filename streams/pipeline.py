@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +46,7 @@ from freshrec.settings import Settings
 from schemas.state import UserState
 from schemas.wire import event_types
 from streams.batch import Inbound, Message, StepResult, failure_rejection, step
+from streams.catalog import TakedownReader
 from streams.dead_letter import DeadLetter, DeadLetterWriter, count_by_reason
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
@@ -92,8 +93,12 @@ class BatchProcessor:
         follower: ModelFollower,
         metrics: WorkerMetrics,
         ownership: Ownership,
+        takedown: TakedownReader | None = None,
+        on_data_lost: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        #: The items taken down, read with every batch (None: no catalog, as in unit tests).
+        self._takedown = takedown
         self._ownership = ownership
         self._kinds = event_types(settings)
         self._state = state
@@ -112,7 +117,15 @@ class BatchProcessor:
         self._online = OnlineMetrics(metrics)
         self._lock = asyncio.Lock()
         self._refresher = ListRefresher(
-            settings, state, sink, follower, self._popularity, self._lock, self._rewrite, metrics
+            settings,
+            state,
+            sink,
+            follower,
+            self._popularity,
+            self._lock,
+            self._rewrite,
+            metrics,
+            on_data_lost,
         )
 
     async def process(self, batch: Sequence[Message]) -> None:
@@ -159,7 +172,10 @@ class BatchProcessor:
             keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             # built before the persist: each state records the top of its new list (online
-            # metrics), and a state must not change once persisted (the cache keeps it)
+            # metrics), and a state must not change once persisted (the cache keeps it); the
+            # takedown set is read first, so that no list of this batch holds an item taken
+            # down before it
+            await self._read_takedown()
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             online = online_tally(
                 (e for e in result.exposures if touched.get(e.user) is not None),
@@ -294,4 +310,12 @@ class BatchProcessor:
 
     async def _rewrite(self, users: Sequence[str], states: Sequence[UserState]) -> None:
         """A refresh's chunk: build and write the lists of ``users``."""
+        await self._read_takedown()
         await self._send(self._build(users, states))
+
+    async def _read_takedown(self) -> None:
+        """The items taken down, for the lists built next: one small read before a batch's
+        lists are built (they are built before its state is persisted, for the online
+        metrics), so that no list is built against a takedown set older than the batch."""
+        if self._takedown is not None:
+            self._lists.unavailable = await self._takedown.read()

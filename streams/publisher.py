@@ -38,24 +38,34 @@ from freshrec.kafka_producer import (
     spends_producer,
 )
 from freshrec.settings import Settings
+from schemas import items
 from schemas.events import Event, to_dict
-from schemas.validator import Rejection, validate
+from schemas.items import ItemRecord, encode_record
+from schemas.validator import Rejection, validate, validate_item
 from schemas.wire import as_message
 
-EventLike = Event | Mapping[str, Any] | bytes | str
+EventLike = Event | ItemRecord | Mapping[str, Any] | bytes | str
+#: An item record as :meth:`Publisher.publish_items` takes it: typed, a dict, or JSON.
+ItemLike = ItemRecord | Mapping[str, Any] | bytes | str
 
 #: How long a send waits for room when librdkafka's local queue is full before
 #: trying again; delivery reports served meanwhile free the room.
 QUEUE_FULL_WAIT_S = 0.01
 
 
-def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) -> bool:
-    """Queue ``ev`` on its topic, keyed by user; False when the local queue is full.
+def _offer(
+    producer: Producer, settings: Settings, ev: Event | ItemRecord, on_delivery: Any
+) -> bool:
+    """Queue ``ev`` on its topic, keyed by user (an item record: by item); False when the
+    local queue is full.
 
     The sync and async publishers differ only in how they wait for room (serving
     delivery reports, or yielding to the event loop while the poller does).
     """
-    topic, key, value = as_message(settings, ev)
+    if isinstance(ev, ItemRecord):
+        topic, key, value = items.as_message(settings, ev)
+    else:
+        topic, key, value = as_message(settings, ev)
     try:
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
     except BufferError:
@@ -63,12 +73,19 @@ def _offer(producer: Producer, settings: Settings, ev: Event, on_delivery: Any) 
     return True
 
 
-def prepare(event: EventLike) -> Event:
+def prepare(event: EventLike) -> Event | ItemRecord:
     """Turn any accepted input into a validated event, or raise ``BadInputError``.
 
     Typed events are validated too: ``RateEvent(..., rating=7)`` is as wrong as
     the dict it stands for, and would otherwise end in the dead-letter topic.
+    An :class:`~schemas.items.ItemRecord`, or a dict whose ``type`` is ``item``,
+    is an item record (:func:`prepare_item`); JSON bytes are always an event
+    (:meth:`Publisher.publish_items` takes item records as bytes).
     """
+    if isinstance(event, ItemRecord) or (
+        isinstance(event, Mapping) and event.get("type") == "item"
+    ):
+        return prepare_item(event)
     if isinstance(event, (bytes, str)):
         result = validate(event)
     elif isinstance(event, Mapping):
@@ -79,6 +96,24 @@ def prepare(event: EventLike) -> Event:
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise BadInputError(f"payload: is not a freshrec event ({exc})") from None
         result = validate(raw)
+    if isinstance(result, Rejection):
+        raise BadInputError(str(result))
+    return result
+
+
+def prepare_item(record: ItemLike) -> ItemRecord:
+    """Turn an item record in any accepted form into a validated one, or raise
+    ``BadInputError``; a typed one is checked like the dict it stands for."""
+    if isinstance(record, ItemRecord):
+        try:
+            raw: bytes | str = encode_record(record)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise BadInputError(f"payload: is not a freshrec item record ({exc})") from None
+    elif isinstance(record, Mapping):
+        raw = orjson.dumps(dict(record))
+    else:
+        raw = record
+    result = validate_item(raw)
     if isinstance(result, Rejection):
         raise BadInputError(str(result))
     return result
@@ -145,7 +180,7 @@ class Publisher:
         except KafkaException as exc:
             self._delivery.spent = str(exc)
 
-    def _produce(self, ev: Event) -> None:
+    def _produce(self, ev: Event | ItemRecord) -> None:
         self._renew_if_spent()
         while not _offer(self._producer, self.settings, ev, self._delivery):
             # The local queue is full: serve delivery reports until there is room.
@@ -189,6 +224,21 @@ class Publisher:
         for position, event in enumerate(events, start=1):
             try:
                 ev = prepare(event)
+            except BadInputError as exc:
+                report.rejected.append((position, exc.reason))
+                continue
+            self._produce(ev)
+            report.sent += 1
+        self.flush()
+        return report
+
+    def publish_items(self, records: Iterable[ItemLike]) -> PublishReport:
+        """:meth:`publish_many` for item records (typed, dicts or JSON, ``type`` optional):
+        each keyed by item id on the items topic."""
+        report = PublishReport()
+        for position, record in enumerate(records, start=1):
+            try:
+                ev = prepare_item(record)
             except BadInputError as exc:
                 report.rejected.append((position, exc.reason))
                 continue

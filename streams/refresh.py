@@ -61,8 +61,12 @@ class ListRefresher:
         lock: asyncio.Lock,
         rewrite: Rewrite,
         metrics: WorkerMetrics,
+        on_data_lost: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        #: Told when Redis is found to have lost its data (the worker rebuilds the item
+        #: table from the items topic then: streams.catalog).
+        self._on_data_lost = on_data_lost
         self._state = state
         self._sink = sink
         self._follower = follower
@@ -99,6 +103,7 @@ class ListRefresher:
             self._popularity.rebuild(self._histories())
         if lost:
             self._schedule_refresh()
+            self._data_lost()
         self._started = True
 
     def _histories(self) -> Iterator[list[Interaction]]:
@@ -121,6 +126,7 @@ class ListRefresher:
                 await self._write_popular()
             if lost:
                 self._schedule_refresh()
+                self._data_lost()
             # also when no event comes: a restarted worker holds its recovered users
             self._metrics.users_held.set(len(self._state))
         if self._refresh_requests != self._refreshes_done:
@@ -158,6 +164,10 @@ class ListRefresher:
             )
             if await self._follower.abort_canary(reason):
                 self._metrics.canary_aborts.inc()
+
+    def _data_lost(self) -> None:
+        if self._on_data_lost is not None:
+            self._on_data_lost()
 
     async def _redis_lost_data(self) -> bool:
         """Whether Redis may lack lists this worker holds: its epoch token is new (one round trip).

@@ -1,4 +1,4 @@
-"""Create the event topics (and the dead-letter topic) when they are missing."""
+"""Create the event topics, the items topic (compacted) and the dead-letter topic when missing."""
 
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ from schemas.wire import topics_by_type
 
 def event_topics(settings: Settings) -> list[str]:
     """Every topic freshrec's producers and worker need to exist: the event topics
-    (:func:`schemas.wire.topics_by_type`) and the dead-letter topic."""
-    return [*topics_by_type(settings).values(), settings.topic_dead_letter]
+    (:func:`schemas.wire.topics_by_type`), the items topic and the dead-letter topic."""
+    return [*topics_by_type(settings).values(), settings.topic_items, settings.topic_dead_letter]
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """A new topic's configuration: the items topic is compacted (one record per item, its
+    newest, is all the item table needs to be rebuilt from it), the others are Kafka's default."""
+    return {"cleanup.policy": "compact"} if name == settings.topic_items else {}
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
@@ -47,6 +53,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
                 n,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
+                config=topic_config(settings, n),
             )
             for n in missing
         ],

@@ -120,6 +120,7 @@ def settings(services: Services, unique: str, tmp_path: Path) -> Settings:
         topic_watch=f"watch-{unique}",
         topic_rate=f"rate-{unique}",
         topic_forget=f"forget-{unique}",
+        topic_items=f"items-{unique}",
         topic_dead_letter=f"dlq-{unique}",
         topic_partitions=4,
         key_prefix=f"t{unique}:",

@@ -48,8 +48,16 @@ def test_every_plot_is_drawn_from_its_series(plots: ModuleType, tmp_path: Path) 
             {"model": {"ndcg@10": 0.3, "map": 0.1}, "popular": {"ndcg@10": 0.1, "map": 0.05}}
         )
     )
+    (tmp_path / "items.series.json").write_text(json.dumps({"takedown_ms": [40.0, 55.5, 700.0]}))
     results = {
         "api": {"figures": {"events_post_per_s": 12000, "publisher_events_per_s": 20000}},
+        "items": {
+            "figures": {
+                "recs_req_per_s": 5000,
+                "similar_req_per_s": 4800,
+                "filtered_req_per_s": 4200,
+            }
+        },
         "retrain": {"figures": {"snapshot_s": 1.0, "tune_s": 10.0, "train_s": 2.0}},
     }
     drawn = plots.draw_all(results)
@@ -58,6 +66,7 @@ def test_every_plot_is_drawn_from_its_series(plots: ModuleType, tmp_path: Path) 
         "stream": 2,
         "retrain": 1,
         "quality": 1,
+        "items": 2,
     }
     for paths in drawn.values():
         for _, path in paths:

@@ -11,7 +11,7 @@ from models.gate import GateDecision, decide
 from models.synthetic import generate
 from models.version import ModelVersion, load_current_version
 from models.weighting import DEFAULT_WEIGHTING
-from retrain.publish import Outcome, train_and_publish
+from retrain.publish import Outcome, build_version, train_and_publish
 
 CFG = ALSConfig(factors=4, iterations=3, num_threads=1, use_gpu=False)
 DATA = generate(100, 24, 2000, factors=4, seed=1).log
@@ -83,3 +83,16 @@ def test_a_canary_publish_puts_the_candidate_beside_the_current_version(tmp_path
     assert (pointer.move, pointer.generation) == ("canary", generation + 1)
     late = _publish(store, canary=0.3, expect=generation)  # the pointer moved since
     assert not late.published and late.moved == pointer
+
+
+def test_items_taken_down_stay_out_of_the_popular_list() -> None:
+    """Issue 22: the retrain leaves a taken-down item out of the stored popular list."""
+    data = generate(n_users=100, n_items=30, n_interactions=2_000, factors=4, seed=2)
+    cfg = ALSConfig(factors=4, iterations=2, num_threads=1, seed=1, use_gpu=False)
+    kept = build_version(data.log, cfg, DEFAULT_WEIGHTING, popular_length=30, snapshot={})
+    top = kept.popular_items[0]
+    without = build_version(
+        data.log, cfg, DEFAULT_WEIGHTING, popular_length=30, snapshot={}, leave_out={top}
+    )
+    assert top not in without.popular_items
+    assert without.popular_items == [i for i in kept.popular_items if i != top]

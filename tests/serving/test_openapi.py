@@ -61,6 +61,7 @@ def test_event_schemas_are_the_event_contracts() -> None:
     components = checked_in_document()["components"]["schemas"]
     for event_type in ("watch", "rate", "forget"):
         assert components[f"{event_type.capitalize()}Event"] == event_component(event_type)
+    assert components["ItemRecord"] == event_component("item")
 
 
 def test_checked_in_k_bounds_are_the_default_settings() -> None:
@@ -154,7 +155,8 @@ def only_queries_that_serialise_apart(context: Any, query: dict[str, Any] | None
     with ``k={}``, and on ``fields=`` (an empty entry of ``fields``, ignored alike).
     """
     q = query or {}
-    for name in ("exclude", "fields"):  # fields: the same rules, regression ``fields=``
+    # fields, tags, exclude_tags: the same rules, regression ``fields=``
+    for name in ("exclude", "fields", "tags", "exclude_tags"):
         values = q.get(name)
         if values is None:
             continue

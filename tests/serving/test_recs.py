@@ -323,9 +323,11 @@ async def test_personal_list_is_never_cached(api_client: ApiClient, write_list: 
 
 async def test_unknown_route_and_method_are_json_errors(api_client: ApiClient) -> None:
     async with api_client() as client:
-        missing = await client.get("/recs")
+        missing = await client.get("/nowhere")
         wrong = await client.post("/recs/alice")
+        get_session = await client.get("/recs")  # POST /recs is the session list
         missing_body, wrong_body = await missing.json(), await wrong.json()
+    assert get_session.status == 405 and get_session.headers["Allow"] == "POST"
     assert missing.status == 404
     assert missing_body["error"]["code"] == "not_found"
     assert wrong.status == 405
