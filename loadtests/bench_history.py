@@ -7,8 +7,9 @@ more per event (the fold-in solve, the record's encode and decode) and more
 bytes per changelog write. Items past the cap stay masked either way (the
 record's seen items), so the cap only changes what the fold-in learns from.
 
-On a MovieLens-100k-shaped synthetic rating log (:func:`models.synthetic.generate_ratings`,
-Microsoft Recommenders' split), for each cap: nDCG@10 of every user folded in
+On the long-history synthetic rating log (:func:`models.synthetic.long_history_ratings`:
+histories shaped like MovieLens 1M's, where 43% of users pass 100 ratings and the
+heaviest 2,000; Microsoft Recommenders' split), for each cap: nDCG@10 of every user folded in
 from their newest ``cap`` training interactions, against the same users'
 trained factors (the baseline, same model, same run); the record's size; and
 the worker's own cost per user touched (decode + fold-in and top-k + encode).
@@ -16,7 +17,7 @@ the worker's own cost per user touched (decode + fold-in and top-k + encode).
 Last line: ``{"bench": "history", "caps", "ndcg_ratio", "record_bytes",
 "us_per_user", "heavy_users_share", "trained_ndcg"}``.
 
-Run: ``python loadtests/bench_history.py`` (about a minute).
+Run: ``python loadtests/bench_history.py`` (a few minutes; ``--users`` scales it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from models.als import ALSConfig, train  # noqa: E402
 from models.evaluate import seen_matrix, split_log  # noqa: E402
 from models.metrics import ranking_metrics  # noqa: E402
-from models.synthetic import generate_ratings  # noqa: E402
+from models.synthetic import long_history_ratings  # noqa: E402
 from models.topk import top_k  # noqa: E402
 from models.version import recommender_from_version  # noqa: E402
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix, user_confidences  # noqa: E402
@@ -43,7 +44,7 @@ from retrain.publish import build_version  # noqa: E402
 from retrain.snapshot import states_from_log  # noqa: E402
 from schemas.state import decode, encode  # noqa: E402
 
-CAPS = (25, 50, 100, 200, 400, 800)
+CAPS = (100, 200, 400, 800, 1600, 2400)
 #: Event ids the record remembers (FRESHREC_DEDUPE_WINDOW's default), of a realistic length.
 DEDUPE_WINDOW = 200
 
@@ -51,8 +52,9 @@ DEDUPE_WINDOW = 200
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--users", type=int, default=1000)
     args = parser.parse_args()
-    log = generate_ratings(seed=args.seed).log
+    log = long_history_ratings(n_users=args.users, seed=args.seed).log
     train_log, test_log = split_log(log, "stratified-item", 0.75, 42)
     cfg = ALSConfig(num_threads=1, use_gpu=False)
     trained = train(confidence_matrix(train_log, DEFAULT_WEIGHTING), cfg)

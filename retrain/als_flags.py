@@ -11,6 +11,7 @@ import argparse
 from dataclasses import replace
 
 from freshrec.argtypes import finite_float, non_negative_float, non_negative_int, positive_int
+from freshrec.cores import usable_cores
 from freshrec.errors import BadInputError
 from models.als import ALSConfig
 from models.weighting import WeightingConfig
@@ -48,7 +49,8 @@ def add_als_flags(parser: argparse.ArgumentParser, *, threads_default: int | Non
         "--threads",
         type=non_negative_int,
         default=als.num_threads if threads_default is None else threads_default,
-        help="training threads, 0 for one per core (default: %(default)s)",
+        help="training threads, 0 for every core this process may use, its CPU affinity "
+        "capped by its cgroup's quota (default: %(default)s)",
     )
     parser.add_argument(
         "--negative-below",
@@ -68,7 +70,7 @@ def configs_from_flags(args: argparse.Namespace) -> tuple[ALSConfig, WeightingCo
             alpha=args.alpha,
             iterations=args.iterations,
             seed=args.seed,
-            num_threads=args.threads,
+            num_threads=args.threads or usable_cores(),
         )
         return als, replace(WeightingConfig(), negative_below=args.negative_below)
     except ValueError as exc:

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 
 import numpy as np
 
@@ -103,7 +104,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="test events per user for --split last-n (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=42, help="split and training seed (default: 42)")
-    add_als_flags(p)
+    add_als_flags(p, threads_default=0)
     p.add_argument(
         "--no-tune",
         action="store_true",
@@ -113,8 +114,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         "--tune-budget-s",
         type=non_negative_float,
         default=None,
-        help="seconds of hyperparameter search on a validation split of the training part "
-        "(default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
+        help="safety limit in seconds of the hyperparameter search: a search it cuts short "
+        "keeps the given configuration (default: FRESHREC_RETRAIN_TUNE_BUDGET_S; 0 = no search)",
+    )
+    p.add_argument(
+        "--tune-trials",
+        type=positive_int,
+        default=None,
+        help="configurations the search scores on a validation split of the training part, "
+        "the given one included (default: FRESHREC_RETRAIN_TUNE_TRIALS)",
     )
 
 
@@ -142,7 +150,7 @@ def _holdout(
         how: SplitKind = "stratified-user" if args.split == "last-n" else args.split
         try:
             with StageProgress() as bar:
-                label = f"tuning ({budget:g} s budget)"
+                label = "tuning (trials)"
                 bar.stage(label)
                 tuned = tune(
                     train_log,
@@ -153,6 +161,7 @@ def _holdout(
                     how,
                     args.ratio,
                     args.seed,
+                    max_trials=args.tune_trials or settings.retrain_tune_trials,
                     progress=bar.advance,
                     on_trial=lambda n, best: bar.describe(
                         f"{label}: {n} trials, best ndcg@{args.k} {best:.4f}"
@@ -183,13 +192,35 @@ def _empty_split(args: argparse.Namespace, data: InteractionLog, part: str) -> s
 def _tuned_line(tuned: TuneResult) -> str:
     w = tuned.weighting
     c = tuned.als
+    stopped = (
+        f" (stopped at the safety limit of {tuned.budget_s:g} s: kept the given config)"
+        if tuned.timed_out
+        else ""
+    )
     return (
-        f"tuned over {len(tuned.trials)} trials in {tuned.seconds:.0f} s "
+        f"tuned over {len(tuned.trials)} trials in {tuned.seconds:.0f} s{stopped} "
         f"(validation {tuned.metric} {tuned.score:.4f}, given config "
-        f"{tuned.trials[0].score:.4f}): factors {c.factors}, regularization "
+        f"{tuned.base_score:.4f}): factors {c.factors}, regularization "
         f"{c.regularization:g}, alpha {c.alpha:g}, iterations {c.iterations}, "
         f"negative_below {w.negative_below:g}"
     )
+
+
+def _tuning(tuned: TuneResult | None) -> dict[str, object] | None:
+    """What the search chose, for ``--json``: the configuration, how many trials it scored,
+    and the validation scores of the given configuration and of the chosen one."""
+    if tuned is None:
+        return None
+    return {
+        "als": tuned.als.as_dict(),
+        "weighting": asdict(tuned.weighting),
+        "trials": len(tuned.trials),
+        "max_trials": tuned.max_trials,
+        "timed_out": tuned.timed_out,
+        "metric": tuned.metric,
+        "base_score": tuned.base_score,
+        "score": tuned.score,
+    }
 
 
 def _table(ev: Evaluation) -> str:
@@ -203,7 +234,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     data, _ = load_data(args)
     ev, _, tuned = _holdout(args, data, settings)
     if args.json:
-        print(json.dumps(ev.metrics | {"popular": ev.popular_metrics}))
+        print(json.dumps(ev.metrics | {"popular": ev.popular_metrics, "tuning": _tuning(tuned)}))
         return 0
     print(f"{len(data)} events, {ev.users} users ranked, split {args.split}, k {args.k}")
     if tuned is not None:

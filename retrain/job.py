@@ -57,8 +57,11 @@ class RetrainPlan:
     """Starting weighting rule; tuning may change its dislike threshold."""
     popular_length: int
     """Length of the stored popular list (list length + history length)."""
-    tune_budget_s: float = 120.0
-    """Seconds the search may take; 0 trains ``als`` as it is."""
+    tune_budget_s: float = 600.0
+    """Safety limit of the search in seconds (a search it cuts short keeps its starting
+    configuration); 0 trains ``als`` as it is."""
+    tune_trials: int = 12
+    """Configurations the search scores, its starting one included."""
     tolerance: float = 0.02
     """Relative nDCG@k a candidate may lose against the current version
     (:func:`models.gate.decide`)."""
@@ -128,9 +131,12 @@ def retrain(
     written (the job checks that it still holds its lock there). ``on_stage``
     is told each stage ("tuning", "training", "evaluating", then those of
     :func:`~retrain.publish.train_and_publish`); ``on_progress`` how far the
-    current one is, as (done, total): seconds of the tuning budget, then ALS
-    iterations; ``on_trial`` each tuning trial (trials run, best score so far). ``by``
-    names the job in the pointer when it publishes.
+    current one is, as (done, total): trials of the search, then ALS iterations;
+    ``on_trial`` each tuning trial (trials run, best score so far). ``by`` names
+    the job in the pointer when it publishes. The search starts from the current
+    version's configuration (its ALS values and dislike threshold; the plan's
+    seed and threads), so a good configuration found once is kept unless the
+    search finds a better one on today's data.
 
     The candidate is gated against the version the pointer named at the start,
     and published only if the pointer has not moved since (compare-and-set on
@@ -154,6 +160,8 @@ def retrain(
         log.warning("the spark engine does not tune: training the given configuration")
     elif plan.tune_budget_s > 0:
         stage("tuning")
+        if current_version is not None:
+            als, weighting = _configs_of(current_version, als, weighting)
         result = tune(
             holdout.train,
             als,
@@ -161,6 +169,7 @@ def retrain(
             k=plan.k,
             budget_s=plan.tune_budget_s,
             seed=plan.seed,
+            max_trials=plan.tune_trials,
             progress=on_progress,
             on_trial=on_trial,
         )
@@ -292,3 +301,20 @@ def _current(store: ModelStore, version_id: str | None) -> ModelVersion | None:
 def _permute(version: ModelVersion) -> ModelVersion:
     order = np.random.default_rng(0).permutation(version.item_factors.shape[0])
     return replace(version, item_factors=version.item_factors[order])
+
+
+def _configs_of(
+    version: ModelVersion, als: ALSConfig, weighting: WeightingConfig
+) -> tuple[ALSConfig, WeightingConfig]:
+    """The searched values of ``version``'s configuration over ``als`` and ``weighting``
+    (seed, threads and device stay the plan's); theirs where the version lacks one."""
+    params = version.params
+    searched = ("factors", "regularization", "alpha", "iterations")
+    try:
+        als = replace(als, **{name: type(getattr(als, name))(params[name]) for name in searched})
+        stored = params.get("weighting")
+        if stored is not None:
+            weighting = replace(weighting, negative_below=float(stored["negative_below"]))
+    except (KeyError, TypeError, ValueError):
+        log.warning("the current version's configuration is unreadable: tuning from the plan's")
+    return als, weighting

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from freshrec.argtypes import non_negative_float, synthetic_size
+from freshrec.argtypes import non_negative_float, positive_int, synthetic_size
 from freshrec.errors import (
     BadInputError,
     ConfigError,
@@ -63,7 +63,7 @@ EXIT_TRANSIENT = 75
 
 #: The retrain's stages shown on a terminal, with the unit of their bars.
 _STAGE_LABELS = {
-    "tuning": "tuning (seconds of the budget)",
+    "tuning": "tuning (trials)",
     "training": "training (ALS iterations)",
     "evaluating": "evaluating (the gate)",
 }
@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "retrain",
         help="retrain from the workers' state, gate against the current model, publish",
         description="Reads every user's history from the workers' changelog topic (or --data), "
-        "tunes within FRESHREC_RETRAIN_TUNE_BUDGET_S, trains, scores the candidate and the "
+        "tunes (FRESHREC_RETRAIN_TUNE_TRIALS configurations, starting from the current "
+        "version's), trains, scores the candidate and the "
         "current model on a chronological hold-out and publishes only when nDCG@10 is not "
         "worse than FRESHREC_RETRAIN_TOLERANCE allows. One run at a time (a Redis lock). "
         "Exit codes: 0 published; 3 refused by the gate; 4 another retrain runs; "
@@ -118,7 +119,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--tune-budget-s",
         type=non_negative_float,
         default=None,
-        help="seconds the search may take (default: FRESHREC_RETRAIN_TUNE_BUDGET_S)",
+        help="safety limit in seconds of the search: a search it cuts short keeps the "
+        "starting configuration (default: FRESHREC_RETRAIN_TUNE_BUDGET_S)",
+    )
+    p.add_argument(
+        "--tune-trials",
+        type=positive_int,
+        default=None,
+        help="configurations the search scores, the current version's included "
+        "(default: FRESHREC_RETRAIN_TUNE_TRIALS)",
     )
     p.add_argument(
         "--seed", type=int, default=42, help="hold-out, search and training seed (default: 42)"
@@ -143,13 +152,14 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RetrainPlan:
         weighting=weighting,
         popular_length=settings.list_length + settings.history_length,
         tune_budget_s=0.0 if args.no_tune else budget,
+        tune_trials=args.tune_trials or settings.retrain_tune_trials,
         tolerance=settings.retrain_tolerance,
         gate_users=settings.retrain_gate_users,
         holdout_fraction=settings.retrain_holdout_fraction,
         seed=args.seed,
         force=args.force,
         keep=settings.model_keep,
-        num_threads=args.threads,
+        num_threads=als.num_threads,
         engine=args.engine,
         spark_master=settings.spark_master,
         permute_items=args.debug_permute_items,
@@ -304,7 +314,10 @@ def _summary(
             "als": result.tuning["als"],
             "weighting": result.tuning["weighting"],
             "score": result.tuning["score"],
+            "base_score": result.tuning.get("base_score"),
+            "start": result.tuning["trials"][0] if result.tuning.get("trials") else None,
             "trials": len(result.tuning.get("trials", [])),
+            "timed_out": result.tuning.get("timed_out", False),
         },
         "pruned": result.outcome.pruned,
         "snapshot_s": round(snapshot_s, 3),

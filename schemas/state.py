@@ -10,33 +10,50 @@ a single changelog write carries both: whatever version of the record survives
 a crash, its event ids match its history exactly, and a redelivered event is
 either in both or in neither.
 
-Format 3, compact JSON (orjson), keys::
+Format 4, binary, since histories are whole (issue 25): a user's record holds
+up to ``FRESHREC_HISTORY_LENGTH`` rows, hundreds to thousands for heavy users
+of rating data, and is rewritten on every event of theirs, so its size is what
+the changelog carries per event. Counts and lengths are LEB128 varints (7
+bits a byte); integer columns are *packed*: a width byte (0, 1, 2, 4 or 8),
+every value at that width (the narrowest that leaves at most 1 in 16 values
+over it; those are written as the width's largest value, then at 8 bytes each
+after the column), a handful of numpy calls per column whatever its length.
+In order:
 
-    v  3
-    h  the history, oldest first, by column:
-         i  item ids
-         k  kinds, one letter per row: "w" watch, "r" rate
-         v  values (seconds watched, or the rating)
-         d  durations in seconds, null where unknown (and for ratings)
-         t  timestamps, epoch ms
-    s  the newest event ids, oldest first (the dedupe window)
-    x  seen items: sorted unique ids of items the user interacted with that are
-       no longer in ``h`` because the history cap dropped them
-    f  forgotten_at: epoch ms of the user's last forget, 0 for never
-    l  optional: the top of the list the worker last wrote for the user
-       (:class:`ShownList`), for the online metrics; an array whose first
-       element is the field's own format, ``[1, generation, version, arm,
-       [item ids]]``. A record without it, or with a format of it this code
-       does not know, reads as no list shown: the field is versioned on its
-       own, so that it and the record's format change independently.
+- the byte ``0x04`` (a JSON record starts with ``{``), ``forgotten_at`` (epoch
+  ms of the user's last forget, 0 for never), the number of history rows;
+- item ids, oldest first, joined by newlines (ids follow the event schema:
+  no newlines), as a length-prefixed UTF-8 string;
+- kinds, a bit per row (1 = rate, 0 = watch), ``ceil(rows / 8)`` bytes;
+- timestamps (epoch ms): the first, then the difference to the previous one,
+  zigzag-coded (an out-of-order row costs a sign), packed. The history is in
+  event-time order, so the differences are small (4 bytes against 13 digits
+  in JSON);
+- values (seconds watched, or the rating) and durations: a mode byte, then
+  mode 0 or 1, integer halves or hundredths, packed (durations: 0 for
+  unknown, the integer plus one otherwise): the coarsest that holds every
+  known number exactly (a half-star rating in a byte); or mode 255, float64
+  each (NaN for an unknown duration), for anything else;
+- the newest event ids (the dedupe window), oldest first, then the seen items
+  (sorted unique ids of items the user interacted with that are no longer in
+  the history because the cap dropped them): each a count and a
+  length-prefixed, newline-joined string.
+- the top of the list the worker last wrote for the user (:class:`ShownList`,
+  for the online metrics), a length-prefixed JSON array whose first element is
+  the field's own format, ``[1, generation, version, arm, [item ids]]``, empty
+  for none. A format of it this code does not know reads as no list shown:
+  the field is versioned on its own, so that it and the record's format change
+  independently. Format 3 records carry it as their optional key ``l``.
 
-By column rather than by row: the retrain job reads every user's record, a
-million rows and more per run, and parsing five lists per record instead of a
-list per row (and a kind string per row) is five times faster, and smaller.
+``loadtests/bench_state.py`` and ``loadtests/bench_history.py`` measure its
+size and cost per history length (docs/worker.md, "History length").
 
-Formats 1 and 2 (``h`` as rows ``[item_id, kind, value, duration_s, ts]``;
-format 1 without ``x`` and ``f``) are still read: changelogs written before
-format 3 hold them.
+Formats 1 to 3 (JSON objects; ``v`` their version) are still read: changelogs
+written before format 4 hold them. Format 3 held the history by column
+(``h``: ``i`` item ids, ``k`` kinds as letters, ``v`` values, ``d``
+durations, ``t`` timestamps), ``s`` the event ids, ``x`` the seen items, ``f``
+``forgotten_at``; formats 1 and 2 ``h`` as rows ``[item_id, kind, value,
+duration_s, ts]`` (format 1 without ``x`` and ``f``).
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from schemas.events import InteractionEvent, WatchEvent
@@ -54,9 +72,9 @@ from schemas.events import InteractionEvent, WatchEvent
 STATE_TABLE = "user-state"
 
 #: Version :func:`encode` writes.
-FORMAT = 3
+FORMAT = 4
 #: Versions :func:`decode` reads.
-READABLE_FORMATS = (1, 2, 3)
+READABLE_FORMATS = (1, 2, 3, 4)
 
 #: Kind names and their one-letter codes in format 3.
 _KIND_CODE = {"watch": "w", "rate": "r"}
@@ -265,40 +283,53 @@ class HistoryColumns:
 
 
 def encode(state: UserState) -> bytes:
-    """The changelog value of a user's state (format 3, see the module doc).
+    """The changelog value of a user's state (format 4, see the module doc).
 
-    The columns come from one C-level transpose (``zip(*history)``; orjson
-    writes tuples as arrays): five comprehensions over the rows cost half of
-    the worker's encode, which runs for every changed user of every batch.
+    The columns come from one C-level transpose (``zip(*history)``) and are
+    coded by numpy a column at a time: the worker encodes every changed user of
+    every batch, whose histories run to thousands of rows.
     """
     history = state.history
+    n = len(history)
     items, kinds, values, durations, ts = zip(*history, strict=True) if history else ((),) * 5
-    return orjson.dumps(
-        {
-            "v": FORMAT,
-            "h": {
-                "i": items,
-                "k": "".join(map(_KIND_CODE.__getitem__, kinds)),
-                "v": values,
-                "d": durations,
-                "t": ts,
-            },
-            "s": state.event_ids,
-            "x": state.seen_items,
-            "f": state.forgotten_at,
-        }
-        | _shown_field(state.shown)
-    )
+    out = bytearray((FORMAT,))
+    _put_uint(out, state.forgotten_at)
+    _put_uint(out, n)
+    _put_text(out, _joined(items, "item id"))
+    codes = "".join(map(_KIND_CODE.__getitem__, kinds)).encode()
+    out += np.packbits(np.frombuffer(codes, np.uint8) == ord("r")).tobytes()
+    stamps = np.array(ts, np.int64)
+    steps = np.diff(stamps, prepend=np.int64(0))
+    out += _packed(((steps << 1) ^ (steps >> 63)).view(np.uint64))
+    _put_numbers(out, np.array(values, np.float64), optional=False)
+    _put_numbers(out, np.array(durations, np.float64), optional=True)
+    _put_uint(out, len(state.event_ids))
+    _put_text(out, _joined(state.event_ids, "event id"))
+    _put_uint(out, len(state.seen_items))
+    _put_text(out, _joined(state.seen_items, "item id"))
+    shown = _shown_field(state.shown)
+    _put_blob(out, orjson.dumps(shown["l"]) if shown else b"")
+    return bytes(out)
 
 
 def decode(raw: bytes) -> UserState:
-    """Inverse of :func:`encode` (formats 1 and 2 too); ``ValueError`` saying why when bad."""
-    doc = _load(raw)
-    version = doc["v"]
-    cols = _columns(doc)
-    event_ids = _field(doc, "s", list)
-    seen_items = _field(doc, "x", list, []) if version >= 2 else []
-    forgotten_at = _field(doc, "f", int, 0) if version >= 2 else 0
+    """Inverse of :func:`encode` (formats 1 to 3 too); ``ValueError`` saying why when bad."""
+    if raw[:1] == _BINARY:
+        reader = _Reader(raw)
+        cols = reader.columns()
+        event_ids = reader.texts()
+        seen_items = reader.texts()
+        shown = reader.blob()
+        reader.done()
+        forgotten_at = reader.forgotten_at
+        doc = {"l": _json(bytes(shown))} if len(shown) else {}
+    else:
+        doc = _load(raw)
+        version = doc["v"]
+        cols = _columns(doc)
+        event_ids = _field(doc, "s", list)
+        seen_items = _field(doc, "x", list, []) if version >= 2 else []
+        forgotten_at = _field(doc, "f", int, 0) if version >= 2 else 0
     try:
         history = list(
             map(
@@ -315,6 +346,199 @@ def decode(raw: bytes) -> UserState:
     return UserState(history, event_ids, seen_items, forgotten_at, _decode_shown(doc.get("l")))
 
 
+_BINARY = bytes((FORMAT,))
+#: Number modes: integer halves (ratings), integer hundredths (watch times), or float64.
+_SCALES = {0: 2.0, 1: 100.0}
+_MODE_FLOAT = 255
+#: Largest scaled value stored as an integer (exact in a float64).
+_MAX_SCALED = 2.0**52
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"unreadable user state: bad shown list ({exc})") from exc
+
+
+def _joined(texts: Any, what: str) -> bytes:
+    """``texts`` newline-joined as UTF-8; ``ValueError`` for a text holding a newline."""
+    joined = "\n".join(texts)
+    if texts and joined.count("\n") != len(texts) - 1:
+        raise ValueError(f"an {what} holds a newline: the state record cannot store it")
+    return joined.encode()
+
+
+def _put_uint(out: bytearray, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"the state record stores no negative count or time ({value})")
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _put_blob(out: bytearray, blob: bytes) -> None:
+    _put_uint(out, len(blob))
+    out += blob
+
+
+_put_text = _put_blob
+
+
+def _put_numbers(out: bytearray, numbers: np.ndarray, optional: bool) -> None:
+    """A mode byte, then the numbers as integer halves or hundredths (the coarsest that
+    holds every known number exactly; an optional unknown one as 0, the others plus
+    one), or as float64 (NaN for unknown) when neither does."""
+    known = ~np.isnan(numbers) if optional else slice(None)
+    given = numbers[known]
+    for mode, scale in _SCALES.items():
+        scaled = np.round(given * scale)
+        if bool(
+            np.all((scaled >= 0) & (scaled < _MAX_SCALED)) and np.array_equal(scaled / scale, given)
+        ):
+            if optional:
+                codes = np.zeros(numbers.size, np.uint64)
+                codes[known] = scaled.astype(np.uint64) + np.uint64(1)
+            else:
+                codes = scaled.astype(np.uint64)
+            out.append(mode)
+            out += _packed(codes)
+            return
+    out.append(_MODE_FLOAT)
+    out += numbers.astype("<f8").tobytes()
+
+
+class _Reader:
+    """Reads a format-4 record front to back, checking each part as it goes."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = memoryview(raw)
+        self._at = 1
+        self.forgotten_at = self.uint()
+
+    def uint(self) -> int:
+        value, shift = 0, 0
+        raw = self._raw
+        while True:
+            if self._at >= len(raw):
+                raise ValueError("unreadable user state: the record ends early")
+            byte = raw[self._at]
+            self._at += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def bytes(self, size: int) -> memoryview:
+        if self._at + size > len(self._raw):
+            raise ValueError("unreadable user state: the record ends early")
+        part = self._raw[self._at : self._at + size]
+        self._at += size
+        return part
+
+    def blob(self) -> memoryview:
+        return self.bytes(self.uint())
+
+    def split(self, count: int) -> list[str]:
+        text = self.blob()
+        if count == 0:
+            if len(text):
+                raise ValueError("unreadable user state: text where none was counted")
+            return []
+        parts = bytes(text).decode().split("\n")
+        if len(parts) != count:
+            raise ValueError(f"unreadable user state: {len(parts)} ids where {count} were counted")
+        return parts
+
+    def texts(self) -> list[str]:
+        return self.split(self.uint())
+
+    def numbers(self, count: int, optional: bool) -> list[float | None]:
+        mode = self.bytes(1)[0]
+        if mode == _MODE_FLOAT:
+            numbers = np.frombuffer(self.bytes(8 * count), "<f8")
+            if optional:
+                return [None if x != x else x for x in numbers.tolist()]
+            out: list[float | None] = numbers.tolist()
+            return out
+        scale = _SCALES.get(mode)
+        if scale is None:
+            raise ValueError(f"unreadable user state: unknown number mode {mode}")
+        codes = _unpacked(self, count).astype(np.float64)
+        if optional:
+            known = ((codes - 1.0) / scale).tolist()
+            return [None if c == 0 else x for c, x in zip(codes.tolist(), known, strict=True)]
+        out = (codes / scale).tolist()
+        return out
+
+    def columns(self) -> HistoryColumns:
+        n = self.uint()
+        items = self.split(n)
+        bits = np.unpackbits(np.frombuffer(self.bytes((n + 7) // 8), np.uint8), count=n)
+        kinds = np.where(bits == 1, ord("r"), ord("w")).astype(np.uint8).tobytes().decode()
+        zigzag = _unpacked(self, n)
+        steps = (zigzag >> np.uint64(1)).view(np.int64) ^ -(zigzag & np.uint64(1)).view(np.int64)
+        ts = np.cumsum(steps).tolist()
+        values = self.numbers(n, optional=False)
+        durations = self.numbers(n, optional=True)
+        return HistoryColumns(items, kinds, values, durations, ts)  # type: ignore[arg-type]
+
+    def done(self) -> None:
+        if self._at != len(self._raw):
+            raise ValueError("unreadable user state: bytes after the record's end")
+
+
+#: Widths in bytes an integer column may be packed at (0: every value is 0).
+_WIDTHS = (0, 1, 2, 4, 8)
+#: Share of a column's values that may be exceptions to its width.
+_MAX_EXCEPTIONS = 1 / 16
+
+
+def _packed(values: np.ndarray) -> bytes:
+    """Non-negative integers at the narrowest width whose exceptions stay few.
+
+    A width byte, the values little-endian at that width (an exception as the
+    width's largest value), then the exceptions at 8 bytes each. A handful of
+    numpy calls per column whatever its length (a varint coder in numpy takes
+    four times as many, in Python a microsecond a value), and nearly as small
+    as varints: a history's time steps fit 4 bytes but for the odd long gap.
+    """
+    v = values.astype(np.uint64)
+    if not v.size or not v.any():
+        return b"\x00"
+    allowed = int(v.size * _MAX_EXCEPTIONS)
+    for width in _WIDTHS[1:-1]:
+        top = np.uint64((1 << (8 * width)) - 1)
+        escaped = v >= top
+        if int(np.count_nonzero(escaped)) <= allowed:
+            kind = f"<u{width}"
+            return b"".join(
+                (
+                    bytes((width,)),
+                    np.minimum(v, top).astype(kind).tobytes(),
+                    v[escaped].astype("<u8").tobytes(),
+                )
+            )
+    return b"\x08" + v.astype("<u8").tobytes()
+
+
+def _unpacked(reader: _Reader, count: int) -> np.ndarray:
+    """``count`` integers packed by :func:`_packed`."""
+    width = reader.bytes(1)[0]
+    if width == 0:
+        return np.zeros(count, np.uint64)
+    if width not in _WIDTHS:
+        raise ValueError(f"unreadable user state: unknown width {width}")
+    out = np.frombuffer(reader.bytes(width * count), f"<u{width}").astype(np.uint64)
+    if width < 8:
+        escaped = out == np.uint64((1 << (8 * width)) - 1)
+        n = int(np.count_nonzero(escaped))
+        if n:
+            out[escaped] = np.frombuffer(reader.bytes(8 * n), "<u8")
+    return out
+
+
 def history_columns(raw: bytes) -> HistoryColumns:
     """A record's history without building a :class:`UserState`; empty for a forget marker.
 
@@ -322,6 +546,8 @@ def history_columns(raw: bytes) -> HistoryColumns:
     building an :class:`Interaction` per row first would take as long as the
     read itself. Checks the record's layout as :func:`decode` does.
     """
+    if raw[:1] == _BINARY:
+        return _Reader(raw).columns()
     return _columns(_load(raw))
 
 

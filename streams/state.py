@@ -35,12 +35,14 @@ which stays the only source of truth):
   :func:`models.weighting.update_confidences` (the rows that changed only), or
   recomputed when the model's weighting changed.
 
-Memory: an entry costs about :data:`STATE_BYTES_PER_RECORD_BYTE` times its
-record's size plus :data:`CONFIDENCE_BYTES_PER_ITEM` per item of its
-confidences (about 45 KB at the default history of 100 and dedupe window of
-200), so ``FRESHREC_STATE_CACHE_USERS`` bounds the whole; the estimate is
-the gauge ``freshrec_worker_state_cache_bytes``. The cap also bounds Python's
-full garbage collections, which walk every cached history row (docs/worker.md,
+Memory: an entry costs about :data:`STATE_BYTES_PER_ROW` per history row,
+:data:`STATE_BYTES_PER_ID` per event id and seen item, and
+:data:`CONFIDENCE_BYTES_PER_ITEM` per item of its confidences (about 18 KB
+plus 280 bytes per history row at the default dedupe window of 200: 64 KB for
+the long-history profile's mean user of 165 ratings), so
+``FRESHREC_STATE_CACHE_USERS`` bounds the whole; the estimate is the gauge
+``freshrec_worker_state_cache_bytes``. The cap also bounds Python's full
+garbage collections, which walk every cached history row (docs/worker.md,
 "In memory").
 """
 
@@ -60,10 +62,15 @@ from streams.delivery import RecordProducer, send_all
 #: One pending write: the changelog partition and the new value (None deletes).
 Write = tuple[int, UserState | None]
 
-#: Bytes of a decoded state per byte of its record: measured 3.2 to 3.8 over
-#: histories of 10 to 150 rows (orjson's strings, a tuple and two floats per
-#: row, a string per event id), :func:`sys.getsizeof` summed over the objects.
-STATE_BYTES_PER_RECORD_BYTE = 3.5
+#: Bytes of a decoded history row (a tuple, its item id string, two floats and an
+#: int; None and the kind strings shared): measured 200 to 230 for histories of 100
+#: to 1,000 rows, :func:`sys.getsizeof` summed over the objects. Counted per row
+#: rather than per record byte since format 4 records are binary (a byte of record
+#: stands for 10 to 40 bytes in memory, depending on the row).
+STATE_BYTES_PER_ROW = 220
+#: Bytes of a decoded event id or seen item (a string of 20 to 40 characters and its
+#: list slot): measured 90 for 32 characters.
+STATE_BYTES_PER_ID = 90
 #: Bytes per item of a user's confidences (the dict's slot and a float; the key
 #: is the history's own string): measured 47 to 58.
 CONFIDENCE_BYTES_PER_ITEM = 56
@@ -245,7 +252,11 @@ class StateTable:
         of the entry it replaces (they are brought up to date on their next use)."""
         cache = self._cache
         old = cache.pop(key, None)
-        size = ENTRY_OVERHEAD_BYTES + int(len(raw) * STATE_BYTES_PER_RECORD_BYTE)
+        size = (
+            ENTRY_OVERHEAD_BYTES
+            + len(state.history) * STATE_BYTES_PER_ROW
+            + (len(state.event_ids) + len(state.seen_items)) * STATE_BYTES_PER_ID
+        )
         entry = _Entry(raw, state, size)
         if old is not None:
             self._cache_bytes -= old.size

@@ -14,11 +14,11 @@ import pytest
 import scipy.sparse as sp
 
 from models.als import ALSConfig, train
-from models.evaluate import evaluate, split_log
+from models.evaluate import Holdout, evaluate, split_log
 from models.foldin import FoldIn, HistoryRows
 from models.interactions import InteractionLog
 from models.metrics import ndcg_at_k
-from models.synthetic import SyntheticData, generate, generate_ratings
+from models.synthetic import SyntheticData, generate, generate_ratings, long_history_ratings
 from models.topk import top_k
 from models.tuning import tune
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
@@ -122,3 +122,76 @@ def test_tuned_pipeline_beats_implicit_defaults_and_popular_on_rating_data() -> 
     print(f"nDCG@10 tuned {ndcg:.4f}, implicit {implicit_ndcg:.4f}, popular {popular:.4f}")
     assert ndcg >= 2 * implicit_ndcg
     assert ndcg >= 1.15 * popular
+
+
+def _binary(log: InteractionLog) -> sp.csr_matrix:
+    shape = (len(log.users), len(log.items))
+    return sp.csr_matrix((np.ones(len(log), np.float32), (log.user, log.item)), shape=shape)
+
+
+def _ease_ndcg(train_log: InteractionLog, test_log: InteractionLog, lam: float) -> float:
+    """EASE (Steck 2019) in numpy: ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹``, the
+    diagonal zeroed; a user's scores are their binary row times ``B``.
+
+    ``P`` by the Woodbury identity, ``(I - Xᵀ(XXᵀ + λI)⁻¹X) / λ``: exact, and with
+    fewer users than items (here 300 against 3,600) a users-sized solve instead of
+    an items-sized inverse, ten times less work."""
+    x = _binary(train_log).toarray()  # float32, in place below: items² floats are 52 MB
+    kernel = x @ x.T
+    kernel[np.diag_indices_from(kernel)] += lam
+    b = x.T @ np.linalg.solve(kernel, x)  # = I - λP
+    diagonal = 1.0 - np.diag(b)  # λ·diag(P)
+    b /= diagonal  # off the diagonal: -P / diag(P), what B is
+    b[np.diag_indices_from(b)] = 0.0
+    holdout = Holdout.of(train_log, test_log)
+    return holdout.score(x, np.ascontiguousarray(b.T), 10)["ndcg@10"]
+
+
+def _implicit_ndcg(
+    train_log: InteractionLog, test_log: InteractionLog, factors: int, reg: float, alpha: float
+) -> float:
+    """implicit's ALS as its users run it: the ratings as confidences, no dislikes."""
+    import implicit.als
+
+    shape = (len(train_log.users), len(train_log.items))
+    ratings = sp.csr_matrix(
+        (train_log.value.astype(np.float32), (train_log.user, train_log.item)), shape=shape
+    )
+    model = implicit.als.AlternatingLeastSquares(
+        factors=factors, regularization=reg, alpha=alpha, iterations=15, random_state=0
+    )
+    model.fit(ratings, show_progress=False)
+    holdout = Holdout.of(train_log, test_log)
+    return holdout.score(model.user_factors, model.item_factors, 10)["ndcg@10"]
+
+
+@pytest.mark.slow
+def test_default_pipeline_is_level_with_tuned_baselines_on_long_histories() -> None:
+    """Issue 25: on a million real ratings the default pipeline ranked 9% below EASE and
+    7% below implicit ALS tuned on validation. On the long-history profile (MovieLens-1M
+    histories) it is within 1% of the better of the two, each tuned on the same
+    validation split (carved from the training part; the test part is only scored).
+
+    Measured: 600 users, 20 trials: ours 0.4545, EASE (λ 400) 0.3913, implicit tuned
+    (32 factors, λ 10, α 1) 0.4241; 300 users (here): ours 0.4276, EASE (λ 800) 0.3555,
+    implicit tuned 0.3751. The synthetic tastes are low-rank, which suits ALS; on
+    real ratings EASE was the stronger baseline, so the margin here says little more
+    than that the default pipeline is not behind.
+    """
+    log = long_history_ratings(n_users=300, seed=5).log
+    train_log, test_log = split_log(log, "stratified-item", 0.75, 42)
+    fit_log, val_log = split_log(train_log, "stratified-item", 0.75, 43)
+
+    tuned = tune(train_log, ALSConfig(num_threads=0), DEFAULT_WEIGHTING, k=10, budget_s=1e6)
+    ours = evaluate(train_log, test_log, tuned.als, 10, tuned.weighting).metrics["ndcg@10"]
+
+    lam = max((400.0, 800.0, 1600.0), key=lambda lam: _ease_ndcg(fit_log, val_log, lam))
+    ease = _ease_ndcg(train_log, test_log, lam)
+    grid = [(f, r, 1.0) for f in (32, 64) for r in (1.0, 10.0, 50.0)]
+    best = max(grid, key=lambda g: _implicit_ndcg(fit_log, val_log, *g))
+    theirs = _implicit_ndcg(train_log, test_log, *best)
+    print(
+        f"nDCG@10 default pipeline {ours:.4f}, EASE (λ {lam:g}) {ease:.4f}, "
+        f"implicit tuned {best} {theirs:.4f}"
+    )
+    assert ours >= 0.99 * max(ease, theirs)

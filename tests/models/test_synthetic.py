@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from models.interactions import KIND_RATE
-from models.synthetic import MOVIELENS_STARS, START_MS, generate, generate_ratings
+from models.synthetic import (
+    MOVIELENS_STARS,
+    START_MS,
+    generate,
+    generate_ratings,
+    long_history_ratings,
+)
 
 
 def test_shape_determinism_and_plant() -> None:
@@ -74,3 +80,21 @@ def test_ratings_scale_and_reject_impossible_sizes() -> None:
     assert len(big.log) == 300_000 and np.bincount(big.log.user).min() >= 20
     with pytest.raises(ValueError, match="n_ratings"):
         generate_ratings(100, 50, 1000)  # 100 users x 20 ratings need 2000
+
+
+def test_the_long_history_profile_has_movielens_shaped_histories() -> None:
+    """Issue 25: real rating data has long histories (public MovieLens: 38-48% of users
+    past 100 ratings, giving 74-84% of them; median 65-96, 90th percentile 240-400, the
+    heaviest past 2,000), where the default profile's users are short."""
+    log = long_history_ratings(n_users=600, seed=0).log
+    per_user = np.bincount(log.user, minlength=len(log.users))
+    heavy = per_user > 100
+    assert 0.38 <= heavy.mean() <= 0.48
+    assert 0.74 <= per_user[heavy].sum() / per_user.sum() <= 0.84
+    assert 65 <= np.median(per_user) <= 96
+    assert 240 <= np.percentile(per_user, 90) <= 400
+    assert per_user.max() > 2000
+    assert 0.04 <= len(log) / (len(log.users) * len(log.items)) <= 0.06
+    per_item = np.sort(np.bincount(log.item, minlength=len(log.items)))[::-1]
+    assert per_item[: len(per_item) // 100].sum() / len(log) > 0.08  # the top 1% of items
+    assert set(np.unique(log.value).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}

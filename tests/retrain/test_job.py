@@ -295,7 +295,7 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     job_settings: Settings,
 ) -> None:
     write_changelog(job_settings, data())
-    tuned = ("--tune-budget-s", "0.5")
+    tuned = ("--tune-budget-s", "600", "--tune-trials", "3")
     # piped, as in a CronJob: no progress, and standard output is the summary alone
     proc = start_retrain(job_settings, *tuned)
     out, err = proc.communicate(timeout=240)
@@ -305,8 +305,10 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     assert "reading snapshot" not in err and "tuning (" not in err and "\x1b[" not in err
     # the search ran, and its choice and validation score are in the version
     tuning = load_version(ModelStore(job_settings.model_store), summary["version"]).params["tuning"]
-    assert tuning["budget_s"] == 0.5 and tuning["score"] == summary["tuned"]["score"]
-    assert len(tuning["trials"]) == summary["tuned"]["trials"] >= 1
+    assert tuning["max_trials"] == 3 and tuning["score"] == summary["tuned"]["score"]
+    assert len(tuning["trials"]) == summary["tuned"]["trials"] == 3
+    assert summary["tuned"]["base_score"] == tuning["trials"][0]["score"]
+    chosen = {k: tuning["als"][k] for k in ("factors", "regularization", "alpha", "iterations")}
 
     # on a terminal: every stage, with its bar's count
     primary, secondary = pty.openpty()
@@ -329,9 +331,13 @@ def test_progress_shows_on_a_terminal_only_and_the_summary_is_one_json_line(
     screen = b"".join(shown).decode(errors="replace")
     assert proc.returncode in (EXIT_PUBLISHED, EXIT_REFUSED), screen
     assert len(out.splitlines()) == 1 and json.loads(out)["exit_code"] == proc.returncode
+    # issue 25: the second search starts from the configuration the first one published
+    start = json.loads(out)["tuned"]["start"]
+    assert {k: start[k] for k in chosen} == chosen
+    assert start["negative_below"] == tuning["weighting"]["negative_below"]
     for label in (
         "reading snapshot (records)",
-        "tuning (seconds of the budget)",
+        "tuning (trials)",
         "training (ALS iterations)",
         "evaluating (the gate)",
     ):

@@ -106,10 +106,64 @@ def test_encode_round_trips_watch_and_rate() -> None:
     state.apply(RateEvent("e2", "u1", "b", 4.5, 2), 10, 10)
     state.apply(WatchEvent("e3", "u1", "c", 30.0, 3, None), 10, 10)
     assert decode(encode(state)) == state
-    assert orjson.loads(encode(state))["v"] == FORMAT == 3
+    assert encode(state)[0] == FORMAT == 4
 
 
-ids = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+def test_a_format_3_record_still_decodes() -> None:
+    """Issue 25: format 4 is binary; the JSON records changelogs already hold still read."""
+    raw = orjson.dumps(
+        {
+            "v": 3,
+            "h": {"i": ["a", "b"], "k": "wr", "v": [600.0, 4.5], "d": [1200.0, None], "t": [1, 2]},
+            "s": ["e1", "e2"],
+            "x": ["z"],
+            "f": 5,
+        }
+    )
+    state = decode(raw)
+    assert state == UserState(
+        [Interaction("a", "watch", 600.0, 1200.0, 1), Interaction("b", "rate", 4.5, None, 2)],
+        ["e1", "e2"],
+        ["z"],
+        5,
+    )
+    assert decode(encode(state)) == state
+    assert history_columns(raw) == history_columns(encode(state))
+
+
+def test_a_long_history_costs_a_few_bytes_a_row_beside_its_item_ids() -> None:
+    """Issue 25: the record is rewritten on every event, and whole histories run to
+    thousands of rows. Beside the item ids, a rated row costs under 6 bytes (a day's
+    timestamp step in 4, the half-star rating in 1, a kind bit, nothing for an unknown
+    duration), against 24 in format 3's JSON."""
+    state = UserState()
+    for n in range(2000):
+        event = RateEvent(
+            f"e{n}", "u1", f"item-{n * 7919 % 3600}", 1.0 + n % 9 / 2, 10**12 + n * 86_400_123
+        )
+        state.apply(event, history_length=2000, dedupe_window=200)
+    raw = encode(state)
+    ids = sum(len(i.item_id) + 1 for i in state.history) + sum(len(e) + 1 for e in state.event_ids)
+    assert (len(raw) - ids) / len(state.history) < 6
+    assert decode(raw) == state
+
+
+def test_numbers_neither_halves_nor_hundredths_round_trip_exactly() -> None:
+    state = UserState(
+        [
+            Interaction("a", "watch", 12.345, 1e300, 3),
+            Interaction("b", "watch", -1.0, None, 1),  # out of order, negative: still exact
+        ]
+    )
+    assert decode(encode(state)) == state
+
+
+def test_an_id_with_a_newline_is_refused_by_encode() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        encode(UserState([Interaction("a\nb", "rate", 4.0, None, 1)]))
+
+
+ids = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\n"), max_size=12)
 values = st.floats(allow_nan=False, allow_infinity=False)
 interactions = st.builds(
     Interaction,
@@ -196,19 +250,41 @@ def test_decode_refuses_a_bad_record_saying_why(raw: bytes, reason: str) -> None
     assert reason in str(info.value)
 
 
+GOOD = encode(UserState([Interaction("a", "rate", 4.0, None, 1)], ["e1"]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (GOOD[:-1], "ends early"),
+        (b"\x04\x00\x02\x01a", "1 ids where 2 were counted"),
+        (GOOD[:6], "ends early"),
+        (GOOD + b"x", "bytes after the record's end"),
+        (b"\x04\x00\x01\x01a\x00\x01\x00\x07", "unknown number mode 7"),
+        (b"\x04\x00\x01\x01a\x00\x03", "unknown width 3"),
+    ],
+)
+def test_decode_refuses_a_bad_binary_record_saying_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match="unreadable user state") as info:
+        decode(raw)
+    assert reason in str(info.value)
+
+
 def test_the_shown_list_round_trips_and_a_record_without_it_reads_as_none() -> None:
     """Issue 24: the top of the last written list rides in the record (``l``), on a format
     of its own, so that it and the history's encoding change independently."""
     state = UserState()
     state.apply(w("e1", "a", 1000), 10, 10)
-    assert decode(encode(state)).shown is None and b'"l"' not in encode(state)
+    assert decode(encode(state)).shown is None and encode(state).endswith(b"\x00")
     state.shown = ShownList(3, "v1", "current", ("x", "y", "z"))
     back = decode(encode(state))
     assert back == state and back.shown is not None and back.shown.rank("y") == 2
     assert back.shown.rank("a") is None
-    doc = orjson.loads(encode(state))
-    doc["l"][0] = 99  # a later format of the field: no shown list, the rest still reads
-    later = decode(orjson.dumps(doc))
+    raw = encode(state)
+    field = b'[1,3,"v1","current",["x","y","z"]]'
+    assert raw.endswith(field)
+    # a later format of the field: no shown list, the rest still reads
+    later = decode(raw[: -len(field)] + b"[9" + field[2:])
     assert later.shown is None and later.history == state.history
 
 

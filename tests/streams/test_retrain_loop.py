@@ -21,7 +21,7 @@ from models.als import ALSConfig, train
 from models.evaluate import seen_matrix, split_log
 from models.interactions import InteractionLog
 from models.metrics import ranking_metrics
-from models.synthetic import generate_ratings
+from models.synthetic import generate_ratings, long_history_ratings
 from models.topk import top_k
 from models.version import load_version
 from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
@@ -148,7 +148,10 @@ def test_streamed_users_rank_like_users_trained_into_the_model(
 ) -> None:
     """Issue 9: users folded in event by event through the real worker scored 10% below the
     same users trained into the model (the weighting rule, and seen items past the history
-    cap coming back into lists). Within 2% now, and no list offers an item its user rated."""
+    cap coming back into lists). Within 2% now, and no list offers an item its user rated.
+    The cap is the old default of 100, so the heaviest users pass it and their seen items
+    past it are checked."""
+    worker_settings = worker_settings.replace(history_length=100)
     ratings = generate_ratings(n_users=400, n_items=600, n_ratings=30_000, seed=21).log
     train_log, test_log = split_log(ratings, "stratified-item", 0.75, 42)
     cfg = ALSConfig(num_threads=1, use_gpu=False)
@@ -209,3 +212,85 @@ def test_streamed_users_rank_like_users_trained_into_the_model(
     theirs = ranking_metrics(trained_in, relevant, train_items, 10)["ndcg@10"]
     print(f"nDCG@10 streamed {ours:.4f}, trained in {theirs:.4f}")
     assert ours >= 0.98 * theirs
+
+
+def test_streamed_users_with_long_histories_rank_like_users_trained_in(
+    start_worker: Callable[..., WorkerProcess],
+    worker_settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 25: on real rating data, users folded in through the worker scored 7.3% below
+    the same users trained in, those past 100 events 0.62 against 0.77: the worker kept
+    only the newest 100 events of each history. On the long-history profile (histories
+    up to 2,000 ratings), streamed users rank within 1% of trained-in ones, the heaviest
+    included, and no list offers an item its user rated."""
+    ratings = long_history_ratings(n_users=500, seed=25).log
+    train_log, test_log = split_log(ratings, "stratified-item", 0.75, 42)
+    cfg = ALSConfig(num_threads=1, use_gpu=False)
+    store = ModelStore(worker_settings.model_store)
+    train_and_publish(
+        store,
+        train_log,
+        cfg,
+        DEFAULT_WEIGHTING,
+        popular_length=worker_settings.list_length + worker_settings.history_length,
+        snapshot={"source": "test"},
+    )
+    trained = train(confidence_matrix(train_log, DEFAULT_WEIGHTING), cfg)
+
+    # the streamed users: the six heaviest (up to 1,600 events each) and a random sample
+    per_user = np.bincount(train_log.user, minlength=len(train_log.users))
+    heavy = np.argsort(-per_user)[:6]
+    assert per_user[heavy[0]] > 1500
+    others = np.random.default_rng(1).choice(
+        np.setdiff1d(np.arange(len(train_log.users)), heavy), 50, replace=False
+    )
+    users = np.r_[heavy, others]
+    assert (per_user[users] > 100).mean() > 0.35
+    mine = train_log.take(np.flatnonzero(np.isin(train_log.user, users)))
+    events = [
+        rate(f"ev-{n}", train_log.users.ids[u], train_log.items.ids[i], int(ts), float(v))
+        for n, (u, i, v, ts) in enumerate(
+            zip(mine.user, mine.item, mine.value, mine.ts, strict=True)
+        )
+    ]
+    worker = start_worker(worker_settings)
+    publish(worker_settings, events)
+    worker.wait_for(
+        lambda: lists_caught_up(worker_settings, redis_client, events), 240, "streamed lists"
+    )
+
+    names = train_log.items.ids
+    relevant: dict[int, set[str]] = {}
+    for u, i in zip(test_log.user.tolist(), test_log.item.tolist(), strict=True):
+        relevant.setdefault(u, set()).add(names[i])
+    top, _ = top_k(
+        trained.user_factors[users], trained.item_factors, 10, seen_matrix(train_log)[users]
+    )
+    trained_in = {
+        int(u): [names[i] for i in row if i >= 0] for u, row in zip(users, top, strict=True)
+    }
+    streamed: dict[int, list[str]] = {}
+    for u in users.tolist():
+        recs = read_list(redis_client, worker_settings, train_log.users.ids[u])
+        assert recs is not None and recs.source == "personal"
+        items = [entry.item for entry in recs.items]
+        rated = {names[i] for i in mine.item[mine.user == u].tolist()}
+        assert not rated.intersection(items), f"user {u} is offered items they rated"
+        streamed[u] = items[:10]
+    train_items = set(names)
+
+    def ndcg(lists: dict[int, list[str]], who: np.ndarray) -> float:
+        chosen = {u: lists[u] for u in who.tolist()}
+        mine_relevant = {u: relevant[u] for u in who.tolist() if u in relevant}
+        return ranking_metrics(chosen, mine_relevant, train_items, 10)["ndcg@10"]
+
+    long_ones = users[per_user[users] > 100]
+    ours, theirs = ndcg(streamed, users), ndcg(trained_in, users)
+    ours_long, theirs_long = ndcg(streamed, long_ones), ndcg(trained_in, long_ones)
+    print(
+        f"nDCG@10 streamed {ours:.4f}, trained in {theirs:.4f}; past 100 events "
+        f"{ours_long:.4f} against {theirs_long:.4f} ({long_ones.size} users)"
+    )
+    assert ours >= 0.99 * theirs
+    assert ours_long >= 0.99 * theirs_long
