@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,25 +220,22 @@ class Publisher:
 
         Raises :class:`DeliveryError` when any valid event was not acknowledged.
         """
-        report = PublishReport()
-        for position, event in enumerate(events, start=1):
-            try:
-                ev = prepare(event)
-            except BadInputError as exc:
-                report.rejected.append((position, exc.reason))
-                continue
-            self._produce(ev)
-            report.sent += 1
-        self.flush()
-        return report
+        return self._publish_all(events, prepare)
 
     def publish_items(self, records: Iterable[ItemLike]) -> PublishReport:
         """:meth:`publish_many` for item records (typed, dicts or JSON, ``type`` optional):
         each keyed by item id on the items topic."""
+        return self._publish_all(records, prepare_item)
+
+    def _publish_all(
+        self, records: Iterable[Any], check: Callable[[Any], Event | ItemRecord]
+    ) -> PublishReport:
+        """Each of ``records`` made ready by ``check`` and sent; a refused one is reported by
+        its position and reason, and the valid ones are all sent and flushed."""
         report = PublishReport()
         for position, record in enumerate(records, start=1):
             try:
-                ev = prepare_item(record)
+                ev = check(record)
             except BadInputError as exc:
                 report.rejected.append((position, exc.reason))
                 continue
