@@ -142,6 +142,9 @@ class BatchProcessor:
         (:meth:`Ownership.fenced`)."""
         async with self._lock:
             await self._refresher.start()
+            # The takedown set for this batch's lists: read here, since nothing may be
+            # awaited between the ownership check below and the batch's sends.
+            await self._read_takedown()
             self._metrics.batch_size.observe(len(batch))
             s = self._settings
             counting = self._refresher.counting_popularity
@@ -173,10 +176,7 @@ class BatchProcessor:
             keep = [(u, t.state) for u, t in touched.items() if t.state and not t.state.is_marker]
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             # built before the persist: each state records the top of its new list (online
-            # metrics), and a state must not change once persisted (the cache keeps it); the
-            # takedown set is read first, so that no list of this batch holds an item taken
-            # down before it
-            await self._read_takedown()
+            # metrics), and a state must not change once persisted (the cache keeps it)
             lists = self._build([u for u, _ in keep], [s for _, s in keep])
             online = online_tally(
                 (e for e in result.exposures if touched.get(e.user) is not None),
@@ -317,8 +317,7 @@ class BatchProcessor:
         await self._send(self._build(users, states))
 
     async def _read_takedown(self) -> None:
-        """The items taken down, for the lists built next: one small read before a batch's
-        lists are built (they are built before its state is persisted, for the online
-        metrics), so that no list is built against a takedown set older than the batch."""
+        """The items taken down, for the lists built next: one small read at the start of
+        each batch, so that no list is built against a takedown set older than the batch."""
         if self._takedown is not None:
             self._lists.unavailable = await self._takedown.read()
