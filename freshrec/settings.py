@@ -57,6 +57,13 @@ class Settings:
             "the item table in Redis is built from it."
         ),
     )
+    topic_contributions: str = field(
+        default="freshrec-item-contributions",
+        metadata=_doc(
+            "Topic of users' contributions to items the model does not know, keyed by item "
+            'id (written and read by the workers: docs/worker.md, "New items").'
+        ),
+    )
     topic_dead_letter: str = field(
         default="freshrec-dead-letter",
         metadata=_doc("Topic that receives invalid events with the reason and original bytes."),
@@ -225,6 +232,15 @@ class Settings:
             "Items stored per user list; longer than `api_max_k` so that excluded "
             "items can be replaced.",
             min=1,
+        ),
+    )
+    new_item_min_users: int = field(
+        default=3,
+        metadata=_doc(
+            "Distinct users an item the model does not know needs before its folded-in "
+            'vector is shared and it can enter lists (docs/worker.md, "New items").',
+            min=1,
+            max=1_000_000,
         ),
     )
     similar_length: int = field(

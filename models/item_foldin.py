@@ -121,3 +121,43 @@ def content_vectors(
         if norm > 0:
             out[row] = mean * (w @ np.linalg.norm(vectors, axis=1) / w.sum()) / norm
     return out
+
+
+def merge_interim(
+    items: np.ndarray,
+    scores: np.ndarray,
+    user_vectors: np.ndarray,
+    personal: np.ndarray,
+    interim: np.ndarray,
+    excluded: np.ndarray,
+    n_model: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's top-``k`` (``items``/``scores``, ``(users, k)``, ``-1``/``-inf`` unfilled)
+    merged with a second, small block of items the model does not know.
+
+    ``interim`` (``m x f``) are their vectors, ``excluded`` (``users x m`` bool)
+    the pairs to leave out (seen, taken down). In the merged arrays an index
+    ``n_model + j`` is interim item ``j``. Returns the merged ``items``,
+    ``scores`` and, per user, whether an interim item entered their top-``k``
+    (the other rows are unchanged). The model's own top-``k`` is computed as
+    before and left alone: one extra ``users x m`` product per batch.
+    """
+    k = items.shape[1]
+    m = interim.shape[0]
+    if m == 0 or k == 0 or not personal.any():
+        return items, scores, np.zeros(items.shape[0], dtype=bool)
+    extra = user_vectors @ np.asarray(interim, dtype=np.float32).T
+    extra[~personal] = -np.inf
+    extra[excluded] = -np.inf
+    all_scores = np.concatenate([np.where(items >= 0, scores, -np.inf), extra], axis=1)
+    all_items = np.concatenate(
+        [items, np.broadcast_to(n_model + np.arange(m), (items.shape[0], m))], axis=1
+    )
+    order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+    merged_scores = np.take_along_axis(all_scores, order, axis=1)
+    merged_items = np.take_along_axis(all_items, order, axis=1)
+    merged_items[~np.isfinite(merged_scores)] = -1
+    entered: np.ndarray = np.asarray((merged_items >= n_model).any(axis=1))
+    out_items = np.where(entered[:, None], merged_items, items)
+    out_scores = np.where(entered[:, None], merged_scores, scores).astype(np.float32)
+    return out_items, out_scores, entered

@@ -64,6 +64,9 @@ class Ranking:
     excluded: HistoryRows | None
     """Per user, the model indices left out of their list (confidences unused); None
     when nothing is."""
+    vectors: np.ndarray | None = None
+    """``(users, f)`` float32: each personal user's folded-in vector (zeros for the
+    others), for scoring items beyond the model's (:mod:`models.item_foldin`)."""
 
     def seen(self, user: int) -> np.ndarray:
         """Model indices left out of row ``user``'s list: :meth:`Recommender.fallback` leaves
@@ -88,11 +91,15 @@ class Recommender:
         popular_scores: Sequence[float] = (),
         num_threads: int = 1,
         weighting: WeightingConfig = DEFAULT_WEIGHTING,
+        user_gram: np.ndarray | None = None,
     ) -> None:
         self.version_id = version_id
         #: The weighting rule the model was trained with; histories passed to
         #: :meth:`rank` and :meth:`recommend` must be combined with the same rule.
         self.weighting = weighting
+        #: ``XᵀX + λI`` of the trained user vectors, for the item fold-in of items this
+        #: version does not know (models.item_foldin); None when the version lacks it.
+        self.user_gram = user_gram
         self.item_ids = item_ids
         self.foldin = FoldIn(item_factors, regularization, alpha)
         self.num_threads = num_threads
@@ -157,6 +164,7 @@ class Recommender:
         items = np.full((n_users, k), -1, dtype=np.int64)
         scores = np.full((n_users, k), -np.inf, dtype=np.float32)
         because = np.full((n_users, k), -1, dtype=np.int64)
+        vectors = np.zeros((n_users, self.foldin.factors), dtype=np.float32)
         if users.size:
             sub = _select(rows, users)
             seen = None
@@ -175,9 +183,10 @@ class Recommender:
                 num_threads=self.num_threads,
             )
             items[users], scores[users] = top, top_scores
+            vectors[users] = fold.vectors
             if explain:
                 because[users] = fold.because(top)
-        return Ranking(items, scores, because, personal, unknown, rows, excluded)
+        return Ranking(items, scores, because, personal, unknown, rows, excluded, vectors)
 
     def _excluded(
         self, rows: HistoryRows, exclude_seen: bool, extra: Sequence[Sequence[str]] | None

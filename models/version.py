@@ -55,6 +55,9 @@ class ModelVersion:
     popular_items: list[str] = field(default_factory=list)  # best first
     popular_scores: list[float] = field(default_factory=list)
     created_at: int = 0  # epoch ms
+    #: ``XᵀX + λI`` of the trained user vectors (float64, factors x factors): the item
+    #: fold-in's fixed part (models.item_foldin); None in versions made before it.
+    user_gram: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.item_factors.ndim != 2 or self.item_factors.shape[0] != len(self.item_ids):
@@ -100,6 +103,8 @@ def encode_version(version: ModelVersion) -> dict[str, bytes]:
         "popular_scores": [float(s) for s in version.popular_scores],
         "created_at": int(version.created_at),
     }
+    if version.user_gram is not None:
+        meta["user_gram"] = np.asarray(version.user_gram, dtype=np.float64).tolist()
     return {
         FACTORS_FILE: factors.getvalue(),
         META_FILE: json.dumps(meta, indent=1, sort_keys=True).encode(),
@@ -130,6 +135,9 @@ def decode_version(version_id: str, files: Mapping[str, bytes]) -> ModelVersion:
             popular_items=meta["popular_items"],
             popular_scores=meta["popular_scores"],
             created_at=meta["created_at"],
+            user_gram=None
+            if meta.get("user_gram") is None
+            else np.asarray(meta["user_gram"], dtype=np.float64),
         )
     except (KeyError, ValueError) as exc:
         raise ModelStoreError(f"model version {version_id} is inconsistent: {exc}") from exc
@@ -182,4 +190,5 @@ def recommender_from_version(version: ModelVersion, num_threads: int = 1) -> Rec
         version.popular_scores,
         num_threads=num_threads,
         weighting=DEFAULT_WEIGHTING if weighting is None else WeightingConfig.from_dict(weighting),
+        user_gram=version.user_gram,
     )

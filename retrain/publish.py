@@ -34,6 +34,7 @@ from freshrec.model_store import ModelStore, Pointer, PointerMoved
 from models.als import ALSConfig, ALSFactors, train
 from models.gate import GateDecision
 from models.interactions import InteractionLog
+from models.item_foldin import user_gram
 from models.popular import popularity, top_popular
 from models.version import ModelVersion, new_version_id, save_version
 from models.weighting import WeightingConfig, confidence_matrix
@@ -110,6 +111,7 @@ def build_version(
         popular_items=[log.items.ids[i] for i in idx.tolist()],
         popular_scores=np.asarray(scores, dtype=float).tolist(),
         created_at=time.time_ns() // 1_000_000,
+        user_gram=user_gram(model.user_factors, als.regularization),
     )
 
 

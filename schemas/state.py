@@ -44,6 +44,10 @@ In order:
   for none. A format of it this code does not know reads as no list shown:
   the field is versioned on its own, so that it and the record's format change
   independently. Format 3 records carry it as their optional key ``l``.
+- optionally (absent when empty, so older format 4 records read as none), the
+  user's contributions to items the model did not know (issue 23,
+  :attr:`UserState.interim`): a length-prefixed JSON array
+  ``[1, {item: [version, confidence, [vector]]}]``.
 
 ``loadtests/bench_state.py`` and ``loadtests/bench_history.py`` measure its
 size and cost per history length (docs/worker.md, "History length").
@@ -97,6 +101,11 @@ class Interaction(NamedTuple):
             return cls(event.item_id, "watch", event.watched_s, event.duration_s, event.ts)
         return cls(event.item_id, "rate", event.rating, None, event.ts)
 
+
+#: A user's contribution to an interim item: model version, stored confidence, vector.
+InterimContribution = tuple[str, float, tuple[float, ...]]
+#: The format of the optional trailing interim field that :func:`encode` writes.
+INTERIM_FORMAT = 1
 
 #: The format of the ``l`` field (:class:`ShownList`) that :func:`encode` writes.
 SHOWN_FORMAT = 1
@@ -164,6 +173,10 @@ class UserState:
     retrain snapshot go."""
     shown: ShownList | None = None
     """The top of the list last written for the user (None before one, after a forget)."""
+    interim: dict[str, InterimContribution] = field(default_factory=dict)
+    """Per item the model did not know when the user last interacted with it, the
+    contribution the user made to its statistics then (:mod:`schemas.interim`): what
+    the next event on the item, or a forget, takes back."""
 
     @property
     def newest_ts(self) -> int:
@@ -190,6 +203,7 @@ class UserState:
             list(self.seen_items),
             self.forgotten_at,
             self.shown,
+            dict(self.interim),
         )
 
     def forget(self, ts: int) -> None:
@@ -205,6 +219,7 @@ class UserState:
             return
         self.forgotten_at = ts
         self.shown = None
+        self.interim = {}
         cutoff = self.forgotten_at
         self.history = [i for i in self.history if i.ts > cutoff]
         self.seen_items = []
@@ -309,6 +324,8 @@ def encode(state: UserState) -> bytes:
     _put_text(out, _joined(state.seen_items, "item id"))
     shown = _shown_field(state.shown)
     _put_blob(out, orjson.dumps(shown["l"]) if shown else b"")
+    if state.interim:
+        _put_blob(out, orjson.dumps([INTERIM_FORMAT, state.interim]))
     return bytes(out)
 
 
@@ -320,6 +337,7 @@ def decode(raw: bytes) -> UserState:
         event_ids = reader.texts()
         seen_items = reader.texts()
         shown = reader.blob()
+        interim = _trailing_interim(reader)
         reader.done()
         forgotten_at = reader.forgotten_at
         doc = {"l": _json(bytes(shown))} if len(shown) else {}
@@ -330,6 +348,7 @@ def decode(raw: bytes) -> UserState:
         event_ids = _field(doc, "s", list)
         seen_items = _field(doc, "x", list, []) if version >= 2 else []
         forgotten_at = _field(doc, "f", int, 0) if version >= 2 else 0
+        interim = {}
     try:
         history = list(
             map(
@@ -343,7 +362,9 @@ def decode(raw: bytes) -> UserState:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"unreadable user state: bad history ({exc!r})") from exc
-    return UserState(history, event_ids, seen_items, forgotten_at, _decode_shown(doc.get("l")))
+    return UserState(
+        history, event_ids, seen_items, forgotten_at, _decode_shown(doc.get("l")), interim
+    )
 
 
 _BINARY = bytes((FORMAT,))
@@ -484,6 +505,11 @@ class _Reader:
         durations = self.numbers(n, optional=True)
         return HistoryColumns(items, kinds, values, durations, ts)  # type: ignore[arg-type]
 
+    @property
+    def more(self) -> bool:
+        """Whether bytes remain (an optional trailing field)."""
+        return self._at < len(self._raw)
+
     def done(self) -> None:
         if self._at != len(self._raw):
             raise ValueError("unreadable user state: bytes after the record's end")
@@ -589,6 +615,31 @@ def _columns(doc: dict[str, Any]) -> HistoryColumns:
         )
     except (IndexError, KeyError, TypeError) as exc:
         raise ValueError(f"unreadable user state: bad history row ({exc!r})") from exc
+
+
+def _trailing_interim(reader: _Reader) -> dict[str, InterimContribution]:
+    """The optional last field; bytes that are not one are bytes after the record's end."""
+    if not reader.more:
+        return {}
+    try:
+        return _decode_interim(reader.blob())
+    except ValueError:
+        raise ValueError("unreadable user state: bytes after the record's end") from None
+
+
+def _decode_interim(blob: memoryview) -> dict[str, InterimContribution]:
+    """The optional trailing field of interim contributions; a format this code does not
+    read reads as none (as ``l`` does)."""
+    try:
+        value = orjson.loads(bytes(blob))
+        if value[0] != INTERIM_FORMAT:
+            return {}
+        return {
+            str(item): (str(v), float(c), tuple(float(e) for e in x))
+            for item, (v, c, x) in value[1].items()
+        }
+    except (orjson.JSONDecodeError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"unreadable user state: bad interim contributions ({exc!r})") from exc
 
 
 def changelog_topic(app_id: str) -> str:

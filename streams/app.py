@@ -38,12 +38,15 @@ from freshrec.kafka_config import faust_credentials
 from freshrec.redis_client import redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
+from schemas.interim import STATS_TABLE
 from schemas.state import STATE_TABLE
 from schemas.wire import topics_by_type
 from streams.batch import Message
 from streams.catalog import CatalogWriter, TakedownReader
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
+from streams.interim import ContributionSender, InterimVectors
+from streams.item_stats import ItemAgent
 from streams.liveness import LEDGER_NAME, ProgressWatch
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -162,9 +165,12 @@ def create_app(settings: Settings) -> faust.App:
     metrics = WorkerMetrics()
     event_topics = tuple(topics_by_type(settings).values())
     ownership = Ownership(event_topics)
+    #: The contributions partitions held, for the item agent's fencing (streams.item_stats).
+    item_ownership = Ownership((settings.topic_contributions,))
 
     def revoking(revoked: set[TP]) -> None:
         ownership.revoking((tp.topic, tp.partition) for tp in revoked)
+        item_ownership.revoking((tp.topic, tp.partition) for tp in revoked)
         metrics.partitions_held.set(ownership.held)
 
     app = faust_app(settings, on_revoking=revoking, stop_wait_s=settings.worker_stop_wait_s)
@@ -184,6 +190,13 @@ def create_app(settings: Settings) -> faust.App:
         STATE_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     source = app.topic(*event_topics, key_serializer="raw", value_serializer="raw")
+    # The item agent's statistics, co-partitioned with the contributions topic.
+    stats_table = app.Table(
+        STATS_TABLE, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
+    )
+    contributions_source = app.topic(
+        settings.topic_contributions, key_serializer="raw", value_serializer="raw"
+    )
 
     def committed(key: tuple[str, int]) -> int | None:
         offset: int | None = app.consumer._committed_offset.get(TP(*key))  # type: ignore[attr-defined]  # Faust's, set at each seek
@@ -240,16 +253,29 @@ def create_app(settings: Settings) -> faust.App:
         rebuilds.add(task)
         task.add_done_callback(rebuilds.discard)
 
+    follower = ModelFollower(settings.model_store, metrics)
     processor = BatchProcessor(
         settings,
         StateTable(table, producer, retry("changelog write"), settings.state_cache_users),
         dead_letters,
         RedisSink(settings, retry("redis write")),
-        ModelFollower(settings.model_store, metrics),
+        follower,
         metrics,
         ownership,
         TakedownReader(settings, catalog_client),
         rebuild_catalog,
+        ContributionSender(settings, producer, retry("contributions write")),
+        InterimVectors(settings, catalog_client),
+    )
+    item_agent = ItemAgent(
+        settings,
+        stats_table,
+        producer,
+        catalog_client,
+        follower,
+        metrics,
+        item_ownership,
+        retry("item statistics write"),
     )
     items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")
 
@@ -337,6 +363,24 @@ def create_app(settings: Settings) -> faust.App:
                 _die(f"catalog batch failed: {exc!r}")
             app.consumer.ack_processed(messages)  # type: ignore[attr-defined]
 
+    @app.agent(contributions_source, name="item-fold-in")
+    async def fold_items(stream: Any) -> None:
+        # Contributions to items the model does not know (streams.item_stats), a batch
+        # at a time, acked once their statistics are in the changelog.
+        async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            received_at = item_ownership.revokes
+            messages = [e.message for e in events]
+            try:
+                fenced = await item_agent.process(messages, received_at)
+            except Exception as exc:
+                log.exception("contributions batch of %d failed", len(messages))
+                _die(f"contributions batch failed: {exc!r}")
+            if fenced:  # not acked: the partitions' next owner processes them
+                forget = app.consumer.forget  # type: ignore[attr-defined]  # streams.transport's
+                forget(m for m in messages if m.partition in fenced)
+                messages = [m for m in messages if m.partition not in fenced]
+            app.consumer.ack_processed(messages)  # type: ignore[attr-defined]
+
     @app.timer(settings.model_poll_interval_s, name="follow-model")
     async def follow_model() -> None:
         try:
@@ -382,6 +426,7 @@ def create_app(settings: Settings) -> faust.App:
         # fenced, left unacked and never handed over again (the worker sat idle for good
         # in about one start in ten when the topic check came first).
         ownership.assigned((tp.topic, tp.partition) for tp in assigned)
+        item_ownership.assigned((tp.topic, tp.partition) for tp in assigned)
         metrics.partitions_held.set(ownership.held)
         # Checked at every rebalance: the topics may have changed under the worker, which
         # then refuses to go on (streams.topology).

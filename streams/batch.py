@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas.events import EventType, ForgetEvent, RateEvent
-from schemas.state import UserState
+from schemas.state import Interaction, InterimContribution, UserState
 from schemas.validator import Rejection, validate
 from streams.dead_letter import DeadLetter
 from streams.online import Exposure
@@ -90,11 +90,34 @@ class StepResult:
     exposures: list[Exposure] = field(default_factory=list)
     """One per new watch or rate event of a user who had been shown a list (the online
     metrics, :mod:`streams.online`): the list is the one written before this batch."""
+    interim: list[InterimTouch] = field(default_factory=list)
+    """With ``is_interim``, the batch's events on items the model does not know and the
+    forgets of users who contributed to such items, in message order."""
 
     @property
     def event_ts(self) -> list[int]:
         """Timestamps of the batch's new events (not of forgotten users)."""
         return [ts for t in self.touched.values() for ts in t.event_ts]
+
+
+@dataclass(frozen=True, slots=True)
+class InterimTouch:
+    """A new event of a user on an item the model does not know, or a forget of a user
+    who contributed to such items: what :mod:`streams.interim` turns into the
+    item's contribution entries (issue 23)."""
+
+    user: str
+    item: str | None
+    """None for a forget."""
+    source: str
+    """``"topic:partition"`` of the message: the stamp's source."""
+    offset: int
+    history: tuple[Interaction, ...]
+    """The user's history just after the event (empty for a forget): the contribution
+    is a function of it alone, so a redelivered event makes the same one however
+    the batch around it is cut."""
+    before: dict[str, InterimContribution]
+    """The user's contributions before the batch (shared by their touches)."""
 
 
 def key_rejection(key: bytes | None) -> Rejection:
@@ -131,6 +154,7 @@ def step(
     dedupe_window: int,
     track_new_items: bool = False,
     fault_item_id: str = "",
+    is_interim: Callable[[str], bool] | None = None,
 ) -> StepResult:
     """Validate ``messages`` and apply them to their users' states, in message order.
 
@@ -145,9 +169,18 @@ def step(
     An exception while handling one message (a bug, not bad input) makes that
     message a dead letter with the error as its reason; the batch goes on.
     ``fault_item_id`` is a test hook: events of that item raise
-    :class:`InjectedFault`, as such a bug would.
+    :class:`InjectedFault`, as such a bug would. ``is_interim`` tells the items
+    the model does not know (:attr:`StepResult.interim`); None records none.
     """
-    run = _Step(get_state, kinds, history_length, dedupe_window, track_new_items, fault_item_id)
+    run = _Step(
+        get_state,
+        kinds,
+        history_length,
+        dedupe_window,
+        track_new_items,
+        fault_item_id,
+        is_interim,
+    )
     for msg in messages:
         run.tallies.consumed[msg.topic] += 1
         try:
@@ -164,7 +197,9 @@ def step(
                     failure_rejection(exc),
                 )
             )
-    return StepResult(run.touched, run.letters, run.tallies, run.new_items, run.exposures)
+    return StepResult(
+        run.touched, run.letters, run.tallies, run.new_items, run.exposures, run.interim
+    )
 
 
 @dataclass(slots=True)
@@ -177,11 +212,21 @@ class _Step:
     dedupe_window: int
     track_new_items: bool
     fault_item_id: str
+    is_interim: Callable[[str], bool] | None
     touched: dict[str, Touched] = field(default_factory=dict)
     letters: list[DeadLetter] = field(default_factory=list)
     tallies: Tallies = field(default_factory=Tallies)
     new_items: list[str] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
+    interim: list[InterimTouch] = field(default_factory=list)
+    before: dict[str, dict[str, InterimContribution]] = field(default_factory=dict)
+
+    def _before(self, user: str, state: UserState) -> dict[str, InterimContribution]:
+        """The user's contributions as the batch found them (taken at their first touch)."""
+        found = self.before.get(user)
+        if found is None:
+            found = self.before[user] = dict(state.interim)
+        return found
 
     def one(self, msg: Message) -> None:
         """Apply one message (its ``consumed`` count is the caller's)."""
@@ -203,6 +248,11 @@ class _Step:
         if t.state is None:
             t.state = UserState()
         if isinstance(result, ForgetEvent):
+            if self.is_interim is not None and result.ts > t.state.forgotten_at:
+                held = self._before(user, t.state)
+                if held or any(i.user == user for i in self.interim):
+                    source = f"{msg.topic}:{msg.partition}"
+                    self.interim.append(InterimTouch(user, None, source, msg.offset, (), held))
             t.state.forget(result.ts)
             t.changed = True
             t.event_ts = [ts for ts in t.event_ts if ts > t.state.forgotten_at]
@@ -215,7 +265,23 @@ class _Step:
             return
         state = t.state
         is_new = self.track_new_items and all(i.item_id != result.item_id for i in state.history)
+        before: dict[str, InterimContribution] | None = (
+            self._before(user, state)
+            if self.is_interim is not None and self.is_interim(result.item_id)
+            else None
+        )
         if state.apply(result, self.history_length, self.dedupe_window):
+            if before is not None:
+                self.interim.append(
+                    InterimTouch(
+                        user,
+                        result.item_id,
+                        f"{msg.topic}:{msg.partition}",
+                        msg.offset,
+                        tuple(state.history),
+                        before,
+                    )
+                )
             t.changed = True
             t.event_ts.append(result.ts)
             tallies.valid[msg.topic] += 1

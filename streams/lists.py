@@ -29,12 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from models.canary import in_canary
-from models.recommender import Recommender
+from models.item_foldin import merge_interim
+from models.recommender import Ranking, Recommender
 from models.weighting import WeightingConfig, user_confidences
-from schemas.recs import ItemTable, Variant, encode_list, order_token
+from schemas.recs import ItemTable, Variant, encode_list, envelope, order_token
 from schemas.state import ShownList, UserState
+from streams.interim import EMPTY, InterimBlock
 from streams.model_follower import ModelFollower
 from streams.popularity import Popularity
 
@@ -98,6 +101,9 @@ class ListBuilder:
         self._names: dict[str, np.ndarray] = {}
         #: Items taken down: left out of every list built (set before each build).
         self.unavailable: frozenset[str] = frozenset()
+        #: The current version's interim items (streams.interim), ranked with the
+        #: model's own (set before each build).
+        self.interim: InterimBlock = EMPTY
 
     def build(
         self, users: Sequence[str], states: Sequence[UserState], written_at: int
@@ -172,6 +178,9 @@ class ListBuilder:
             written_at,
             variant=variant,
         )
+        data = self._with_interim(
+            recommender, variant, users, states, ranking, data, stamps, written_at
+        )
         fallback = np.flatnonzero(~personal).tolist()
         top = self._shown_top
         chosen = ranking.items[:, :top]
@@ -203,6 +212,75 @@ class ListBuilder:
             for user, stamp, body in zip(users, stamps, data, strict=True)
             if body is not None
         ]
+
+    def _with_interim(
+        self,
+        recommender: Recommender,
+        variant: Variant,
+        users: Sequence[str],
+        states: Sequence[UserState],
+        ranking: Ranking,
+        data: list[bytes | None],
+        stamps: Sequence[int],
+        written_at: int,
+    ) -> list[bytes | None]:
+        """``data`` with the lists an interim item enters rewritten to hold it.
+
+        Those lists are in the codec's JSON form, which names its items: the
+        compact form indexes the version's immutable item table, which an
+        interim item is not in. A user who interacted with an interim item, or
+        an item taken down, never gets it."""
+        block = self.interim
+        if not block.ids or block.version != recommender.version_id or ranking.vectors is None:
+            return data
+        place = {item: j for j, item in enumerate(block.ids)}
+        excluded = np.zeros((len(users), len(block.ids)), dtype=bool)
+        for row, state in enumerate(states):
+            for item in state.items().intersection(place):
+                excluded[row, place[item]] = True
+        for item in self.unavailable.intersection(place):
+            excluded[:, place[item]] = True
+        n_model = len(recommender.item_ids)
+        items, scores, entered = merge_interim(
+            ranking.items,
+            ranking.scores,
+            ranking.vectors,
+            ranking.personal,
+            block.vectors,
+            excluded,
+            n_model,
+        )
+        if not entered.any():
+            return data
+        names = recommender.item_ids.ids
+        out = list(data)
+        for row in np.flatnonzero(entered).tolist():
+            why = {
+                int(i): int(b)
+                for i, b in zip(ranking.items[row], ranking.because[row], strict=True)
+                if i >= 0 and b >= 0
+            }
+            entries = []
+            for i, s in zip(items[row].tolist(), scores[row].tolist(), strict=True):
+                if i < 0:
+                    break
+                name = names[i] if i < n_model else block.ids[i - n_model]
+                entry = {"item": name, "score": s}
+                if i in why:
+                    entry["because"] = names[why[i]]
+                entries.append(entry)
+            out[row] = orjson.dumps(
+                envelope(
+                    users[row],
+                    "personal",
+                    recommender.version_id,
+                    stamps[row],
+                    written_at,
+                    entries,
+                    variant,
+                )
+            )
+        return out
 
     def _note_shown(
         self,

@@ -109,6 +109,37 @@ class WorkerMetrics:
             "Forget markers turned into tombstones after FRESHREC_FORGET_RETENTION_S.",
             registry=r,
         )
+        self.new_items_folded = Gauge(
+            "freshrec_worker_new_items_folded",
+            "Items the model does not know whose statistics this worker's item agent holds "
+            "(per model version each).",
+            registry=r,
+        )
+        self.new_items_shared = Gauge(
+            "freshrec_worker_new_items_shared",
+            "Interim items whose vector this worker's item agent shared (they have "
+            "FRESHREC_NEW_ITEM_MIN_USERS users or more).",
+            registry=r,
+        )
+        self.new_item_users = Histogram(
+            "freshrec_worker_new_item_users",
+            "Distinct users of an interim item, observed each time its vector is written.",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.new_item_recommendable_seconds = Histogram(
+            "freshrec_worker_new_item_recommendable_seconds",
+            "Time from an interim item's first contribution reaching the item agent to its "
+            "vector being shared (recommendable).",
+            buckets=_FRESHNESS_BUCKETS,
+            registry=r,
+        )
+        self.contributions_sent = Counter(
+            "freshrec_worker_contributions_sent",
+            "Contribution messages (one per interim item per batch) sent to the "
+            "contributions topic.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "freshrec_worker_batch_size",
             "Messages per micro-batch.",

@@ -36,18 +36,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from freshrec.errors import TransientError
+from freshrec.redis_client import TRANSIENT_ERRORS
 from freshrec.settings import Settings
+from schemas.interim import ContributionMessage
 from schemas.state import UserState
 from schemas.wire import event_types
-from streams.batch import Inbound, Message, StepResult, failure_rejection, step
+from streams.batch import (
+    Inbound,
+    InterimTouch,
+    Message,
+    StepResult,
+    Touched,
+    failure_rejection,
+    step,
+)
 from streams.catalog import TakedownReader
 from streams.dead_letter import DeadLetter, DeadLetterWriter, count_by_reason
+from streams.interim import ContributionSender, InterimVectors, contributions, is_interim
 from streams.lists import ListBuilder, UserList
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -96,8 +107,14 @@ class BatchProcessor:
         ownership: Ownership,
         takedown: TakedownReader | None = None,
         on_data_lost: Callable[[], None] | None = None,
+        contributions: ContributionSender | None = None,
+        interim: InterimVectors | None = None,
     ) -> None:
         self._settings = settings
+        #: Where events on items the model does not know go (None: nowhere, as in unit
+        #: tests), and the interim vectors every list is ranked with (streams.interim).
+        self._contributions = contributions
+        self._interim = interim
         #: The items taken down, read with every batch (None: no catalog, as in unit tests).
         self._takedown = takedown
         self._ownership = ownership
@@ -145,9 +162,12 @@ class BatchProcessor:
             # The takedown set for this batch's lists: read here, since nothing may be
             # awaited between the ownership check below and the batch's sends.
             await self._read_takedown()
+            await self._read_interim()
             self._metrics.batch_size.observe(len(batch))
             s = self._settings
             counting = self._refresher.counting_popularity
+            recommender = self._follower.recommender
+            interim = is_interim(recommender) if self._contributions is not None else None
             result = step(
                 batch,
                 self._state.get,
@@ -156,6 +176,7 @@ class BatchProcessor:
                 s.dedupe_window,
                 counting,
                 s.fault_item_id,
+                interim,
             )
             self._popularity.add(result.new_items)
             self._count(result)
@@ -169,6 +190,7 @@ class BatchProcessor:
                     sorted(fenced),
                 )
             touched = {u: t for u, t in result.touched.items() if t.partition not in fenced}
+            messages = self._contributions_of(result.interim, touched)
             writes: dict[str, Write] = {
                 user: (t.partition, t.state) for user, t in touched.items() if t.changed
             }
@@ -183,6 +205,20 @@ class BatchProcessor:
                 self._follower.generation,
             )
             self._online.count(online)
+            if messages and self._contributions is not None:
+                # Acknowledged before the states are written: a crash in between
+                # redelivers the events, which make the same entries again.
+                await self._contributions.send(messages)
+                self._metrics.contributions_sent.inc(len(messages))
+                late = self._ownership.fenced({m.partition for m in batch}, received_at) - fenced
+                if late:  # revoked while the contributions were on their way
+                    self._metrics.events_fenced.inc(sum(1 for m in batch if m.partition in late))
+                    fenced = fenced | late
+                    gone = {u for u, t in touched.items() if t.partition in late}
+                    writes = {u: w for u, w in writes.items() if u not in gone}
+                    letters = [d for d in letters if d.partition not in late]
+                    lists = [x for x in lists if x.user not in gone]
+                    forget = [u for u in forget if u not in gone]
             with self._metrics.durable_write_seconds.time():
                 await asyncio.gather(self._state.persist(writes), self._dead_letters.send(letters))
             self._metrics.users_held.set(len(self._state))
@@ -315,6 +351,35 @@ class BatchProcessor:
         """A refresh's chunk: build and write the lists of ``users``."""
         await self._read_takedown()
         await self._send(self._build(users, states))
+
+    def _contributions_of(
+        self, touches: Sequence[InterimTouch], touched: Mapping[str, Touched]
+    ) -> list[ContributionMessage]:
+        """The contribution messages of the batch's events on interim items (those of
+        ``touched`` users only), with each user's state keeping its contributions."""
+        recommender = self._follower.recommender
+        kept = [t for t in touches if t.user in touched]
+        if not kept or recommender is None:
+            return []
+        messages, held = contributions(kept, recommender)
+        for user, contributed in held.items():
+            state = touched[user].state
+            if state is not None:
+                state.interim = contributed
+        return messages
+
+    async def _read_interim(self) -> None:
+        """The current version's interim vectors, for the lists built next (the same
+        read-before-the-ownership-check rule as the takedown set's)."""
+        if self._interim is None:
+            return
+        model = self._follower.recommender
+        try:
+            self._lists.interim = await self._interim.refresh(
+                None if model is None else model.version_id
+            )
+        except (*TRANSIENT_ERRORS, TimeoutError) as exc:  # type: ignore[misc]
+            log.warning("interim vectors not read (%r); the last ones stay", exc)
 
     async def _read_takedown(self) -> None:
         """The items taken down, for the lists built next: one small read at the start of

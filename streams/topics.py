@@ -1,4 +1,5 @@
-"""Create the event topics, the items topic (compacted) and the dead-letter topic when missing."""
+"""Create the event topics, the items topic (compacted), the contributions topic and the
+dead-letter topic when missing."""
 
 from __future__ import annotations
 
@@ -16,8 +17,14 @@ from schemas.wire import topics_by_type
 
 def event_topics(settings: Settings) -> list[str]:
     """Every topic freshrec's producers and worker need to exist: the event topics
-    (:func:`schemas.wire.topics_by_type`), the items topic and the dead-letter topic."""
-    return [*topics_by_type(settings).values(), settings.topic_items, settings.topic_dead_letter]
+    (:func:`schemas.wire.topics_by_type`), the items topic, the contributions topic (keyed
+    by item, with the event topics' partition count) and the dead-letter topic."""
+    return [
+        *topics_by_type(settings).values(),
+        settings.topic_items,
+        settings.topic_contributions,
+        settings.topic_dead_letter,
+    ]
 
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:

@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from freshrec.errors import FreshrecError, TransientError
 from freshrec.kafka_config import client_config
 from freshrec.settings import Settings
+from schemas.interim import stats_changelog_topic
 from schemas.state import changelog_topic
 from schemas.wire import topics_by_type
 
@@ -39,10 +40,12 @@ class TopologyError(FreshrecError):
 
 def worker_topics(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes: the event topics, the changelog of its state
-    table and the dead-letter topic."""
+    table, the contributions topic and its table's changelog, and the dead-letter topic."""
     return [
         *topics_by_type(settings).values(),
         changelog_topic(settings.app_id),
+        settings.topic_contributions,
+        stats_changelog_topic(settings.app_id),
         settings.topic_dead_letter,
     ]
 

@@ -1,0 +1,178 @@
+"""The fold-in agent's side of items the model does not know (issue 23): contributions
+out, interim vectors in.
+
+**Contributions.** An event on an item the current model does not know (an
+*interim* item) makes an entry for the item's statistics
+(:mod:`schemas.interim`): the user's vector and stored confidence just after
+the event (:func:`contributions`), and the contribution it replaces, the
+user's previous one to the item under the same version, which the user's
+state keeps (:attr:`schemas.state.UserState.interim`). A forget takes every
+one of the user's contributions back. A batch's entries go out as one message
+per item on the contributions topic, keyed by item id, and the pipeline waits
+for the broker's acknowledgement *before* it writes the users' states: a crash
+in between redelivers the events, which make the same entries again (each is
+a function of the state before the batch and the events up to it, not of how
+the batch was cut), and the item agent counts an entry at or below the stamp
+it already applied from that source partition once (:mod:`streams.items`).
+
+**Interim vectors.** The item agent writes each interim item's vector to the
+version's hash in Redis and raises the version's generation;
+:class:`InterimVectors` reads the generation with each batch and the whole
+hash when it moved, so every worker ranks the model's items plus the interim
+ones (:func:`models.item_foldin.merge_interim`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from freshrec.kafka_producer import OutgoingRecord
+from freshrec.redis_client import AsyncRedis
+from freshrec.retry import RetryPolicy
+from freshrec.settings import Settings
+from models.recommender import Recommender
+from models.weighting import user_confidences
+from schemas.interim import (
+    ContributionMessage,
+    Entry,
+    decode_vectors,
+    encode_message,
+    generation_key,
+    interim_key,
+)
+from schemas.state import InterimContribution
+from streams.batch import InterimTouch
+from streams.delivery import RecordProducer, send_all
+
+
+def is_interim(recommender: Recommender | None) -> Callable[[str], bool] | None:
+    """The ``is_interim`` predicate of :func:`streams.batch.step` for ``recommender``:
+    None (record nothing) without a model or without the user Gram its versions carry."""
+    if recommender is None or recommender.user_gram is None:
+        return None
+    known = recommender.item_ids
+
+    def unknown(item: str) -> bool:
+        return item not in known
+
+    return unknown
+
+
+def contributions(
+    touches: Sequence[InterimTouch], recommender: Recommender
+) -> tuple[list[ContributionMessage], dict[str, dict[str, InterimContribution]]]:
+    """The batch's messages (one per item, entries in message order) and each touched
+    user's contributions after the batch (what their state keeps)."""
+    version = recommender.version_id
+    events = [t for t in touches if t.item is not None]
+    confidences = [user_confidences(t.history, recommender.weighting) for t in events]
+    rows, _ = recommender.encode(confidences)
+    positive = np.bincount(
+        np.repeat(np.arange(rows.n_users), rows.lengths()),
+        weights=rows.confidences > 0,
+        minlength=rows.n_users,
+    )
+    vectors = recommender.foldin.user_vectors(rows) if events else np.zeros((0, 0))
+    alpha = recommender.foldin.alpha
+    made: dict[int, InterimContribution | None] = {}
+    for row, (t, conf) in enumerate(zip(events, confidences, strict=True)):
+        c = conf.get(t.item or "", 0.0)
+        usable = positive[row] > 0 and c != 0
+        made[id(t)] = (
+            (version, alpha * c, tuple(vectors[row].astype(np.float64).tolist()))
+            if usable
+            else None
+        )
+    running: dict[str, dict[str, InterimContribution]] = {}
+    by_item: dict[str, list[Entry]] = {}
+    for t in touches:
+        held = running.get(t.user)
+        if held is None:
+            held = running[t.user] = dict(t.before)
+        if t.item is None:  # a forget: every contribution under this version back
+            for item, (v, c, x) in held.items():
+                if v == version:
+                    entry = Entry(t.user, t.source, t.offset, (c, x), None)
+                    by_item.setdefault(item, []).append(entry)
+            held.clear()
+            continue
+        old = held.get(t.item)
+        taken = (old[1], old[2]) if old is not None and old[0] == version else None
+        new = made[id(t)]
+        if taken is None and new is None:
+            continue
+        by_item.setdefault(t.item, []).append(
+            Entry(t.user, t.source, t.offset, taken, None if new is None else (new[1], new[2]))
+        )
+        if new is None:
+            held.pop(t.item, None)
+        else:
+            held[t.item] = new
+    messages = [ContributionMessage(version, item, entries) for item, entries in by_item.items()]
+    return messages, running
+
+
+class ContributionSender:
+    """Sends a batch's contribution messages and waits for the broker's acknowledgement."""
+
+    def __init__(self, settings: Settings, producer: RecordProducer, retry: RetryPolicy) -> None:
+        self._topic = settings.topic_contributions
+        self._producer = producer
+        self._retry = retry
+
+    async def send(self, messages: Sequence[ContributionMessage]) -> None:
+        """Resending after a failure is harmless: the item agent counts a stamp once."""
+        if not messages:
+            return
+        records = [
+            OutgoingRecord(self._topic, m.item.encode(), encode_message(m)) for m in messages
+        ]
+        await self._retry.call_async(lambda: send_all("contributions", self._producer, records))
+
+
+@dataclass(frozen=True, slots=True)
+class InterimBlock:
+    """One version's interim items as the list builder ranks them."""
+
+    version: str | None
+    ids: tuple[str, ...]
+    vectors: np.ndarray
+    """``len(ids) x f`` float32."""
+    sources: tuple[str, ...]
+
+
+EMPTY = InterimBlock(None, (), np.zeros((0, 0), dtype=np.float32), ())
+
+
+class InterimVectors:
+    """Every worker's copy of a version's interim vectors, reread when its generation moves."""
+
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
+        self._prefix = settings.key_prefix
+        self._client = client
+        self._version: str | None = None
+        self._generation: object = None
+        self.block = EMPTY
+
+    async def refresh(self, version: str | None) -> InterimBlock:
+        """The block of ``version``: one ``GET`` per call, an ``HGETALL`` when it moved."""
+        if version is None:
+            self._version, self._generation, self.block = None, None, EMPTY
+            return EMPTY
+        generation = await self._client.get(generation_key(self._prefix, version))
+        if version == self._version and generation == self._generation:
+            return self.block
+        raw = await self._client.hgetall(interim_key(self._prefix, version))
+        found = decode_vectors(raw)
+        ids = tuple(sorted(found))
+        vectors = (
+            np.stack([found[i].vector for i in ids]).astype(np.float32)
+            if ids
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        self._version, self._generation = version, generation
+        self.block = InterimBlock(version, ids, vectors, tuple(found[i].source for i in ids))
+        return self.block
