@@ -155,6 +155,7 @@ def step(
     track_new_items: bool = False,
     fault_item_id: str = "",
     is_interim: Callable[[str], bool] | None = None,
+    interim_version: str | None = None,
 ) -> StepResult:
     """Validate ``messages`` and apply them to their users' states, in message order.
 
@@ -171,6 +172,10 @@ def step(
     ``fault_item_id`` is a test hook: events of that item raise
     :class:`InjectedFault`, as such a bug would. ``is_interim`` tells the items
     the model does not know (:attr:`StepResult.interim`); None records none.
+    ``interim_version`` is the model's version: an event of a user holding
+    contributions made under another version is recorded too, whatever its
+    item, so that they are made again under this one (the hand-over at a
+    retrain, :mod:`streams.interim`).
     """
     run = _Step(
         get_state,
@@ -180,6 +185,7 @@ def step(
         track_new_items,
         fault_item_id,
         is_interim,
+        interim_version,
     )
     for msg in messages:
         run.tallies.consumed[msg.topic] += 1
@@ -213,6 +219,7 @@ class _Step:
     track_new_items: bool
     fault_item_id: str
     is_interim: Callable[[str], bool] | None
+    interim_version: str | None
     touched: dict[str, Touched] = field(default_factory=dict)
     letters: list[DeadLetter] = field(default_factory=list)
     tallies: Tallies = field(default_factory=Tallies)
@@ -265,11 +272,13 @@ class _Step:
             return
         state = t.state
         is_new = self.track_new_items and all(i.item_id != result.item_id for i in state.history)
-        before: dict[str, InterimContribution] | None = (
-            self._before(user, state)
-            if self.is_interim is not None and self.is_interim(result.item_id)
-            else None
-        )
+        before: dict[str, InterimContribution] | None = None
+        if self.is_interim is not None:
+            held = self.before.get(user, state.interim)
+            if self.is_interim(result.item_id) or any(
+                c[0] != self.interim_version for c in held.values()
+            ):
+                before = self._before(user, state)
         if state.apply(result, self.history_length, self.dedupe_window):
             if before is not None:
                 self.interim.append(

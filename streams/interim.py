@@ -36,6 +36,7 @@ from freshrec.settings import Settings
 from models.recommender import Recommender
 from models.weighting import user_confidences
 from schemas.interim import (
+    Contribution,
     ContributionMessage,
     Entry,
     decode_vectors,
@@ -65,8 +66,16 @@ def contributions(
     touches: Sequence[InterimTouch], recommender: Recommender
 ) -> tuple[list[ContributionMessage], dict[str, dict[str, InterimContribution]]]:
     """The batch's messages (one per item, entries in message order) and each touched
-    user's contributions after the batch (what their state keeps)."""
+    user's contributions after the batch (what their state keeps).
+
+    An event on an interim item replaces the user's contribution to it. Any
+    event of a user also makes again, under ``recommender``'s version, their
+    contributions made under an older one to items this version still does not
+    know (stamped with the event: the hand-over at a retrain), and drops those
+    to items it knows. A forget takes every contribution back.
+    """
     version = recommender.version_id
+    known = recommender.item_ids
     events = [t for t in touches if t.item is not None]
     confidences = [user_confidences(t.history, recommender.weighting) for t in events]
     rows, _ = recommender.encode(confidences)
@@ -77,40 +86,42 @@ def contributions(
     )
     vectors = recommender.foldin.user_vectors(rows) if events else np.zeros((0, 0))
     alpha = recommender.foldin.alpha
-    made: dict[int, InterimContribution | None] = {}
-    for row, (t, conf) in enumerate(zip(events, confidences, strict=True)):
-        c = conf.get(t.item or "", 0.0)
-        usable = positive[row] > 0 and c != 0
-        made[id(t)] = (
-            (version, alpha * c, tuple(vectors[row].astype(np.float64).tolist()))
-            if usable
-            else None
-        )
+    at: dict[int, int] = {id(t): row for row, t in enumerate(events)}
     running: dict[str, dict[str, InterimContribution]] = {}
     by_item: dict[str, list[Entry]] = {}
+
+    def add(t: InterimTouch, item: str, old: Contribution | None, new: Contribution | None) -> None:
+        by_item.setdefault(item, []).append(Entry(t.user, t.source, t.offset, old, new))
+
     for t in touches:
         held = running.get(t.user)
         if held is None:
             held = running[t.user] = dict(t.before)
         if t.item is None:  # a forget: every contribution under this version back
-            for item, (v, c, x) in held.items():
+            for item, (v, c, taken_x) in held.items():
                 if v == version:
-                    entry = Entry(t.user, t.source, t.offset, (c, x), None)
-                    by_item.setdefault(item, []).append(entry)
+                    add(t, item, (c, taken_x), None)
             held.clear()
             continue
-        old = held.get(t.item)
-        taken = (old[1], old[2]) if old is not None and old[0] == version else None
-        new = made[id(t)]
-        if taken is None and new is None:
-            continue
-        by_item.setdefault(t.item, []).append(
-            Entry(t.user, t.source, t.offset, taken, None if new is None else (new[1], new[2]))
-        )
-        if new is None:
-            held.pop(t.item, None)
-        else:
-            held[t.item] = new
+        row = at[id(t)]
+        conf = confidences[row]
+        x = tuple(vectors[row].astype(np.float64).tolist()) if positive[row] > 0 else None
+        stale = [i for i, c in held.items() if c[0] != version]
+        wanted = [i for i in stale if i not in known]
+        for item in stale:
+            del held[item]
+        if t.item not in known and t.item not in wanted:
+            wanted.append(t.item)
+        for item in wanted:
+            old = held.pop(item, None)
+            taken = (old[1], old[2]) if old is not None else None
+            c = conf.get(item, 0.0)
+            new = (alpha * c, x) if x is not None and c != 0 else None
+            if taken is None and new is None:
+                continue
+            add(t, item, taken, new)
+            if new is not None:
+                held[item] = (version, new[0], new[1])
     messages = [ContributionMessage(version, item, entries) for item, entries in by_item.items()]
     return messages, running
 

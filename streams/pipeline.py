@@ -177,6 +177,7 @@ class BatchProcessor:
                 counting,
                 s.fault_item_id,
                 interim,
+                None if recommender is None else recommender.version_id,
             )
             self._popularity.add(result.new_items)
             self._count(result)

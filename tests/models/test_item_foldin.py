@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.item_foldin import ItemStats, content_vectors, item_vectors, user_gram
+from models.item_foldin import ItemStats, content_vectors, item_vectors, merge_interim, user_gram
 
 ALPHA, REG = 2.0, 0.05
 
@@ -93,3 +93,19 @@ def test_content_vectors_point_into_the_cluster_of_their_tags() -> None:
     # a tag every item has weighs nothing by specificity: the plain mean of everything
     assert np.linalg.norm(got[2]) > 0
     assert not got[3].any()
+
+
+def test_merge_interim_puts_a_better_interim_item_in_its_place_and_leaves_other_rows() -> None:
+    items = np.array([[0, 1, 2], [0, 1, 2]])
+    scores = np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]], dtype=np.float32)
+    users = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    interim = np.array([[0.7, 0.0], [0.05, 0.0]], dtype=np.float32)
+    excluded = np.array([[False, False], [True, False]])
+    personal = np.array([True, True])
+    got_items, got_scores, entered = merge_interim(
+        items, scores, users, personal, interim, excluded, n_model=10
+    )
+    assert entered.tolist() == [True, False]
+    assert got_items[0].tolist() == [0, 10, 1]
+    np.testing.assert_allclose(got_scores[0], [0.9, 0.7, 0.5])
+    assert got_items[1].tolist() == [0, 1, 2]  # its interim item is excluded (seen)

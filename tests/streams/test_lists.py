@@ -188,3 +188,33 @@ def test_a_canary_ranks_its_users_with_the_candidate_and_marks_their_lists() -> 
         assert got.variant == ("canary" if arm else "current")
         assert state.shown is not None and state.shown.arm == got.variant
         assert state.shown.version == model.version_id
+
+
+def test_an_interim_item_enters_lists_by_name_never_to_who_saw_it_nor_when_taken_down() -> None:
+    """Lists an interim item enters are in the JSON form, which names it (the compact form
+    indexes the version's item table, which it is not in); the others stay compact."""
+    from streams.interim import InterimBlock
+
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    builder = ListBuilder(5, _Follower(rec), Popularity())  # type: ignore[arg-type]
+    users = ["fan", "saw-it", "cold"]
+    states = [_state(names[0], names[1]), _state(names[0], names[1], "new"), _state(names[2])]
+    fan = rec.foldin.user_vectors(rec.encode([user_confidences(states[0].history)])[0])[0]
+    # an item every user with the fan's taste ranks first
+    block = InterimBlock(rec.version_id, ("new",), (fan * 100)[None, :], ("fold",))
+    builder.interim = block
+    lists = builder.build(users, states, 999)
+    first = _read(rec, "fan", lists[0].data)
+    assert compact_version(lists[0].data) is None
+    assert first.items[0].item == "new" and first.items[0].because is None
+    assert [i.item for i in first.items[1:]] == [
+        i.item for i in _expected(rec, ["fan"], states[:1], 4)[0].items
+    ]
+    assert all(i.item != "new" for i in _read(rec, "saw-it", lists[1].data).items)
+    builder.unavailable = frozenset({"new"})
+    again = builder.build(users[:1], states[:1], 999)
+    assert compact_version(again[0].data) is not None  # no interim item: compact as before
+    builder.unavailable = frozenset()
+    builder.interim = InterimBlock("another-version", ("new",), block.vectors, ("fold",))
+    assert compact_version(builder.build(users[:1], states[:1], 999)[0].data) is not None

@@ -69,6 +69,8 @@ def _recomputed(
         prefix = state.history[: rows[-1] + 1]
         conf = user_confidences(prefix, model.weighting)
         encoded, _ = model.encode([conf])
+        if not (encoded.confidences > 0).any():  # nothing known to fold in: no vector
+            continue
         x = model.foldin.user_vectors(encoded)[0]
         stats.add(x, model.foldin.alpha * conf[item])
     assert model.user_gram is not None
