@@ -351,6 +351,7 @@ class BatchProcessor:
     async def _rewrite(self, users: Sequence[str], states: Sequence[UserState]) -> None:
         """A refresh's chunk: build and write the lists of ``users``."""
         await self._read_takedown()
+        await self._read_interim()
         await self._send(self._build(users, states))
 
     def _contributions_of(

@@ -18,13 +18,17 @@ import redis
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
+from models.als import ALSConfig
 from models.item_foldin import ItemStats, item_vectors
 from models.recommender import Recommender
 from models.synthetic import SyntheticData
 from models.version import load_version, recommender_from_version
-from models.weighting import user_confidences
+from models.weighting import DEFAULT_WEIGHTING, user_confidences
+from retrain.publish import train_and_publish
+from retrain.snapshot import read_changelog
 from schemas.interim import decode_vector, interim_key
-from schemas.state import UserState
+from schemas.recs import compact_version, user_key
+from schemas.state import UserState, changelog_topic
 from tests.api_process import api_process, get_json
 from tests.streams.worker import (
     BASE_TS,
@@ -94,7 +98,7 @@ def _lists_hold(client: redis.Redis, s: Settings, users: Sequence[str], item: st
     return held / len(users)
 
 
-def test_a_new_item_is_folded_in_across_workers_shared_forgotten_and_survives_a_sigkill(
+def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_over(
     worker_settings: Settings,
     start_worker: Callable[..., WorkerProcess],
     redis_client: redis.Redis,
@@ -201,4 +205,25 @@ def test_a_new_item_is_folded_in_across_workers_shared_forgotten_and_survives_a_
     np.testing.assert_allclose(
         _shared(redis_client, s, version, new)[0], expected, rtol=1e-4, atol=1e-5
     )
+
+    # --- a retrain that includes the item: no interim vector, every list the model's ----
+    snapshot = read_changelog(s.bootstrap_servers, changelog_topic(s.app_id), 30)
+    retrained = train_and_publish(
+        ModelStore(s.model_store),
+        snapshot.log,
+        ALSConfig(factors=8, iterations=12, num_threads=1, seed=42, use_gpu=False),
+        DEFAULT_WEIGHTING,
+        popular_length=s.list_length,
+        snapshot={"source": "test"},
+    ).version.version_id
+    assert new in load_version(ModelStore(s.model_store), retrained).item_ids
+
+    def on_the_retrained_model(user: str) -> bool:
+        raw = redis_client.hget(user_key(s.key_prefix, user), "data")
+        return raw is not None and compact_version(raw) == retrained
+
+    kept = [u for u in users if u != gone]
+    wait_until(lambda: all(map(on_the_retrained_model, kept)), 60, "lists on the retrain")
+    assert redis_client.hget(interim_key(s.key_prefix, retrained), new) is None
+    assert _lists_hold(redis_client, s, audience, new) > 0  # now by the model's own vector
     assert first.alive and second.alive
