@@ -220,7 +220,7 @@ def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_ove
 
     def on_the_retrained_model(user: str) -> bool:
         raw = redis_client.hget(user_key(s.key_prefix, user), "data")
-        return raw is not None and compact_version(raw) == retrained
+        return isinstance(raw, bytes) and compact_version(raw) == retrained
 
     kept = [u for u in users if u != gone]
     wait_until(lambda: all(map(on_the_retrained_model, kept)), 60, "lists on the retrain")
