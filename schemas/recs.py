@@ -57,7 +57,9 @@ either kind coexist while workers are upgraded and until each list is written
 again:
 
 1. JSON (:func:`encode`): ``{"user", "source", "model_version", "updated_at",
-   "written_at", "items": [{"item", "score", "because"?}, ...]}``. Lists made
+   "written_at", "items": [{"item", "score", "because"?, "source"?}, ...]}``
+   (an entry's ``source``, ``fold`` or ``content``, marks an item the model
+   version does not know: :mod:`schemas.interim`). Lists made
    without a model (``model_version`` null: the worker's popularity before any
    model exists) and ``P popular`` are written so; older workers wrote every
    list so. About 6 KB for 150 items.

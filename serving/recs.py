@@ -256,6 +256,9 @@ def render(
                 if type(because) is not str:
                     raise TypeError(f"bad explanation {because!r}")
                 out["because"] = because
+            origin = entry.get("source")
+            if origin is not None:  # an item the model does not know: its vector's source
+                out["source"] = _ITEM_SOURCES[origin]
             picked.append(out)
         version, updated_at, written_at = doc["model_version"], doc["updated_at"], doc["written_at"]
         if type(updated_at) is not int or type(written_at) is not int:
@@ -295,6 +298,9 @@ TAG_OVERFETCH = 3
 
 #: The stored ``source`` values, each to itself (a lookup that refuses any other value).
 _SOURCES: dict[str, Source] = {"personal": "personal", "popular": "popular"}
+#: The stored ``source`` of an entry, on an interim item only (schemas.interim: where its
+#: vector comes from), each to itself: an unknown value makes the list corrupt.
+_ITEM_SOURCES: dict[str, str] = {"fold": "fold", "content": "content"}
 
 
 def _skip_corrupt(what: str, exc: CorruptList) -> None:

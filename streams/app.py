@@ -43,6 +43,7 @@ from schemas.state import STATE_TABLE
 from schemas.wire import topics_by_type
 from streams.batch import Message
 from streams.catalog import CatalogWriter, TakedownReader
+from streams.content_start import ContentStart
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
 from streams.interim import ContributionSender, InterimVectors
@@ -237,7 +238,14 @@ def create_app(settings: Settings) -> faust.App:
         producer, settings.topic_dead_letter, retry("dead-letter write")
     )
     catalog_client = redis_client(settings, "freshrec-worker-catalog")
-    catalog = CatalogWriter(settings, catalog_client, dead_letters, retry("catalog write"), metrics)
+    follower = ModelFollower(settings.model_store, metrics)
+    interim = InterimVectors(settings, catalog_client)
+    content = ContentStart(
+        settings, catalog_client, follower, metrics, retry("content vector write"), interim
+    )
+    catalog = CatalogWriter(
+        settings, catalog_client, dead_letters, retry("catalog write"), metrics, content
+    )
     rebuilds: set[asyncio.Task[None]] = set()
 
     def rebuild_catalog() -> None:
@@ -253,7 +261,6 @@ def create_app(settings: Settings) -> faust.App:
         rebuilds.add(task)
         task.add_done_callback(rebuilds.discard)
 
-    follower = ModelFollower(settings.model_store, metrics)
     processor = BatchProcessor(
         settings,
         StateTable(table, producer, retry("changelog write"), settings.state_cache_users),
@@ -265,7 +272,7 @@ def create_app(settings: Settings) -> faust.App:
         TakedownReader(settings, catalog_client),
         rebuild_catalog,
         ContributionSender(settings, producer, retry("contributions write")),
-        InterimVectors(settings, catalog_client),
+        interim,
     )
     item_agent = ItemAgent(
         settings,
@@ -388,6 +395,10 @@ def create_app(settings: Settings) -> faust.App:
         except Exception:
             # Only lists are written here (no offsets): the next tick tries again.
             log.exception("model check or refresh failed; retrying at the next poll")
+        try:
+            await content.follow()  # a new version: its content vectors (content_start)
+        except Exception:
+            log.exception("content vectors not built; retrying at the next poll")
 
     marker_check_s = settings.forget_retention_s / MARKER_CHECKS_PER_RETENTION
     marker_check_s = max(MARKER_CHECK_MIN_S, min(MARKER_CHECK_MAX_S, marker_check_s))

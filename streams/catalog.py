@@ -53,6 +53,7 @@ from schemas.items import (
 from schemas.recs import DATA_FIELD
 from schemas.validator import Rejection, validate_item
 from streams.batch import Message
+from streams.content_start import ContentStart
 from streams.dead_letter import DeadLetter, DeadLetterWriter
 from streams.metrics import WorkerMetrics
 
@@ -111,8 +112,11 @@ class CatalogWriter:
         dead_letters: DeadLetterWriter,
         retry: RetryPolicy,
         metrics: WorkerMetrics,
+        content: ContentStart | None = None,
     ) -> None:
         prefix = settings.key_prefix
+        #: Content vectors of the items written (streams.content_start; None: none made).
+        self._content = content
         self._keys = [items_hash_key(prefix), unavailable_key(prefix), takedown_key(prefix)]
         self._client = client
         self._script = client.register_script(_WRITE_ITEM)
@@ -163,7 +167,10 @@ class CatalogWriter:
                 raise TransientError(f"redis catalog write failed: {exc}") from exc
             return sum(int(r) for r in results)
 
-        return await self._retry.call_async(attempt)
+        written = await self._retry.call_async(attempt)
+        if self._content is not None:
+            await self._content.written(records)
+        return written
 
     async def rebuild(self, settings: Settings) -> int:
         """Write every valid record of the items topic again (see the module doc); returns
@@ -176,6 +183,8 @@ class CatalogWriter:
         for start in range(0, len(records), REBUILD_CHUNK):
             written += await self.write(records[start : start + REBUILD_CHUNK])
         log.info("item table rebuilt from %d records of %s", len(records), settings.topic_items)
+        if self._content is not None:  # built from the whole table again at the next poll
+            self._content.invalidate()
         return written
 
 

@@ -264,8 +264,11 @@ class ListBuilder:
             for i, s in zip(items[row].tolist(), scores[row].tolist(), strict=True):
                 if i < 0:
                     break
-                name = names[i] if i < n_model else block.ids[i - n_model]
-                entry = {"item": name, "score": s}
+                if i < n_model:
+                    entry = {"item": names[i], "score": s}
+                else:  # an interim item says where its vector comes from: fold, content
+                    entry = {"item": block.ids[i - n_model], "score": s}
+                    entry["source"] = block.sources[i - n_model]
                 if i in why:
                     entry["because"] = names[why[i]]
                 entries.append(entry)

@@ -121,6 +121,18 @@ class WorkerMetrics:
             "FRESHREC_NEW_ITEM_MIN_USERS users or more).",
             registry=r,
         )
+        self.new_items_content = Gauge(
+            "freshrec_worker_new_items_content",
+            "Interim items of the current version ranked by a content vector (tagged, no "
+            "users yet), as of this worker's last read of the interim vectors.",
+            registry=r,
+        )
+        self.new_items_content_started = Counter(
+            "freshrec_worker_new_items_content_started_total",
+            "Content vectors written for an item that had no interim vector under the "
+            "version (a catalog upload, or a switch to a version that does not know it).",
+            registry=r,
+        )
         self.new_item_users = Histogram(
             "freshrec_worker_new_item_users",
             "Distinct users of an interim item, observed each time its vector is written.",

@@ -467,3 +467,36 @@ async def test_the_item_table_is_read_once_per_version(
         bodies = [await r.json() for r in first + again]
     assert gets() == before + 1
     assert [item_ids(b)[-1] for b in bodies] == users + users
+
+
+async def test_a_new_items_entry_says_where_its_vector_comes_from(
+    api_client: ApiClient, redis_client: Any, settings: Settings
+) -> None:
+    """Issue 23: a list's entry of an item the model does not know carries its vector's
+    source (``fold``, ``content``), and the answer keeps it; an unknown source is a
+    corrupt list (skipped for the popular fallback), not passed on."""
+    import orjson
+
+    doc: dict[str, Any] = {
+        "user": "alice",
+        "source": "personal",
+        "model_version": "v1",
+        "updated_at": 1,
+        "written_at": 2,
+        "variant": "current",
+        "items": [
+            {"item": "a", "score": 0.9, "because": "b"},
+            {"item": "n1", "score": 0.8, "source": "content"},
+            {"item": "n2", "score": 0.7, "source": "fold"},
+        ],
+    }
+    key = user_key(settings.key_prefix, "alice")
+    redis_client.hset(key, DATA_FIELD, orjson.dumps(doc))
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice")).json()
+        assert body["items"] == doc["items"]
+        doc["items"][1]["source"] = "guess"
+        redis_client.hset(key, DATA_FIELD, orjson.dumps(doc))
+        before = corrupt_count()
+        body = await (await client.get("/recs/alice")).json()
+    assert body["source"] == "popular" and corrupt_count() == before + 1
