@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.content import TagSpace
+
 
 @dataclass
 class ItemStats:
@@ -82,45 +84,11 @@ def content_vectors(
     item_tags: Mapping[int, Sequence[str]],
     item_factors: np.ndarray,
 ) -> np.ndarray:
-    """A vector for each new item of ``tags`` from the model's items sharing its tags.
-
-    ``item_tags`` maps model item indices to their tags. Each model item that
-    shares a tag with the new item weighs in with the sum of the shared tags'
-    specificity, ``log(N / df)`` (``N`` tagged model items, ``df`` of them
-    with the tag): a tag every item has says nothing. The weighted mean of
-    their vectors gives the direction; its length is set to the weighted mean
-    length of those vectors, since averaging shrinks a mean towards zero and a
-    short vector would rank below every real item. A new item whose tags no
-    model item has gets the zero vector (it stays out of lists).
-    """
-    f = item_factors.shape[1]
-    out = np.zeros((len(tags), f), dtype=np.float32)
-    n_tagged = len(item_tags)
-    if n_tagged == 0:
-        return out
-    by_tag: dict[str, list[int]] = {}
-    for item, its_tags in item_tags.items():
-        for tag in set(its_tags):
-            by_tag.setdefault(tag, []).append(item)
-    idf = {tag: float(np.log(n_tagged / len(items))) for tag, items in by_tag.items()}
-    y = np.asarray(item_factors, dtype=np.float64)
-    for row, new_tags in enumerate(tags):
-        weights: dict[int, float] = {}
-        for tag in set(new_tags):
-            for item in by_tag.get(tag, ()):
-                weights[item] = weights.get(item, 0.0) + idf[tag]
-        if not weights:
-            continue
-        items = np.fromiter(weights, dtype=np.int64, count=len(weights))
-        w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
-        if w.sum() <= 0:  # only tags that every item has
-            w = np.ones_like(w)
-        vectors = y[items]
-        mean = w @ vectors / w.sum()
-        norm = np.linalg.norm(mean)
-        if norm > 0:
-            out[row] = mean * (w @ np.linalg.norm(vectors, axis=1) / w.sum()) / norm
-    return out
+    """A vector for each new item of ``tags`` from the model's items sharing its tags
+    (``item_tags``: model item index -> its tags), weighted by tag specificity: the
+    rule is :mod:`models.content`'s, whose :class:`~models.content.TagSpace` the
+    worker keeps per version rather than indexing the tags again per call."""
+    return TagSpace(item_tags, item_factors).vectors(tags)
 
 
 def merge_interim(

@@ -3,7 +3,7 @@
 An item record with tags, for an item the current model version does not
 know, gets a *content* vector: the mean of the vectors of the model's items
 that share its tags, each weighted by how specific the shared tags are
-(:func:`models.item_foldin.content_vectors`). It goes into the version's
+(:class:`models.content.TagSpace`). It goes into the version's
 interim hash (:mod:`schemas.interim`, ``"source": "content"``), which every
 worker ranks with (:class:`streams.interim.InterimVectors`), so the lists
 written next can hold it, marked ``"source": "content"`` in their entries and
@@ -15,12 +15,19 @@ item table. It reads the stored records of those items back (the table holds
 the newest record of each item; a redelivered or older one changes nothing)
 and, for each item the current version does not know, writes the vector of
 its tags, rewrites it when its tags changed, and drops it when it has none
-left. The tags of the model's own items are read from the whole item table
-each time (one ``HGETALL`` per catalog batch that holds a new tagged item),
-so they are as of the batch, whichever worker wrote them. At each version
-switch (the worker's model poll, :meth:`ContentStart.follow`) the vectors are
-built again under the new version for every tagged item it still does not
-know: the new version's hash starts empty, and its item vectors are others.
+left. At each version switch (the worker's model poll,
+:meth:`ContentStart.follow`) the vectors are built again under the new version
+for every tagged item it still does not know: the new version's hash starts
+empty, and its item vectors are others.
+
+**The model items' tags** (what a new item is placed among) are read from the
+whole item table (one ``HGETALL``) at a switch, and again at a poll that finds
+the catalog's revision moved (every write of the item table raises it:
+:mod:`streams.catalog`); this worker's own catalog batches keep them current
+in between. A model item's tags changed by another worker's batch count here
+from the next poll; vectors placed before are not redone until their item's
+record comes again or the next switch. Reading and placing run in a thread, so
+the event loop (the fold-in agent) is not held for them.
 
 **Hand-over.** The item agent (:mod:`streams.item_stats`) writes an item's
 ``fold`` vector, over the content one, once the item has
@@ -34,8 +41,7 @@ taken down (:mod:`streams.lists`) and the API filters them at serve time; the
 vector is kept, so an item made available again is back at once.
 
 Every worker builds the vectors at a switch (the same idempotent writes, a
-stored vector equal to the one built is not written again): one ``HGETALL``
-of the item table per version per worker.
+stored vector equal to the one built is not written again).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from freshrec.errors import TransientError
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
-from models.item_foldin import content_vectors
+from models.content import TagSpace
 from models.recommender import Recommender
 from schemas.interim import (
     InterimVector,
@@ -62,7 +68,8 @@ from schemas.interim import (
     generation_key,
     interim_key,
 )
-from schemas.items import ItemRecord, decode_record, items_hash_key
+from schemas.items import ItemRecord, decode_record, items_hash_key, takedown_key
+from schemas.recs import DATA_FIELD
 from streams.interim import InterimVectors
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -117,9 +124,7 @@ def model_tags(
 
 
 def planned(
-    recommender: Recommender,
-    tags: Mapping[int, Sequence[str]],
-    records: Sequence[ItemRecord],
+    recommender: Recommender, space: TagSpace, records: Sequence[ItemRecord]
 ) -> dict[str, np.ndarray | None]:
     """The content vector of each record's item that ``recommender`` does not know: its
     tags' vector, or None (drop any content vector) when it has no tags or none that a
@@ -129,7 +134,7 @@ def planned(
     tagged = [r for r in wanted if r.tags]
     if not tagged:
         return out
-    vectors = content_vectors([r.tags for r in tagged], tags, recommender.foldin.item_factors)
+    vectors = space.vectors([r.tags for r in tagged])
     for record, vector in zip(tagged, vectors, strict=True):
         out[record.item_id] = vector if vector.any() else None
     return out
@@ -157,21 +162,36 @@ class ContentStart:
         self._script = client.register_script(_WRITE_CONTENT)
         #: The version whose content vectors were last built whole (at a switch).
         self._built: str | None = None
+        #: The tags of that version's items (model_tags), and the catalog's revision
+        #: (schemas.items.Takedown) when they were read: reread at a poll that finds it
+        #: moved, kept current meanwhile with this worker's own catalog batches.
+        self._tags: dict[int, Sequence[str]] = {}
+        self._tags_version: str | None = None
+        #: ``_tags`` indexed (None: to index again before the next placement).
+        self._space: TagSpace | None = None
+        self._revision = -1
         self._lock = asyncio.Lock()
 
     async def follow(self) -> int:
         """At the model poll: when the current version changed since the last build,
-        build the content vectors of every tagged item it does not know. Returns how
-        many vectors were written (0 when nothing was to do)."""
+        build the content vectors of every tagged item it does not know; otherwise reread
+        the model items' tags if the catalog changed. Returns how many vectors were
+        written."""
         if self._interim is not None:
             sources = self._interim.block.sources
             self._metrics.new_items_content.set(sum(s == "content" for s in sources))
         model = self._follower.recommender
-        if model is None or model.version_id == self._built:
+        if model is None:
+            return 0
+        if model.version_id == self._built:
+            if await self._catalog_revision() != self._revision:
+                async with self._lock:
+                    await self._read_tags(model)
             return 0
         async with self._lock:
-            records = await self._read_all()
-            vectors = planned(model, model_tags(model, records), list(records.values()))
+            records = await self._read_tags(model)
+            space = await self._tag_space(model)
+            vectors = await asyncio.to_thread(planned, model, space, list(records.values()))
             written = 0
             items = list(vectors.items())
             for start in range(0, len(items), CHUNK):
@@ -199,12 +219,52 @@ class ContentStart:
         ids = list(dict.fromkeys(r.item_id for r in records))
         async with self._lock:
             stored = await self._read(ids)
+            if model.version_id != self._tags_version:  # a switch the poll has not seen yet
+                await self._read_tags(model)
+            for item, record in stored.items():  # the model's own items: their tags now
+                if item in model.item_ids:
+                    position = model.item_ids.index(item)
+                    if tuple(self._tags.get(position, ())) != record.tags:
+                        self._space = None
+                    if record.tags:
+                        self._tags[position] = record.tags
+                    else:
+                        self._tags.pop(position, None)
             new = [r for r in stored.values() if r.item_id not in model.item_ids]
-            if not new:  # the model's own items only: nothing to place
+            if not new:
                 return 0
-            # the whole table: its model items' tags as of now, whichever worker wrote them
-            tags = model_tags(model, await self._read_all()) if any(r.tags for r in new) else {}
-            return await self._write(model.version_id, planned(model, tags, new))
+            space = await self._tag_space(model)
+            vectors = await asyncio.to_thread(planned, model, space, new)
+            return await self._write(model.version_id, vectors)
+
+    async def _read_tags(self, model: Recommender) -> dict[str, ItemRecord]:
+        """Read the whole item table: the tags of ``model``'s items (kept) and every record
+        (returned), with the catalog's revision read first (a write after it moves it)."""
+        self._revision = await self._catalog_revision()
+        records = await self._read_all()
+        self._tags = await asyncio.to_thread(model_tags, model, records)
+        self._tags_version = model.version_id
+        self._space = None
+        return records
+
+    async def _tag_space(self, model: Recommender) -> TagSpace:
+        """``_tags`` (of ``model``) indexed, once per change."""
+        if self._space is None:
+            self._space = await asyncio.to_thread(TagSpace, self._tags, model.foldin.item_factors)
+        return self._space
+
+    async def _catalog_revision(self) -> int:
+        """The catalog's revision, raised by every write of the item table (-1: none)."""
+
+        async def attempt() -> Any:
+            try:
+                return await self._client.hget(takedown_key(self._prefix), DATA_FIELD)
+            except TRANSIENT_ERRORS as exc:
+                raise TransientError(f"redis catalog revision read failed: {exc}") from exc
+
+        raw = await self._retry.call_async(attempt)
+        head = raw.partition(b"\n")[0] if isinstance(raw, bytes) else b""
+        return int(head) if head.isdigit() else -1
 
     async def _read_all(self) -> dict[str, ItemRecord]:
         """Every readable record of the item table."""

@@ -26,10 +26,11 @@ from freshrec.redis_client import redis_client as async_redis
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
+from models.content import TagSpace
 from models.ids import IdMap
 from models.recommender import Recommender
 from schemas.interim import InterimVector, decode_vector, encode_vector, generation_key, interim_key
-from schemas.items import ItemRecord, encode_record, items_hash_key
+from schemas.items import ItemRecord, encode_record, items_hash_key, unavailable_key
 from streams.content_start import ContentStart, model_tags, planned
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
@@ -78,7 +79,8 @@ def test_content_vectors_are_the_specificity_weighted_mean_of_the_items_sharing_
         _record("untagged"),
         _record("a", ["y"]),  # the model knows it: never a content vector
     ]
-    got = planned(model, model_tags(model, _catalog()), new)
+    space = TagSpace(model_tags(model, _catalog()), model.foldin.item_factors)
+    got = planned(model, space, new)
     assert set(got) == {"only-x", "only-y", "x-and-y", "common", "nowhere", "untagged"}
 
     def vector(item: str) -> np.ndarray:
@@ -311,9 +313,31 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
     assert entries[item]["source"] == "content", body
     assert all("source" not in e for i, e in entries.items() if i not in tagged | placed)
 
+    # a takedown applies to a content item: out of the lists written next
+    down = next(i for i in tagged if i != item)
+    gone = ItemRecord(down, BASE_TS + 55_000, None, (f"c{tagged[down]}", "movie"), False)
+    send_raw(s, s.topic_items, _catalog_messages([gone]))
+    wait_until(
+        lambda: bool(redis_client.sismember(unavailable_key(s.key_prefix), down)),
+        30,
+        "the takedown",
+    )
+    again = nudge + 500
+    publish(s, [watch(f"again-{u}", u, data.log.items.ids[0], again) for u in users])
+    wait_until(
+        lambda: all(
+            (r := read_list(redis_client, s, u)) is not None and r.updated_at == again
+            for u in users
+        ),
+        60,
+        "the lists after the takedown",
+    )
+    assert not any(_holds(redis_client, s, u, down) for u in users)
+    assert _holds(redis_client, s, audience[0], item)
+
     # its users arrive: once it has MIN_USERS, the fold vector takes over
     watchers = audience[: s.new_item_min_users]
-    publish(s, [watch(f"w-{u}", u, item, nudge + 1000) for u in watchers])
+    publish(s, [watch(f"w-{u}", u, item, again + 1000) for u in watchers])
     wait_until(
         lambda: _stored(redis_client, s, version)[item].source == "fold",
         30,
