@@ -283,6 +283,7 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
         item_ownership,
         retry("item statistics write"),
+        content,
     )
     items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")
 

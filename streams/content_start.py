@@ -34,7 +34,9 @@ the event loop (the fold-in agent) is not held for them.
 ``FRESHREC_NEW_ITEM_MIN_USERS`` users; a content write never replaces a fold
 vector: one Lua script per batch checks the stored source and writes only
 over nothing or a content vector, atomically against the item agent's
-writes. Until the item has enough users its content vector stays.
+writes. Until the item has enough users its content vector stays, and when
+the item agent drops a fold vector (users forgot the item, below the minimum)
+it has the content vector written again (:meth:`ContentStart.restore`).
 
 **Takedown** applies as to every interim item: the lists leave out the items
 taken down (:mod:`streams.lists`) and the API filters them at serve time; the
@@ -216,7 +218,21 @@ class ContentStart:
         model = self._follower.recommender
         if model is None or not records:
             return 0
-        ids = list(dict.fromkeys(r.item_id for r in records))
+        return await self._place(model, [r.item_id for r in records])
+
+    async def restore(self, version: str, items: Sequence[str]) -> int:
+        """The item agent dropped the vectors of ``items`` under ``version`` (their users
+        forgot them, below ``FRESHREC_NEW_ITEM_MIN_USERS``): their content vectors again,
+        when ``version`` is the current one. Returns how many were written."""
+        model = self._follower.recommender
+        if model is None or model.version_id != version or not items:
+            return 0
+        return await self._place(model, items)
+
+    async def _place(self, model: Recommender, ids: Sequence[str]) -> int:
+        """Write, rewrite or drop the content vectors of ``ids`` from their stored records;
+        the records of ``model``'s own items update the tags it places by."""
+        ids = list(dict.fromkeys(ids))
         async with self._lock:
             stored = await self._read(ids)
             if model.version_id != self._tags_version:  # a switch the poll has not seen yet

@@ -63,6 +63,7 @@ from schemas.interim import (
 )
 from schemas.recs import ItemTable, similar_key
 from streams.batch import Message
+from streams.content_start import ContentStart
 from streams.delivery import RecordProducer, send_all
 from streams.metrics import WorkerMetrics
 from streams.ownership import Ownership
@@ -103,8 +104,11 @@ class ItemAgent:
         metrics: WorkerMetrics,
         ownership: Ownership,
         retry: RetryPolicy,
+        content: ContentStart | None = None,
     ) -> None:
         self._settings = settings
+        #: Puts content vectors back for items whose fold vector is dropped.
+        self._content = content
         self._table = table
         self._producer = producer
         self._client = client
@@ -247,3 +251,5 @@ class ItemAgent:
                 raise TransientError(f"redis interim write failed: {exc}") from exc
 
         await self._retry.call_async(attempt)
+        if gone and self._content is not None:  # tagged ones start from content again
+            await self._content.restore(version, gone)

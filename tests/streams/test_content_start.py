@@ -168,6 +168,15 @@ def test_a_content_vector_follows_its_tags_and_never_replaces_a_fold_vector(
             _store(redis_client, settings, again)
             assert await starter.written(again) == 0
             assert redis_client.hget(key, "n1") == fold
+        # the item agent drops the fold vector (its users forgot it): content again,
+        # from its tags now, under the current version only
+        _store(redis_client, settings, [_record("n1", ["x"], BASE_TS + 3)])
+        redis_client.hdel(key, "n1")
+        assert await starter.restore("v0", ["n1"]) == 0
+        assert await starter.restore("v1", ["n1"]) == 1
+        restored = _stored(redis_client, settings, "v1")["n1"]
+        assert restored.source == "content"
+        np.testing.assert_allclose(restored.vector, [1.0, 0.0], atol=1e-6)
         # a content vector whose item loses its tags is dropped
         _store(redis_client, settings, [_record("n3", ["x"])])
         await starter.written([_record("n3", ["x"])])
@@ -175,7 +184,7 @@ def test_a_content_vector_follows_its_tags_and_never_replaces_a_fold_vector(
         _store(redis_client, settings, [_record("n3", [], BASE_TS + 1)])
         assert await starter.written([_record("n3")]) == 1
         assert "n3" not in _stored(redis_client, settings, "v1")
-        assert metrics.new_items_content_started._value.get() == 2
+        assert metrics.new_items_content_started._value.get() == 3
 
     asyncio.run(go())
 
@@ -352,6 +361,18 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
         lambda: "tagged-late" in _stored(redis_client, s, version), 30, "a later upload's vector"
     )
     assert _stored(redis_client, s, version)[item].source == "fold"
+
+    # a watcher forgets: below MIN_USERS, the fold vector goes and content comes back
+    forgetter = watchers[0]
+    forget = {"type": "forget", "event_id": f"f-{forgetter}", "user_id": forgetter}
+    publish(s, [forget | {"ts": again + 3000}])
+    wait_until(
+        lambda: (
+            (v := _stored(redis_client, s, version).get(item)) is not None and v.source == "content"
+        ),
+        30,
+        "the content vector back after the forget",
+    )
 
     # a new version that still does not know them: their content vectors under it, the
     # folded item's too (its users' contributions come again with their next events)
