@@ -263,8 +263,7 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
         _record(item, [f"c{clusters[n]}", "movie"]) for n, item in enumerate(data.log.items.ids)
     ]
     send_raw(s, s.topic_items, _catalog_messages(model_items))
-    start_worker(s)
-    start_worker(s.replace(worker_web_port=free_port()))
+    workers = [start_worker(s), start_worker(s.replace(worker_web_port=free_port()))]
     publish(s, _histories(data, per_user=15))
     users = data.log.users.ids
     wait_until(
@@ -372,6 +371,19 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
         ),
         30,
         "the content vector back after the forget",
+    )
+
+    # counted: each upload's vector started once, the late one and the restored one too
+    def content_started() -> float:
+        return sum(
+            w.metric_total("freshrec_worker_new_items_content_started_total") for w in workers
+        )
+
+    wait_until(lambda: content_started() == len(uploads) + 2, 10, "the started count")
+    wait_until(
+        lambda: any(w.metric_total("freshrec_worker_new_items_content") > 0 for w in workers),
+        30,
+        "the content items' gauge",
     )
 
     # a new version that still does not know them: their content vectors under it, the
