@@ -64,7 +64,9 @@ class ApiError(FreshrecError):
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """One recommended item; ``title``, ``because_title`` and ``tags`` only when asked for."""
+    """One recommended item; ``title``, ``because_title`` and ``tags`` only when asked for.
+    ``source`` only on some: ``fold`` or ``content`` on an item the model does not know
+    yet (where its vector comes from), ``popular`` on one a tag filter filled in."""
 
     item: str
     score: float
@@ -72,6 +74,7 @@ class Recommendation:
     title: str | None = None
     because_title: str | None = None
     tags: tuple[str, ...] | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ def parse_recs(body: Any) -> Recommendations:
             title=i.get("title"),
             because_title=i.get("because_title"),
             tags=tuple(i["tags"]) if "tags" in i else None,
+            source=i.get("source"),
         )
         for i in body["items"]
     )

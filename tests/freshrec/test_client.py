@@ -29,6 +29,7 @@ from freshrec.client import (
     EventsAnswer,
     Recommendation,
     Recommendations,
+    parse_recs,
 )
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
@@ -164,3 +165,24 @@ def test_an_api_that_cannot_be_reached_is_a_transient_error(kind: str) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TransientError, match=f"cannot reach the API at {url}"):
         through(kind, url, lambda c: c.recs("alice"))
+
+
+def test_a_new_items_source_is_typed() -> None:
+    """Issue 23: the answer's ``source`` on an item the model does not know yet."""
+    body = {
+        "user": "u",
+        "source": "personal",
+        "model_version": "v1",
+        "updated_at": 1,
+        "written_at": 2,
+        "variant": "current",
+        "items": [
+            {"item": "a", "score": 0.9},
+            {"item": "upload-7", "score": 0.8, "source": "content"},
+        ],
+    }
+    recs = parse_recs(body)
+    assert recs.items == (
+        Recommendation("a", 0.9),
+        Recommendation("upload-7", 0.8, source="content"),
+    )
