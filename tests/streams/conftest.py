@@ -1,15 +1,27 @@
-"""Fixtures for the worker's integration tests: fast group joins, a worker process per test."""
+"""Fixtures for the worker's integration tests: fast group joins, a worker process per test,
+a broker of the test's own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from freshrec.settings import Settings
+from freshrec.stack import BrokerProcess
+from streams.topics import ensure_topics
 from tests.api_process import quick_processes
-from tests.streams.worker import WorkerProcess
+from tests.streams.worker import (
+    StartWorker,
+    WorkerProcess,
+    lists_caught_up,
+    publish,
+    publish_model,
+    synthetic,
+)
 
 
 @pytest.fixture
@@ -58,3 +70,48 @@ def start_worker(
         for worker in started:
             state = "running" if exited[id(worker)] is None else f"exited {exited[id(worker)]}"
             print(f"\n--- {worker.log_path.name} ({state} at the end) ---\n{worker.log_tail(80)}")
+
+
+@pytest.fixture
+def worker_with_lists(
+    start_worker: StartWorker, redis_client: redis.Redis
+) -> Callable[..., WorkerProcess]:
+    """A factory of a worker that holds lists: a model published, the worker started with
+    ``settings``, ``events`` published and every one of their users' lists waited for (the
+    start of most fault tests)."""
+
+    def start(settings: Settings, events: Sequence[dict], timeout_s: float = 30.0) -> WorkerProcess:
+        publish_model(settings, synthetic())
+        worker = start_worker(settings)
+        publish(settings, events)
+        worker.wait_for(
+            lambda: lists_caught_up(settings, redis_client, events), timeout_s, "the first lists"
+        )
+        return worker
+
+    return start
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A broker for this test alone, to kill and start again (empty) on the same port."""
+    broker = BrokerProcess(log_path=tmp_path / "own-broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings_on(worker_settings: Settings) -> Callable[..., Settings]:
+    """A factory of the worker settings on a broker of the test's own (``bootstrap_servers``,
+    with ``changes``), that broker's topics made and a model published: ready for a worker."""
+
+    def on(bootstrap_servers: str, **changes: Any) -> Settings:
+        settings = worker_settings.replace(bootstrap_servers=bootstrap_servers, **changes)
+        ensure_topics(settings)
+        publish_model(settings, synthetic())
+        return settings
+
+    return on

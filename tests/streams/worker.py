@@ -145,6 +145,14 @@ def watch(event_id: str, user: str, item: str, ts: int, watched_s: float = 1500.
     }
 
 
+def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
+    """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""
+    return [
+        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
+        for n in range(start, start + users * per_user)
+    ]
+
+
 def rate(event_id: str, user: str, item: str, ts: int, rating: float = 5.0) -> dict:
     return {
         "type": "rate",
