@@ -48,7 +48,7 @@ def pytest_runtest_makereport(
 def start_worker(
     worker_settings: Settings, topics: list[str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """A factory of worker processes (same settings); every one is stopped at the end.
+    """A factory of worker processes (same settings); every one is killed at the end.
 
     When the test failed, the end of every worker's log is printed, alive or not:
     a wait that timed out on one worker often has its cause in another's log.
@@ -64,7 +64,9 @@ def start_worker(
     yield start
     exited = {id(w): w.proc.poll() if w.proc is not None else None for w in started}
     for worker in started:
-        worker.stop()
+        # SIGKILL: the test is over, and an orderly stop (about a second a worker) is what
+        # tests that stop a worker on purpose check; nothing of this test's names is reused
+        worker.kill()
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         for worker in started:

@@ -65,7 +65,8 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed. Also how a test
+        discards a worker it is done with: the orderly stop takes a second or two."""
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
