@@ -47,10 +47,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from schemas.online import OnlineCounts
 
 #: Events per arm within which the design detects a 10% lift on a 5% hit rate...
 DESIGN_EVENTS = 60_000
@@ -142,6 +144,37 @@ def look(
         ratio,
         min(1.0, 1 / ratio),
         (n_a, n_b),
+    )
+
+
+class CanaryTestSettings(Protocol):
+    """The numbers a canary's test is run with: ``FRESHREC_CANARY_ALPHA``, ``_TAU`` and
+    ``_MIN_EVENTS``. :class:`freshrec.settings.Settings` has them; they are read by name
+    so that this pure module imports no settings."""
+
+    @property
+    def canary_alpha(self) -> float: ...
+
+    @property
+    def canary_tau(self) -> float: ...
+
+    @property
+    def canary_min_events(self) -> int: ...
+
+
+def look_at_canary(
+    current: OnlineCounts, candidate: OnlineCounts, settings: CanaryTestSettings
+) -> Look:
+    """The test at one look at a canary's two arms (hits in the top 10 over events), as the
+    worker, ``freshrec models canary status`` and the ops page all run it."""
+    return look(
+        current.hits10,
+        current.events,
+        candidate.hits10,
+        candidate.events,
+        alpha=settings.canary_alpha,
+        tau=settings.canary_tau,
+        min_events=settings.canary_min_events,
     )
 
 

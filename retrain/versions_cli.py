@@ -26,7 +26,7 @@ from freshrec.model_store import ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.online import OnlineFigures
-from models.sequential import look
+from models.sequential import look_at_canary
 from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
 from retrain.served import store_mismatch
@@ -248,15 +248,7 @@ def canary_status(settings: Settings) -> dict[str, Any] | None:
     finally:
         client.close()
     a, b = counts
-    state = look(
-        a.hits10,
-        a.events,
-        b.hits10,
-        b.events,
-        alpha=settings.canary_alpha,
-        tau=settings.canary_tau,
-        min_events=settings.canary_min_events,
-    )
+    state = look_at_canary(a, b, settings)
     empty = OnlineFigures.of(decode_counts({}))
     return {
         "current": {"version": pointer.version}

@@ -36,7 +36,7 @@ from freshrec.model_store import ModelStore
 from freshrec.redis_client import TRANSIENT_ERRORS
 from freshrec.settings import Settings
 from models.online import OnlineFigures
-from models.sequential import look
+from models.sequential import look_at_canary
 from schemas.dead_letters import dead_letters_key, decode_tally
 from schemas.online import OnlineCounts, decode_counts, parse_key
 from serving.context import API
@@ -157,15 +157,7 @@ def _canary(
 ) -> dict[str, Any]:
     a = counts.get((pointer["version"], "current"), OnlineCounts())
     b = counts.get((pointer["canary"], "canary"), OnlineCounts())
-    state = look(
-        a.hits10,
-        a.events,
-        b.hits10,
-        b.events,
-        alpha=settings.canary_alpha,
-        tau=settings.canary_tau,
-        min_events=settings.canary_min_events,
-    )
+    state = look_at_canary(a, b, settings)
     return {
         "current": {"version": pointer["version"]} | OnlineFigures.of(a).as_dict(),
         "candidate": {"version": pointer["canary"], "fraction": pointer["fraction"]}

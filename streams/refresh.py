@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from freshrec.settings import Settings
-from models.sequential import look
+from models.sequential import look_at_canary
 from schemas.recs import RecItem, RecList, order_generation
 from schemas.state import Interaction, UserState
 from streams.metrics import WorkerMetrics
@@ -145,15 +145,7 @@ class ListRefresher:
             [(current.version_id, "current"), (canary.version_id, "canary")]
         )
         s = self._settings
-        state = look(
-            a.hits10,
-            a.events,
-            b.hits10,
-            b.events,
-            alpha=s.canary_alpha,
-            tau=s.canary_tau,
-            min_events=s.canary_min_events,
-        )
+        state = look_at_canary(a, b, s)
         self._metrics.canary_difference.set(state.difference)
         worse = state.decision == "candidate worse"
         self._metrics.canary_worse.set(1 if worse else 0)

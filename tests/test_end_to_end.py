@@ -58,4 +58,4 @@ def test_published_watch_changes_the_list_the_api_serves(
         assert sum(item in neighbours for item in items) >= 8, items
         assert all(entry.get("because") == "item-3" for entry in body["items"])
     finally:
-        worker.stop()
+        worker.kill()  # done with it: an orderly stop costs a second or two

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.sequential import DESIGN_EVENTS, DESIGN_POWER, first_rejection, look
+from freshrec.settings import Settings
+from models.sequential import DESIGN_EVENTS, DESIGN_POWER, first_rejection, look, look_at_canary
+from schemas.online import OnlineCounts
 
 ALPHA, TAU, MIN_EVENTS, STEP = 0.05, 0.005, 1000, 100
 
@@ -47,3 +49,22 @@ def test_one_look_names_the_direction_and_holds_off_before_min_events() -> None:
     assert early.decision == "continue"
     same = look(500, 10_000, 500, 10_000, alpha=ALPHA, tau=TAU, min_events=MIN_EVENTS)
     assert same.decision == "continue" and same.p_value == 1.0 and same.interval[0] < 0
+
+
+def test_a_look_at_a_canary_reads_each_arms_top_10_hits_and_the_settings_numbers() -> None:
+    """What the worker, ``models canary status`` and the ops page run (they wrote the call
+    to :func:`look` out three times): arm a is the current model, b the candidate, each
+    arm's top-10 hits over its events, and the settings' alpha and min_events hold."""
+    current = OnlineCounts(events=10_000, hits10=500, hitsk=9_000)
+    candidate = OnlineCounts(events=10_000, hits10=400, hitsk=1)
+    settings = Settings(canary_alpha=ALPHA, canary_tau=TAU, canary_min_events=MIN_EVENTS)
+    at = look_at_canary(current, candidate, settings)
+    assert at == look(500, 10_000, 400, 10_000, alpha=ALPHA, tau=TAU, min_events=MIN_EVENTS)
+    assert at.decision == "candidate worse" and at.events == (10_000, 10_000)
+    swapped = look_at_canary(candidate, current, settings)
+    assert swapped.decision == "candidate better"
+    for stricter in (
+        settings.replace(canary_min_events=20_000),
+        settings.replace(canary_alpha=0.001),
+    ):
+        assert look_at_canary(current, candidate, stricter).decision == "continue"

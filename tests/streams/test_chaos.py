@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from tests.streams.worker import (
     publish_model,
     read_list,
     send_raw,
+    stream,
     synthetic,
     watch,
 )
@@ -83,13 +84,6 @@ def reflected(settings: Settings, events: Sequence[dict]) -> tuple[int, int]:
     return sum(1 for w in wanted if held[w] >= 1), sum(1 for w in wanted if held[w] > 1)
 
 
-def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
-    return [
-        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
-        for n in range(start, start + users * per_user)
-    ]
-
-
 def test_chaos_poison_messages_are_dead_lettered_and_the_worker_stays_up(
     worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
@@ -117,15 +111,14 @@ def test_chaos_poison_messages_are_dead_lettered_and_the_worker_stays_up(
 
 
 def test_chaos_forget_then_replay_and_racing_redeliveries_keep_the_user_forgotten(
-    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+    worker_settings: Settings,
+    worker_with_lists: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
 ) -> None:
     """Regression: re-sending the ids of a forgotten history brought it back."""
     s = worker_settings
-    publish_model(s, synthetic())
-    worker = start_worker(s)
     history = [watch(f"h{n}", "gone", f"item-{n}", BASE_TS + n) for n in range(10)]
-    publish(s, history)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, history), 30, "the history")
+    worker = worker_with_lists(s, history)
     publish(s, [{"type": "forget", "event_id": "f1", "user_id": "gone", "ts": BASE_TS + 100}])
     worker.wait_for(lambda: read_list(redis_client, s, "gone") is None, 30, "the forget")
     publish(s, history)  # the same ids again: a replay, a producer retry
@@ -146,19 +139,8 @@ def test_chaos_forget_then_replay_and_racing_redeliveries_keep_the_user_forgotte
     Figures("forget", 22, 1, 1, 0, 0).report()
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    """A broker for this test alone, to restart on the same port."""
-    broker = BrokerProcess(log_path=tmp_path / "own-broker.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
 def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
-    worker_settings: Settings,
+    settings_on: Callable[..., Settings],
     own_broker: BrokerProcess,
     redis_client: redis.Redis,
     tmp_path: Path,
@@ -172,9 +154,7 @@ def test_chaos_broker_restart_without_its_data_exits_for_the_supervisor(
     the likely cause is the hole of streams/transport.py, "Seeking back": no partition
     has a commit on the empty broker, which is where records dropped by the queue clear
     after a recovery's seek were never fetched again."""
-    s = worker_settings.replace(bootstrap_servers=own_broker.bootstrap_servers)
-    ensure_topics(s)
-    publish_model(s, synthetic())
+    s = settings_on(own_broker.bootstrap_servers)
     worker = WorkerProcess(s, tmp_path / "w1.log").start()
     try:
         before = stream(10, 200)  # offsets past what the refilled log will reach
@@ -245,12 +225,13 @@ def durable_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         broker.start()
         yield broker
     finally:
-        broker.stop()
+        # killed: its data is thrown away, and on SIGTERM it waited out stop()'s 10 s
+        broker.kill()
         s3.stop()
 
 
 def test_chaos_broker_restart_keeping_its_data_reflects_every_valid_event_once(
-    worker_settings: Settings,
+    settings_on: Callable[..., Settings],
     durable_broker: BrokerProcess,
     redis_client: redis.Redis,
     tmp_path: Path,
@@ -258,9 +239,7 @@ def test_chaos_broker_restart_keeping_its_data_reflects_every_valid_event_once(
     """A broker that crashes mid-stream and comes back with its data: the worker carries on
     by itself, and every event (the backlog it was working through, and those published
     after the restart) is in the histories exactly once."""
-    s = worker_settings.replace(bootstrap_servers=durable_broker.bootstrap_servers, batch_size=100)
-    ensure_topics(s)
-    publish_model(s, synthetic())
+    s = settings_on(durable_broker.bootstrap_servers, batch_size=100)
     before = stream(20, 60)  # 60 + 10 per user: within the history cap, all kept
     publish(s, before)
     worker = WorkerProcess(s, tmp_path / "w1.log").start()

@@ -8,23 +8,23 @@ markers that never become tombstones.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from freshrec.settings import Settings
 from schemas.state import changelog_topic
-from tests.streams.test_chaos import stream
 from tests.streams.worker import (
     StartWorker,
+    WorkerProcess,
     changelog_states,
     committed_offsets,
     lists_caught_up,
     newest_offsets,
     publish,
-    publish_model,
     read_list,
-    synthetic,
+    stream,
     watch,
 )
 
@@ -32,7 +32,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_chaos_a_batch_is_acked_only_once_its_lists_are_in_redis(
-    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+    worker_settings: Settings,
+    start_worker: StartWorker,
+    worker_with_lists: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
 ) -> None:
     """Redis keeps its data but refuses writes (``CLIENT PAUSE WRITE``) until the worker
     gives up and exits 75; the restarted worker must write the lists of the batch it could
@@ -42,11 +45,7 @@ def test_chaos_a_batch_is_acked_only_once_its_lists_are_in_redis(
     ``processor.write(ready)``: the offsets were committed, nothing was redelivered, and
     these lists stayed stale."""
     s = worker_settings.replace(retry_deadline_s=4.0)
-    publish_model(s, synthetic())
-    worker = start_worker(s)
-    before = stream(10, 2)
-    publish(s, before)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 30, "lists before")
+    worker = worker_with_lists(s, stream(10, 2))
     redis_client.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
     try:
         during = stream(10, 2, start=100, prefix="d")
@@ -68,7 +67,9 @@ def test_chaos_a_batch_is_acked_only_once_its_lists_are_in_redis(
 
 
 def test_forget_markers_become_tombstones_after_their_retention(
-    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+    worker_settings: Settings,
+    worker_with_lists: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
 ) -> None:
     """A forget writes a marker that drops the user's old events for
     ``FRESHREC_FORGET_RETENTION_S``; then the marker must become a tombstone, so that the
@@ -76,12 +77,10 @@ def test_forget_markers_become_tombstones_after_their_retention(
     Break that this catches: ``BatchProcessor.expire_forget_markers`` persisting nothing
     (the markers stayed for ever)."""
     s = worker_settings.replace(forget_retention_s=8.0)
-    publish_model(s, synthetic())
-    worker = start_worker(s)
     now = int(time.time() * 1000)
-    history = [watch(f"h{n}", "gone", f"item-{n}", now - 1000 + n) for n in range(5)]
-    publish(s, history)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, history), 30, "the history")
+    worker = worker_with_lists(
+        s, [watch(f"h{n}", "gone", f"item-{n}", now - 1000 + n) for n in range(5)]
+    )
     forgot = int(time.time() * 1000)
     publish(s, [{"type": "forget", "event_id": "f1", "user_id": "gone", "ts": forgot}])
     worker.wait_for(lambda: read_list(redis_client, s, "gone") is None, 30, "the forget")

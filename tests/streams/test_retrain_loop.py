@@ -14,17 +14,18 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+import scipy.sparse as sp
 
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
-from models.als import ALSConfig, train
+from models.als import ALSConfig, ALSFactors, train
 from models.evaluate import seen_matrix, split_log
 from models.interactions import InteractionLog
 from models.metrics import ranking_metrics
 from models.synthetic import generate_ratings, long_history_ratings
 from models.topk import top_k
 from models.version import load_version
-from models.weighting import DEFAULT_WEIGHTING, confidence_matrix
+from models.weighting import DEFAULT_WEIGHTING
 from retrain.publish import train_and_publish
 from retrain.retrain_cli import EXIT_PUBLISHED, EXIT_REFUSED
 from schemas.state import changelog_topic
@@ -141,6 +142,81 @@ def test_retrain_learns_from_the_stream_and_the_worker_adopts_it(
         assert lists() == before
 
 
+def publish_trained(settings: Settings, log: InteractionLog) -> ALSFactors:
+    """Train ALS on ``log`` and publish it as the current model, as ``freshrec train`` does;
+    returns the factors it trained, the users' too (a version keeps only the items'), so
+    that trained-in users are scored by the very model the worker folds streamed users
+    into (it is trained once)."""
+    trained: list[ALSFactors] = []
+
+    def keep(confidence: sp.csr_matrix, cfg: ALSConfig) -> ALSFactors:
+        trained.append(train(confidence, cfg))
+        return trained[-1]
+
+    outcome = train_and_publish(
+        ModelStore(settings.model_store),
+        log,
+        ALSConfig(num_threads=1, use_gpu=False),
+        DEFAULT_WEIGHTING,
+        popular_length=settings.list_length + settings.history_length,
+        snapshot={"source": "test"},
+        trainer=keep,
+    )
+    assert outcome.published
+    np.testing.assert_array_equal(outcome.version.item_factors, trained[0].item_factors)
+    return trained[0]
+
+
+def stream_users(
+    start_worker: Callable[..., WorkerProcess],
+    settings: Settings,
+    client: redis.Redis,
+    log: InteractionLog,
+    users: np.ndarray,
+    timeout_s: float,
+) -> dict[int, list[str]]:
+    """Each chosen user's top 10 as the real worker folds them in: their rows of ``log`` (user
+    indices ``users``) published as rate events, a worker started, every list waited for.
+    Asserts every list is personal and offers no item its user rated."""
+    mine = log.take(np.flatnonzero(np.isin(log.user, users)))
+    names = log.items.ids
+    events = [
+        rate(f"ev-{n}", log.users.ids[u], names[i], int(ts), float(v))
+        for n, (u, i, v, ts) in enumerate(
+            zip(mine.user, mine.item, mine.value, mine.ts, strict=True)
+        )
+    ]
+    worker = start_worker(settings)
+    publish(settings, events)
+    worker.wait_for(lambda: lists_caught_up(settings, client, events), timeout_s, "streamed lists")
+    streamed: dict[int, list[str]] = {}
+    for u in users.tolist():
+        recs = read_list(client, settings, log.users.ids[u])
+        assert recs is not None and recs.source == "personal"
+        items = [entry.item for entry in recs.items]
+        rated = {names[i] for i in mine.item[mine.user == u].tolist()}
+        assert not rated.intersection(items), f"user {u} is offered items they rated"
+        streamed[u] = items[:10]
+    return streamed
+
+
+def trained_in(trained: ALSFactors, log: InteractionLog, users: np.ndarray) -> dict[int, list[str]]:
+    """Each chosen user's top 10 from the factors ``trained`` learnt for them, unseen items."""
+    names = log.items.ids
+    top, _ = top_k(trained.user_factors[users], trained.item_factors, 10, seen_matrix(log)[users])
+    return {int(u): [names[i] for i in row if i >= 0] for u, row in zip(users, top, strict=True)}
+
+
+def heaviest_and_a_sample(log: InteractionLog, heaviest: int, sample: int) -> np.ndarray:
+    """The ``heaviest`` users with the most rows, then ``sample`` others drawn at random."""
+    per_user = np.bincount(log.user, minlength=len(log.users))
+    heavy = np.argsort(-per_user)[:heaviest]
+    others = np.random.default_rng(1).choice(
+        np.setdiff1d(np.arange(len(log.users)), heavy), sample, replace=False
+    )
+    return np.r_[heavy, others]
+
+
 def test_streamed_users_rank_like_users_trained_into_the_model(
     start_worker: Callable[..., WorkerProcess],
     worker_settings: Settings,
@@ -154,39 +230,13 @@ def test_streamed_users_rank_like_users_trained_into_the_model(
     worker_settings = worker_settings.replace(history_length=100)
     ratings = generate_ratings(n_users=400, n_items=600, n_ratings=30_000, seed=21).log
     train_log, test_log = split_log(ratings, "stratified-item", 0.75, 42)
-    cfg = ALSConfig(num_threads=1, use_gpu=False)
-    store = ModelStore(worker_settings.model_store)
-    outcome = train_and_publish(
-        store,
-        train_log,
-        cfg,
-        DEFAULT_WEIGHTING,
-        popular_length=worker_settings.list_length + worker_settings.history_length,
-        snapshot={"source": "test"},
-    )
-    trained = train(confidence_matrix(train_log, DEFAULT_WEIGHTING), cfg)
-    np.testing.assert_array_equal(trained.item_factors, outcome.version.item_factors)
+    trained = publish_trained(worker_settings, train_log)
 
     # the streamed users: the heaviest (past the history cap) and a random sample
+    users = heaviest_and_a_sample(train_log, 10, 110)
     per_user = np.bincount(train_log.user, minlength=len(train_log.users))
-    heavy = np.argsort(-per_user)[:10]
-    assert per_user[heavy[0]] > worker_settings.history_length
-    others = np.random.default_rng(1).choice(
-        np.setdiff1d(np.arange(len(train_log.users)), heavy), 110, replace=False
-    )
-    users = np.r_[heavy, others]
-    mine = train_log.take(np.flatnonzero(np.isin(train_log.user, users)))
-    events = [
-        rate(f"ev-{n}", train_log.users.ids[u], train_log.items.ids[i], int(ts), float(v))
-        for n, (u, i, v, ts) in enumerate(
-            zip(mine.user, mine.item, mine.value, mine.ts, strict=True)
-        )
-    ]
-    worker = start_worker(worker_settings)
-    publish(worker_settings, events)
-    worker.wait_for(
-        lambda: lists_caught_up(worker_settings, redis_client, events), 180, "streamed lists"
-    )
+    assert per_user[users[0]] > worker_settings.history_length
+    streamed = stream_users(start_worker, worker_settings, redis_client, train_log, users, 180)
 
     names = train_log.items.ids
     chosen = set(users.tolist())
@@ -194,22 +244,11 @@ def test_streamed_users_rank_like_users_trained_into_the_model(
     for u, i in zip(test_log.user.tolist(), test_log.item.tolist(), strict=True):
         if u in chosen:
             relevant.setdefault(u, set()).add(names[i])
-    seen = seen_matrix(train_log)[users]
-    top, _ = top_k(trained.user_factors[users], trained.item_factors, 10, seen)
-    trained_in = {
-        int(u): [names[i] for i in row if i >= 0] for u, row in zip(users, top, strict=True)
-    }
-    streamed: dict[int, list[str]] = {}
-    for u in users.tolist():
-        recs = read_list(redis_client, worker_settings, train_log.users.ids[u])
-        assert recs is not None and recs.source == "personal"
-        items = [entry.item for entry in recs.items]
-        rated = {names[i] for i in mine.item[mine.user == u].tolist()}
-        assert not rated.intersection(items), f"user {u} is offered items they rated"
-        streamed[u] = items[:10]
     train_items = set(names)
     ours = ranking_metrics(streamed, relevant, train_items, 10)["ndcg@10"]
-    theirs = ranking_metrics(trained_in, relevant, train_items, 10)["ndcg@10"]
+    theirs = ranking_metrics(trained_in(trained, train_log, users), relevant, train_items, 10)[
+        "ndcg@10"
+    ]
     print(f"nDCG@10 streamed {ours:.4f}, trained in {theirs:.4f}")
     assert ours >= 0.98 * theirs
 
@@ -226,58 +265,20 @@ def test_streamed_users_with_long_histories_rank_like_users_trained_in(
     included, and no list offers an item its user rated."""
     ratings = long_history_ratings(n_users=500, seed=25).log
     train_log, test_log = split_log(ratings, "stratified-item", 0.75, 42)
-    cfg = ALSConfig(num_threads=1, use_gpu=False)
-    store = ModelStore(worker_settings.model_store)
-    train_and_publish(
-        store,
-        train_log,
-        cfg,
-        DEFAULT_WEIGHTING,
-        popular_length=worker_settings.list_length + worker_settings.history_length,
-        snapshot={"source": "test"},
-    )
-    trained = train(confidence_matrix(train_log, DEFAULT_WEIGHTING), cfg)
+    trained = publish_trained(worker_settings, train_log)
 
     # the streamed users: the six heaviest (up to 1,600 events each) and a random sample
+    users = heaviest_and_a_sample(train_log, 6, 50)
     per_user = np.bincount(train_log.user, minlength=len(train_log.users))
-    heavy = np.argsort(-per_user)[:6]
-    assert per_user[heavy[0]] > 1500
-    others = np.random.default_rng(1).choice(
-        np.setdiff1d(np.arange(len(train_log.users)), heavy), 50, replace=False
-    )
-    users = np.r_[heavy, others]
+    assert per_user[users[0]] > 1500
     assert (per_user[users] > 100).mean() > 0.35
-    mine = train_log.take(np.flatnonzero(np.isin(train_log.user, users)))
-    events = [
-        rate(f"ev-{n}", train_log.users.ids[u], train_log.items.ids[i], int(ts), float(v))
-        for n, (u, i, v, ts) in enumerate(
-            zip(mine.user, mine.item, mine.value, mine.ts, strict=True)
-        )
-    ]
-    worker = start_worker(worker_settings)
-    publish(worker_settings, events)
-    worker.wait_for(
-        lambda: lists_caught_up(worker_settings, redis_client, events), 240, "streamed lists"
-    )
+    streamed = stream_users(start_worker, worker_settings, redis_client, train_log, users, 240)
 
     names = train_log.items.ids
     relevant: dict[int, set[str]] = {}
     for u, i in zip(test_log.user.tolist(), test_log.item.tolist(), strict=True):
         relevant.setdefault(u, set()).add(names[i])
-    top, _ = top_k(
-        trained.user_factors[users], trained.item_factors, 10, seen_matrix(train_log)[users]
-    )
-    trained_in = {
-        int(u): [names[i] for i in row if i >= 0] for u, row in zip(users, top, strict=True)
-    }
-    streamed: dict[int, list[str]] = {}
-    for u in users.tolist():
-        recs = read_list(redis_client, worker_settings, train_log.users.ids[u])
-        assert recs is not None and recs.source == "personal"
-        items = [entry.item for entry in recs.items]
-        rated = {names[i] for i in mine.item[mine.user == u].tolist()}
-        assert not rated.intersection(items), f"user {u} is offered items they rated"
-        streamed[u] = items[:10]
+    trained_lists = trained_in(trained, train_log, users)
     train_items = set(names)
 
     def ndcg(lists: dict[int, list[str]], who: np.ndarray) -> float:
@@ -286,8 +287,8 @@ def test_streamed_users_with_long_histories_rank_like_users_trained_in(
         return ranking_metrics(chosen, mine_relevant, train_items, 10)["ndcg@10"]
 
     long_ones = users[per_user[users] > 100]
-    ours, theirs = ndcg(streamed, users), ndcg(trained_in, users)
-    ours_long, theirs_long = ndcg(streamed, long_ones), ndcg(trained_in, long_ones)
+    ours, theirs = ndcg(streamed, users), ndcg(trained_lists, users)
+    ours_long, theirs_long = ndcg(streamed, long_ones), ndcg(trained_lists, long_ones)
     print(
         f"nDCG@10 streamed {ours:.4f}, trained in {theirs:.4f}; past 100 events "
         f"{ours_long:.4f} against {theirs_long:.4f} ({long_ones.size} users)"

@@ -20,8 +20,8 @@ from freshrec.settings import Settings
 from freshrec.stack import free_port
 from tests.conftest import Services
 from tests.streams.worker import (
-    BASE_TS,
     StartWorker,
+    WorkerProcess,
     changelog_states,
     committed_offsets,
     committed_past,
@@ -31,19 +31,11 @@ from tests.streams.worker import (
     publish,
     publish_model,
     read_list,
+    stream,
     synthetic,
-    watch,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
-    """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""
-    return [
-        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
-        for n in range(start, start + users * per_user)
-    ]
 
 
 def assert_reflected_once(
@@ -104,17 +96,14 @@ def test_sigkill_mid_stream_of_10000_events_loses_nothing_and_counts_nothing_twi
 
 def test_redis_down_for_seconds_is_retried_and_nothing_is_lost(
     worker_settings: Settings,
-    start_worker: StartWorker,
+    worker_with_lists: Callable[..., WorkerProcess],
     redis_client: redis.Redis,
     services: Services,
     restart_redis: Callable[[], None],
 ) -> None:
     s = worker_settings
-    publish_model(s, synthetic())
-    worker = start_worker()
     before = stream(users=20, per_user=5)
-    publish(s, before)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 30, "lists before")
+    worker = worker_with_lists(s, before)
 
     written = newest_offsets(s)
     worker.wait_for(lambda: committed_past(s, written), 10, "the commits of what is written")
@@ -140,14 +129,13 @@ def test_redis_down_for_seconds_is_retried_and_nothing_is_lost(
 
 
 def test_duplicates_and_a_late_replay_of_an_old_batch_change_nothing(
-    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+    worker_settings: Settings,
+    worker_with_lists: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
 ) -> None:
     s = worker_settings
-    publish_model(s, synthetic())
-    worker = start_worker()
     events = stream(users=10, per_user=10)
-    publish(s, events)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, events), 30, "first pass")
+    worker = worker_with_lists(s, events)
     clean = {u: read_list(redis_client, s, u) for u in (f"u{i}" for i in range(10))}
 
     old_batch = events[:30]
@@ -217,6 +205,7 @@ def test_new_model_published_while_events_flow_switches_lists_and_loses_no_event
 def test_a_fault_outlasting_the_retry_deadline_exits_without_committing_and_a_restart_resumes(
     worker_settings: Settings,
     start_worker: StartWorker,
+    worker_with_lists: Callable[..., WorkerProcess],
     redis_client: redis.Redis,
     services: Services,
     restart_redis: Callable[[], None],
@@ -224,11 +213,8 @@ def test_a_fault_outlasting_the_retry_deadline_exits_without_committing_and_a_re
     """Raising out of the agent would ack the batch (``take_events``' finally block):
     the worker must exit instead, so the batch is redelivered after a restart."""
     s = worker_settings.replace(retry_deadline_s=1.0)
-    publish_model(s, synthetic())
-    worker = start_worker(s)
     before = stream(users=10, per_user=3)
-    publish(s, before)
-    worker.wait_for(lambda: lists_caught_up(s, redis_client, before), 30, "lists before")
+    worker = worker_with_lists(s, before)
 
     written = newest_offsets(s)
     worker.wait_for(lambda: committed_past(s, written), 10, "the commits of what is written")

@@ -65,7 +65,8 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed. Also how a test
+        discards a worker it is done with: the orderly stop takes a second or two."""
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
@@ -143,6 +144,14 @@ def watch(event_id: str, user: str, item: str, ts: int, watched_s: float = 1500.
         "duration_s": 1800.0,
         "ts": ts,
     }
+
+
+def stream(users: int, per_user: int, start: int = 0, prefix: str = "e") -> list[dict]:
+    """``users * per_user`` watch events, users interleaved, every ``ts`` distinct."""
+    return [
+        watch(f"{prefix}{n}", f"u{n % users}", f"item-{(n // users) % 96}", BASE_TS + n)
+        for n in range(start, start + users * per_user)
+    ]
 
 
 def rate(event_id: str, user: str, item: str, ts: int, rating: float = 5.0) -> dict:
