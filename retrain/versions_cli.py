@@ -26,7 +26,7 @@ import redis
 
 from freshrec.argtypes import positive_int
 from freshrec.errors import BadInputError, ModelStoreError, TransientError
-from freshrec.forgets import ForgottenSince, guard_for
+from freshrec.forgets import ForgottenSince, data_read_ms, guard_for, read_clock
 from freshrec.model_store import Guard, ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
@@ -72,6 +72,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=positive_int,
         default=None,
         help="versions to keep (default: FRESHREC_MODEL_KEEP)",
+    )
+    prune.add_argument(
+        "--forgotten",
+        action="store_true",
+        help="also delete every version trained on data read before the newest forget "
+        "(but the current one and the canary): they may hold what a forgotten user gave",
     )
     prune.set_defaults(func=run_prune)
     canary = actions.add_parser(
@@ -216,16 +222,32 @@ def forget_guard(settings: Settings, force: bool) -> Iterator[Guard]:
 def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.model_keep if args.keep is None else args.keep
     store = ModelStore(settings.model_store)
-    deleted = store.prune(keep)
-    print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
     client = sync_redis_client(settings, "freshrec-models")
     try:
+        deleted = store.prune(keep)
+        if args.forgotten:
+            deleted += _prune_forgotten(store, read_clock(client, settings.key_prefix).newest_ms)
+        print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
         tables = drop_item_tables_or_warn(client, settings.key_prefix, store.versions())
     finally:
         client.close()
     if tables:
         print(f"deleted the Redis item tables of {len(tables)} version(s) no longer in the store")
     return 0
+
+
+def _prune_forgotten(store: ModelStore, newest_ms: int) -> list[str]:
+    """Delete the versions read before ``newest_ms`` that the pointer does not name now (a
+    rollback could not name them again without --force); returns their ids."""
+    pointer = store.pointer()
+    doomed = [
+        v
+        for v in store.versions()
+        if v not in (pointer.version, pointer.canary) and data_read_ms(store.meta(v)) < newest_ms
+    ]
+    for version_id in doomed:
+        store.delete(version_id)
+    return doomed
 
 
 def online_figures(settings: Settings) -> list[tuple[str, str, OnlineFigures]]:

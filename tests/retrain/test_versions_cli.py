@@ -170,3 +170,28 @@ def test_a_rollback_without_redis_is_refused_as_transient_unless_forced(
     assert main(["models", "rollback", first, "--force"]) == 0
     assert "moved unchecked" in capsys.readouterr().err
     assert store.current() == first
+
+
+def test_prune_forgotten_deletes_every_version_read_before_the_newest_forget_but_the_current(
+    store: ModelStore,
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 28, item 5: the versions a forget made unservable still hold, in their files
+    and metadata, item ids only the forgotten user had; `prune --forgotten` deletes them
+    now (a plain prune spares the ones the pointer named within the hour)."""
+    oldest, middle, newest = store.versions()
+    store.set_current(oldest)
+    store.set_current(newest)  # oldest named within the hour: a plain prune spares it
+    for version in (oldest, middle, newest):
+        redis_client.set(items_key(settings.key_prefix, version), encode_items(["a"]))
+    assert main(["models", "prune", "--keep", "3", "--forgotten"]) == 0
+    assert store.versions() == [oldest, middle, newest]  # nobody forgotten yet
+    mark_forget(redis_client, settings)
+    assert main(["models", "prune", "--keep", "3", "--forgotten"]) == 0
+    assert store.versions() == [newest]
+    out = capsys.readouterr().out
+    assert f"deleted 2 version(s): {oldest} {middle}" in out
+    assert not redis_client.exists(items_key(settings.key_prefix, oldest))
+    assert redis_client.exists(items_key(settings.key_prefix, newest))
