@@ -38,6 +38,7 @@ from freshrec.settings import Settings
 from freshrec.stack import RedisClusterProcesses, wait_until
 from schemas.recs import user_key
 from tests.api_process import api_process, get_json, quick_processes
+from tests.cluster.migration import Migration
 from tests.streams.worker import (
     BASE_TS,
     WorkerProcess,
@@ -228,25 +229,16 @@ def test_chaos_a_primary_killed_under_load_fails_no_other_primarys_users_and_los
     assert load.requests.get("healthy", 0) > 0 and load.requests.get("killed", 0) > 0
 
 
-def node_client(node: redis.cluster.ClusterNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.port, socket_timeout=5)
-
-
 def test_chaos_slots_held_mid_migration_for_15s_under_load_keep_the_worker_and_the_api_up(
     e2e_settings: Settings, api: str, client: redis.cluster.RedisCluster, tmp_path: Path
 ) -> None:
     s = e2e_settings
     publish_model(s, synthetic())
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
-    primaries = sorted(client.get_primaries(), key=lambda n: n.name)
-    ids = {n.name: node_client(n).execute_command("CLUSTER MYID").decode() for n in primaries}
     # the users' slots first (their lists live there), then others up to HELD_SLOTS
     slots = list(dict.fromkeys(client.keyslot(user_key(s.key_prefix, u)) for u in USERS))
     slots += [n for n in range(0, 16384, 16384 // HELD_SLOTS) if n not in slots]
-    moves: dict[int, tuple[redis.cluster.ClusterNode, redis.cluster.ClusterNode]] = {}
-    for slot in slots[:HELD_SLOTS]:
-        source = client.nodes_manager.get_node_from_slot(slot)
-        moves[slot] = (source, primaries[(primaries.index(source) + 1) % len(primaries)])
+    migration = Migration(client, slots[:HELD_SLOTS])
     try:
         publish(s, [watch(f"a-{u}", u, "item-3", BASE_TS + 1) for u in USERS[::2]])
         want: dict[str, object] = {u: BASE_TS + 1 for u in USERS[::2]}
@@ -255,13 +247,7 @@ def test_chaos_slots_held_mid_migration_for_15s_under_load_keep_the_worker_and_t
             60,
             "half the users' lists (the other half are new during the migration)",
         )
-        for slot, (source, target) in moves.items():
-            node_client(target).execute_command(
-                "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name]
-            )
-            node_client(source).execute_command(
-                "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name]
-            )
+        migration.hold()
         with Load(s, api, lambda u: "held") as load:
             load.run_for(HELD_S)
         assert worker.alive, f"the worker exited mid-migration:\n{worker.log_tail()}"
@@ -269,13 +255,7 @@ def test_chaos_slots_held_mid_migration_for_15s_under_load_keep_the_worker_and_t
         worker.wait_for(lambda: stored_ts(client, s) == want, 60, "every list, slots still held")
         current_held = sum(1 for u, t in stored_ts(client, s).items() if t == want[u])
     finally:
-        for slot, (source, target) in moves.items():  # complete the migration, as redis-cli
-            src = node_client(source)
-            while moving := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
-                src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS",
-                                    *moving)  # fmt: skip
-            for node in primaries:
-                node_client(node).execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name])
+        migration.complete()
     try:
         assert stored_ts(client, s) == want, "a list changed when its slot moved"
         final = max(load.newest.values()) + 1
@@ -288,7 +268,7 @@ def test_chaos_slots_held_mid_migration_for_15s_under_load_keep_the_worker_and_t
         worker.stop()
     requests, errors = load.requests.get("held", 0), load.errors.get("held", 0)
     print(
-        f"\nchaos cluster-migration-e2e: slots_held={len(moves)} held_s={HELD_S:.0f} "
+        f"\nchaos cluster-migration-e2e: slots_held={len(migration.moves)} held_s={HELD_S:.0f} "
         f"events={load.events} api_requests={requests} api_errors={errors} "
         f"lists_current_while_held={current_held}/{len(USERS)} worker_exited=False "
         f"kinds={load.kinds}"
