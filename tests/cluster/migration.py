@@ -45,9 +45,12 @@ class Migration:
 
     def complete(self) -> None:
         """Move each slot's keys to its target and give it the slot, in the order Redis
-        documents (target, source, then the rest: the target bumps its config epoch, so
-        the cluster's gossip cannot undo the move), then wait until every primary
-        agrees on every moved slot's owner."""
+        documents (target, source, then the rest), then make each target's config epoch
+        the newest (``CLUSTER BUMPEPOCH``, as ``redis-cli --cluster fix`` does) and wait
+        until every primary names every moved slot's new owner, telling again any that
+        does not: after the failover tests, gossip from a node with a newer epoch could
+        give a slot back to its source on one node, and a client then followed
+        ``MOVED`` between two nodes until ``TTL exhausted``."""
         for slot, (source, target) in self.moves.items():
             src = node_client(source)
             while moving := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
@@ -55,18 +58,26 @@ class Migration:
                                     *moving)  # fmt: skip
             rest = [n for n in self.primaries if n.name not in (source.name, target.name)]
             for node in (target, source, *rest):
-                node_client(node).execute_command(
-                    "CLUSTER SETSLOT", slot, "NODE", self.ids[target.name]
-                )
+                self._give(node, slot)
+        for target in {t.name: t for _, t in self.moves.values()}.values():
+            node_client(target).execute_command("CLUSTER BUMPEPOCH")
         wait_until(self.agreed, 30, "every primary naming the moved slots' new owner")
 
+    def _give(self, node: Node, slot: int) -> None:
+        target = self.moves[slot][1]
+        node_client(node).execute_command("CLUSTER SETSLOT", slot, "NODE", self.ids[target.name])
+
     def agreed(self) -> bool:
-        """Whether every primary's ``CLUSTER SLOTS`` gives each moved slot to its target."""
+        """Whether every primary's ``CLUSTER SLOTS`` gives each moved slot to its target;
+        a primary that names another owner is told again."""
+        agreed = True
         for node in self.primaries:
             owner: dict[int, int] = {}
             for start, end, primary, *_ in node_client(node).execute_command("CLUSTER SLOTS"):
                 for slot in range(int(start), int(end) + 1):
                     owner[slot] = int(primary[1])
-            if any(owner.get(slot) != t.port for slot, (_, t) in self.moves.items()):
-                return False
-        return True
+            for slot, (_, target) in self.moves.items():
+                if owner.get(slot) != target.port:
+                    agreed = False
+                    self._give(node, slot)
+        return agreed
