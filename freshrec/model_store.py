@@ -49,7 +49,8 @@ the users (:meth:`ModelStore.start_canary`), until it is promoted or aborted
 the canary too.
 
 A move may carry a *guard* (:data:`Guard`), asked under the same lock before
-the pointer names a version that does not serve already: the forget promise
+the pointer gives a version other than the current one more users (a publish,
+a rollback, a canary's start or promotion): the forget promise
 (:mod:`freshrec.forgets`) refuses there a version read before the newest forget.
 
 Versions are never modified once complete, which is what lets a worker cache
