@@ -48,6 +48,11 @@ the users (:meth:`ModelStore.start_canary`), until it is promoted or aborted
 (:meth:`ModelStore.end_canary`); each is a move like a publish. Pruning spares
 the canary too.
 
+A move may carry a *guard* (:data:`Guard`), asked under the same lock before
+the pointer gives a version other than the current one more users (a publish,
+a rollback, a canary's start or promotion): the forget promise
+(:mod:`freshrec.forgets`) refuses there a version read before the newest forget.
+
 Versions are never modified once complete, which is what lets a worker cache
 one by id. fsspec resolves the URL; the protocol's own package (``s3fs``,
 ``gcsfs``, ...) must be installed for anything but local paths and
@@ -91,6 +96,11 @@ _HISTORY_MIN = 20
 
 #: How the pointer got where it is: ``legacy`` is a ``CURRENT`` written before generations.
 Move = Literal["publish", "rollback", "canary", "promote", "abort", "legacy"]
+
+#: Asked, under the pointer lock, before the pointer names a version it did not name: the
+#: version's id and ``meta.json``; it raises to refuse the move (the forget promise,
+#: :func:`freshrec.forgets.check_version`).
+Guard = Callable[[str, Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -361,6 +371,7 @@ class ModelStore:
         move: Move = "publish",
         by: str | None = None,
         expect: int | None = None,
+        guard: Guard | None = None,
     ) -> Pointer:
         """Point ``CURRENT`` at an existing version, atomically, with the next generation;
         returns the new pointer. A canary release running ends (its candidate no longer
@@ -368,13 +379,25 @@ class ModelStore:
 
         With ``expect``, only if the pointer's generation is still ``expect``
         (the one the caller read before deciding), else :class:`PointerMoved`.
-        ``by`` names the mover (default: this process, :func:`mover`).
+        ``by`` names the mover (default: this process, :func:`mover`). ``guard``
+        may refuse the version, under the lock (:data:`Guard`).
         """
         self._require(version_id, "publish")
-        return self._move(lambda before: (version_id, None, 0.0), move=move, by=by, expect=expect)
+
+        def place(before: Pointer) -> tuple[str | None, str | None, float]:
+            self._check(guard, version_id, before)
+            return version_id, None, 0.0
+
+        return self._move(place, move=move, by=by, expect=expect)
 
     def start_canary(
-        self, version_id: str, fraction: float, *, by: str | None = None, expect: int | None = None
+        self,
+        version_id: str,
+        fraction: float,
+        *,
+        by: str | None = None,
+        expect: int | None = None,
+        guard: Guard | None = None,
     ) -> Pointer:
         """Make ``version_id`` the canary for ``fraction`` (0 < F < 1) of the users, the
         current version staying current for the rest; a move like any other."""
@@ -387,22 +410,36 @@ class ModelStore:
                 raise ModelStoreError("no current version to hold a canary against; publish one")
             if before.version == version_id:
                 raise ModelStoreError(f"{version_id} is the current version already")
+            self._check(guard, version_id, before)
             return before.version, version_id, fraction
 
         return self._move(place, move="canary", by=by, expect=expect)
 
     def end_canary(
-        self, *, promote: bool, by: str | None = None, expect: int | None = None
+        self,
+        *,
+        promote: bool,
+        by: str | None = None,
+        expect: int | None = None,
+        guard: Guard | None = None,
     ) -> Pointer:
-        """End the canary: ``promote`` makes it current for everyone, else (an abort) the
-        current version serves everyone again."""
+        """End the canary: ``promote`` makes it current for everyone (``guard`` may refuse
+        it), else (an abort) the current version serves everyone again."""
 
         def place(before: Pointer) -> tuple[str | None, str | None, float]:
             if before.canary is None:
                 raise ModelStoreError("no canary release is running")
+            if promote:
+                self._check(guard, before.canary, before)
             return (before.canary if promote else before.version), None, 0.0
 
         return self._move(place, move="promote" if promote else "abort", by=by, expect=expect)
+
+    def _check(self, guard: Guard | None, version_id: str, before: Pointer) -> None:
+        """Ask ``guard`` about a version about to serve more users than it does: any but
+        the current one (naming it again takes nothing back)."""
+        if guard is not None and version_id != before.version:
+            guard(version_id, self.meta(version_id))
 
     def _require(self, version_id: str, doing: str) -> None:
         if not self._fs.exists(f"{self._dir(version_id)}/{_META}"):

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from freshrec.errors import ModelStoreError
-from freshrec.model_store import ModelStore
+from freshrec.model_store import Guard, ModelStore
 from models.als import ALSConfig, train
 from models.gate import GateDecision, RecentHoldout, decide, popular_metrics, served_metrics
 from models.interactions import InteractionLog
@@ -120,8 +120,11 @@ def retrain(
     by: str | None = None,
     leave_out: Collection[str] = (),
     after_save: Callable[[ModelVersion], None] | None = None,
+    guard: Guard | None = None,
 ) -> RetrainResult:
     """Hold out, tune, train, gate and publish (see the module doc).
+
+    ``guard`` is the forget promise's check (:func:`~retrain.publish.train_and_publish`).
 
     ``leave_out`` (the items taken down) stays out of the popular list;
     ``after_save`` runs between saving the version and pointing at it
@@ -225,6 +228,7 @@ def retrain(
         canary=plan.canary,
         leave_out=leave_out,
         after_save=after_save,
+        guard=guard,
     )
     seconds |= outcome.seconds
     return RetrainResult(

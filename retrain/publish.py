@@ -18,6 +18,11 @@ pointer only if it is still there. A rollback made while the job trained is
 therefore not undone: the candidate is saved, not made current, and the
 outcome names who moved the pointer (``Outcome.moved``), which the commands
 turn into their own exit code.
+
+The forget promise (:mod:`freshrec.forgets`) is the ``guard``: a candidate
+whose data was read before a user was forgotten is neither saved nor made
+current (``Outcome.forgotten``); asked again under the pointer lock at the move,
+after a save, it leaves the candidate saved but not current.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from freshrec.model_store import ModelStore, Pointer, PointerMoved
+from freshrec.forgets import ForgottenSince
+from freshrec.model_store import Guard, ModelStore, Pointer, PointerMoved
 from models.als import ALSConfig, ALSFactors, train
 from models.gate import GateDecision
 from models.interactions import InteractionLog
@@ -61,6 +67,9 @@ class Outcome:
     moved: Pointer | None = None
     """Where the pointer was found when the publish refused because it had moved since
     ``expect`` (the candidate is saved, not current)."""
+    forgotten: ForgottenSince | None = None
+    """Why the guard refused the candidate: a user was forgotten after its data was read
+    (saved only when the forget came between the save and the move; never current)."""
 
 
 def build_version(
@@ -137,6 +146,7 @@ def train_and_publish(
     canary: float | None = None,
     leave_out: Collection[str] = (),
     after_save: Callable[[ModelVersion], None] | None = None,
+    guard: Guard | None = None,
 ) -> Outcome:
     """Train, gate, save, point, prune (see the module doc).
 
@@ -157,6 +167,7 @@ def train_and_publish(
     ``after_save`` runs once the version is saved and before the pointer moves
     to it: the retrain writes the version's similar-item lists there
     (:mod:`retrain.similar_lists`), so they exist by the time workers adopt it.
+    ``guard`` is asked before the save and again at the move (the forget promise).
     """
     stage = on_stage or (lambda _name: None)
     seconds: dict[str, float] = {}
@@ -187,6 +198,12 @@ def train_and_publish(
         if not decision.publish:
             return Outcome(version, False, decision, seconds)
     started = time.perf_counter()
+    if guard is not None and make_current:
+        try:
+            meta = {"snapshot": version.snapshot, "created_at": version.created_at}
+            guard(version.version_id, meta)
+        except ForgottenSince as exc:
+            return Outcome(version, False, decision, seconds, forgotten=exc)
     save_version(store, version)
     stage("saved")
     if after_save is not None:
@@ -195,12 +212,17 @@ def train_and_publish(
     if make_current:
         try:
             if canary is None:
-                store.set_current(version.version_id, move="publish", by=by, expect=expect)
+                store.set_current(
+                    version.version_id, move="publish", by=by, expect=expect, guard=guard
+                )
             else:
-                store.start_canary(version.version_id, canary, by=by, expect=expect)
+                store.start_canary(version.version_id, canary, by=by, expect=expect, guard=guard)
         except PointerMoved as exc:
             seconds["publish"] = time.perf_counter() - started
             return Outcome(version, False, decision, seconds, moved=exc.found)
+        except ForgottenSince as exc:
+            seconds["publish"] = time.perf_counter() - started
+            return Outcome(version, False, decision, seconds, forgotten=exc)
         stage("published")
     if keep is not None:
         pruned = store.prune(keep)

@@ -12,6 +12,9 @@ Exit codes (documented in the README):
 * 4: another retrain holds the lock;
 * 5: the current-model pointer moved while the job ran (a rollback, say): the
   candidate is saved, not published, and the pointer's mover is named;
+* 6: a user was forgotten after the snapshot was read (:mod:`freshrec.forgets`):
+  the candidate may hold what they gave, so it is not current (nor saved, unless
+  the forget came between the save and the move); run it again;
 * 2: bad configuration or arguments;
 * 75: a transient fault (broker, Redis or store unreachable): run it again.
 """
@@ -37,6 +40,7 @@ from freshrec.errors import (
     TransientError,
     UsageError,
 )
+from freshrec.forgets import guard_for, read_clock
 from freshrec.kafka_client import check_broker
 from freshrec.kafka_config import client_config
 from freshrec.model_store import ModelStore, mover
@@ -59,6 +63,7 @@ EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 EXIT_LOCKED = 4
 EXIT_MOVED = 5
+EXIT_FORGOTTEN = 6
 EXIT_TRANSIENT = 75
 
 #: The retrain's stages shown on a terminal, with the unit of their bars.
@@ -84,6 +89,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "worse than FRESHREC_RETRAIN_TOLERANCE allows. One run at a time (a Redis lock). "
         "Exit codes: 0 published; 3 refused by the gate; 4 another retrain runs; "
         "5 the model pointer moved meanwhile (a rollback stands; the candidate is saved); "
+        "6 a user was forgotten after the snapshot was read (not published; run again); "
         "2 bad configuration; 75 transient fault (run again).",
     )
     p.add_argument("--data", help="train from this file instead of the changelog (a first model)")
@@ -188,6 +194,8 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
                 )
         if summary["outcome"] == "pointer moved":
             code = EXIT_MOVED
+        elif summary["outcome"] == "user forgotten":
+            code = EXIT_FORGOTTEN
         else:
             code = EXIT_PUBLISHED if summary["published"] else EXIT_REFUSED
     except LockedError as exc:
@@ -229,6 +237,9 @@ def _run(
         # a broker that does not answer at all is reported within its connect timeout, as
         # every command does; the snapshot's own timeout is for a slow read
         check_broker(settings)
+        # Redis's clock, before the end offsets: a forget marked after it may be missing
+        # from the snapshot, and the forget promise refuses the candidate then
+        read_at = read_clock(client, settings.key_prefix).now_ms
         topic = changelog_topic(settings.app_id)
         snap = read_changelog(
             settings.bootstrap_servers,
@@ -237,7 +248,7 @@ def _run(
             config=client_config(settings),
             progress=bar.advance,
         )
-        data, snapshot = snap.log, snap.describe()
+        data, snapshot = snap.log, snap.describe() | {"read_at_ms": read_at}
     snapshot_s = time.perf_counter() - started
     if len(data) == 0:
         raise BadInputError("the snapshot holds no interactions: nothing to train on yet")
@@ -274,6 +285,7 @@ def _run(
         after_save=lambda version: write_similar_lists(
             client, settings.key_prefix, version, settings.similar_length
         ),
+        guard=guard_for(client, settings.key_prefix),
     )
     return _summary(result, snapshot, snapshot_s, len(data))
 
@@ -284,20 +296,24 @@ def _summary(
     decision = result.decision
     version = result.outcome.version
     moved = result.outcome.moved
-    return {
-        "outcome": "pointer moved"
-        if moved is not None
-        else "published"
-        if result.outcome.published
-        else "refused",
-        "published": result.outcome.published,
-        "message": decision.reason()
-        if moved is None
-        else (
+    forgotten = result.outcome.forgotten
+    if moved is not None:
+        outcome = "pointer moved"
+        message = (
             f"not published: the current-model pointer moved while the retrain ran; it now "
             f"names {moved.describe()}; the candidate {version.version_id} is saved, not "
             f"current (`freshrec models rollback {version.version_id}` publishes it)"
-        ),
+        )
+    elif forgotten is not None:
+        outcome = "user forgotten"
+        message = f"not published: {forgotten}; run the retrain again: its snapshot leaves them out"
+    else:
+        outcome = "published" if result.outcome.published else "refused"
+        message = decision.reason()
+    return {
+        "outcome": outcome,
+        "published": result.outcome.published,
+        "message": message,
         "moved_by": None if moved is None else moved.by,
         "version": version.version_id if result.outcome.published else None,
         "candidate": decision.candidate,

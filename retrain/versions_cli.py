@@ -5,16 +5,20 @@ rollback moves it back to an older version (workers follow it at their next
 poll and refresh every list, as after a publish: the move raises the pointer's
 generation, which lists are ordered by); pruning deletes all but the newest
 ``FRESHREC_MODEL_KEEP`` versions and never the current one nor one the pointer
-named within the last hour. ``online`` prints what users did with each
-version's lists (:mod:`schemas.online`, :mod:`models.online`); ``canary``
-starts, follows (:mod:`models.sequential`), promotes and aborts canary releases.
+named within the last hour. A move to a version whose data was read before a
+user was forgotten is refused unless ``--force`` (:mod:`freshrec.forgets`).
+``online`` prints what users did with each version's lists
+(:mod:`schemas.online`, :mod:`models.online`); ``canary`` starts, follows
+(:mod:`models.sequential`), promotes and aborts canary releases.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +26,8 @@ import redis
 
 from freshrec.argtypes import positive_int
 from freshrec.errors import BadInputError, ModelStoreError, TransientError
-from freshrec.model_store import ModelStore, mover
+from freshrec.forgets import ForgottenSince, data_read_ms, guard_for, read_clock
+from freshrec.model_store import Guard, ModelStore, mover
 from freshrec.redis_client import sync_redis_client
 from freshrec.settings import Settings
 from models.online import OnlineFigures
@@ -31,6 +36,11 @@ from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
 from retrain.served import store_mismatch
 from schemas.online import decode_counts, online_key, parse_key
+
+_FORCE_HELP = (
+    "serve a version trained on data read before the newest forget anyway (it may hold "
+    "what a forgotten user gave)"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,8 +56,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show = actions.add_parser("show", help="one version's metadata (JSON)")
     show.add_argument("version")
     show.set_defaults(func=run_show)
-    back = actions.add_parser("rollback", help="make an existing version current again")
+    back = actions.add_parser(
+        "rollback",
+        help="make an existing version current again",
+        description="Moves the current-model pointer to VERSION. A version whose data was "
+        "read before a user was forgotten is refused (exit 1): it may hold what that user "
+        "gave; --force moves the pointer anyway, with a warning.",
+    )
     back.add_argument("version")
+    back.add_argument("--force", action="store_true", help=_FORCE_HELP)
     back.set_defaults(func=run_rollback)
     prune = actions.add_parser("prune", help="delete all but the newest versions and the current")
     prune.add_argument(
@@ -55,6 +72,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=positive_int,
         default=None,
         help="versions to keep (default: FRESHREC_MODEL_KEEP)",
+    )
+    prune.add_argument(
+        "--forgotten",
+        action="store_true",
+        help="also delete every version trained on data read before the newest forget "
+        "(but the current one and the canary): they may hold what a forgotten user gave",
     )
     prune.set_defaults(func=run_prune)
     canary = actions.add_parser(
@@ -73,6 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--fraction", type=float, default=None, help="share of users on the candidate (0 < F < 1)"
     )
     canary.add_argument("--json", action="store_true", help="status as one JSON object")
+    canary.add_argument("--force", action="store_true", help=_FORCE_HELP)
     canary.set_defaults(func=run_canary)
     online = actions.add_parser(
         "online",
@@ -158,9 +182,10 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
         load_version(store, args.version)
     except ModelStoreError as exc:
         raise BadInputError(f"cannot roll back to {args.version}: {exc}") from None
-    after = store.set_current(
-        args.version, move="rollback", by=f"{mover()} (freshrec models rollback)"
-    )
+    with forget_guard(settings, args.force) as guard:
+        after = store.set_current(
+            args.version, move="rollback", by=f"{mover()} (freshrec models rollback)", guard=guard
+        )
     print(
         f"current model: {args.version} (was {before}; generation {after.generation}); "
         "workers refresh every list at their next poll"
@@ -168,19 +193,61 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def forget_guard(settings: Settings, force: bool) -> Iterator[Guard]:
+    """The forget promise's check for a pointer move (:mod:`freshrec.forgets`): a version
+    read before the newest forget is refused, in one line; with ``force`` it is moved to
+    all the same, with a warning (also when Redis cannot say)."""
+    client = sync_redis_client(settings, "freshrec-models")
+    check = guard_for(client, settings.key_prefix)
+
+    def guard(version_id: str, meta: Mapping[str, Any]) -> None:
+        try:
+            check(version_id, meta)
+        except ForgottenSince as exc:
+            if not force:
+                raise BadInputError(f"{exc}; --force moves the pointer anyway") from None
+            print(f"freshrec models: warning: {exc}; moved anyway (--force)", file=sys.stderr)
+        except TransientError as exc:
+            if not force:
+                raise TransientError(f"{exc}; run it again (or --force, unchecked)") from None
+            print(f"freshrec models: warning: {exc}; moved unchecked (--force)", file=sys.stderr)
+
+    try:
+        yield guard
+    finally:
+        client.close()
+
+
 def run_prune(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.model_keep if args.keep is None else args.keep
     store = ModelStore(settings.model_store)
-    deleted = store.prune(keep)
-    print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
     client = sync_redis_client(settings, "freshrec-models")
     try:
+        deleted = store.prune(keep)
+        if args.forgotten:
+            deleted += _prune_forgotten(store, read_clock(client, settings.key_prefix).newest_ms)
+        print(f"deleted {len(deleted)} version(s)" + (": " + " ".join(deleted) if deleted else ""))
         tables = drop_item_tables_or_warn(client, settings.key_prefix, store.versions())
     finally:
         client.close()
     if tables:
         print(f"deleted the Redis item tables of {len(tables)} version(s) no longer in the store")
     return 0
+
+
+def _prune_forgotten(store: ModelStore, newest_ms: int) -> list[str]:
+    """Delete the versions read before ``newest_ms`` that the pointer does not name now (a
+    rollback could not name them again without --force); returns their ids."""
+    pointer = store.pointer()
+    doomed = [
+        v
+        for v in store.versions()
+        if v not in (pointer.version, pointer.canary) and data_read_ms(store.meta(v)) < newest_ms
+    ]
+    for version_id in doomed:
+        store.delete(version_id)
+    return doomed
 
 
 def online_figures(settings: Settings) -> list[tuple[str, str, OnlineFigures]]:
@@ -273,7 +340,8 @@ def run_canary(args: argparse.Namespace, settings: Settings) -> int:
     by = f"{mover()} (freshrec models canary {args.target})"
     if args.target in ("promote", "abort"):
         before = store.pointer()
-        after = store.end_canary(promote=args.target == "promote", by=by)
+        with forget_guard(settings, args.force) as guard:
+            after = store.end_canary(promote=args.target == "promote", by=by, guard=guard)
         print(
             f"{args.target}: current model {after.version} for every user (canary "
             f"{before.canary} ended; generation {after.generation}); workers rewrite every "
@@ -296,7 +364,8 @@ def run_canary(args: argparse.Namespace, settings: Settings) -> int:
         load_version(store, args.target)  # whole and readable, or the workers could not load it
     except ModelStoreError as exc:
         raise BadInputError(f"cannot start a canary of {args.target}: {exc}") from None
-    after = store.start_canary(args.target, args.fraction, by=by)
+    with forget_guard(settings, args.force) as guard:
+        after = store.start_canary(args.target, args.fraction, by=by, guard=guard)
     print(
         f"canary: {args.target} for {args.fraction:.1%} of users, {after.version} for the "
         f"rest (generation {after.generation}); `freshrec models canary status` to follow it"

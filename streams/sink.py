@@ -66,6 +66,7 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from freshrec.errors import TransientError
+from freshrec.forgets import MARK_SCRIPT, forgets_key
 from freshrec.redis_client import TRANSIENT_ERRORS, AsyncRedis, redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
@@ -138,6 +139,11 @@ class RedisSink:
         ``online`` counts (:mod:`schemas.online`) and the ``dead_letters`` by reason
         (:mod:`schemas.dead_letters`), in one pipeline.
 
+        A batch that forgets anyone also raises the newest forget's time
+        (:mod:`freshrec.forgets`), in the same pipeline: its markers are in the
+        changelog by then, so a retrain whose snapshot was read after this time
+        leaves those users out, and any version read before it is no longer served.
+
         Returns how many lists were written; the rest were older than what Redis holds.
         """
         counts = [
@@ -149,6 +155,7 @@ class RedisSink:
             return 0
         payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
+        marks = [forgets_key(self._prefix)] if forget else []
         #: The counts still to send: a pipeline that ran (a NOSCRIPT answer too: the
         #: server runs every command of a pipeline) added them, and a resend must not.
         pending = counts
@@ -167,7 +174,7 @@ class RedisSink:
                         # its slot map catches up: again, under the worker's policy.
                         await self._client.script_load(_COMPARE_AND_SET)
                         raise TransientError(f"redis lacked the list script ({exc})") from exc
-                waited = results[len(payload) + len(deletes) + sent :]
+                waited = results[len(payload) + len(deletes) + sent + len(marks) :]
                 for node, reached in zip(targets, waited, strict=True):
                     await self._check_replicas(node, int(reached))
             except TRANSIENT_ERRORS as exc:
@@ -178,7 +185,7 @@ class RedisSink:
 
         async def send() -> tuple[list[int], list[ClusterNode | None]]:
             nonlocal pending, sent
-            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in pending]
+            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in pending] + marks
             targets = await self._wait_targets(keys)
             sent = len(pending)
             async with self._client.pipeline(transaction=False) as pipe:
@@ -194,6 +201,8 @@ class RedisSink:
                         command("HSET", key, name, amount)
                     else:
                         command("HINCRBY", key, name, amount)
+                for key in marks:  # idempotent: a resend only raises it to a later time
+                    command("EVAL", MARK_SCRIPT, 1, key, "mark")
                 for node in targets:
                     if node is None:
                         command("WAIT", self._wait_replicas, self._wait_ms)

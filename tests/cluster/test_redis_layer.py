@@ -16,6 +16,7 @@ import redis.cluster
 
 from freshrec.backoff import NoBackoff
 from freshrec.errors import TransientError
+from freshrec.forgets import forgets_key
 from freshrec.redis_client import redis_client, sync_redis_client
 from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
@@ -26,6 +27,7 @@ from serving.coalesce import HgetCoalescer
 from serving.redis_client import read_deadline_s
 from streams.lists import UserList
 from streams.sink import RedisSink
+from tests.cluster.migration import Migration
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +75,8 @@ def test_a_batch_is_written_per_node_and_never_rolled_back(
                                       [ORDER_FIELD, DATA_FIELD])  # fmt: skip
         assert stored == [order_token(11, "v1").encode(), b"newer"]
     assert not any(cluster_client.exists(key) for key in keys[30:])
+    # the batch that forgot users recorded when, on its key's node (freshrec.forgets)
+    assert int(cluster_client.get(forgets_key(cluster_settings.key_prefix)) or 0) > 0
 
 
 def test_the_epoch_is_read_and_kept_on_a_cluster(cluster_settings: Settings) -> None:
@@ -267,10 +271,6 @@ def test_chaos_a_killed_primary_fails_only_its_own_users_coalesced_reads(
     assert victim_errors > 0  # the batches did reach the dead node's users meanwhile
 
 
-def node_client(node: redis.cluster.ClusterNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.port, socket_timeout=5)
-
-
 def test_chaos_slots_held_mid_migration_keep_writes_and_reads_going(
     cluster_settings: Settings, cluster_client: redis.cluster.RedisCluster
 ) -> None:
@@ -286,17 +286,8 @@ def test_chaos_slots_held_mid_migration_keep_writes_and_reads_going(
     keys = [user_key(cluster_settings.key_prefix, u) for u in users]
     for key in keys[::2]:
         cluster_client.hset(key, mapping={ORDER_FIELD: order_token(1, "v1"), DATA_FIELD: b"0"})
-    primaries = sorted(cluster_client.get_primaries(), key=lambda n: n.name)
-    ids = {n.name: node_client(n).execute_command("CLUSTER MYID").decode() for n in primaries}
-    moves: dict[int, tuple[redis.cluster.ClusterNode, redis.cluster.ClusterNode]] = {}
-    for key in keys:
-        slot = cluster_client.keyslot(key)
-        source = cluster_client.nodes_manager.get_node_from_slot(slot)
-        target = primaries[(primaries.index(source) + 1) % len(primaries)]
-        moves[slot] = (source, target)
-    for slot, (source, target) in moves.items():
-        node_client(target).execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name])
-        node_client(source).execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name])
+    migration = Migration(cluster_client, {cluster_client.keyslot(k) for k in keys})
+    migration.hold()
 
     async def scenario() -> tuple[int, int, int]:
         sink = RedisSink(cluster_settings, RetryPolicy.from_settings(cluster_settings))
@@ -323,16 +314,13 @@ def test_chaos_slots_held_mid_migration_keep_writes_and_reads_going(
     try:
         written, reads, last = asyncio.run(scenario())
     finally:
-        for slot, (source, target) in moves.items():  # complete the migration, as redis-cli
-            src = node_client(source)
-            while moving := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
-                src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS",
-                                    *moving)  # fmt: skip
-            for node in primaries:
-                node_client(node).execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name])
+        migration.complete()
     print(
-        f"\nchaos cluster-slots-mid-migration: slots={len(moves)} lists_written={written} "
+        f"\nchaos cluster-slots-mid-migration: slots={len(migration.moves)} "
+        f"lists_written={written} "
         f"reads_answered={reads} errors=0"
     )
     fresh = sync_redis_client(cluster_settings, "test-after")
-    assert all(fresh.hget(k, DATA_FIELD) == str(last).encode() for k in keys)
+    stale = {k: fresh.hget(k, DATA_FIELD) for k in keys}
+    stale = {k: v for k, v in stale.items() if v != str(last).encode()}
+    assert not stale, f"not the last write ({last}) after the migration: {stale}"

@@ -25,6 +25,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from freshrec.forgets import MARK_SCRIPT, forgets_key
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import free_port, wait_until
@@ -36,6 +37,7 @@ from models.weighting import DEFAULT_WEIGHTING
 from retrain.publish import train_and_publish
 from retrain.retrain_cli import (
     EXIT_CONFIG,
+    EXIT_FORGOTTEN,
     EXIT_LOCKED,
     EXIT_MOVED,
     EXIT_PUBLISHED,
@@ -443,3 +445,42 @@ def test_a_retrain_that_lost_its_lock_publishes_nothing(job_settings: Settings) 
     assert set(store.versions()) == versions
     assert victim.returncode == EXIT_TRANSIENT, rest
     assert "lock" in json.loads(out.strip().splitlines()[-1])["message"]
+
+
+@pytest.mark.parametrize("stage", ["trained", "saved"])
+def test_a_retrain_whose_snapshot_was_read_before_a_forget_does_not_publish(
+    job_settings: Settings, stage: str
+) -> None:
+    """Issue 28, item 5: a retrain started before a user was forgotten and publishing after
+    would serve a model trained on that user's data. Its snapshot's read time (Redis's
+    clock) is before the newest forget, so it exits 6 and the pointer stays; frozen after
+    training, nothing is saved; frozen after the save (the forget lands between the save
+    and the move), the candidate is saved, not current. The next run reads a snapshot
+    that holds the forget and publishes."""
+    write_changelog(job_settings, data())
+    code, first, err = retrain(job_settings)
+    assert code == EXIT_PUBLISHED, err
+    assert first["snapshot"]["read_at_ms"] > 0
+    store = ModelStore(job_settings.model_store)
+    versions = set(store.versions())
+    running = start_retrain(job_settings, "--force", "--debug-stall-at", stage)
+    try:
+        wait_for_stall(running, stage)
+        client = redis.Redis.from_url(job_settings.redis_url)
+        # what the worker's Redis write does in the batch that forgets a user
+        client.eval(MARK_SCRIPT, 1, forgets_key(job_settings.key_prefix), "mark")
+        os.kill(running.pid, signal.SIGUSR1)
+        out, rest = running.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.pid, signal.SIGKILL)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert running.returncode == EXIT_FORGOTTEN, rest
+    assert summary["outcome"] == "user forgotten" and summary["published"] is False
+    assert "before a user was forgotten" in rest and "run the retrain again" in rest
+    assert store.current() == first["version"]
+    added = set(store.versions()) - versions
+    assert len(added) == (0 if stage == "trained" else 1)
+    code, again, err = retrain(job_settings, "--force")
+    assert code == EXIT_PUBLISHED, err
+    assert store.current() == again["version"] != first["version"]

@@ -9,8 +9,10 @@ import pytest
 import redis
 
 from cli.main import main
+from freshrec.forgets import MARK_SCRIPT, ForgetClock, forgets_key
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
+from freshrec.stack import free_port
 from models.als import ALSConfig
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
@@ -19,11 +21,14 @@ from schemas.recs import encode_items, items_key
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings) -> ModelStore:
     """A store with three versions, the newest current (the only one the pointer has
-    named: pruning spares those for an hour), and FRESHREC_MODEL_STORE naming it."""
+    named: pruning spares those for an hour), and FRESHREC_MODEL_STORE naming it; the
+    test's Redis (a pointer move reads the newest forget there) in FRESHREC_REDIS_URL."""
     root = tmp_path / "store"
     monkeypatch.setenv("FRESHREC_MODEL_STORE", str(root))
+    monkeypatch.setenv("FRESHREC_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("FRESHREC_KEY_PREFIX", settings.key_prefix)
     store = ModelStore(root)
     data = generate(80, 24, 1500, factors=4, seed=2).log
     for n in range(3):
@@ -94,3 +99,99 @@ def test_prune_keeps_the_newest_and_the_current_and_their_item_tables_only(
     tables = [redis_client.exists(items_key(settings.key_prefix, v)) for v in store.versions()]
     assert tables == [1, 1]
     assert not redis_client.exists(items_key(settings.key_prefix, middle))
+
+
+def mark_forget(client: redis.Redis, settings: Settings) -> int:
+    """Record a forget now, as the worker's Redis write does when a batch forgets a user."""
+    reply = client.eval(MARK_SCRIPT, 1, forgets_key(settings.key_prefix), "mark")
+    return ForgetClock.of(reply).newest_ms
+
+
+def test_after_a_forget_a_rollback_or_canary_to_an_older_version_is_refused_unless_forced(
+    store: ModelStore,
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 28, item 5: versions read before a forget may hold what the forgotten user
+    gave (items only they had); the pointer never names one again without --force."""
+    first, middle, newest = store.versions()
+    assert main(["models", "rollback", first]) == 0  # nobody forgotten yet
+    store.set_current(newest)
+    capsys.readouterr()
+    mark_forget(redis_client, settings)
+    generation = store.pointer().generation
+    for args in (["rollback", first], ["canary", middle, "--fraction", "0.2"]):
+        assert main(["models", *args]) == 1, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "before a user was forgotten" in err and "--force" in err, err
+    assert store.pointer().generation == generation and store.current() == newest
+
+    store.start_canary(middle, 0.2)  # started before the forget's check existed, say
+    assert main(["models", "canary", "promote"]) == 1
+    assert "before a user was forgotten" in capsys.readouterr().err
+    assert store.pointer().canary == middle
+    assert main(["models", "canary", "abort"]) == 0  # back to what serves already
+    assert store.pointer().canary is None and store.current() == newest
+
+    assert main(["models", "rollback", first, "--force"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "moved anyway (--force)" in err
+    assert store.current() == first
+    assert main(["models", "rollback", newest]) == 1  # newest was read before it too
+    capsys.readouterr()
+
+    later = train_and_publish(  # a version trained after the forget is served freely
+        store,
+        generate(80, 24, 1500, factors=4, seed=3).log,
+        ALSConfig(factors=4, iterations=2, num_threads=1, use_gpu=False),
+        DEFAULT_WEIGHTING,
+        popular_length=10,
+        snapshot={"source": "test"},
+        make_current=False,
+    ).version.version_id
+    assert main(["models", "rollback", later]) == 0
+    assert store.current() == later
+
+
+def test_a_rollback_without_redis_is_refused_as_transient_unless_forced(
+    store: ModelStore,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The newest forget lives in Redis: a move that cannot read it does not guess."""
+    monkeypatch.setenv("FRESHREC_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    first = store.versions()[0]
+    assert main(["models", "rollback", first]) == 75
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "newest forget" in err and "run it again" in err
+    assert store.current() != first
+    assert main(["models", "rollback", first, "--force"]) == 0
+    assert "moved unchecked" in capsys.readouterr().err
+    assert store.current() == first
+
+
+def test_prune_forgotten_deletes_every_version_read_before_the_newest_forget_but_the_current(
+    store: ModelStore,
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 28, item 5: the versions a forget made unservable still hold, in their files
+    and metadata, item ids only the forgotten user had; `prune --forgotten` deletes them
+    now (a plain prune spares the ones the pointer named within the hour)."""
+    oldest, middle, newest = store.versions()
+    store.set_current(oldest)
+    store.set_current(newest)  # oldest named within the hour: a plain prune spares it
+    for version in (oldest, middle, newest):
+        redis_client.set(items_key(settings.key_prefix, version), encode_items(["a"]))
+    assert main(["models", "prune", "--keep", "3", "--forgotten"]) == 0
+    assert store.versions() == [oldest, middle, newest]  # nobody forgotten yet
+    mark_forget(redis_client, settings)
+    assert main(["models", "prune", "--keep", "3", "--forgotten"]) == 0
+    assert store.versions() == [newest]
+    out = capsys.readouterr().out
+    assert f"deleted 2 version(s): {oldest} {middle}" in out
+    assert not redis_client.exists(items_key(settings.key_prefix, oldest))
+    assert redis_client.exists(items_key(settings.key_prefix, newest))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from freshrec.forgets import forgets_key
 from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from schemas.recs import decode, popular_key
@@ -92,3 +93,42 @@ def test_a_rollback_from_b_to_a_moves_every_list_the_popular_list_and_readyz_to_
     for user in users:  # the same events, only the model changed
         recs = read_list(redis_client, s, user)
         assert recs is not None and recs.updated_at == stamps[user], user
+
+
+def test_a_forget_the_worker_applied_refuses_a_rollback_to_a_version_read_before_it(
+    worker_settings: Settings,
+    start_worker: StartWorker,
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 28, item 5: version a and b were trained before user `gone` was forgotten and
+    may hold items only they had; once the worker has applied the forget, `freshrec
+    models rollback` refuses both in one line (exit 1) unless --force, and a version
+    trained after it is served freely. Break this catches: the worker's Redis write
+    not recording the forget (streams/sink.py)."""
+    s = worker_settings
+    data = synthetic()
+    a = publish_model(s, data)
+    b = publish_model(s, data, seed=7)
+    worker = start_worker()
+    publish(
+        s, [watch("e1", "gone", "only-gone-watched", BASE_TS), watch("e2", "u1", "i1", BASE_TS)]
+    )
+    worker.wait_for(lambda: read_list(redis_client, s, "gone") is not None, 30, "gone's list")
+    assert not redis_client.exists(forgets_key(s.key_prefix))
+    publish(s, [{"type": "forget", "event_id": "f1", "user_id": "gone", "ts": BASE_TS + 1}])
+    worker.wait_for(lambda: read_list(redis_client, s, "gone") is None, 30, "gone forgotten")
+    assert redis_client.exists(forgets_key(s.key_prefix)), "the worker recorded no forget"
+
+    done = models_cli(s, "rollback", a)
+    assert done.returncode == 1, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"{a} was trained on data read at" in done.stderr and "--force" in done.stderr
+    assert ModelStore(s.model_store).current() == b
+    done = models_cli(s, "rollback", a, "--force")
+    assert done.returncode == 0 and "moved anyway (--force)" in done.stderr, done.stderr
+    assert models_cli(s, "rollback", b).returncode == 1  # b is as old as the forget
+    c = publish_model(s, data, seed=9)  # trained after it
+    assert models_cli(s, "rollback", a, "--force").returncode == 0
+    done = models_cli(s, "rollback", c)
+    assert done.returncode == 0, done.stderr
+    assert ModelStore(s.model_store).current() == c
