@@ -41,7 +41,7 @@ from freshrec.settings import Settings
 from schemas.state import STATE_TABLE
 from schemas.wire import topics_by_type
 from streams.batch import Message
-from streams.catalog import CatalogWriter, TakedownReader
+from streams.catalog import TAKEDOWN_MAX_AGE_S, CatalogWriter, TakedownReader
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
 from streams.liveness import LEDGER_NAME, ProgressWatch
@@ -248,7 +248,7 @@ def create_app(settings: Settings) -> faust.App:
         ModelFollower(settings.model_store, metrics),
         metrics,
         ownership,
-        TakedownReader(settings, catalog_client),
+        TakedownReader(settings, catalog_client, TAKEDOWN_MAX_AGE_S),
         rebuild_catalog,
     )
     items_source = app.topic(settings.topic_items, key_serializer="raw", value_serializer="raw")

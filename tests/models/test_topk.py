@@ -155,3 +155,27 @@ def test_best_scores_match_a_full_sort_whatever_the_ties(
         assert len(set(filled.tolist())) == filled.size == np.isfinite(expected[u]).sum()
         assert not mask[u, filled].any()
         np.testing.assert_array_equal(full[u, filled], scores[u][: filled.size])
+
+
+def test_rank_keys_order_by_score_then_item_and_decode_exactly() -> None:
+    """The threshold path's packed sort keys: best score first (negatives, both zeros, the
+    largest and smallest floats), equal scores by lower item, and back to the same values."""
+    values = np.array(
+        [-1.5, 0.0, -0.0, 3.25, 3.25, -np.inf, np.finfo(np.float32).max, 1e-30, -1e-30],
+        dtype=np.float32,
+    )
+    items = np.array([4, 9, 2, 7, 3, 0, 100_000, 5, 6], dtype=np.int64)
+    keys = np.sort(topk._rank_keys(values, items))
+    ids, scores = topk._from_keys(keys)
+    assert ids.tolist() == [100_000, 3, 7, 5, 2, 9, 6, 4, 0]
+    big = np.finfo(np.float32).max
+    expected = np.array([big, 3.25, 3.25, 1e-30, 0, 0, -1e-30, -1.5, -np.inf], dtype=np.float32)
+    np.testing.assert_array_equal(scores, expected)
+
+
+def test_empty_key_slots_decode_as_unfilled() -> None:
+    key = topk._rank_keys(np.array([2.0], dtype=np.float32), np.array([1], dtype=np.int64))[0]
+    keys = np.array([[key, topk._EMPTY]], dtype=np.uint64)
+    ids, scores = topk._from_keys(keys)
+    assert ids.tolist() == [[1, -1]]
+    assert scores[0, 0] == 2.0 and np.isneginf(scores[0, 1])
