@@ -179,3 +179,30 @@ def test_empty_key_slots_decode_as_unfilled() -> None:
     ids, scores = topk._from_keys(keys)
     assert ids.tolist() == [[1, -1]]
     assert scores[0, 0] == 2.0 and np.isneginf(scores[0, 1])
+
+
+def test_a_zero_user_takes_the_tie_path_not_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: a user folded in from items the model knows nothing of has a zero vector:
+    every score 0, a mass at the threshold. Each such row took a partition of the whole
+    catalogue (a tenth of bench_stream's users at 27,000 items); the best are now the
+    items above 0 by score, then the lowest-indexed items at 0, in two passes."""
+    monkeypatch.setattr(topk, "_best_by_partition", None)  # this case must not need it
+    rng = np.random.default_rng(8)
+    y = rng.standard_normal((6000, 2)).astype(np.float32)
+    y[:5000] = 0  # 5,000 items with zero factors
+    x = np.array([[0.0, 0.0], [1.0, 0.0]], dtype=np.float32)  # a zero user, and another
+    mask = np.zeros((2, 6000), dtype=bool)
+    mask[0, [0, 3, 7]] = True
+    ids, scores = top_k(x, y, 10, exclude=sp.csr_matrix(mask.astype(np.float32)))
+    assert ids[0].tolist() == [1, 2, 4, 5, 6, 8, 9, 10, 11, 12]  # the lowest indices at 0
+    assert (scores[0] == 0).all()
+    assert ids[1].tolist() == _naive(x, y, 10, mask)[1]
+
+
+def test_a_mass_at_the_threshold_below_a_few_better_items() -> None:
+    """A few items above the mass and the rest of the list from it, lowest indices first."""
+    y = np.zeros((3000, 1), dtype=np.float32)
+    y[[2500, 40, 1700], 0] = [3.0, 2.0, 2.0]
+    ids, scores = top_k(np.ones((1, 1), dtype=np.float32), y, 6)
+    assert ids[0].tolist() == [2500, 40, 1700, 0, 1, 2]
+    assert scores[0].tolist() == [3.0, 2.0, 2.0, 0.0, 0.0, 0.0]
