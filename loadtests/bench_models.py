@@ -31,8 +31,9 @@ For each size:
    and against the bare product: ``end_to_end_ratio``
    (``end_to_end_users_per_s / score_gemm_users_per_s``).
 
-Each figure is the best of ``--repeats`` timed passes, a candidate and its
-baselines taking turns within each pass. Last line: one JSON
+Each figure is the best of ``--repeats`` timed passes in CPU time (the
+process's, one thread: :func:`best_of`), a candidate and its baselines
+taking turns within each pass. Last line: one JSON
 object (see docs/ENGINEERING.md, Benchmarks).
 """
 
@@ -62,18 +63,21 @@ from models.weighting import confidence_matrix  # noqa: E402
 
 
 def best_of(repeats: int, *fns: Callable[[], object]) -> list[float]:
-    """Shortest wall time of each of ``fns`` over ``repeats`` rounds.
+    """Shortest CPU time of each of ``fns`` over ``repeats`` rounds.
 
-    The functions take turns within each round, so that a burst of load from
-    elsewhere on a shared machine slows a candidate and its baseline alike
-    instead of skewing their ratio.
+    Everything here runs on one thread (BLAS and implicit limited to one), so
+    the process's CPU time is the work's own: on a shared machine, wall time
+    also counted the time other processes held the core (a 27,000-item product
+    timed at 5 times its quiet figure in one pass), CPU time does not. The
+    functions take turns within each round, so that what load still does (a
+    contended cache) slows a candidate and its baseline alike.
     """
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            started = time.perf_counter()
+            started = time.process_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - started)
+            best[i] = min(best[i], time.process_time() - started)
     return best
 
 

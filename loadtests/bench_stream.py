@@ -50,6 +50,19 @@ runs before and after the pair, as the shared machine's load drifts), and
 cores also run the broker and redis-server, the bare pair is the ceiling the
 worker pair can reach.
 
+Catalogue sizes: ``--items`` (default 2,000 and 27,000, a real movie
+service's). The first size runs every phase above on a stack of its own; each
+further one, on a fresh stack with a model trained on that many items, runs
+the uniform, freshness and Zipf phases, its keys suffixed with the size
+(``ratio_27k``, ``zipf_ratio_27k``, ``freshness_p99_ms_27k``, ...).
+
+The worker's memory: after the first size's phases, a worker of its own reads
+``--state-users`` distinct users' first events (one each; default 200,000,
+what this two-core machine runs in a few minutes: a million would take a
+quarter of an hour of its time), and ``bytes_per_held_user`` is the growth of
+its resident set (``VmRSS``) over them divided by the count
+(:func:`held_user_bytes`).
+
 The model is trained here on synthetic data (64 factors) so that
 the fold-in does real work. The last line of standard output is one JSON object:
 ``{"bench": "stream", "events_per_s", "bare_events_per_s", "ratio",
@@ -57,13 +70,15 @@ the fold-in does real work. The last line of standard output is one JSON object:
 "zipf_bare_events_per_s", "zipf_ratio", "two_workers_events_per_s", "scale_ratio",
 "two_bare_events_per_s", "two_bare_scale_ratio", "plain_events_per_s",
 "online_off_events_per_s", "online_metrics_cost", "canary_events_per_s",
-"canary_ratio", ...}``
+"canary_ratio", "bytes_per_held_user", "ratio_27k", "zipf_ratio_27k",
+"freshness_p99_ms_27k", ...}``
 (``--skip-zipf``, ``--skip-scale``, ``--skip-online`` and ``--skip-canary``
 leave their phases and keys out); the raw series the plots are
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
 
-Run: ``python loadtests/bench_stream.py`` (two to three minutes on two cores, by their load).
+Run: ``python loadtests/bench_stream.py`` (six to ten minutes on two cores, by their load;
+``--items 2000 --state-users 0`` is the older two-to-three-minute run).
 """
 
 from __future__ import annotations
@@ -78,6 +93,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -461,12 +477,178 @@ class Stack:
         return per_s
 
 
+# --- the phases --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """The paced phase's raw material: the worker's events counted over time (its backlog
+    run) and its /metrics before and after the paced events."""
+
+    counted: list[list[float]]
+    before: dict[str, float]
+    after: dict[str, float]
+
+
+def uniform_phases(
+    stack: Stack, settings: Settings, args: argparse.Namespace, items: int
+) -> tuple[dict[str, Any], str, float, Freshness]:
+    """The bare agent, then the worker, on the uniform backlog, then the paced freshness
+    phase on the same worker: their figures, a summary, the worker's events/s, and the
+    series for the plots."""
+    # Baseline first, alone on the machine, then the worker, alone too.
+    bare_per_s = stack.group_rate(BARE_CMD, settings, 1, bare_count, args.events, args.timeout)
+    name = FRESHNESS
+    worker = stack.spawn(WORKER_CMD, settings, "worker.log")
+    counted: list[list[float]] = []
+    events_per_s = rate_to_count(
+        lambda: worker_count(settings), args.events, args.timeout, worker, samples=counted
+    )
+
+    # Freshness is a property of a worker that keeps up: by default the
+    # stream runs at half the throughput just measured.
+    rate = args.rate or max(1, round(events_per_s / 2))
+    # A site back-end's producer is long connected: a fresh one holds its
+    # first events for up to a second while it connects, which measured the
+    # client, not the worker. So one second of the same stream warms it up
+    # first, outside the measurement.
+    producer = Producer(producer_config(settings))
+    total = args.events
+    paced = functools.partial(produce_paced, producer, settings.topic_watch, rate)
+    total += paced(WARM_UP_S, args.users, items, total)
+    wait_until(lambda: worker_count(settings) >= total, args.timeout, "warm-up processed")
+    port = settings.worker_web_port
+    before = worker_metrics(port)
+    sent = paced(args.seconds, args.users, items, total)
+    total += sent
+    wait_until(lambda: worker_count(settings) >= total, args.timeout, "paced events processed")
+    after = worker_metrics(port)
+    stack.stop(worker)
+
+    result: dict[str, Any] = {
+        "bench": "stream",
+        "events": args.events,
+        "events_per_s": round(events_per_s),
+        "bare_events_per_s": round(bare_per_s),
+        "ratio": round(events_per_s / bare_per_s, 3),
+        "freshness_p50_ms": round(quantile(0.5, before, after, name) * 1000, 1),
+        "freshness_p99_ms": round(quantile(0.99, before, after, name) * 1000, 1),
+        "freshness_rate_per_s": rate,
+        "freshness_events": sent,
+    }
+    summary = (
+        f"worker {events_per_s:,.0f} events/s, bare agent {bare_per_s:,.0f} events/s; "
+        f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
+        f"p99 {result['freshness_p99_ms']} ms"
+    )
+    return result, summary, events_per_s, Freshness(counted, before, after)
+
+
+def zipf_phase(
+    stack: Stack, zipf: Settings, args: argparse.Namespace
+) -> tuple[dict[str, Any], str]:
+    """The bare agent and the worker on the Zipf backlog (already published): figures, summary."""
+    zipf_bare = stack.group_rate(BARE_CMD, zipf, 1, bare_count, args.events, args.timeout)
+    zipf_worker = stack.group_rate(WORKER_CMD, zipf, 1, worker_count, args.events, args.timeout)
+    figures = {
+        "zipf_events_per_s": round(zipf_worker),
+        "zipf_bare_events_per_s": round(zipf_bare),
+        "zipf_ratio": round(zipf_worker / zipf_bare, 3),
+    }
+    said = f"; Zipf mix: worker {zipf_worker:,.0f} events/s, bare agent {zipf_bare:,.0f} events/s"
+    return figures, said
+
+
+def other_size(args: argparse.Namespace, items: int) -> tuple[dict[str, Any], str]:
+    """A further catalogue size on a stack of its own (model trained on ``items`` items):
+    the uniform, freshness and Zipf phases only."""
+    with Stack(items) as stack:
+        settings = stack.settings("uniform")
+        produce_backlog(settings, "uniform", args.events, args.users, items)
+        zipf = None
+        if not args.skip_zipf:
+            zipf = stack.settings("zipf")
+            produce_backlog(zipf, "zipf", args.events, args.users, items)
+        figures, summary, _, _ = uniform_phases(stack, settings, args, items)
+        del figures["bench"], figures["events"]
+        if zipf is not None:
+            more, said = zipf_phase(stack, zipf, args)
+            figures.update(more)
+            summary += said
+    return figures, summary
+
+
+def resident_bytes(pid: int) -> int:
+    """The resident set of process ``pid`` (``VmRSS``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def held_user_bytes(
+    stack: Stack, settings: Settings, users: int, items: int, timeout_s: float
+) -> dict[str, Any]:
+    """Resident bytes per user a worker holds: its resident set before and after ``users``
+    distinct users' first events (one each), over the count.
+
+    A worker of its own (new group, new topics) first processes one event each
+    of 2,000 users, so that imports, the model, buffers and the state cache's
+    first fill are in the "before" figure; its state cache holds at most
+    ``FRESHREC_STATE_CACHE_USERS`` decoded states whatever the count, so what
+    grows with it is the state table (the encoded record per user, in memory)
+    and the per-user bookkeeping. ``users`` is what this machine runs in a few
+    minutes, not a million: the figure per user is what scales.
+    """
+    held = stack.settings("state")  # topics, group and changelog of its own
+    warm = 2_000
+    produce_distinct(held, 0, warm, items)
+    worker = stack.spawn(WORKER_CMD, held, "state-worker.log")
+    wait_until(lambda: worker_count(held) >= warm, timeout_s, "state warm-up processed")
+    rss_before = resident_bytes(worker.pid)
+    produce_distinct(held, warm, users, items)
+    wait_until(lambda: worker_count(held) >= warm + users, 4 * timeout_s, "state run processed")
+    rss_after = resident_bytes(worker.pid)
+    stack.stop(worker)
+    return {
+        "bytes_per_held_user": round((rss_after - rss_before) / users),
+        "state_users": users,
+        "state_rss_mib": [round(rss_before / 2**20), round(rss_after / 2**20)],
+    }
+
+
+def produce_distinct(settings: Settings, first: int, n: int, items: int) -> None:
+    """One watch each for users ``first`` to ``first + n - 1``, to ``settings.topic_watch``."""
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    rng = np.random.default_rng(first)
+    for i, item in enumerate(rng.integers(items, size=n).tolist()):
+        key, value = event(first + i, first + i, item, BASE_TS + i)
+        while True:
+            try:
+                producer.produce(settings.topic_watch, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0, "state events not acknowledged"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=50_000, help="backlog size (N), each mix")
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument(
+        "--items",
+        default="2000,27000",
+        help="catalogue sizes, comma-separated: the first runs every phase, each further one "
+        "the uniform, freshness and Zipf phases, its keys suffixed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--state-users",
+        type=int,
+        default=200_000,
+        help="distinct users of the state run (bytes_per_held_user); 0 leaves it out",
+    )
     parser.add_argument(
         "--rate",
         type=int,
@@ -486,60 +668,20 @@ def main() -> int:
         run_bare()
         return 0
 
-    with Stack(args.items) as stack:
+    sizes = [int(size) for size in args.items.split(",")]
+    items = sizes[0]
+    with Stack(items) as stack:
         work = stack.work
         settings = stack.settings("uniform")
-        produce_backlog(settings, "uniform", args.events, args.users, args.items)
+        produce_backlog(settings, "uniform", args.events, args.users, items)
         zipf = None
         if not args.skip_zipf:
             zipf = stack.settings("zipf")
-            produce_backlog(zipf, "zipf", args.events, args.users, args.items)
-
-        # Baseline first, alone on the machine, then the worker, alone too.
-        bare_per_s = stack.group_rate(BARE_CMD, settings, 1, bare_count, args.events, args.timeout)
+            produce_backlog(zipf, "zipf", args.events, args.users, items)
+        result, summary, events_per_s, fresh = uniform_phases(stack, settings, args, items)
+        bare_per_s = result["bare_events_per_s"]
+        counted, before, after = fresh.counted, fresh.before, fresh.after
         name = FRESHNESS
-        worker = stack.spawn(WORKER_CMD, settings, "worker.log")
-        counted: list[list[float]] = []
-        events_per_s = rate_to_count(
-            lambda: worker_count(settings), args.events, args.timeout, worker, samples=counted
-        )
-
-        # Freshness is a property of a worker that keeps up: by default the
-        # stream runs at half the throughput just measured.
-        rate = args.rate or max(1, round(events_per_s / 2))
-        # A site back-end's producer is long connected: a fresh one holds its
-        # first events for up to a second while it connects, which measured the
-        # client, not the worker. So one second of the same stream warms it up
-        # first, outside the measurement.
-        producer = Producer(producer_config(settings))
-        total = args.events
-        paced = functools.partial(produce_paced, producer, settings.topic_watch, rate)
-        total += paced(WARM_UP_S, args.users, args.items, total)
-        wait_until(lambda: worker_count(settings) >= total, args.timeout, "warm-up processed")
-        port = settings.worker_web_port
-        before = worker_metrics(port)
-        sent = paced(args.seconds, args.users, args.items, total)
-        total += sent
-        wait_until(lambda: worker_count(settings) >= total, args.timeout, "paced events processed")
-        after = worker_metrics(port)
-        stack.stop(worker)
-
-        result: dict[str, Any] = {
-            "bench": "stream",
-            "events": args.events,
-            "events_per_s": round(events_per_s),
-            "bare_events_per_s": round(bare_per_s),
-            "ratio": round(events_per_s / bare_per_s, 3),
-            "freshness_p50_ms": round(quantile(0.5, before, after, name) * 1000, 1),
-            "freshness_p99_ms": round(quantile(0.99, before, after, name) * 1000, 1),
-            "freshness_rate_per_s": rate,
-            "freshness_events": sent,
-        }
-        summary = (
-            f"worker {events_per_s:,.0f} events/s, bare agent {bare_per_s:,.0f} events/s; "
-            f"freshness at {rate}/s: p50 {result['freshness_p50_ms']} ms, "
-            f"p99 {result['freshness_p99_ms']} ms"
-        )
 
         # The online metrics off, and a 20% canary, each against a plain worker (neither)
         # run just before and just after them on the same backlog (groups of their own):
@@ -568,7 +710,7 @@ def main() -> int:
                 from freshrec.model_store import ModelStore
 
                 store = ModelStore(settings.model_store)
-                candidate = publish_model(settings, args.items, seed=2, current=False)
+                candidate = publish_model(settings, items, seed=2, current=False)
                 store.start_canary(candidate, 0.2, by="bench_stream")
                 canary_per_s = plain("bench-canary")
                 store.end_canary(promote=False, by="bench_stream")
@@ -593,17 +735,9 @@ def main() -> int:
 
         # The Zipf mix: the same count of events, a few hot users in every batch.
         if zipf is not None:
-            zipf_bare = stack.group_rate(BARE_CMD, zipf, 1, bare_count, args.events, args.timeout)
-            zipf_worker = stack.group_rate(
-                WORKER_CMD, zipf, 1, worker_count, args.events, args.timeout
-            )
-            result["zipf_events_per_s"] = round(zipf_worker)
-            result["zipf_bare_events_per_s"] = round(zipf_bare)
-            result["zipf_ratio"] = round(zipf_worker / zipf_bare, 3)
-            summary += (
-                f"; Zipf mix: worker {zipf_worker:,.0f} events/s, bare agent "
-                f"{zipf_bare:,.0f} events/s"
-            )
+            figures, said = zipf_phase(stack, zipf, args)
+            result.update(figures)
+            summary += said
 
         # Two processes in one group, on the same backlog: first the bare agent's
         # pair (the ceiling), then the worker's. Each pair's group is new, so it
@@ -642,10 +776,16 @@ def main() -> int:
                 f"{two_per_s:,.0f} events/s (x{result['scale_ratio']}), two bare agents "
                 f"{two_bare_per_s:,.0f} events/s (x{result['two_bare_scale_ratio']})"
             )
+        if args.state_users:
+            result.update(held_user_bytes(stack, settings, args.state_users, items, args.timeout))
+            summary += (
+                f"; {args.state_users:,} users held: {result['bytes_per_held_user']:,} "
+                "resident bytes each"
+            )
         result.update(
             {
                 "users": args.users,
-                "items": args.items,
+                "items": items,
                 "batch_size": settings.batch_size,
                 "partitions": settings.topic_partitions,
                 "cpus": os.cpu_count(),
@@ -666,7 +806,12 @@ def main() -> int:
                 }
             )
         )
-        print(json.dumps(result))
+    for size in sizes[1:]:
+        figures, said = other_size(args, size)
+        suffix = f"_{size // 1000}k" if size % 1000 == 0 else f"_{size}"
+        result |= {f"{key}{suffix}": value for key, value in figures.items()}
+        print(f"{size} items: {said}")
+    print(json.dumps(result))
     return 0
 
 

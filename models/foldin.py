@@ -105,12 +105,14 @@ class FoldResult:
         out = np.full(top.shape, -1, dtype=np.int64)
         for users, hist, w in self._parts:
             targets = top[users]  # (b, n)
+            b, n = targets.shape
             # padding columns of W are exactly 0 (p = 0 there), so they never beat a
             # positive contribution and need no mask
-            contrib = np.matmul(self._basis[np.maximum(targets, 0)], w)  # (b, n, H)
-            best = contrib.argmax(axis=2)
-            best_val = np.take_along_axis(contrib, best[..., None], axis=2)[..., 0]
-            picked = np.take_along_axis(hist, best, axis=1)
+            gathered = np.take(self._basis, np.maximum(targets, 0), axis=0)  # (b, n, f)
+            contrib = np.matmul(gathered, w).reshape(b * n, -1)  # (b n, H)
+            best = contrib.argmax(axis=1)
+            best_val = contrib[np.arange(b * n), best].reshape(b, n)
+            picked = hist[np.repeat(np.arange(b), n), best].reshape(b, n)
             picked[(best_val <= 0) | (targets < 0)] = -1
             out[users] = picked
         return out
@@ -156,10 +158,9 @@ class FoldIn:
             v = self._v[np.maximum(hist, 0)]  # (b, H, f)
             short = hist.shape[1] <= WOODBURY_MAX_RATIO * f
             solve = self._woodbury if short else self._direct
-            whitened[users], w = solve(v, d, p, explain)
-            if w is not None:  # per unit of preference (see the module docstring)
-                per_unit = w / np.where(p > 0, p, 1.0)[:, None, :]
-                parts.append((users, hist, per_unit.astype(np.float32)))
+            whitened[users], per_unit = solve(v, d, p, explain)
+            if per_unit is not None:
+                parts.append((users, hist, per_unit))
         vectors = (whitened @ self._l_inv).astype(np.float32)
         return FoldResult(vectors, self._v, parts)
 
@@ -167,13 +168,20 @@ class FoldIn:
     def _woodbury(
         v: np.ndarray, d: np.ndarray, p: np.ndarray, explain: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``u = V_hᵀ M⁻¹ p`` with ``M = I + D V_h V_hᵀ`` (``H x H``)."""
+        """``u = V_hᵀ M⁻¹ p`` with ``M = I + D V_h V_hᵀ`` (``H x H``).
+
+        With ``explain``, also ``W`` per unit of preference, ``V_hᵀ M⁻¹`` with the
+        columns of items without a positive preference zeroed (float32): one
+        inverse of ``M`` gives both, and ``u`` is then ``M⁻¹ p`` through it.
+        """
         vt = v.transpose(0, 2, 1)  # (b, f, H), float32
         m = d[:, :, None] * np.matmul(v, vt).astype(np.float64)
         m += np.eye(v.shape[1])
         if explain:
-            w = np.matmul(vt.astype(np.float64), np.linalg.inv(m) * p[:, None, :])  # (b, f, H)
-            return w.sum(axis=2), w
+            m_inv = np.linalg.inv(m)
+            s = np.matmul(m_inv, p[..., None]).astype(np.float32)
+            per_unit = np.matmul(vt, (m_inv * (p > 0)[:, None, :]).astype(np.float32))
+            return np.matmul(vt, s)[..., 0], per_unit
         s = np.linalg.solve(m, p[..., None]).astype(np.float32)
         return np.matmul(vt, s)[..., 0], None
 
@@ -181,14 +189,18 @@ class FoldIn:
     def _direct(
         v: np.ndarray, d: np.ndarray, p: np.ndarray, explain: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``u = A'⁻¹ V_hᵀ p`` with ``A' = I + V_hᵀ D V_h`` (``f x f``), for long histories."""
+        """``u = A'⁻¹ V_hᵀ p`` with ``A' = I + V_hᵀ D V_h`` (``f x f``), for long histories.
+
+        With ``explain``, also ``W`` per unit of preference, ``A'⁻¹ V_hᵀ`` with the
+        columns of items without a positive preference zeroed (float32).
+        """
         v64 = v.astype(np.float64)
         vt = v64.transpose(0, 2, 1)  # (b, f, H)
         a = np.matmul(vt, v64 * d[..., None])
         a += np.eye(v.shape[2])
         if explain:
-            w = np.linalg.solve(a, vt * p[:, None, :])  # (b, f, H)
-            return w.sum(axis=2), w
+            per_unit = np.linalg.solve(a, vt * (p > 0)[:, None, :])  # (b, f, H)
+            return np.matmul(per_unit, p[..., None])[..., 0], per_unit.astype(np.float32)
         return np.linalg.solve(a, np.matmul(vt, p[..., None]))[..., 0], None
 
 

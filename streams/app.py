@@ -42,7 +42,7 @@ from schemas.interim import STATS_TABLE
 from schemas.state import STATE_TABLE
 from schemas.wire import topics_by_type
 from streams.batch import Message
-from streams.catalog import CatalogWriter, TakedownReader
+from streams.catalog import TAKEDOWN_MAX_AGE_S, CatalogWriter, TakedownReader
 from streams.content_start import ContentStart
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
@@ -269,7 +269,7 @@ def create_app(settings: Settings) -> faust.App:
         follower,
         metrics,
         ownership,
-        TakedownReader(settings, catalog_client),
+        TakedownReader(settings, catalog_client, TAKEDOWN_MAX_AGE_S),
         rebuild_catalog,
         ContributionSender(settings, producer, retry("contributions write")),
         interim,

@@ -385,6 +385,7 @@ class BatchProcessor:
 
     async def _read_takedown(self) -> None:
         """The items taken down, for the lists built next: one small read at the start of
-        each batch, so that no list is built against a takedown set older than the batch."""
+        each batch (or the last one, read less than the reader's ``max_age_s`` ago), so
+        that no list is built against a takedown set older than that before its batch."""
         if self._takedown is not None:
             self._lists.unavailable = await self._takedown.read()
