@@ -260,8 +260,8 @@ class Settings:
             "starting one included: what bounds the search, so the same data and seed "
             "choose the same configuration on any machine. Each costs about one bare "
             "fit (trials that lag are stopped at 5 iterations): with 12 the search took "
-            "10-12 times implicit's own fit in CPU time (`loadtests/bench_tuning.py`; "
-            "27 before issue 25's cuts); 1 scores the starting configuration only.",
+            "12-13 times implicit's own fit in CPU time (`loadtests/bench_tuning.py`; "
+            "20-25 before issue 25's cuts); 1 scores the starting configuration only.",
             min=1,
         ),
     )

@@ -42,21 +42,21 @@ user and cost as much as the base's fit. Measured with
 the search over a bare fit's, and the chosen configuration's validation nDCG):
 
 - the narrower space (:data:`NARROW_SPACE`: at most 64 factors, 8-20
-  iterations, where every chosen configuration lay) cut the cost by 15-22%
+  iterations, where every chosen configuration lay) cut the cost by 12-20%
   and chose as well or better;
-- scoring on 5,000 validation users cut the watch log's by 17% (nothing on a
+- scoring on 5,000 validation users cut the watch log's by 12% (nothing on a
   profile with fewer users), its choice within 1% on the whole split;
 - the pruner (Optuna's ``MedianPruner``: a trial scored at :data:`PRUNE_AT`
   iterations, stopped there when below the median of the earlier trials at
-  that point) stopped 4-6 of 12 trials, cut the cost by 15-31%, and chose
+  that point) stopped 4-6 of 12 trials, cut the cost by 22-37%, and chose
   what the search without it chose on both profiles; the worry that early scores favour weakly
   regularised models that overfit later holds for choosing by them, not for
   dropping the bottom half, which is all it does;
-- the three together: 27.2 -> 11.5 bare fits on the watch log, 17.6 -> 10.1 on
+- the three together: 25.1 -> 11.9 bare fits on the watch log, 20.4 -> 12.5 on
   the long-history profile, choosing the narrow space's configuration (nDCG
   +0.4% and +3.5% over the wide search's choice). The defaults;
 - trials fitted on half of the users (``sample``), the winner refitted on all
-  and kept only if it beats the base there: cheaper (26-32% alone) but it
+  and kept only if it beats the base there: cheaper (21-32% alone) but it
   chose worse (0.4% below the wide search's choice on both profiles; with the
   narrow space the long-history profile kept the base, 3.7% below the narrow
   search's choice): λ is not scaled by the number of interactions, so the
