@@ -78,8 +78,23 @@ class Recommendation:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentItem:
+    """One of the user's own newest items (``recent=`` asked): its newest interaction's
+    time (epoch ms) and kind; ``title`` only when asked for."""
+
+    item: str
+    ts: int
+    kind: Literal["watch", "rate"]
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Recommendations:
-    """A user's list as ``GET /recs/{user}`` answers it (see ``docs/api.md``)."""
+    """A user's list as ``GET /recs/{user}`` answers it (see ``docs/api.md``).
+
+    ``recent`` is the user's own newest items, newest first, when the call asked
+    for them (``recent=n``; empty for a user without a list); None otherwise.
+    """
 
     user: str
     source: Literal["personal", "popular"]
@@ -87,6 +102,7 @@ class Recommendations:
     updated_at: int | None
     written_at: int | None
     items: tuple[Recommendation, ...]
+    recent: tuple[RecentItem, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +127,9 @@ class EventsAnswer:
     results: tuple[EventResult, ...]
 
 
-def recs_path(user: str, k: int | None, exclude: Iterable[str], fields: Iterable[str]) -> str:
+def recs_path(
+    user: str, k: int | None, exclude: Iterable[str], fields: Iterable[str], recent: int = 0
+) -> str:
     """The path and query of ``GET /recs/{user}`` (the user id percent-encoded, dots too)."""
     quoted = urllib.parse.quote(user, safe="").replace(".", "%2E")
     query: list[tuple[str, str]] = []
@@ -123,6 +141,8 @@ def recs_path(user: str, k: int | None, exclude: Iterable[str], fields: Iterable
     fields = list(fields)
     if fields:
         query.append(("fields", ",".join(fields)))
+    if recent:
+        query.append(("recent", str(recent)))
     path = ROUTES["recs"][1].format(user=quoted)
     return path + ("?" + urllib.parse.urlencode(query) if query else "")
 
@@ -148,6 +168,11 @@ def parse_recs(body: Any) -> Recommendations:
         updated_at=body["updated_at"],
         written_at=body["written_at"],
         items=items,
+        recent=None
+        if "recent" not in body
+        else tuple(
+            RecentItem(r["item"], int(r["ts"]), r["kind"], r.get("title")) for r in body["recent"]
+        ),
     )
 
 
@@ -228,9 +253,13 @@ class Client(_Settings):
         *,
         exclude: Iterable[str] = (),
         fields: Iterable[str] = (),
+        recent: int = 0,
     ) -> Recommendations:
-        """The user's top ``k`` (the API's default when None), ``exclude``\\ d items left out."""
-        return parse_recs(self._call("GET", recs_path(user, k, exclude, fields), None))
+        """The user's top ``k`` (the API's default when None), ``exclude``\\ d items left out;
+        with ``recent`` (1-10), the user's own newest items too, read in the same round trip
+        (:attr:`Recommendations.recent`)."""
+        path = recs_path(user, k, exclude, fields, recent)
+        return parse_recs(self._call("GET", path, None))
 
     def post_events(self, events: Sequence[Mapping[str, Any]]) -> EventsAnswer:
         """Send ``events``; returns once the broker has the valid ones. Raises
@@ -291,9 +320,11 @@ class AsyncClient(_Settings):
         *,
         exclude: Iterable[str] = (),
         fields: Iterable[str] = (),
+        recent: int = 0,
     ) -> Recommendations:
         """:meth:`Client.recs`."""
-        return parse_recs(await self._call("GET", recs_path(user, k, exclude, fields), None))
+        path = recs_path(user, k, exclude, fields, recent)
+        return parse_recs(await self._call("GET", path, None))
 
     async def post_events(self, events: Sequence[Mapping[str, Any]]) -> EventsAnswer:
         """:meth:`Client.post_events`."""

@@ -274,10 +274,10 @@ class Settings:
         metadata=_doc(
             "Configurations the hyperparameter search scores (Optuna TPE, seeded), the "
             "starting one included: what bounds the search, so the same data and seed "
-            "choose the same configuration on any machine. Each costs about two bare "
-            "fits: with 12, a retrain of 300k interactions took 24 times implicit's own "
-            "fit (`loadtests/bench_retrain.py`, goal 15); 1 scores the starting "
-            "configuration only.",
+            "choose the same configuration on any machine. Each costs about one bare "
+            "fit (trials that lag are stopped at 5 iterations): with 12 the search took "
+            "12-13 times implicit's own fit in CPU time (`loadtests/bench_tuning.py`; "
+            "20-25 before issue 25's cuts); 1 scores the starting configuration only.",
             min=1,
         ),
     )

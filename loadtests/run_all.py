@@ -67,6 +67,14 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "search (FRESHREC_RETRAIN_TUNE_TRIALS trials); goal <= 15; "
         "snapshot_interactions_per_s goal >= 500,000",
     ),
+    "tuning": (
+        ["python", "loadtests/bench_tuning.py"],
+        "tune_cpu_ratio = the search's CPU seconds / implicit's own fit of the base "
+        "configuration on the same training part (tune_ratio: the same in wall time), per "
+        "search strategy, 12 trials each, with the chosen configuration's validation nDCG@10 "
+        "(val_ndcg; the test part is never used); the default search's part of the retrain's "
+        "ratio_tuned (goal <= 15 in all)",
+    ),
     "quality": (
         ["python", "loadtests/bench_quality.py"],
         "ndcg_ratio = the model's nDCG@k / the popular baseline's on the same split "

@@ -95,12 +95,16 @@ def train(
     user_items: sp.csr_matrix,
     cfg: ALSConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> ALSFactors:
     """Fit ALS on a user x item confidence matrix (see :mod:`models.weighting`).
 
     ``progress`` is told (iterations done, iterations) after each iteration:
     a fit of a million interactions takes tens of seconds, and the retrain
-    shows it as a bar on a terminal.
+    shows it as a bar on a terminal. ``checkpoint`` is given (iterations done,
+    user factors, item factors) after each iteration, so a search can score a
+    fit part way and stop it (an exception it raises ends the fit and is the
+    caller's): the tuning's pruner (:mod:`models.tuning`).
     """
     import implicit.als
 
@@ -108,8 +112,13 @@ def train(
     iterations = cfg.iterations
 
     def done(iteration: int, _seconds: float, _loss: float | None) -> None:
-        assert progress is not None
-        progress(iteration + 1, iterations)
+        if progress is not None:
+            progress(iteration + 1, iterations)
+        if checkpoint is not None:
+            users, items = model.user_factors, model.item_factors
+            if use_gpu:  # implicit's device matrices
+                users, items = users.to_numpy(), items.to_numpy()
+            checkpoint(iteration + 1, np.asarray(users), np.asarray(items))
 
     use_gpu = gpu_available() if cfg.use_gpu is None else cfg.use_gpu
     matrix = sp.csr_matrix(user_items, dtype=np.float32)
@@ -123,7 +132,8 @@ def train(
             use_gpu=use_gpu,
             num_threads=cfg.num_threads,
         )
-        model.fit(matrix, show_progress=False, callback=None if progress is None else done)
+        watched = progress is not None or checkpoint is not None
+        model.fit(matrix, show_progress=False, callback=done if watched else None)
         if use_gpu:
             model = model.to_cpu()
     log.debug(  # a tuning search fits dozens: one line each would bury everything else

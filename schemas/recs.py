@@ -3,7 +3,7 @@
 Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
 
 ``P recs:<user_id>``
-    A hash for one user's list, with two fields:
+    A hash for one user's list, with these fields:
 
     ``data``
         the list, in one of two formats told apart by its first byte (below);
@@ -15,6 +15,11 @@ Keys, all under the configurable prefix ``P`` (``FRESHREC_KEY_PREFIX``):
         or a late zombie worker never rolls a user back, while a list made after
         the model pointer moved (a publish, and a rollback to an older version
         too) does win for the same events.
+    ``recent``
+        the user's own newest items, beside the list (its own codec:
+        :mod:`schemas.recent`); written in the same compare-and-set as the
+        list, absent from lists of workers that predate it. The API reads it
+        only when a request asks (``?recent=n``).
 ``P popular``
     The same hash shape holding the popular fallback (``user`` is null,
     ``source`` is ``"popular"``), always JSON.

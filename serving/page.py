@@ -2,7 +2,8 @@
 
 One HTML file with its script and style inline (``serving/page/index.html``,
 package data): no build step, nothing fetched from anywhere but this API. It
-reads ``GET /recs/{user}?fields=title,tags`` every ``FRESHREC_API_PAGE_POLL_S``
+reads ``GET /recs/{user}?recent=10&fields=title,tags`` (the list, and the user's own
+newest items shown beside it) every ``FRESHREC_API_PAGE_POLL_S``
 seconds and sends a ``watch`` through ``POST /events`` when an item is clicked.
 The page itself is open (it is the same for everyone and holds no data); when
 a token is set, the page asks for it and sends it with each call it makes.

@@ -24,6 +24,10 @@ counts are divided by its first item's, :func:`_popularity_as_share`).
 ``popular`` when no model ranked it (no model yet, or none of the user's items
 known to the model), and only a list the model ranked says ``personal``.
 
+With ``?recent=n`` the answer also carries ``recent``: the user's ``n`` newest
+items (:mod:`schemas.recent`), read from the list's hash in the same round
+trip; empty for a user without a list.
+
 A list that does not parse (or a key of the wrong type) is counted, logged
 and skipped in favour of the popular fallback: one user's bad record never
 turns into an error page. Without any list at all the answer is an empty
@@ -41,11 +45,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from schemas.recent import RECENT_LENGTH
+from schemas.recent import decode as decode_recent
 from schemas.recs import Source, envelope, parse_compact, parse_head, variant_of
 from serving.catalog import Catalog
 from serving.context import API
+from serving.errors import ApiError
 from serving.metrics import REDIS_ERRORS, TALLY
 from serving.params import (
+    QUERY_PARAMETERS,
     TagFilter,
     check_query,
     parse_exclude,
@@ -68,9 +76,11 @@ async def handle_recs(request: web.Request) -> web.Response:
     if only_k is not None:  # the common request: nothing to decode, nothing else to check
         k = parse_k(only_k.group(1), settings.api_default_k, settings.api_max_k)
         asked = Asked(k)
+        recent = 0
     else:
-        asked = parse_asked(request)
-    body = await answer(api.store, user, asked)
+        asked = parse_asked(request, RECS_QUERY)
+        recent = parse_recent(request.query.get("recent"))
+    body = await answer(api.store, user, asked, recent)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -85,12 +95,13 @@ class Asked:
     fields: frozenset[str] = frozenset()
 
 
-def parse_asked(request: web.Request) -> Asked:
-    """The query's ``k``, ``exclude``, ``tags``, ``exclude_tags`` and ``fields`` (400: bad)."""
+def parse_asked(request: web.Request, known: frozenset[str] = QUERY_PARAMETERS) -> Asked:
+    """The query's ``k``, ``exclude``, ``tags``, ``exclude_tags`` and ``fields`` (400: bad,
+    or a parameter not in ``known``)."""
     settings = request.app[API].settings
     query = request.query
     if query:
-        check_query(query)
+        check_query(query, known)
     return Asked(
         parse_k(query.get("k"), settings.api_default_k, settings.api_max_k),
         parse_exclude(query.getall("exclude", ())),
@@ -116,15 +127,41 @@ def with_fields(doc: dict[str, Any], fields: frozenset[str], catalog: Catalog) -
 #: (:attr:`aiohttp.web.Request.query`) gives that one parameter, and a raw
 #: string cannot hide a ``&`` or ``=`` in percent escapes as a decoded one can.
 _ONLY_K = re.compile(r"k=([0-9]{1,9})")
+_DIGITS = re.compile(r"[0-9]{1,9}")
 _NOTHING: frozenset[str] = frozenset()
 _NO_TAGS: dict[str, frozenset[str]] = {}
 
 
-async def answer(store: RecsStore, user: str, asked: Asked) -> bytes:
-    """The response body: personal list when there is a readable one, else the fallback."""
+#: The query parameters of ``GET /recs/{user}``: the list endpoints' and ``recent``.
+RECS_QUERY = QUERY_PARAMETERS | {"recent"}
+
+
+def parse_recent(raw: str | None) -> int:
+    """``recent`` from the query: how many of the user's newest items to add, 0 to
+    :data:`schemas.recent.RECENT_LENGTH` (what the worker stores); 0 when absent."""
+    if raw is None:
+        return 0
+    if _DIGITS.fullmatch(raw) is None or int(raw) > RECENT_LENGTH:
+        raise ApiError(
+            400,
+            "bad_recent",
+            f"recent must be a whole number from 0 to {RECENT_LENGTH} (the newest items "
+            f"stored per user), got {raw[:40]!r}",
+        )
+    return int(raw)
+
+
+async def answer(store: RecsStore, user: str, asked: Asked, recent: int = 0) -> bytes:
+    """The response body: personal list when there is a readable one, else the fallback;
+    with ``recent``, the user's newest items beside it (read in the same round trip)."""
     down = _NOTHING
+    history: list[dict[str, Any]] | None = None
     try:
-        data, down = await store.user_list(user)
+        if recent:
+            data, down, raw_recent = await store.user_list_recent(user)
+            history = _recent_items(user, raw_recent, recent)
+        else:
+            data, down = await store.user_list(user)
         if asked.tags or asked.fields:
             await store.ensure_catalog()
         if data is not None:
@@ -132,12 +169,36 @@ async def answer(store: RecsStore, user: str, asked: Asked) -> bytes:
                 user, data, asked, store.catalog, down, names=await store.item_names(data)
             )
             TALLY.served(source)
-            return await finish(store, doc, asked, down)
+            return await finish(store, _with_recent(doc, history, asked, store), asked, down)
     except CorruptList as exc:
         _skip_corrupt(f"list of user {user!r}", exc)
     TALLY.served("popular")
     doc = await popular_doc(store, user, asked, down)
-    return await finish(store, doc, asked, down)
+    return await finish(store, _with_recent(doc, history, asked, store), asked, down)
+
+
+def _recent_items(user: str, raw: bytes | None, n: int) -> list[dict[str, Any]]:
+    """The user's ``n`` newest items from the stored field; none (counted, logged) for a
+    field that does not parse: a bad history never costs the list."""
+    try:
+        return decode_recent(raw, n)
+    except ValueError as exc:
+        _skip_corrupt(f"recent history of user {user!r}", CorruptList(str(exc)))
+        return []
+
+
+def _with_recent(
+    doc: dict[str, Any], history: list[dict[str, Any]] | None, asked: Asked, store: RecsStore
+) -> dict[str, Any]:
+    """The answer with its ``recent`` field when one was asked for (titles with
+    ``fields=title``, as the list's items have them)."""
+    if history is None:
+        return doc
+    if "title" in asked.fields:
+        for entry in history:
+            entry["title"] = store.catalog.title(entry["item"])
+    doc["recent"] = history
+    return doc
 
 
 async def popular_doc(

@@ -23,6 +23,10 @@ Redis lacks (a Redis that lost its data, before the worker writes it again)
 is never kept as missing: the list is skipped like an unreadable one, and the
 next request asks again.
 
+A request that asks for the user's recent history (``?recent=``) reads the
+hash's ``recent`` field too (:mod:`schemas.recent`), as a second ``HGET`` of
+the same key in the same batch: the same round trip.
+
 Every read of a list also reads the catalog's takedown value
 (``P{catalog}:takedown``, :mod:`schemas.items`) in the same round trip (one
 ``HGET`` per coalesced batch): answers leave out the items it names, so an item
@@ -53,6 +57,7 @@ from schemas.items import (
     items_hash_key,
     takedown_key,
 )
+from schemas.recent import RECENT_FIELD
 from schemas.recs import (
     DATA_FIELD,
     compact_version,
@@ -124,6 +129,18 @@ class RecsStore:
         """The ``data`` field of the user's list (None when the user has none), and the
         items taken down, read in the same round trip."""
         return await self._read(user_key(self.prefix, user))
+
+    async def user_list_recent(
+        self, user: str
+    ) -> tuple[bytes | None, frozenset[str], bytes | None]:
+        """:meth:`user_list` and the user's ``recent`` field (:mod:`schemas.recent`; None
+        when absent): two ``HGET``s of one key in the same batch, so still one round trip
+        (to one node on a Redis Cluster)."""
+        key = user_key(self.prefix, user)
+        (data, down), (recent, _) = await asyncio.gather(
+            self._read(key), self._read(key, RECENT_FIELD)
+        )
+        return data, down, recent
 
     async def similar_list(self, version: str, item: str) -> tuple[bytes | None, frozenset[str]]:
         """The item's similar list under a model version (None when it has none), and the

@@ -15,6 +15,10 @@ takedown set the worker reads with each batch: :mod:`streams.catalog`); the
 API filters those at serve time anyway, within a second of the takedown, and
 this keeps lists written afterwards free of them.
 
+Each list comes with the user's own newest items (:mod:`schemas.recent`),
+written beside it in the same script call, so a page can show what the list
+was made from.
+
 Lists come out already encoded. A list the model ranked is in the contract's
 compact format, from the model's index arrays (:meth:`Recommender.rank`), the
 whole batch at once by :meth:`schemas.recs.ItemTable.encode` (one per model
@@ -35,6 +39,7 @@ from models.canary import in_canary
 from models.item_foldin import merge_interim
 from models.recommender import Ranking, Recommender
 from models.weighting import WeightingConfig, user_confidences
+from schemas.recent import encode_history as encode_recent
 from schemas.recs import ItemTable, Variant, encode_list, envelope, order_token
 from schemas.state import ShownList, UserState
 from streams.interim import EMPTY, InterimBlock
@@ -44,11 +49,13 @@ from streams.popularity import Popularity
 
 @dataclass(frozen=True, slots=True)
 class UserList:
-    """One user's list ready for Redis: the ``order`` token and the ``data`` field."""
+    """One user's list ready for Redis: the ``order`` token, the ``data`` field and the
+    ``recent`` field (the user's own newest items, :mod:`schemas.recent`; empty: none)."""
 
     user: str
     order: str
     data: bytes
+    recent: bytes = b""
 
 
 def _unranked(
@@ -208,8 +215,10 @@ class ListBuilder:
             self._note_shown(recommender, variant, states, chosen)
         # every row is personal or a fallback, so every one has its list
         return [
-            UserList(user, order_token(stamp, version, generation), body)
-            for user, stamp, body in zip(users, stamps, data, strict=True)
+            UserList(
+                user, order_token(stamp, version, generation), body, encode_recent(state.history)
+            )
+            for user, state, stamp, body in zip(users, states, stamps, data, strict=True)
             if body is not None
         ]
 
@@ -328,5 +337,6 @@ class ListBuilder:
                 [score for _, score in kept],
                 [None] * len(kept),
             )
-            lists.append(UserList(user, order_token(state.newest_ts, None), data))
+            recent = encode_recent(state.history)
+            lists.append(UserList(user, order_token(state.newest_ts, None), data, recent))
         return lists

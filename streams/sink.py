@@ -35,6 +35,10 @@ node with fewer replicas than n (a replica promoted after its primary died) is
 held to those it has, and each batch waits the whole timeout there until a
 replica is back.
 
+Each user's list carries the user's recent history (:mod:`schemas.recent`),
+set in the same script call as the list, under the same compare: the history
+a client sees beside a list is always the one it was made from.
+
 The batch's online counts (:mod:`schemas.online`) and dead letters by reason
 (:mod:`schemas.dead_letters`) ride in the same pipeline, one ``HINCRBY`` per
 field. Unlike the lists they are not idempotent: a resend after ``NOSCRIPT``
@@ -72,6 +76,7 @@ from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.dead_letters import dead_letters_key
 from schemas.online import OnlineCounts, decode_counts, online_key
+from schemas.recent import RECENT_FIELD
 from schemas.recs import (
     DATA_FIELD,
     ORDER_FIELD,
@@ -85,7 +90,9 @@ from schemas.recs import (
 )
 from streams.lists import UserList
 
-#: KEYS[1] the list's hash; ARGV[1] the new order token, ARGV[2] the new data.
+#: KEYS[1] the list's hash; ARGV[1] the new order token, ARGV[2] the new data,
+#: ARGV[3] (optional, a user's list only) the user's recent history
+#: (:mod:`schemas.recent`), written with the list so it is never older or newer.
 #: Returns 1 when written, 0 when the stored list is newer. Lua compares
 #: strings bytewise, and order tokens are built so that bytewise order is "newer".
 _COMPARE_AND_SET = f"""
@@ -94,6 +101,9 @@ if stored and stored > ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], '{ORDER_FIELD}', ARGV[1], '{DATA_FIELD}', ARGV[2])
+if ARGV[3] and ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], '{RECENT_FIELD}', ARGV[3])
+end
 return 1
 """
 
@@ -153,7 +163,7 @@ class RedisSink:
         ] + [(dead_letters_key(self._prefix), r, n) for r, n in (dead_letters or {}).items()]
         if not lists and not forget and not counts:
             return 0
-        payload = [(user_key(self._prefix, x.user), x.order, x.data) for x in lists]
+        payload = [(user_key(self._prefix, x.user), x.order, x.data, x.recent) for x in lists]
         deletes = [user_key(self._prefix, u) for u in forget]
         marks = [forgets_key(self._prefix)] if forget else []
         #: The counts still to send: a pipeline that ran (a NOSCRIPT answer too: the
@@ -185,13 +195,13 @@ class RedisSink:
 
         async def send() -> tuple[list[int], list[ClusterNode | None]]:
             nonlocal pending, sent
-            keys = [key for key, _, _ in payload] + deletes + [key for key, _, _ in pending] + marks
+            keys = [key for key, *_ in payload] + deletes + [key for key, _, _ in pending] + marks
             targets = await self._wait_targets(keys)
             sent = len(pending)
             async with self._client.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
-                for key, order, data in payload:
-                    command("EVALSHA", self._sha, 1, key, order, data)
+                for key, order, data, recent in payload:
+                    command("EVALSHA", self._sha, 1, key, order, data, recent)
                 for key in deletes:  # one key per command: a cluster has them on several nodes
                     command("DEL", key)
                 for key, name, amount in pending:

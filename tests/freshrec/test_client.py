@@ -27,6 +27,7 @@ from freshrec.client import (
     AsyncClient,
     Client,
     EventsAnswer,
+    RecentItem,
     Recommendation,
     Recommendations,
     parse_recs,
@@ -34,6 +35,9 @@ from freshrec.client import (
 from freshrec.errors import TransientError
 from freshrec.settings import Settings
 from freshrec.stack import RedisProcess, free_port
+from schemas.recent import RECENT_FIELD
+from schemas.recent import RecentItem as RecentEntry
+from schemas.recent import encode as encode_recent
 from schemas.recs import DATA_FIELD, encode, user_key
 from tests.serving.conftest import ListWriter, live_api, make_list, own_redis, write_list
 from tests.streams.worker import rate, watch
@@ -85,6 +89,29 @@ def test_recs_are_typed(kind: str, settings: Settings, write_list: ListWriter) -
         "seen",
         (),
     )
+    assert recs.recent is None  # not asked for
+
+
+@KINDS
+def test_the_users_recent_history_is_typed(
+    kind: str, settings: Settings, write_list: ListWriter, redis_client: Any
+) -> None:
+    """Issue 26, item 8: ``recent=n`` returns the user's own newest items with the list."""
+    write_list("bob", ["a", "b"])
+    redis_client.hset(
+        user_key(settings.key_prefix, "bob"),
+        RECENT_FIELD,
+        encode_recent([RecentEntry("m2", NOW, "rate"), RecentEntry("m1", NOW - 1, "watch")]),
+    )
+    with live_api(settings) as api:
+        recs = through(kind, api.url, lambda c: c.recs("bob", 1, recent=5, fields=["title"]))
+        nobody = through(kind, api.url, lambda c: c.recs("nobody", recent=5))
+    assert recs.recent == (
+        RecentItem("m2", NOW, "rate", "m2"),
+        RecentItem("m1", NOW - 1, "watch", "m1"),
+    )
+    assert [i.item for i in recs.items] == ["a"]
+    assert nobody.recent == ()
 
 
 @KINDS

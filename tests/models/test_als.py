@@ -38,3 +38,24 @@ def test_config_round_trip_and_validation() -> None:
         with pytest.raises(ValueError):
             ALSConfig(**bad)
     assert isinstance(gpu_available(), bool)
+
+
+def test_a_checkpoint_sees_each_iterations_factors_and_can_stop_the_fit(
+    matrix: sp.csr_matrix,
+) -> None:
+    """The tuning's pruner scores a fit part way (issue 25) through ``checkpoint``."""
+    cfg = ALSConfig(factors=8, iterations=4, use_gpu=False)
+    seen: list[tuple[int, tuple[int, ...]]] = []
+    done = train(matrix, cfg, checkpoint=lambda n, u, i: seen.append((n, u.shape + i.shape)))
+    assert seen == [(n, (300, 8, 80, 8)) for n in (1, 2, 3, 4)]
+    np.testing.assert_array_equal(done.user_factors, train(matrix, cfg).user_factors)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(n: int, _u: np.ndarray, _i: np.ndarray) -> None:
+        if n == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(matrix, cfg, checkpoint=stop_at_two)

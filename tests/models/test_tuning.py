@@ -131,3 +131,55 @@ def test_bad_arguments() -> None:
         tune(generate_ratings(30, 60, 700, seed=1).log, BASE, budget_s=-1)
     with pytest.raises(ValueError, match="regularization"):
         SearchSpace(regularization=(0.0, 1.0))
+
+
+def test_trials_on_a_user_sample_keep_the_winner_only_if_it_beats_the_base_on_everyone(
+    ratings: InteractionLog,
+) -> None:
+    """Issue 25: trials fitted on a sample of the users (cheaper), the sample's winner and
+    the base then fitted on every user; the result is never below the base there."""
+    train_log, _ = split_log(ratings, "stratified-item", 0.75, 42)
+    a = tune(train_log, BASE, max_trials=6, space=SPACE, seed=4, sample=0.5)
+    b = tune(train_log, BASE, max_trials=6, space=SPACE, seed=4, sample=0.5)
+    whole = tune(train_log, BASE, max_trials=1, space=SPACE, seed=4)
+    assert _choice(a) == _choice(b) and a.sample == 0.5 and a.as_dict()["sample"] == 0.5
+    assert len(a.trials) == 6 and a.trials[0].als == BASE
+    # base_score is the base fitted on every user, as the whole search scores it
+    assert a.base_score == whole.base_score
+    assert a.score >= a.base_score
+    assert (a.als, a.weighting) == (BASE, a.trials[0].weighting) or a.score > a.base_score
+    if (a.als, a.weighting) != (BASE, a.trials[0].weighting):
+        best = max(a.trials, key=lambda t: t.score)
+        assert (a.als, a.weighting) == (best.als, best.weighting)
+
+
+def test_the_pruner_stops_trials_below_the_median_and_never_chooses_one(
+    ratings: InteractionLog,
+) -> None:
+    """Issue 25: trials scored at PRUNE_AT iterations and stopped there when below the
+    median of the earlier trials at that point; the same on every run."""
+    train_log, _ = split_log(ratings, "stratified-item", 0.75, 42)
+    base = ALSConfig(factors=8, iterations=12, num_threads=1)
+    space = SearchSpace(factors=(8, 16), iterations=(8, 12))
+    a = tune(train_log, base, max_trials=14, space=space, seed=5, prune=True)
+    b = tune(train_log, base, max_trials=14, space=space, seed=5, prune=True)
+    assert _choice(a) == _choice(b) and a.prune
+    pruned = [t for t in a.trials if t.pruned]
+    assert pruned, "no trial was pruned"
+    assert not a.trials[0].pruned
+    assert all(t.as_dict()["pruned"] for t in pruned)
+    chosen = next(t for t in a.trials if (t.als, t.weighting) == (a.als, a.weighting))
+    assert not chosen.pruned and a.score == max(t.score for t in a.trials if not t.pruned)
+
+
+def test_scoring_trials_on_a_sample_of_validation_users_is_seeded(
+    ratings: InteractionLog,
+) -> None:
+    """Issue 25: ranking every validation user was half a trial on a large watch log; with
+    ``score_users`` a seeded sample scores every trial, the same on every run."""
+    train_log, _ = split_log(ratings, "stratified-item", 0.75, 42)
+    a = tune(train_log, BASE, max_trials=4, space=SPACE, seed=6, score_users=60)
+    b = tune(train_log, BASE, max_trials=4, space=SPACE, seed=6, score_users=60)
+    every = tune(train_log, BASE, max_trials=4, space=SPACE, seed=6, score_users=None)
+    assert _choice(a) == _choice(b)
+    assert a.base_score != every.base_score  # 60 users score differently from all 200

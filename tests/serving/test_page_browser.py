@@ -89,6 +89,13 @@ def test_clicking_an_item_changes_the_list_in_the_browser(
             )
             took = time.monotonic() - started
             after = page.get_attribute("#recs", "data-signature") or ""
+            # issue 26, item 8: the click heads the user's own history beside the list
+            page.wait_for_function(
+                "item => document.getElementById('recent').dataset.signature"
+                ".split(',')[0] === item",
+                arg=clicked,
+                timeout=5_000,
+            )
             page.wait_for_timeout(300)  # let the highlight show in the screenshot
             shot = artifacts / "page.png"
             shot.unlink(missing_ok=True)  # an older run's must not pass for this one's
@@ -111,7 +118,8 @@ def test_the_page_fits_390_and_1280_pixels_with_varied_explanations(
     running_system: RunningSystem, artifacts: Path
 ) -> None:
     """Issue 26, item 8: the table overflowed a 390 px screen, the page opened on empty
-    cards, had no favicon, and one history item explained most rows. Screenshots at both
+    cards, had no favicon, one history item explained most rows, and the user's own
+    history was nowhere (now beside the list, under it on a phone). Screenshots at both
     widths are kept as artifacts (``page-390.png``, ``page-1280.png``)."""
     from playwright.sync_api import sync_playwright
 
@@ -152,6 +160,20 @@ def test_the_page_fits_390_and_1280_pixels_with_varied_explanations(
                 shown = [t for t in page.locator(where).all_inner_texts() if t.strip()]
                 assert shown, f"no explanation shown at {width}px"
                 assert len(set(shown)) >= 2, f"one item explains every row: {shown}"
+                # issue 26, item 8: the user's own history, newest first, beside the list
+                # (under it on a phone), titled from the catalog
+                assert page.is_visible("#recent-card")
+                recent = page.get_attribute("#recent", "data-signature") or ""
+                assert recent.split(",") == picks[::-1], recent
+                assert "Film number" in page.inner_text("#recent")
+                listed = page.locator("#recs").bounding_box()
+                history = page.locator("#recent-card").bounding_box()
+                assert listed is not None and history is not None
+                if width == 1280:
+                    assert history["x"] > listed["x"] + listed["width"], "not beside the list"
+                    assert history["y"] < listed["y"] + listed["height"]
+                else:
+                    assert history["y"] > listed["y"] + listed["height"], "not under the list"
                 shot = artifacts / f"page-{width}.png"
                 shot.unlink(missing_ok=True)
                 page.screenshot(path=str(shot), full_page=True)

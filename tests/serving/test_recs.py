@@ -10,7 +10,10 @@ import pytest
 from yarl import URL
 
 from freshrec.settings import Settings
+from schemas.recent import RECENT_FIELD, RecentItem, encode_history
+from schemas.recent import encode as encode_recent
 from schemas.recs import DATA_FIELD, RecItem, RecList, decode_items, items_key, user_key
+from serving.context import API
 from serving.metrics import REDIS_ERRORS
 from tests.serving.conftest import ApiClient, ListWriter, encode_compact
 
@@ -500,3 +503,121 @@ async def test_a_new_items_entry_says_where_its_vector_comes_from(
         before = corrupt_count()
         body = await (await client.get("/recs/alice")).json()
     assert body["source"] == "popular" and corrupt_count() == before + 1
+
+
+def _store_recent(redis_client: Any, settings: Settings, user: str, entries: list[Any]) -> None:
+    redis_client.hset(user_key(settings.key_prefix, user), RECENT_FIELD, encode_recent(entries))
+
+
+@BOTH_FORMATS
+async def test_recent_history_is_served_beside_the_list_when_asked(
+    api_client: ApiClient,
+    write_list: ListWriter,
+    redis_client: Any,
+    settings: Settings,
+    compact: bool,
+) -> None:
+    """Issue 26, item 8: the user's own newest items, from the list's hash, cut to n,
+    titled with fields=title; without ``recent`` the answer is as before."""
+    write_list("alice", ITEMS, compact=compact)
+    entries = [RecentItem(f"h{n}", 1_700_000_000_000 - n, "watch") for n in range(10)]
+    _store_recent(redis_client, settings, "alice", entries)
+    async with api_client() as client:
+        plain = await (await client.get("/recs/alice", params={"k": "2"})).json()
+        resp = await client.get("/recs/alice", params={"k": "2", "recent": "3"})
+        body = await resp.json()
+        titled = await (
+            await client.get("/recs/alice", params={"recent": "1", "fields": "title"})
+        ).json()
+        none = await (await client.get("/recs/alice", params={"recent": "0"})).json()
+    assert resp.status == 200 and "recent" not in plain and "recent" not in none
+    assert item_ids(body) == ["i0", "i1"] and body["source"] == "personal"
+    assert body["recent"] == [
+        {"item": "h0", "ts": 1_700_000_000_000, "kind": "watch"},
+        {"item": "h1", "ts": 1_699_999_999_999, "kind": "watch"},
+        {"item": "h2", "ts": 1_699_999_999_998, "kind": "watch"},
+    ]
+    assert titled["recent"] == [
+        {"item": "h0", "ts": 1_700_000_000_000, "kind": "watch", "title": "h0"}
+    ]
+
+
+async def test_recent_history_of_a_user_without_a_list_is_empty(
+    api_client: ApiClient, write_list: ListWriter
+) -> None:
+    write_list(None, ["p1"])
+    async with api_client() as client:
+        body = await (await client.get("/recs/nobody", params={"recent": "10"})).json()
+    assert (body["source"], item_ids(body), body["recent"]) == ("popular", ["p1"], [])
+
+
+async def test_an_unreadable_recent_history_is_counted_and_the_list_still_served(
+    api_client: ApiClient, write_list: ListWriter, redis_client: Any, settings: Settings
+) -> None:
+    write_list("alice", ITEMS)
+    redis_client.hset(user_key(settings.key_prefix, "alice"), RECENT_FIELD, b"{garbage")
+    before = corrupt_count()
+    async with api_client() as client:
+        body = await (await client.get("/recs/alice", params={"k": "1", "recent": "5"})).json()
+    assert (body["source"], item_ids(body), body["recent"]) == ("personal", ["i0"], [])
+    assert corrupt_count() == before + 1
+
+
+@pytest.mark.parametrize("raw", ["11", "-1", "x", "", "1.5"])
+async def test_bad_recent_is_a_400_that_names_the_bounds(api_client: ApiClient, raw: str) -> None:
+    async with api_client() as client:
+        resp = await client.get("/recs/alice", params={"recent": raw})
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_recent" and "0 to 10" in body["error"]["message"]
+
+
+async def test_recent_is_not_a_parameter_of_the_similar_lists(api_client: ApiClient) -> None:
+    async with api_client() as client:
+        resp = await client.get("/similar/i1", params={"recent": "3"})
+        body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "bad_query"
+
+
+async def test_the_workers_sink_writes_the_history_the_api_serves_in_one_round_trip(
+    api_client: ApiClient, settings: Settings, redis_client: Any
+) -> None:
+    """Sink and API on the real redis-server: what the worker's script stores with the
+    list is what ``?recent=`` answers, and the list and the history are read in one batch
+    of the coalescer (one round trip)."""
+    from freshrec.backoff import NoBackoff
+    from freshrec.retry import RetryPolicy
+    from schemas.recs import encode
+    from schemas.state import Interaction
+    from streams.lists import UserList
+    from streams.sink import RedisSink
+
+    history = [
+        Interaction("m1", "watch", 60.0, 120.0, 1_000),
+        Interaction("m2", "rate", 4.0, None, 2_000),
+        Interaction("m1", "watch", 90.0, 120.0, 3_000),
+    ]
+    recs = RecList("carol", "personal", "v1", 3_000, 3_010, (RecItem("m9", 0.9),))
+    sink = RedisSink(settings, RetryPolicy(NoBackoff(), max_attempts=1))
+    try:
+        listed = UserList("carol", recs.order, encode(recs), encode_history(history))
+        assert await sink.write([listed]) == 1
+    finally:
+        await sink.close()
+    async with api_client() as client:
+        store = client.server.app[API].store
+        batches: list[int] = []
+        send = store.reader._send
+
+        async def counted(batch: Any) -> None:
+            batches.append(len(batch))
+            await send(batch)
+
+        store.reader._send = counted
+        body = await (await client.get("/recs/carol", params={"recent": "10"})).json()
+    assert item_ids(body) == ["m9"]
+    assert body["recent"] == [
+        {"item": "m1", "ts": 3_000, "kind": "watch"},
+        {"item": "m2", "ts": 2_000, "kind": "rate"},
+    ]
+    assert batches == [2], "the list and its history travel in one batch"

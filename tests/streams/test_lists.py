@@ -10,6 +10,7 @@ from models.canary import in_canary
 from models.ids import IdMap
 from models.recommender import Recommender
 from models.weighting import Interaction, WeightingConfig, user_confidences
+from schemas.recent import decode as decode_recent
 from schemas.recs import RecItem, RecList, Source, compact_version, decode, order_generation
 from schemas.state import UserState
 from streams.lists import ListBuilder
@@ -218,3 +219,26 @@ def test_an_interim_item_enters_lists_by_name_never_to_who_saw_it_nor_when_taken
     builder.unavailable = frozenset()
     builder.interim = InterimBlock("another-version", ("new",), block.vectors, ("fold",))
     assert compact_version(builder.build(users[:1], states[:1], 999)[0].data) is not None
+
+
+def test_every_list_carries_its_users_newest_items() -> None:
+    """Issue 26, item 8: the page shows the user's own history beside the list; the worker
+    builds it from the same state as the list, with a model or without one."""
+    rec = _recommender(12)
+    names = rec.item_ids.ids
+    state = UserState(
+        [
+            Interaction(names[0], "watch", 600.0, 1200.0, 100),
+            Interaction(names[1], "rate", 4.0, None, 200),
+            Interaction("not-in-the-model", "watch", 600.0, 1200.0, 300),
+        ]
+    )
+    popularity = Popularity()
+    popularity.rebuild([[Interaction(n, "watch", 1.0, None, 1)] for n in names])
+    for follower in (_Follower(rec), _Follower(None)):
+        (built,) = ListBuilder(20, follower, popularity).build(["u"], [state], 999)  # type: ignore[arg-type]
+        assert decode_recent(built.recent) == [
+            {"item": "not-in-the-model", "ts": 300, "kind": "watch"},
+            {"item": names[1], "ts": 200, "kind": "rate"},
+            {"item": names[0], "ts": 100, "kind": "watch"},
+        ]

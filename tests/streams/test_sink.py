@@ -14,6 +14,9 @@ from freshrec.retry import RetryPolicy
 from freshrec.settings import Settings
 from schemas.dead_letters import dead_letters_key, decode_tally
 from schemas.online import OnlineCounts, decode_counts, online_key
+from schemas.recent import RECENT_FIELD, RecentItem
+from schemas.recent import decode as decode_recent
+from schemas.recent import encode as encode_recent
 from schemas.recs import (
     RecItem,
     RecList,
@@ -198,3 +201,27 @@ def test_counts_ride_with_the_lists_and_a_noscript_resend_adds_them_once(
     assert decode_tally(redis_client.hgetall(dead_letters_key(p))) == {"ts/minimum": 2}
     got = with_sink(settings, lambda sink: sink.online_counts([("v1", "current"), ("v2", "x")]))
     assert got == [counts, OnlineCounts()]
+
+
+def test_the_users_recent_history_is_written_with_the_list_and_never_rolled_back(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Issue 26, item 8: the page shows the user's own history beside the list; it rides in
+    the list's compare-and-set, so an older list's batch cannot bring back an older one."""
+    newer = encode_recent([RecentItem("b", 200, "watch"), RecentItem("a", 100, "watch")])
+    older = encode_recent([RecentItem("a", 100, "watch")])
+    listed = recs("u1", 200, "v1", "new")
+    assert write(settings, [UserList(listed.user, listed.order, listed.data, newer)]) == 1
+    replayed = recs("u1", 100, "v1", "old")
+    assert write(settings, [UserList(replayed.user, replayed.order, replayed.data, older)]) == 0
+    key = user_key(settings.key_prefix, "u1")
+    assert decode_recent(redis_client.hget(key, RECENT_FIELD)) == decode_recent(newer)
+    # a list without a history (the popular fallback's shape) leaves the field alone
+    assert write(settings, [recs("u1", 300, "v1", "newest")]) == 1
+    assert decode_recent(redis_client.hget(key, RECENT_FIELD))[0]["item"] == "b"
+    with_sink(settings, lambda sink: sink.write_popular(decode(encode(stored_list("p")))))
+    assert redis_client.hget(popular_key(settings.key_prefix), RECENT_FIELD) is None
+
+
+def stored_list(item: str) -> RecList:
+    return RecList(None, "popular", None, 1, 2, (RecItem(item, 1.0),))
