@@ -40,6 +40,15 @@ release makes the worker hold two models and rank each batch in two groups:
 of the users over ``plain_events_per_s`` (goal: at least 0.8); the canary is
 aborted after it. ``--skip-online`` and ``--skip-canary`` leave them out.
 
+New items (issue 23): ``new_item_traffic_ratio`` is the events/s of a worker on
+a backlog like the uniform one but with 10% of its events on items the model
+does not know, over a plain worker's on the uniform backlog just before and
+after (goal: at least 0.85); ``new_item_visible_p50_ms`` and ``_p99_ms`` time,
+over 20 new items, the event that makes an item recommendable to a taste's
+users (the last of 40 users' events on it, sent at once: at the bench's scale
+ALS puts an item with 3 users far below every list's end) to the first list
+of such a user holding it (goal: p99 at most 2,000 ms). ``--only-new-items`` runs this phase alone.
+
 Scaling out: the last phase runs two bare agents, then two workers, each pair
 in one consumer group of its own over the uniform backlog (the topics'
 partitions split between the two processes), timed the same way over the sum
@@ -71,8 +80,10 @@ the fold-in does real work. The last line of standard output is one JSON object:
 "two_bare_events_per_s", "two_bare_scale_ratio", "plain_events_per_s",
 "online_off_events_per_s", "online_metrics_cost", "canary_events_per_s",
 "canary_ratio", "bytes_per_held_user", "ratio_27k", "zipf_ratio_27k",
-"freshness_p99_ms_27k", ...}``
-(``--skip-zipf``, ``--skip-scale``, ``--skip-online`` and ``--skip-canary``
+"freshness_p99_ms_27k", "new_item_traffic_ratio", "new_item_visible_p50_ms",
+"new_item_visible_p99_ms", ...}``
+(``--skip-zipf``, ``--skip-scale``, ``--skip-online``, ``--skip-canary`` and
+``--skip-new-items``
 leave their phases and keys out); the raw series the plots are
 drawn from go to ``loadtests/results/stream.series.json``. ``profile_worker.py``
 reuses the stack and the backlogs (:class:`Stack`, :func:`produce_backlog`).
@@ -632,6 +643,184 @@ def produce_distinct(settings: Settings, first: int, n: int, items: int) -> None
     assert producer.flush(60) == 0, "state events not acknowledged"
 
 
+# --- new items (issue 23): their traffic's cost, and how soon they reach a list ------
+
+
+#: Share of the new-item backlog's events on items the model does not know.
+NEW_ITEM_SHARE = 0.1
+#: Items the model does not know in that backlog.
+NEW_ITEMS = 200
+#: Trials of the visibility phase, each a new item with its users and probes.
+VISIBILITY_TRIALS = 20
+#: Users who take each new item of the visibility phase, all with the probes' history.
+#: ALS scores an item by how many of a taste's users took it: at the bench's 5,000
+#: trained users, 3 users put it at a twentieth of the 150th item's score, 40 in the
+#: probes' top 150 (measured on the bench's model).
+VISIBILITY_USERS = 40
+
+
+def produce_new_item_backlog(settings: Settings, n: int, users: int, items: int) -> None:
+    """The uniform backlog's events with :data:`NEW_ITEM_SHARE` of them on items the model
+    does not know (``fresh-0`` to ``fresh-199``), on ``settings``' watch topic."""
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    rng = np.random.default_rng(7)
+    users_drawn = draw_users("uniform", n, users, rng).tolist()
+    drawn = zip(users_drawn, rng.integers(items, size=n).tolist(), strict=True)
+    fresh = (rng.random(n) < NEW_ITEM_SHARE).tolist()
+    picks = rng.integers(NEW_ITEMS, size=n).tolist()
+    for i, (user, item) in enumerate(drawn):
+        key, value = event(i, user, item, BASE_TS + i)
+        if fresh[i]:
+            value = value.replace(f'"item-{item}"'.encode(), f'"fresh-{picks[i]}"'.encode())
+        while True:
+            try:
+                producer.produce(settings.topic_watch, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0, "backlog not acknowledged"
+
+
+def _list_holds(client: Any, s: Settings, user: str, item: str) -> int | None:
+    """``written_at`` of ``user``'s list when it holds ``item`` (a list naming an item the
+    model does not know is in the JSON form), else None."""
+    from schemas.recs import compact_version, decode, user_key
+
+    raw = client.hget(user_key(s.key_prefix, user), "data")
+    if raw is None or compact_version(raw) is not None:
+        return None
+    recs = decode(raw)
+    return recs.written_at if any(i.item == item for i in recs.items) else None
+
+
+def _all_listed(client: Any, keys: list[str]) -> bool:
+    return all(client.hexists(k, "data") for k in keys)
+
+
+def visibility(s: Settings, items: int, trials: int, timeout_s: float) -> list[float]:
+    """Per trial, ms from the event that makes a new item recommendable to the probes (the
+    last of :data:`VISIBILITY_USERS` users' events on it, sent at once; stamped with its
+    production time) to the first list holding it (that list's ``written_at``).
+
+    Each trial: users with one history (eight known items of one planted
+    cluster: a taste; random items make a vector too weak for any item with
+    40 users to reach the top 150 of some of them) take the item;
+    users with the same history are the probes, one event each every 50 ms, so
+    that their lists are rewritten while the item's vector travels (the item
+    agent, Redis, each worker's next batch)."""
+    import redis
+
+    from schemas.recs import user_key
+
+    producer = Producer(producer_config(s))
+    client = redis.Redis.from_url(s.redis_url)
+    rng = np.random.default_rng(11)
+    out: list[float] = []
+    n = 0
+
+    def send(user: str, item: str, ts: int) -> None:
+        nonlocal n
+        doc = {
+            "type": "watch",
+            "event_id": f"v{n}",
+            "user_id": user,
+            "item_id": item,
+            "watched_s": 1700.0,
+            "duration_s": 1800.0,
+            "ts": ts,
+        }
+        n += 1
+        producer.produce(s.topic_watch, key=user.encode(), value=orjson.dumps(doc))
+
+    for trial in range(trials):
+        # a taste: eight items of one planted cluster (item i is in cluster i % 16)
+        cluster = np.arange(trial % 16, items, 16)
+        history = [f"item-{i}" for i in rng.choice(cluster, 8, replace=False).tolist()]
+        intro = [f"vi{trial}-{a}" for a in range(max(VISIBILITY_USERS, s.new_item_min_users))]
+        probes = [f"vp{trial}-{b}" for b in range(4)]
+        ts = int(time.time() * 1000)
+        for user in intro + probes:
+            for k, item in enumerate(history):
+                send(user, item, ts - 10_000 + k)
+        producer.flush(10)
+        wait_until(
+            functools.partial(_all_listed, client, [user_key(s.key_prefix, p) for p in probes]),
+            timeout_s,
+            "the probes' lists",
+        )
+        new = f"visible-{trial}"
+        made_ms = int(time.time() * 1000)
+        for user in intro:
+            send(user, new, made_ms)
+        producer.flush(10)
+        seen: int | None = None
+        deadline = time.monotonic() + timeout_s
+        tick = 0
+        while seen is None and time.monotonic() < deadline:
+            tick += 1
+            for p in probes:
+                send(p, history[tick % len(history)], int(time.time() * 1000))
+            producer.poll(0)
+            time.sleep(0.05)
+            stamps = [_list_holds(client, s, p, new) for p in probes]
+            found = [w for w in stamps if w is not None]
+            seen = min(found) if found else None
+        out.append(float(seen - made_ms) if seen is not None else timeout_s * 1000)
+    producer.flush(10)
+    return out
+
+
+def new_items_phase(
+    stack: Stack, settings: Settings, events: int, users: int, items: int, timeout_s: float
+) -> tuple[dict[str, Any], str]:
+    """``new_item_traffic_ratio`` (events/s of a worker on a backlog with 10% of its events on
+    unknown items, over the same backlog without: a plain run before and one after, their
+    mean) and ``new_item_visible_p50_ms``/``_p99_ms`` (:func:`visibility`)."""
+    from streams.topics import ensure_topics
+
+    mixed = stack.settings("newitems").replace(topic_contributions="bench-newitems-contributions")
+    ensure_topics(mixed)
+    produce_new_item_backlog(mixed, events, users, items)
+
+    def run(s: Settings, app_id: str) -> float:
+        return stack.group_rate(
+            WORKER_CMD, s.replace(app_id=app_id), 1, worker_count, events, timeout_s
+        )
+
+    before = run(settings, "bench-newitems-plain")
+    with_new = run(mixed, "bench-newitems-mixed")
+    after = run(settings, "bench-newitems-plain-after")
+    plain = (before + after) / 2
+    visible = mixed.replace(
+        app_id="bench-newitems-visible",
+        topic_watch="bench-visible-watch",
+        topic_rate="bench-visible-rate",
+        topic_forget="bench-visible-forget",
+        topic_contributions="bench-visible-contributions",
+    )
+    ensure_topics(visible)
+    worker = stack.spawn(WORKER_CMD, visible, "worker-visible.log")
+    wait_until(lambda: worker_metrics(visible.worker_web_port) != {}, timeout_s, "the worker")
+    latencies = visibility(visible, items, VISIBILITY_TRIALS, min(timeout_s, 10.0))
+    stack.stop(worker)
+    result = {
+        "new_item_events_per_s": round(with_new),
+        "new_item_plain_events_per_s": [round(before), round(after)],
+        "new_item_traffic_ratio": round(with_new / plain, 3),
+        "new_item_visible_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "new_item_visible_p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "new_item_visible_trials": len(latencies),
+        "new_item_visible_ms": [round(x) for x in latencies],
+    }
+    summary = (
+        f"; with {NEW_ITEM_SHARE:.0%} new-item traffic {with_new:,.0f} events/s against "
+        f"{before:,.0f} and {after:,.0f} without (x{result['new_item_traffic_ratio']}), "
+        f"a new item in a list p50 {result['new_item_visible_p50_ms']} ms, "
+        f"p99 {result['new_item_visible_p99_ms']} ms"
+    )
+    return result, summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
@@ -663,6 +852,14 @@ def main() -> int:
         "--skip-online", action="store_true", help="leave out the online-metrics-off run"
     )
     parser.add_argument("--skip-canary", action="store_true", help="leave out the canary run")
+    parser.add_argument(
+        "--skip-new-items", action="store_true", help="leave out the new-item phase"
+    )
+    parser.add_argument(
+        "--only-new-items",
+        action="store_true",
+        help="run the new-item phase alone (with the backlog it compares against)",
+    )
     args = parser.parse_args()
     if args.bare:
         run_bare()
@@ -674,6 +871,13 @@ def main() -> int:
         work = stack.work
         settings = stack.settings("uniform")
         produce_backlog(settings, "uniform", args.events, args.users, items)
+        if args.only_new_items:
+            only, summary = new_items_phase(
+                stack, settings, args.events, args.users, items, args.timeout
+            )
+            print(f"{summary[2:]} (logs in {work})")
+            print(json.dumps({"bench": "stream-new-items", **only}))
+            return 0
         zipf = None
         if not args.skip_zipf:
             zipf = stack.settings("zipf")
@@ -782,6 +986,12 @@ def main() -> int:
                 f"; {args.state_users:,} users held: {result['bytes_per_held_user']:,} "
                 "resident bytes each"
             )
+        if not args.skip_new_items:
+            added, more = new_items_phase(
+                stack, settings, args.events, args.users, items, args.timeout
+            )
+            result.update(added)
+            summary += more
         result.update(
             {
                 "users": args.users,

@@ -35,6 +35,7 @@ from models.sequential import look_at_canary
 from models.version import load_version
 from retrain.item_tables import drop_item_tables_or_warn
 from retrain.served import store_mismatch
+from schemas.interim import decode_vectors, interim_key
 from schemas.online import decode_counts, online_key, parse_key
 
 _FORCE_HELP = (
@@ -44,6 +45,17 @@ _FORCE_HELP = (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    items = sub.add_parser(
+        "items",
+        help="items the model does not know yet, folded in from their users (interim items)",
+        description="The interim vectors every worker ranks with, of the current model version "
+        "(or --version): per item its source (fold: from its users; content: from its tags), "
+        "users, when its first contribution came and when its vector was last written. Exit "
+        "code 75: Redis cannot be reached.",
+    )
+    items.add_argument("--version", default=None, help="a model version (default: the current)")
+    items.add_argument("--json", action="store_true", help="one JSON object per line")
+    items.set_defaults(func=run_items)
     p = sub.add_parser(
         "models",
         help="list, show, roll back or prune model versions",
@@ -296,6 +308,40 @@ def run_online(args: argparse.Namespace, settings: Settings) -> int:
             f"{f.mrr:>6.3f} {f.rated:>6} {rating:>6}"
         )
     return 0
+
+
+def run_items(args: argparse.Namespace, settings: Settings) -> int:
+    version = args.version or ModelStore(settings.model_store).current()
+    if version is None:
+        print("no model version yet: items are folded in against a model's user vectors")
+        return 0
+    client = sync_redis_client(settings, "freshrec-items")
+    try:
+        raw = client.hgetall(interim_key(settings.key_prefix, version))
+    except redis.RedisError as exc:
+        raise TransientError(f"cannot read the interim items from Redis: {exc}") from exc
+    finally:
+        client.close()
+    found = sorted(decode_vectors(raw).items(), key=lambda kv: (-kv[1].users, kv[0]))
+    if args.json:
+        for item, v in found:
+            row = {"item": item, "version": version, "source": v.source, "users": v.users}
+            print(json.dumps(row | {"first_ms": v.first_ms, "at_ms": v.at_ms}))
+        return 0
+    if not found:
+        print(f"no interim items for version {version}")
+        return 0
+    print(f"{len(found)} interim item(s) for version {version}")
+    print(f"  {'item':<32} {'source':<8} {'users':>7}  {'first contribution':<20} {'written':<20}")
+    for item, v in found:
+        print(
+            f"  {item:<32} {v.source:<8} {v.users:>7}  {_when(v.first_ms):<20} {_when(v.at_ms):<20}"
+        )
+    return 0
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
 
 
 def canary_status(settings: Settings) -> dict[str, Any] | None:

@@ -70,6 +70,10 @@ from streams.ownership import Ownership
 
 log = logging.getLogger(__name__)
 
+#: Versions whose statistics may wait for this worker to load their model: the newest
+#: (another worker switched first) and one more; older ones are a lagging worker's.
+PENDING_VERSIONS = 2
+
 
 def apply_entries(record: StatsRecord, message: ContributionMessage, now_ms: int) -> bool:
     """Apply the entries of one contribution message to ``record`` (skipping those at or
@@ -120,6 +124,9 @@ class ItemAgent:
         self._prefix = settings.key_prefix
         #: Items whose vector this agent has shared, per version: for the metrics.
         self._shared: dict[str, set[str]] = {}
+        #: Statistics changed under a version this worker had not loaded yet (another
+        #: worker switched first): shared once it has, at a later batch.
+        self._pending: dict[str, set[bytes]] = {}
 
     def _recommender(self, version: str) -> Recommender | None:
         for model in (self._models.recommender, self._models.canary):
@@ -167,7 +174,18 @@ class ItemAgent:
                 partitions[key] = partition
             self._metrics.new_items_folded.set(len(data))
             await self._share({k: (r, before) for k, (_, r, before) in writes.items()}, now_ms)
+        await self._share_pending(now_ms)
         return set(fenced)
+
+    async def _share_pending(self, now_ms: int) -> None:
+        """Share what waited for its version's model, once this worker has loaded it."""
+        ready = [v for v in self._pending if self._recommender(v) is not None]
+        for version in ready:
+            keys = self._pending.pop(version)
+            data = self._table.data
+            held = {k: data.get(k) for k in keys}
+            records = {k: (decode_stats(raw), 0) for k, raw in held.items() if raw is not None}
+            await self._share(records, now_ms)
 
     async def _share(self, records: Mapping[bytes, tuple[StatsRecord, int]], now_ms: int) -> None:
         """Write the vectors of ``records``' items that have enough users (and drop those
@@ -181,7 +199,13 @@ class ItemAgent:
         minimum = self._settings.new_item_min_users
         for version, items in by_version.items():
             model = self._recommender(version)
-            if model is None or model.user_gram is None:
+            if model is None:
+                keys = {stats_key(version, item) for item, _, _ in items}
+                self._pending.setdefault(version, set()).update(keys)
+                while len(self._pending) > PENDING_VERSIONS:  # an old version's stragglers
+                    del self._pending[next(iter(self._pending))]
+                continue
+            if model.user_gram is None:
                 continue
             shared = self._shared.setdefault(version, set())
             ready = [(i, r) for i, r, _ in items if r.users >= minimum]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -17,6 +18,7 @@ from models.als import ALSConfig
 from models.synthetic import generate
 from models.weighting import DEFAULT_WEIGHTING
 from retrain.publish import train_and_publish
+from schemas.interim import InterimVector, encode_vector, generation_key, interim_key
 from schemas.recs import encode_items, items_key
 
 
@@ -195,3 +197,38 @@ def test_prune_forgotten_deletes_every_version_read_before_the_newest_forget_but
     assert f"deleted 2 version(s): {oldest} {middle}" in out
     assert not redis_client.exists(items_key(settings.key_prefix, oldest))
     assert redis_client.exists(items_key(settings.key_prefix, newest))
+
+def test_items_lists_the_current_versions_interim_items_and_prune_drops_them(
+    store: ModelStore,
+    settings: Settings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FRESHREC_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("FRESHREC_KEY_PREFIX", settings.key_prefix)
+    current = store.current()
+    assert current is not None
+    vector = np.ones(4, dtype=np.float32)
+    redis_client.hset(
+        interim_key(settings.key_prefix, current),
+        mapping={
+            "hot-new": encode_vector(InterimVector(vector, "fold", 12, 1_000, 2_000)),
+            "tagged": encode_vector(InterimVector(vector, "content", 0, 0, 3_000)),
+        },
+    )
+    assert main(["items", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["item"], r["source"], r["users"]) for r in rows] == [
+        ("hot-new", "fold", 12),
+        ("tagged", "content", 0),
+    ]
+    assert main(["items"]) == 0
+    assert "2 interim item(s)" in capsys.readouterr().out
+    oldest = store.versions()[0]
+    redis_client.hset(interim_key(settings.key_prefix, oldest), "x", b"{}")
+    redis_client.incr(generation_key(settings.key_prefix, oldest))
+    assert main(["models", "prune", "--keep", "1"]) == 0
+    assert not redis_client.exists(interim_key(settings.key_prefix, oldest))
+    assert not redis_client.exists(generation_key(settings.key_prefix, oldest))
+    assert redis_client.exists(interim_key(settings.key_prefix, current))
