@@ -198,6 +198,7 @@ def test_prune_forgotten_deletes_every_version_read_before_the_newest_forget_but
     assert not redis_client.exists(items_key(settings.key_prefix, oldest))
     assert redis_client.exists(items_key(settings.key_prefix, newest))
 
+
 def test_items_lists_the_current_versions_interim_items_and_prune_drops_them(
     store: ModelStore,
     settings: Settings,
