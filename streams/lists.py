@@ -240,12 +240,24 @@ class ListBuilder:
         interim item is not in. A user who interacted with an interim item, or
         an item taken down, never gets it."""
         block = self.interim
-        if not block.ids or block.version != recommender.version_id or ranking.vectors is None:
+        if (
+            not block.ids
+            or block.version != recommender.version_id
+            or ranking.vectors is None
+            or ranking.items.shape[1] == 0
+        ):
+            return data
+        # Only an interim item that beats a row's last model item can enter it: the
+        # membership checks (a set of the user's items each) are for those rows alone.
+        extra = ranking.vectors @ block.vectors.T
+        last = np.where(ranking.items[:, -1] >= 0, ranking.scores[:, -1], -np.inf)
+        beats = (extra > last[:, None]) & ranking.personal[:, None]
+        if not beats.any():
             return data
         place = {item: j for j, item in enumerate(block.ids)}
         excluded = np.zeros((len(users), len(block.ids)), dtype=bool)
-        for row, state in enumerate(states):
-            for item in state.items().intersection(place):
+        for row in np.flatnonzero(beats.any(axis=1)).tolist():
+            for item in states[row].items().intersection(place):
                 excluded[row, place[item]] = True
         for item in self.unavailable.intersection(place):
             excluded[:, place[item]] = True

@@ -192,6 +192,7 @@ class BatchProcessor:
                 )
             touched = {u: t for u, t in result.touched.items() if t.partition not in fenced}
             messages = self._contributions_of(result.interim, touched)
+            sending = await self._start_contributions(messages)
             writes: dict[str, Write] = {
                 user: (t.partition, t.state) for user, t in touched.items() if t.changed
             }
@@ -200,16 +201,21 @@ class BatchProcessor:
             forget = [u for u, t in touched.items() if t.state is None or t.state.is_marker]
             # built before the persist: each state records the top of its new list (online
             # metrics), and a state must not change once persisted (the cache keeps it)
-            lists = self._build([u for u, _ in keep], [s for _, s in keep])
+            try:
+                lists = self._build([u for u, _ in keep], [s for _, s in keep])
+            except BaseException:
+                if sending is not None:
+                    sending.cancel()
+                raise
             online = online_tally(
                 (e for e in result.exposures if touched.get(e.user) is not None),
                 self._follower.generation,
             )
             self._online.count(online)
-            if messages and self._contributions is not None:
+            if sending is not None:
                 # Acknowledged before the states are written: a crash in between
                 # redelivers the events, which make the same entries again.
-                await self._contributions.send(messages)
+                await sending
                 self._metrics.contributions_sent.inc(len(messages))
                 late = self._ownership.fenced({m.partition for m in batch}, received_at) - fenced
                 if late:  # revoked while the contributions were on their way
@@ -353,6 +359,21 @@ class BatchProcessor:
         await self._read_takedown()
         await self._read_interim()
         await self._send(self._build(users, states))
+
+    async def _start_contributions(
+        self, messages: Sequence[ContributionMessage]
+    ) -> asyncio.Future[None] | None:
+        """The send of the batch's contribution messages, started: one yield lets the task
+        produce its records, so their acknowledgements come back while the lists are built
+        (the caller awaits it before the states are written). This is the one await between
+        the ownership check and the sends: contributions sent for a partition revoked
+        meanwhile are harmless (its next owner makes the same entries, the item agent counts
+        them once), and the states are checked again after it."""
+        if not messages or self._contributions is None:
+            return None
+        sending = asyncio.ensure_future(self._contributions.send(messages))
+        await asyncio.sleep(0)
+        return sending
 
     def _contributions_of(
         self, touches: Sequence[InterimTouch], touched: Mapping[str, Touched]
