@@ -46,7 +46,7 @@ from streams.catalog import TAKEDOWN_MAX_AGE_S, CatalogWriter, TakedownReader
 from streams.content_start import ContentStart
 from streams.dead_letter import DeadLetterWriter
 from streams.delivery import WorkerProducer
-from streams.interim import ContributionSender, InterimVectors
+from streams.interim import INTERIM_MAX_AGE_S, ContributionSender, InterimVectors
 from streams.item_stats import ItemAgent
 from streams.liveness import LEDGER_NAME, ProgressWatch
 from streams.metrics import WorkerMetrics
@@ -239,7 +239,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     catalog_client = redis_client(settings, "freshrec-worker-catalog")
     follower = ModelFollower(settings.model_store, metrics)
-    interim = InterimVectors(settings, catalog_client)
+    interim = InterimVectors(settings, catalog_client, INTERIM_MAX_AGE_S)
     content = ContentStart(
         settings, catalog_client, follower, metrics, retry("content vector write"), interim
     )

@@ -24,6 +24,8 @@ ones (:func:`models.item_foldin.merge_interim`).
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -158,22 +160,41 @@ class InterimBlock:
 EMPTY = InterimBlock(None, (), np.zeros((0, 0), dtype=np.float32), ())
 
 
-class InterimVectors:
-    """Every worker's copy of a version's interim vectors, reread when its generation moves."""
+#: How long a worker ranks with the interim vectors it has before asking Redis whether
+#: they moved (the same bound as the takedown set's, :data:`streams.catalog.TAKEDOWN_MAX_AGE_S`):
+#: at full load batches start milliseconds apart, and a ``GET`` each was a round trip
+#: awaited before every batch's work. A new item's vector reaches lists at most this
+#: much later; its goal is two seconds.
+INTERIM_MAX_AGE_S = 0.1
 
-    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
+
+class InterimVectors:
+    """Every worker's copy of a version's interim vectors, reread when its generation moves.
+
+    The generation is asked again only when the last answer is older than
+    ``max_age_s`` (0: every call asks) or the version changed."""
+
+    def __init__(self, settings: Settings, client: AsyncRedis, max_age_s: float = 0.0) -> None:
         self._prefix = settings.key_prefix
         self._client = client
+        self._max_age_s = max_age_s
+        #: ``time.monotonic()`` when the last generation read that reached Redis was sent.
+        self._read_at = -math.inf
         self._version: str | None = None
         self._generation: object = None
         self.block = EMPTY
 
     async def refresh(self, version: str | None) -> InterimBlock:
-        """The block of ``version``: one ``GET`` per call, an ``HGETALL`` when it moved."""
+        """The block of ``version``: one ``GET`` per call older than ``max_age_s``, an
+        ``HGETALL`` when the generation moved."""
         if version is None:
             self._version, self._generation, self.block = None, None, EMPTY
             return EMPTY
+        sent_at = time.monotonic()
+        if version == self._version and sent_at - self._read_at < self._max_age_s:
+            return self.block
         generation = await self._client.get(generation_key(self._prefix, version))
+        self._read_at = sent_at
         if version == self._version and generation == self._generation:
             return self.block
         raw = await self._client.hgetall(interim_key(self._prefix, version))
