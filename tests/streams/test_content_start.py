@@ -35,10 +35,10 @@ from streams.content_start import ContentStart, model_tags, planned
 from streams.metrics import WorkerMetrics
 from streams.model_follower import ModelFollower
 from tests.api_process import api_process, get_json
-from tests.streams.test_new_items import _histories
 from tests.streams.worker import (
     BASE_TS,
     WorkerProcess,
+    histories,
     publish,
     publish_model,
     read_list,
@@ -264,7 +264,7 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
     ]
     send_raw(s, s.topic_items, _catalog_messages(model_items))
     workers = [start_worker(s), start_worker(s.replace(worker_web_port=free_port()))]
-    publish(s, _histories(data, per_user=15))
+    publish(s, histories(data.log, per_user=15))
     users = data.log.users.ids
     wait_until(
         lambda: all(read_list(redis_client, s, u) is not None for u in users[::7]),

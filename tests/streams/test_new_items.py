@@ -9,7 +9,7 @@ a new item is watched by users of one cluster only, held by both workers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ from freshrec.stack import free_port, wait_until
 from models.als import ALSConfig
 from models.item_foldin import ItemStats, item_vectors
 from models.recommender import Recommender
-from models.synthetic import SyntheticData
 from models.version import load_version, recommender_from_version
 from models.weighting import DEFAULT_WEIGHTING, user_confidences
 from retrain.publish import train_and_publish
@@ -34,6 +33,8 @@ from tests.streams.worker import (
     BASE_TS,
     WorkerProcess,
     changelog_states,
+    histories,
+    lists_hold,
     publish,
     publish_model,
     read_list,
@@ -44,18 +45,6 @@ from tests.streams.worker import (
 #: Users of the planted cluster (of about 50) who watch the new item: a popular item
 #: of the cluster, as ALS scores an item by how many of a taste's users took it.
 WATCHERS = 30
-
-
-def _histories(data: SyntheticData, per_user: int) -> list[dict]:
-    """Each user's newest ``per_user`` training interactions as watch events."""
-    log = data.log
-    events = []
-    for u, user in enumerate(log.users.ids):
-        rows = np.flatnonzero(log.user == u)[-per_user:]
-        for n, row in enumerate(rows.tolist()):
-            item = log.items.ids[int(log.item[row])]
-            events.append(watch(f"h-{user}-{n}", user, item, BASE_TS + n * 1000))
-    return events
 
 
 def _recomputed(
@@ -89,15 +78,6 @@ def _shared(client: redis.Redis, s: Settings, version: str, item: str) -> tuple[
     return v.vector, v.users
 
 
-def _lists_hold(client: redis.Redis, s: Settings, users: Sequence[str], item: str) -> float:
-    """Share of ``users`` whose stored list holds ``item``."""
-    held = 0
-    for user in users:
-        recs = read_list(client, s, user)
-        held += recs is not None and any(i.item == item for i in recs.items)
-    return held / len(users)
-
-
 def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_over(
     worker_settings: Settings,
     start_worker: Callable[..., WorkerProcess],
@@ -113,7 +93,7 @@ def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_ove
     assert model.user_gram is not None, "a published version carries its user Gram"
     first = start_worker(s)
     second = start_worker(s.replace(worker_web_port=free_port()))
-    history = _histories(data, per_user=15)
+    history = histories(data.log, per_user=15)
     publish(s, history)
     users = data.log.users.ids
     wait_until(
@@ -154,12 +134,12 @@ def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_ove
         60,
         "the nudged lists",
     )
-    matched_rate = _lists_hold(redis_client, s, audience, new)
-    other_rate = _lists_hold(redis_client, s, others, new)
+    matched_rate = lists_hold(redis_client, s, audience, new)
+    other_rate = lists_hold(redis_client, s, others, new)
     print(f"shared {folded_in_s:.2f}s; lists: cluster {matched_rate:.2f}, others {other_rate:.2f}")
     assert matched_rate >= 0.5
     assert other_rate <= 0.05
-    assert _lists_hold(redis_client, s, watchers, new) == 0  # never to who saw it
+    assert lists_hold(redis_client, s, watchers, new) == 0  # never to who saw it
 
     # --- GET /similar/<new item>: its planted neighbours -------------------------------
     with api_process(s.replace(api_port=free_port()), tmp_path / "api.log") as api:
@@ -225,5 +205,5 @@ def test_a_new_item_is_folded_in_across_workers_survives_a_sigkill_and_hands_ove
     kept = [u for u in users if u != gone]
     wait_until(lambda: all(map(on_the_retrained_model, kept)), 60, "lists on the retrain")
     assert redis_client.hget(interim_key(s.key_prefix, retrained), new) is None
-    assert _lists_hold(redis_client, s, audience, new) > 0  # now by the model's own vector
+    assert lists_hold(redis_client, s, audience, new) > 0  # now by the model's own vector
     assert first.alive and second.alive

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +25,7 @@ from freshrec.model_store import ModelStore
 from freshrec.settings import Settings
 from freshrec.stack import wait_until
 from models.als import ALSConfig
+from models.interactions import InteractionLog
 from models.synthetic import SyntheticData, generate
 from models.weighting import DEFAULT_WEIGHTING
 from retrain.publish import train_and_publish
@@ -228,16 +230,23 @@ def synthetic(seed: int = 0) -> SyntheticData:
     return generate(n_users=400, n_items=96, n_interactions=12_000, factors=8, seed=seed)
 
 
-def publish_model(settings: Settings, data: SyntheticData, seed: int = 42) -> str:
-    """Train on ``data``, store the version and move the current pointer; returns its id."""
+def publish_model(
+    settings: Settings,
+    data: SyntheticData | InteractionLog,
+    seed: int = 42,
+    make_current: bool = True,
+) -> str:
+    """Train on ``data`` (or a log of its own), store the version and, with
+    ``make_current``, move the current pointer; returns its id."""
     cfg = ALSConfig(factors=8, iterations=12, num_threads=1, seed=seed, use_gpu=False)
     outcome = train_and_publish(
         ModelStore(settings.model_store),
-        data.log,
+        data.log if isinstance(data, SyntheticData) else data,
         cfg,
         DEFAULT_WEIGHTING,
         popular_length=settings.list_length,
         snapshot={"source": "test"},
+        make_current=make_current,
     )
     return outcome.version.version_id
 
@@ -301,3 +310,24 @@ def changelog_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, U
         assert key is not None, "a changelog record is keyed by user"
         states[key.decode()] = None if value is None else decode_state(value)
     return states
+
+
+def histories(log: InteractionLog, per_user: int) -> list[dict]:
+    """Each user's newest ``per_user`` interactions of ``log`` as watch events, timed from
+    :data:`BASE_TS` (a second apart): what a worker holds before a test's own events."""
+    events = []
+    for u, user in enumerate(log.users.ids):
+        rows = np.flatnonzero(log.user == u)[-per_user:]
+        for n, row in enumerate(rows.tolist()):
+            item = log.items.ids[int(log.item[row])]
+            events.append(watch(f"h-{user}-{n}", user, item, BASE_TS + n * 1000))
+    return events
+
+
+def lists_hold(client: redis.Redis, settings: Settings, users: Sequence[str], item: str) -> float:
+    """Share of ``users`` whose stored list holds ``item``."""
+    held = 0
+    for user in users:
+        recs = read_list(client, settings, user)
+        held += recs is not None and any(i.item == item for i in recs.items)
+    return held / len(users)
