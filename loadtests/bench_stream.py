@@ -103,7 +103,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,21 +330,26 @@ def event(n: int, user: int, item: int, ts: int) -> tuple[bytes, bytes]:
     return user_id.encode(), orjson.dumps(doc)
 
 
-def produce_backlog(settings: Settings, mix: str, n: int, users: int, items: int) -> None:
-    """Publish ``n`` events of ``mix`` to ``settings.topic_watch`` and wait for the broker."""
+def produce_all(settings: Settings, records: Iterable[tuple[bytes, bytes]], what: str) -> None:
+    """Publish ``records`` (key, value) to ``settings.topic_watch`` and wait for the broker."""
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
-    rng = np.random.default_rng(7)
-    users_drawn = draw_users(mix, n, users, rng).tolist()
-    drawn = zip(users_drawn, rng.integers(items, size=n).tolist(), strict=True)
-    for i, (user, item) in enumerate(drawn):
-        key, value = event(i, user, item, BASE_TS + i)
+    for key, value in records:
         while True:
             try:
                 producer.produce(settings.topic_watch, key=key, value=value)
                 break
             except BufferError:
                 producer.poll(0.05)
-    assert producer.flush(60) == 0, "backlog not acknowledged"
+    assert producer.flush(60) == 0, f"{what} not acknowledged"
+
+
+def produce_backlog(settings: Settings, mix: str, n: int, users: int, items: int) -> None:
+    """Publish ``n`` events of ``mix`` to ``settings.topic_watch`` and wait for the broker."""
+    rng = np.random.default_rng(7)
+    users_drawn = draw_users(mix, n, users, rng).tolist()
+    drawn = zip(users_drawn, rng.integers(items, size=n).tolist(), strict=True)
+    records = (event(i, user, item, BASE_TS + i) for i, (user, item) in enumerate(drawn))
+    produce_all(settings, records, "backlog")
 
 
 def produce_paced(
@@ -630,17 +635,10 @@ def held_user_bytes(
 
 def produce_distinct(settings: Settings, first: int, n: int, items: int) -> None:
     """One watch each for users ``first`` to ``first + n - 1``, to ``settings.topic_watch``."""
-    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     rng = np.random.default_rng(first)
-    for i, item in enumerate(rng.integers(items, size=n).tolist()):
-        key, value = event(first + i, first + i, item, BASE_TS + i)
-        while True:
-            try:
-                producer.produce(settings.topic_watch, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0, "state events not acknowledged"
+    drawn = enumerate(rng.integers(items, size=n).tolist())
+    records = (event(first + i, first + i, item, BASE_TS + i) for i, item in drawn)
+    produce_all(settings, records, "state events")
 
 
 # --- new items (issue 23): their traffic's cost, and how soon they reach a list ------
@@ -662,23 +660,20 @@ VISIBILITY_USERS = 40
 def produce_new_item_backlog(settings: Settings, n: int, users: int, items: int) -> None:
     """The uniform backlog's events with :data:`NEW_ITEM_SHARE` of them on items the model
     does not know (``fresh-0`` to ``fresh-199``), on ``settings``' watch topic."""
-    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     rng = np.random.default_rng(7)
     users_drawn = draw_users("uniform", n, users, rng).tolist()
     drawn = zip(users_drawn, rng.integers(items, size=n).tolist(), strict=True)
     fresh = (rng.random(n) < NEW_ITEM_SHARE).tolist()
     picks = rng.integers(NEW_ITEMS, size=n).tolist()
-    for i, (user, item) in enumerate(drawn):
-        key, value = event(i, user, item, BASE_TS + i)
-        if fresh[i]:
-            value = value.replace(f'"item-{item}"'.encode(), f'"fresh-{picks[i]}"'.encode())
-        while True:
-            try:
-                producer.produce(settings.topic_watch, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0, "backlog not acknowledged"
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        for i, (user, item) in enumerate(drawn):
+            key, value = event(i, user, item, BASE_TS + i)
+            if fresh[i]:
+                value = value.replace(f'"item-{item}"'.encode(), f'"fresh-{picks[i]}"'.encode())
+            yield key, value
+
+    produce_all(settings, records(), "backlog")
 
 
 def _list_holds(client: Any, s: Settings, user: str, item: str) -> int | None:

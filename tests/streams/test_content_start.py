@@ -290,15 +290,7 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
 
     # the lists written next: every user's, by one event each on an item they know
     nudge = BASE_TS + 60_000
-    publish(s, [watch(f"nudge-{u}", u, data.log.items.ids[0], nudge) for u in users])
-    wait_until(
-        lambda: all(
-            (r := read_list(redis_client, s, u)) is not None and r.updated_at == nudge
-            for u in users
-        ),
-        60,
-        "the nudged lists",
-    )
+    _nudge(s, redis_client, users, data.log.items.ids[0], nudge, "nudge")
     users_of = {
         k: [u for n, u in enumerate(users) if data.user_clusters[n, 0] == k] for k in range(factors)
     }
@@ -331,15 +323,7 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
         "the takedown",
     )
     again = nudge + 500
-    publish(s, [watch(f"again-{u}", u, data.log.items.ids[0], again) for u in users])
-    wait_until(
-        lambda: all(
-            (r := read_list(redis_client, s, u)) is not None and r.updated_at == again
-            for u in users
-        ),
-        60,
-        "the lists after the takedown",
-    )
+    _nudge(s, redis_client, users, data.log.items.ids[0], again, "again")
     assert not any(_holds(redis_client, s, u, down) for u in users)
     assert _holds(redis_client, s, audience[0], item)
 
@@ -396,6 +380,21 @@ def test_tagged_new_items_reach_their_clusters_users_at_once_and_hand_over_to_fo
         "the content vectors under the new version",
     )
     assert {v.source for v in _stored(redis_client, s, switched).values()} == {"content"}
+
+
+def _nudge(
+    s: Settings, client: redis.Redis, users: Sequence[str], item: str, ts: int, tag: str
+) -> None:
+    """One event each of ``users`` on ``item`` at ``ts`` (event ids ``tag-user``), and wait
+    until every one's list is the one written from it: the lists written next."""
+    publish(s, [watch(f"{tag}-{u}", u, item, ts) for u in users])
+    wait_until(
+        lambda: all(
+            (r := read_list(client, s, u)) is not None and r.updated_at == ts for u in users
+        ),
+        60,
+        f"the lists written from the {tag} events",
+    )
 
 
 def _holds(client: redis.Redis, settings: Settings, user: str, item: str) -> bool:
