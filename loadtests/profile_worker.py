@@ -251,7 +251,8 @@ def profile(
                 "--format",
                 "raw",
                 "--threads",
-                "--nonblocking",
+                # native frames need the process stopped for each sample
+                *(["--native"] if args.native else ["--nonblocking"]),
                 "--full-filenames",
                 "--rate",
                 str(args.rate),
@@ -326,6 +327,11 @@ def main() -> int:
     parser.add_argument("--upto", type=float, default=0.9, help="share profiled up to")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--no-bare", action="store_true", help="leave out the bare agent")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="sample C frames too (py-spy --native, which stops the process for each sample)",
+    )
     parser.add_argument("--timeout", type=float, default=240.0, help="limit of each wait, seconds")
     parser.add_argument(
         "--py-spy",

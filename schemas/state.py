@@ -17,7 +17,8 @@ the changelog carries per event. Counts and lengths are LEB128 varints (7
 bits a byte); integer columns are *packed*: a width byte (0, 1, 2, 4 or 8),
 every value at that width (the narrowest that leaves at most 1 in 16 values
 over it; those are written as the width's largest value, then at 8 bytes each
-after the column), a handful of numpy calls per column whatever its length.
+after the column), coded by :mod:`schemas.columns` (plain Python for short
+histories, numpy for long ones, byte for byte the same).
 In order:
 
 - the byte ``0x04`` (a JSON record starts with ``{``), ``forgotten_at`` (epoch
@@ -67,9 +68,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-import numpy as np
 import orjson
 
+from schemas.columns import ColumnsError, Cursor, decode_columns, encode_columns
 from schemas.events import InteractionEvent, WatchEvent
 
 #: Name of the worker's state table; Faust names the table's changelog topic after it.
@@ -301,8 +302,8 @@ def encode(state: UserState) -> bytes:
     """The changelog value of a user's state (format 4, see the module doc).
 
     The columns come from one C-level transpose (``zip(*history)``) and are
-    coded by numpy a column at a time: the worker encodes every changed user of
-    every batch, whose histories run to thousands of rows.
+    coded by :mod:`schemas.columns`: the worker encodes every changed user of
+    every batch, whose histories run from one row to thousands.
     """
     history = state.history
     n = len(history)
@@ -311,13 +312,7 @@ def encode(state: UserState) -> bytes:
     _put_uint(out, state.forgotten_at)
     _put_uint(out, n)
     _put_text(out, _joined(items, "item id"))
-    codes = "".join(map(_KIND_CODE.__getitem__, kinds)).encode()
-    out += np.packbits(np.frombuffer(codes, np.uint8) == ord("r")).tobytes()
-    stamps = np.array(ts, np.int64)
-    steps = np.diff(stamps, prepend=np.int64(0))
-    out += _packed(((steps << 1) ^ (steps >> 63)).view(np.uint64))
-    _put_numbers(out, np.array(values, np.float64), optional=False)
-    _put_numbers(out, np.array(durations, np.float64), optional=True)
+    out += encode_columns(kinds, ts, values, durations)
     _put_uint(out, len(state.event_ids))
     _put_text(out, _joined(state.event_ids, "event id"))
     _put_uint(out, len(state.seen_items))
@@ -332,13 +327,16 @@ def encode(state: UserState) -> bytes:
 def decode(raw: bytes) -> UserState:
     """Inverse of :func:`encode` (formats 1 to 3 too); ``ValueError`` saying why when bad."""
     if raw[:1] == _BINARY:
-        reader = _Reader(raw)
-        cols = reader.columns()
-        event_ids = reader.texts()
-        seen_items = reader.texts()
-        shown = reader.blob()
-        interim = _trailing_interim(reader)
-        reader.done()
+        try:
+            reader = _Reader(raw)
+            cols = reader.columns()
+            event_ids = reader.texts()
+            seen_items = reader.texts()
+            shown = reader.blob()
+            interim = _trailing_interim(reader)
+            reader.done()
+        except ColumnsError as exc:
+            raise ValueError(f"unreadable user state: {exc}") from exc
         forgotten_at = reader.forgotten_at
         doc = {"l": _json(bytes(shown))} if len(shown) else {}
     else:
@@ -368,11 +366,6 @@ def decode(raw: bytes) -> UserState:
 
 
 _BINARY = bytes((FORMAT,))
-#: Number modes: integer halves (ratings), integer hundredths (watch times), or float64.
-_SCALES = {0: 2.0, 1: 100.0}
-_MODE_FLOAT = 255
-#: Largest scaled value stored as an integer (exact in a float64).
-_MAX_SCALED = 2.0**52
 
 
 def _json(raw: bytes) -> Any:
@@ -407,59 +400,28 @@ def _put_blob(out: bytearray, blob: bytes) -> None:
 _put_text = _put_blob
 
 
-def _put_numbers(out: bytearray, numbers: np.ndarray, optional: bool) -> None:
-    """A mode byte, then the numbers as integer halves or hundredths (the coarsest that
-    holds every known number exactly; an optional unknown one as 0, the others plus
-    one), or as float64 (NaN for unknown) when neither does."""
-    known = ~np.isnan(numbers) if optional else slice(None)
-    given = numbers[known]
-    for mode, scale in _SCALES.items():
-        scaled = np.round(given * scale)
-        if bool(
-            np.all((scaled >= 0) & (scaled < _MAX_SCALED)) and np.array_equal(scaled / scale, given)
-        ):
-            if optional:
-                codes = np.zeros(numbers.size, np.uint64)
-                codes[known] = scaled.astype(np.uint64) + np.uint64(1)
-            else:
-                codes = scaled.astype(np.uint64)
-            out.append(mode)
-            out += _packed(codes)
-            return
-    out.append(_MODE_FLOAT)
-    out += numbers.astype("<f8").tobytes()
-
-
-class _Reader:
+class _Reader(Cursor):
     """Reads a format-4 record front to back, checking each part as it goes."""
 
     def __init__(self, raw: bytes) -> None:
-        self._raw = memoryview(raw)
-        self._at = 1
+        super().__init__(memoryview(raw), 1)
         self.forgotten_at = self.uint()
 
     def uint(self) -> int:
         value, shift = 0, 0
-        raw = self._raw
+        raw = self.raw
         while True:
-            if self._at >= len(raw):
+            if self.at >= len(raw):
                 raise ValueError("unreadable user state: the record ends early")
-            byte = raw[self._at]
-            self._at += 1
+            byte = raw[self.at]
+            self.at += 1
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
                 return value
             shift += 7
 
-    def bytes(self, size: int) -> memoryview:
-        if self._at + size > len(self._raw):
-            raise ValueError("unreadable user state: the record ends early")
-        part = self._raw[self._at : self._at + size]
-        self._at += size
-        return part
-
     def blob(self) -> memoryview:
-        return self.bytes(self.uint())
+        return self.take(self.uint())
 
     def split(self, count: int) -> list[str]:
         text = self.blob()
@@ -475,94 +437,20 @@ class _Reader:
     def texts(self) -> list[str]:
         return self.split(self.uint())
 
-    def numbers(self, count: int, optional: bool) -> list[float | None]:
-        mode = self.bytes(1)[0]
-        if mode == _MODE_FLOAT:
-            numbers = np.frombuffer(self.bytes(8 * count), "<f8")
-            if optional:
-                return [None if x != x else x for x in numbers.tolist()]
-            out: list[float | None] = numbers.tolist()
-            return out
-        scale = _SCALES.get(mode)
-        if scale is None:
-            raise ValueError(f"unreadable user state: unknown number mode {mode}")
-        codes = _unpacked(self, count).astype(np.float64)
-        if optional:
-            known = ((codes - 1.0) / scale).tolist()
-            return [None if c == 0 else x for c, x in zip(codes.tolist(), known, strict=True)]
-        out = (codes / scale).tolist()
-        return out
-
     def columns(self) -> HistoryColumns:
         n = self.uint()
         items = self.split(n)
-        bits = np.unpackbits(np.frombuffer(self.bytes((n + 7) // 8), np.uint8), count=n)
-        kinds = np.where(bits == 1, ord("r"), ord("w")).astype(np.uint8).tobytes().decode()
-        zigzag = _unpacked(self, n)
-        steps = (zigzag >> np.uint64(1)).view(np.int64) ^ -(zigzag & np.uint64(1)).view(np.int64)
-        ts = np.cumsum(steps).tolist()
-        values = self.numbers(n, optional=False)
-        durations = self.numbers(n, optional=True)
-        return HistoryColumns(items, kinds, values, durations, ts)  # type: ignore[arg-type]
+        kinds, ts, values, durations = decode_columns(self, n)
+        return HistoryColumns(items, kinds, values, durations, ts)
 
     @property
     def more(self) -> bool:
         """Whether bytes remain (an optional trailing field)."""
-        return self._at < len(self._raw)
+        return self.at < len(self.raw)
 
     def done(self) -> None:
-        if self._at != len(self._raw):
+        if self.at != len(self.raw):
             raise ValueError("unreadable user state: bytes after the record's end")
-
-
-#: Widths in bytes an integer column may be packed at (0: every value is 0).
-_WIDTHS = (0, 1, 2, 4, 8)
-#: Share of a column's values that may be exceptions to its width.
-_MAX_EXCEPTIONS = 1 / 16
-
-
-def _packed(values: np.ndarray) -> bytes:
-    """Non-negative integers at the narrowest width whose exceptions stay few.
-
-    A width byte, the values little-endian at that width (an exception as the
-    width's largest value), then the exceptions at 8 bytes each. A handful of
-    numpy calls per column whatever its length (a varint coder in numpy takes
-    four times as many, in Python a microsecond a value), and nearly as small
-    as varints: a history's time steps fit 4 bytes but for the odd long gap.
-    """
-    v = values.astype(np.uint64)
-    if not v.size or not v.any():
-        return b"\x00"
-    allowed = int(v.size * _MAX_EXCEPTIONS)
-    for width in _WIDTHS[1:-1]:
-        top = np.uint64((1 << (8 * width)) - 1)
-        escaped = v >= top
-        if int(np.count_nonzero(escaped)) <= allowed:
-            kind = f"<u{width}"
-            return b"".join(
-                (
-                    bytes((width,)),
-                    np.minimum(v, top).astype(kind).tobytes(),
-                    v[escaped].astype("<u8").tobytes(),
-                )
-            )
-    return b"\x08" + v.astype("<u8").tobytes()
-
-
-def _unpacked(reader: _Reader, count: int) -> np.ndarray:
-    """``count`` integers packed by :func:`_packed`."""
-    width = reader.bytes(1)[0]
-    if width == 0:
-        return np.zeros(count, np.uint64)
-    if width not in _WIDTHS:
-        raise ValueError(f"unreadable user state: unknown width {width}")
-    out = np.frombuffer(reader.bytes(width * count), f"<u{width}").astype(np.uint64)
-    if width < 8:
-        escaped = out == np.uint64((1 << (8 * width)) - 1)
-        n = int(np.count_nonzero(escaped))
-        if n:
-            out[escaped] = np.frombuffer(reader.bytes(8 * n), "<u8")
-    return out
 
 
 def history_columns(raw: bytes) -> HistoryColumns:
@@ -573,7 +461,10 @@ def history_columns(raw: bytes) -> HistoryColumns:
     read itself. Checks the record's layout as :func:`decode` does.
     """
     if raw[:1] == _BINARY:
-        return _Reader(raw).columns()
+        try:
+            return _Reader(raw).columns()
+        except ColumnsError as exc:
+            raise ValueError(f"unreadable user state: {exc}") from exc
     return _columns(_load(raw))
 
 
