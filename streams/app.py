@@ -337,26 +337,64 @@ def create_app(settings: Settings) -> faust.App:
         # noack_take acks nothing itself (take_events acks a batch when the
         # agent asks for the next one), so batches are processed in tasks while
         # the next one fills: Faust reads the stream, and the next batch is
-        # prepared, while this one's lists are on their way to Redis. Before a
-        # new batch starts, the last one must be prepared and the one before
-        # it written: at most two batches are in flight, one being written and
-        # one being prepared, even while Redis is down.
+        # prepared, while this one's lists are on their way to Redis. A new
+        # batch starts once the last one is prepared and the one before it
+        # written: at most two batches are in flight, one being written and one
+        # being prepared, even while Redis is down.
+        #
+        # What Faust takes while those hold the next batch back joins it, up to
+        # batch_size: a take's window runs from the agent's request, not from a
+        # batch's first event, and under load the events Faust moved into its
+        # buffer within that window were a dozen, not a batch (issue 27: batches
+        # of 16 events over a backlog, each paying a whole batch's fixed costs).
         before_last: asyncio.Task[None] | None = None
         last: asyncio.Task[None] | None = None
         prepared: asyncio.Event | None = None
-        async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
-            received_at = ownership.revokes
-            watch.received((e.message.topic, e.message.partition, e.message.offset) for e in events)
-            if prepared is not None:
-                await prepared.wait()
-            if before_last is not None:
-                await before_last
+        #: Events taken and not yet in a batch, and the revoke count at the first of them.
+        gathered: list[Any] = []
+        received_at = 0
+
+        def held_back() -> bool:
+            return (prepared is not None and not prepared.is_set()) or (
+                before_last is not None and not before_last.done()
+            )
+
+        def start_gathered() -> None:
+            """Start a batch of what was gathered, unless the batches in flight hold it back."""
+            nonlocal before_last, last, prepared
+            if not gathered or held_back():
+                return
+            batch = gathered[: settings.batch_size]
+            del gathered[: settings.batch_size]
             watch.batch_started()
             prepared = asyncio.Event()
-            task = asyncio.create_task(complete(list(events), received_at, prepared, last))
+            task = asyncio.create_task(complete(batch, received_at, prepared, last))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
             before_last, last = last, task
+            # A stream gone quiet still gets what was gathered meanwhile started.
+            waker = asyncio.create_task(start_when_free(prepared, before_last))
+            in_flight.add(waker)
+            waker.add_done_callback(in_flight.discard)
+
+        async def start_when_free(ready: asyncio.Event, written: asyncio.Task[None] | None) -> None:
+            await ready.wait()
+            if written is not None:
+                await asyncio.wait((written,))
+            start_gathered()
+
+        async for events in stream.noack_take(settings.batch_size, settings.batch_max_wait_s):
+            if not gathered:
+                received_at = ownership.revokes
+            watch.received((e.message.topic, e.message.partition, e.message.offset) for e in events)
+            gathered.extend(events)
+            start_gathered()
+            while len(gathered) >= settings.batch_size:  # a full batch waits its turn here
+                if prepared is not None:
+                    await prepared.wait()
+                if before_last is not None:
+                    await before_last
+                start_gathered()
 
     @app.agent(items_source, name="catalog")
     async def fold_catalog(stream: Any) -> None:

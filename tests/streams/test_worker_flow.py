@@ -204,3 +204,26 @@ def test_runs_as_a_plain_faust_app(
         )
     finally:
         worker.stop()
+
+
+def test_regression_a_backlog_is_taken_in_batches_not_in_a_take_windows_dozen(
+    worker_settings: Settings, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """Regression (issue 27): a take's window runs from the agent's request, so with
+    ``FRESHREC_BATCH_MAX_WAIT_S`` at 0.01 a worker working through a backlog got batches of
+    about 16 events (what Faust moved into its buffer within the window), each paying a
+    whole batch's fixed costs, at half the events/s. What arrives while the batches in
+    flight hold the next one back now joins it."""
+    settings = worker_settings.replace(batch_max_wait_s=0.01)
+    publish_model(settings, synthetic())
+    events = [watch(f"e{n}", f"user-{n}", f"item-{n % 40}", BASE_TS + n) for n in range(4000)]
+    publish(settings, events)
+    worker = start_worker(settings)
+    worker.wait_for(lambda: lists_caught_up(settings, redis_client, events), 120, "every list")
+    metrics = worker.metrics()
+    batches = metrics["freshrec_worker_batch_size_count{}"]
+    taken = metrics["freshrec_worker_batch_size_sum{}"]
+    assert taken >= len(events)
+    mean = taken / batches
+    assert mean >= 100, f"{batches:.0f} batches of {mean:.0f} events on average"
+    assert metrics["freshrec_worker_batch_size_bucket{le=500.0}"] == batches  # never above the size
