@@ -383,10 +383,12 @@ class Settings:
     batch_max_wait_s: float = field(
         default=0.01,
         metadata=_doc(
-            "Longest wait to fill a micro-batch, in seconds (also the consumer's fetch wait). "
-            "At half the worker's rate on two cores, 0.01 gave freshness p99 86 ms at 2,000 "
-            "items and 74 ms at 27,000 against 147 ms with 0.05, at the same events/s over a "
-            "backlog, where batches fill before the wait ends (BENCHMARKS.md, stream).",
+            "Longest wait to fill a micro-batch, in seconds (also the consumer's fetch wait), "
+            "from the worker's request for one; what arrives while the batches in flight hold "
+            "the next one back joins it, up to FRESHREC_BATCH_SIZE, so a backlog still comes "
+            "in large batches. At half the worker's rate on two cores, 0.01 gave freshness p99 "
+            "86 ms at 2,000 items and 74 ms at 27,000 against 147 ms with 0.05 "
+            "(BENCHMARKS.md, stream).",
             min=0.0,
         ),
     )
