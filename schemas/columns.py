@@ -45,10 +45,15 @@ WIDTHS = (0, 1, 2, 4, 8)
 MAX_EXCEPTIONS = 1 / 16
 _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _RATE = "rate"
+#: Each kind's letter (a kind not here is a ``KeyError``, as :mod:`schemas.state` has it).
+KIND_LETTERS = {"watch": "w", "rate": "r"}
 
 
 class ColumnsError(ValueError):
-    """The columns' bytes are not a valid encoding (the caller names the record)."""
+    """The columns' bytes are not a valid encoding: a user-state record that cannot be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"unreadable user state: {reason}")
 
 
 def encode_columns(
@@ -214,7 +219,7 @@ def _encode_long(
     values: Sequence[float],
     durations: Sequence[float | None],
 ) -> bytes:
-    codes = "".join("r" if k == _RATE else "w" if k == "watch" else _bad(k) for k in kinds)
+    codes = "".join(map(KIND_LETTERS.__getitem__, kinds))
     out = bytearray(np.packbits(np.frombuffer(codes.encode(), np.uint8) == ord("r")).tobytes())
     stamps = np.array(ts, np.int64)
     steps = np.diff(stamps, prepend=np.int64(0))
@@ -222,10 +227,6 @@ def _encode_long(
     out += _numbers_long(np.array(values, np.float64), optional=False)
     out += _numbers_long(np.array(durations, np.float64), optional=True)
     return bytes(out)
-
-
-def _bad(kind: str) -> str:
-    raise KeyError(kind)
 
 
 def _numbers_long(numbers: np.ndarray, optional: bool) -> bytes:

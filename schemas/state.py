@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas.columns import ColumnsError, Cursor, decode_columns, encode_columns
+from schemas.columns import KIND_LETTERS, Cursor, decode_columns, encode_columns
 from schemas.events import InteractionEvent, WatchEvent
 
 #: Name of the worker's state table; Faust names the table's changelog topic after it.
@@ -82,7 +82,6 @@ FORMAT = 4
 READABLE_FORMATS = (1, 2, 3, 4)
 
 #: Kind names and their one-letter codes in format 3.
-_KIND_CODE = {"watch": "w", "rate": "r"}
 _KIND_NAME = {"w": "watch", "r": "rate"}
 
 
@@ -327,16 +326,13 @@ def encode(state: UserState) -> bytes:
 def decode(raw: bytes) -> UserState:
     """Inverse of :func:`encode` (formats 1 to 3 too); ``ValueError`` saying why when bad."""
     if raw[:1] == _BINARY:
-        try:
-            reader = _Reader(raw)
-            cols = reader.columns()
-            event_ids = reader.texts()
-            seen_items = reader.texts()
-            shown = reader.blob()
-            interim = _trailing_interim(reader)
-            reader.done()
-        except ColumnsError as exc:
-            raise ValueError(f"unreadable user state: {exc}") from exc
+        reader = _Reader(raw)
+        cols = reader.columns()
+        event_ids = reader.texts()
+        seen_items = reader.texts()
+        shown = reader.blob()
+        interim = _trailing_interim(reader)
+        reader.done()
         forgotten_at = reader.forgotten_at
         doc = {"l": _json(bytes(shown))} if len(shown) else {}
     else:
@@ -461,10 +457,7 @@ def history_columns(raw: bytes) -> HistoryColumns:
     read itself. Checks the record's layout as :func:`decode` does.
     """
     if raw[:1] == _BINARY:
-        try:
-            return _Reader(raw).columns()
-        except ColumnsError as exc:
-            raise ValueError(f"unreadable user state: {exc}") from exc
+        return _Reader(raw).columns()
     return _columns(_load(raw))
 
 
@@ -499,7 +492,7 @@ def _columns(doc: dict[str, Any]) -> HistoryColumns:
     try:
         return HistoryColumns(
             [r[0] for r in rows],
-            "".join([_KIND_CODE[r[1]] for r in rows]),
+            "".join([KIND_LETTERS[r[1]] for r in rows]),
             [r[2] for r in rows],
             [r[3] for r in rows],
             [r[4] for r in rows],
